@@ -1,0 +1,142 @@
+//! BERT and (XLM-)RoBERTa encoders. RoBERTa is BERT with positions counted from
+//! `pad_token_id + 1` and (in practice) a single token type, so one implementation serves both.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+use super::layers::{attention_bias, layer_norm, linear, multi_head_attention, FeedForward};
+use crate::batch::Batch;
+use crate::config::{Architecture, ModelConfig};
+
+struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    token_type: Option<Embedding>,
+    norm: LayerNorm,
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    feed_forward: FeedForward,
+}
+
+pub struct BertEncoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    num_heads: usize,
+    /// First position id; 0 for BERT, `pad_token_id + 1` for RoBERTa.
+    position_offset: usize,
+    pad_position: u32,
+}
+
+impl BertEncoder {
+    /// `vb` points at the encoder's root (the one holding `embeddings.` and `encoder.`).
+    pub fn load(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        let e = vb.pp("embeddings");
+        let embeddings = Embeddings {
+            word: candle_nn::embedding(cfg.vocab_size, h, e.pp("word_embeddings"))?,
+            position: candle_nn::embedding(
+                cfg.max_position_embeddings,
+                h,
+                e.pp("position_embeddings"),
+            )?,
+            token_type: if cfg.type_vocab_size > 0 {
+                Some(candle_nn::embedding(
+                    cfg.type_vocab_size,
+                    h,
+                    e.pp("token_type_embeddings"),
+                )?)
+            } else {
+                None
+            },
+            norm: layer_norm(h, cfg.layer_norm_eps, e.pp("LayerNorm"))?,
+        };
+        let layers = (0..cfg.num_layers)
+            .map(|i| {
+                let l = vb.pp(format!("encoder.layer.{i}"));
+                let a = l.pp("attention");
+                Ok(Layer {
+                    query: linear(h, h, a.pp("self.query"))?,
+                    key: linear(h, h, a.pp("self.key"))?,
+                    value: linear(h, h, a.pp("self.value"))?,
+                    attention_output: linear(h, h, a.pp("output.dense"))?,
+                    attention_norm: layer_norm(h, cfg.layer_norm_eps, a.pp("output.LayerNorm"))?,
+                    feed_forward: FeedForward {
+                        intermediate: linear(h, cfg.intermediate_size, l.pp("intermediate.dense"))?,
+                        output: linear(cfg.intermediate_size, h, l.pp("output.dense"))?,
+                        norm: layer_norm(h, cfg.layer_norm_eps, l.pp("output.LayerNorm"))?,
+                        activation: cfg.activation,
+                    },
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let (position_offset, pad_position) = match cfg.architecture {
+            Architecture::XlmRoberta => (cfg.pad_token_id as usize + 1, cfg.pad_token_id),
+            _ => (0, 0),
+        };
+        Ok(BertEncoder {
+            embeddings,
+            layers,
+            num_heads: cfg.num_heads,
+            position_offset,
+            pad_position,
+        })
+    }
+
+    /// Token states `[b, t, hidden]`.
+    pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+        let (b, t) = batch.input_ids.dims2()?;
+        let device = batch.input_ids.device();
+        let positions = position_ids(&batch.lengths, t, self.position_offset, self.pad_position);
+        let positions = Tensor::from_vec(positions, (b, t), device)?;
+
+        let mut x = self.embeddings.word.forward(&batch.input_ids)?;
+        x = (x + self.embeddings.position.forward(&positions)?)?;
+        if let Some(tt) = &self.embeddings.token_type {
+            x = (x + tt.forward(&batch.type_ids)?)?;
+        }
+        let hidden = x.dim(2)?;
+        let mut x = self.embeddings.norm.forward(&x)?.reshape((b * t, hidden))?;
+
+        let bias = attention_bias(&batch.mask)?;
+        for layer in &self.layers {
+            let ctx = multi_head_attention(
+                &layer.query.forward(&x)?,
+                &layer.key.forward(&x)?,
+                &layer.value.forward(&x)?,
+                b,
+                t,
+                self.num_heads,
+                &bias,
+                None,
+            )?;
+            let attended = layer
+                .attention_norm
+                .forward(&(layer.attention_output.forward(&ctx)? + &x)?)?;
+            x = layer.feed_forward.forward(&attended)?;
+        }
+        x.reshape((b, t, hidden))
+    }
+}
+
+/// Position ids for right-padded rows. BERT numbers every slot from 0; RoBERTa numbers real
+/// tokens from `offset` and gives padding the pad position (transformers'
+/// `create_position_ids_from_input_ids`).
+pub(crate) fn position_ids(lengths: &[usize], t: usize, offset: usize, pad: u32) -> Vec<u32> {
+    let mut out = Vec::with_capacity(lengths.len() * t);
+    for &len in lengths {
+        for j in 0..t {
+            out.push(if offset == 0 || j < len {
+                (offset + j) as u32
+            } else {
+                pad
+            });
+        }
+    }
+    out
+}

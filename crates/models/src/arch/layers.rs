@@ -1,0 +1,88 @@
+//! Building blocks shared by the BERT-family encoders.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::config::Activation;
+
+/// Loads a LayerNorm stored as `weight`/`bias`, or as `gamma`/`beta` in checkpoints converted
+/// from the original TensorFlow BERT.
+pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<LayerNorm> {
+    let (w, b) = if !vb.contains_tensor("weight") && vb.contains_tensor("gamma") {
+        ("gamma", "beta")
+    } else {
+        ("weight", "bias")
+    };
+    Ok(LayerNorm::new(vb.get(size, w)?, vb.get(size, b)?, eps))
+}
+
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    candle_nn::linear(in_dim, out_dim, vb)
+}
+
+pub fn activate(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+    match act {
+        Activation::GeluErf => x.gelu_erf(),
+        Activation::GeluTanh => x.gelu(),
+        Activation::Relu => x.relu(),
+        Activation::Silu => x.silu(),
+    }
+}
+
+/// `[b, t]` 0/1 mask → `[b, 1, 1, t]` additive bias: 0 for real tokens, the most negative f32
+/// for padding, as transformers does.
+pub fn attention_bias(mask: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t) = mask.dims2()?;
+    ((1.0 - mask)? * f32::MIN as f64)?.reshape((b, 1, 1, t))
+}
+
+/// Scaled dot-product attention over `[b*t, h]` projections.
+///
+/// `bias`: `[b, 1, 1, t]` padding bias; `position_bias`: optional `[1|b, heads, t, t]` (MPNet's
+/// relative positions). Returns the context `[b*t, h]`.
+#[allow(clippy::too_many_arguments)]
+pub fn multi_head_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: usize,
+    seq: usize,
+    num_heads: usize,
+    bias: &Tensor,
+    position_bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let hidden = q.dim(1)?;
+    let head_dim = hidden / num_heads;
+    let split = |x: &Tensor| {
+        x.reshape((batch, seq, num_heads, head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+    let mut scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
+    if let Some(pb) = position_bias {
+        scores = scores.broadcast_add(pb)?;
+    }
+    let scores = scores.broadcast_add(bias)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    probs
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .reshape((batch * seq, hidden))
+}
+
+/// The feed-forward half of a transformer layer: `LN(x + W2·act(W1·x))`.
+pub struct FeedForward {
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub norm: LayerNorm,
+    pub activation: Activation,
+}
+
+impl FeedForward {
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = activate(&self.intermediate.forward(x)?, self.activation)?;
+        let h = self.output.forward(&h)?;
+        self.norm.forward(&(h + x)?)
+    }
+}

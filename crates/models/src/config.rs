@@ -1,0 +1,305 @@
+//! `config.json` of a Hugging Face model directory: which architecture, how big, which head.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{ModelError, Result};
+
+/// The encoder families sift implements. Each covers several published model lines; see
+/// [`ModelError::UnsupportedArchitecture`] for the list shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// BERT: BGE-en/zh, MiniLM, E5, text2vec, ms-marco MiniLM cross-encoders.
+    Bert,
+    /// XLM-RoBERTa and RoBERTa: bge-m3, bge-reranker-base/large/v2-m3, multilingual E5.
+    XlmRoberta,
+    /// MPNet: all-mpnet-base-v2 and its fine-tunes.
+    MpNet,
+}
+
+impl Architecture {
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Bert => "bert",
+            Architecture::XlmRoberta => "xlm-roberta",
+            Architecture::MpNet => "mpnet",
+        }
+    }
+}
+
+/// What sits on top of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// A bare encoder (`BertModel`, ...): token states, pooled into an embedding.
+    Encoder,
+    /// `*ForSequenceClassification`: one logit per label, used as a cross-encoder.
+    SequenceClassification,
+}
+
+/// Activation of the feed-forward block (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU with erf (`"gelu"`), what BERT checkpoints were trained with.
+    GeluErf,
+    /// Tanh approximation (`"gelu_new"`, `"gelu_pytorch_tanh"`, `"gelu_fast"`).
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    max_position_embeddings: usize,
+    #[serde(default)]
+    type_vocab_size: Option<usize>,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    pad_token_id: Option<u32>,
+    #[serde(default)]
+    id2label: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    num_labels: Option<usize>,
+    #[serde(default)]
+    relative_attention_num_buckets: Option<usize>,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+/// The parts of `config.json` that decide how the network is built.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub head: Head,
+    /// The `architectures` entry as written, for messages and `sift models`.
+    pub architecture_name: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub activation: Activation,
+    pub max_position_embeddings: usize,
+    /// 0 when the model has no token-type embeddings (MPNet).
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub pad_token_id: u32,
+    /// Labels of the classification head, ordered by id; empty for bare encoders.
+    pub labels: Vec<String>,
+    /// MPNet's relative position buckets.
+    pub relative_attention_num_buckets: usize,
+}
+
+impl ModelConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::InvalidConfig {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json(&text, path)
+    }
+
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        let invalid = |reason: String| ModelError::InvalidConfig {
+            path: path.to_owned(),
+            reason,
+        };
+        // Peek at the type first so an unsupported model gets the architecture error, not a
+        // complaint about a missing field its config happens not to have.
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        let architectures: Vec<String> = value
+            .get("architectures")
+            .and_then(|a| serde_json::from_value(a.clone()).ok())
+            .unwrap_or_default();
+        let model_type = value
+            .get("model_type")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned);
+        let (architecture, head, architecture_name) =
+            classify(&architectures, model_type.as_deref()).ok_or_else(|| {
+                ModelError::UnsupportedArchitecture {
+                    found: architectures
+                        .first()
+                        .cloned()
+                        .or(model_type.clone())
+                        .unwrap_or_else(|| "<none given>".into()),
+                    path: path.to_owned(),
+                }
+            })?;
+
+        let raw: RawConfig =
+            serde_json::from_value(value).map_err(|e| invalid(format!("bad field: {e}")))?;
+        if let Some(kind) = raw.position_embedding_type.as_deref() {
+            if kind != "absolute" {
+                return Err(invalid(format!(
+                    "position_embedding_type {kind:?} is not supported (only \"absolute\")"
+                )));
+            }
+        }
+        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+            return Err(invalid(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                raw.hidden_size, raw.num_attention_heads
+            )));
+        }
+        let activation = match raw.hidden_act.as_str() {
+            "gelu" => Activation::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            other => return Err(invalid(format!("hidden_act {other:?} is not supported"))),
+        };
+        let labels = match (&raw.id2label, raw.num_labels) {
+            (Some(map), _) => {
+                let mut pairs: Vec<(usize, String)> = map
+                    .iter()
+                    .map(|(k, v)| {
+                        k.parse::<usize>()
+                            .map(|id| (id, v.clone()))
+                            .map_err(|_| invalid(format!("id2label key {k:?} is not an integer")))
+                    })
+                    .collect::<Result<_>>()?;
+                pairs.sort();
+                pairs.into_iter().map(|(_, v)| v).collect()
+            }
+            (None, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+            // transformers' default when neither is given.
+            (None, None) => vec!["LABEL_0".into(), "LABEL_1".into()],
+        };
+        let default_pad = match architecture {
+            Architecture::Bert => 0,
+            Architecture::XlmRoberta | Architecture::MpNet => 1,
+        };
+        let type_vocab_size = match architecture {
+            Architecture::MpNet => 0,
+            _ => raw.type_vocab_size.unwrap_or(2),
+        };
+        Ok(ModelConfig {
+            architecture,
+            head,
+            architecture_name,
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            num_layers: raw.num_hidden_layers,
+            num_heads: raw.num_attention_heads,
+            intermediate_size: raw.intermediate_size,
+            activation,
+            max_position_embeddings: raw.max_position_embeddings,
+            type_vocab_size,
+            layer_norm_eps: raw.layer_norm_eps,
+            pad_token_id: raw.pad_token_id.unwrap_or(default_pad),
+            labels: if head == Head::SequenceClassification {
+                labels
+            } else {
+                Vec::new()
+            },
+            relative_attention_num_buckets: raw.relative_attention_num_buckets.unwrap_or(32),
+        })
+    }
+
+    /// Longest input in tokens the position embeddings allow. RoBERTa-style models reserve the
+    /// first `pad_token_id + 1` positions, so XLM-R's 514 embeddings give 512 tokens.
+    pub fn max_tokens(&self) -> usize {
+        match self.architecture {
+            Architecture::Bert => self.max_position_embeddings,
+            Architecture::XlmRoberta | Architecture::MpNet => self
+                .max_position_embeddings
+                .saturating_sub(self.pad_token_id as usize + 1),
+        }
+    }
+}
+
+fn classify(
+    architectures: &[String],
+    model_type: Option<&str>,
+) -> Option<(Architecture, Head, String)> {
+    let family = |name: &str| -> Option<Architecture> {
+        let lower = name.to_ascii_lowercase().replace(['-', '_'], "");
+        if lower.starts_with("xlmroberta") || lower.starts_with("roberta") {
+            Some(Architecture::XlmRoberta)
+        } else if lower.starts_with("mpnet") {
+            Some(Architecture::MpNet)
+        } else if lower.starts_with("bert") {
+            Some(Architecture::Bert)
+        } else {
+            None
+        }
+    };
+    if let Some(name) = architectures.first() {
+        let arch = family(name)?;
+        let head = if name.ends_with("ForSequenceClassification") {
+            Head::SequenceClassification
+        } else if name.ends_with("Model") || name.ends_with("ForMaskedLM") {
+            Head::Encoder
+        } else {
+            return None;
+        };
+        return Some((arch, head, name.clone()));
+    }
+    let arch = family(model_type?)?;
+    Some((arch, Head::Encoder, model_type?.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ModelConfig> {
+        ModelConfig::from_json(json, Path::new("config.json"))
+    }
+
+    const BERT: &str = r#"{"architectures":["BertForSequenceClassification"],"model_type":"bert",
+        "vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,
+        "intermediate_size":16,"max_position_embeddings":32,"id2label":{"0":"LABEL_0"}}"#;
+
+    #[test]
+    fn reads_a_bert_classifier() {
+        let c = parse(BERT).unwrap();
+        assert_eq!(c.architecture, Architecture::Bert);
+        assert_eq!(c.head, Head::SequenceClassification);
+        assert_eq!(c.labels, vec!["LABEL_0"]);
+        assert_eq!(c.activation, Activation::GeluErf);
+        assert_eq!(c.max_tokens(), 32);
+    }
+
+    #[test]
+    fn xlm_roberta_reserves_padding_positions() {
+        let c = parse(&BERT.replace("BertFor", "XLMRobertaFor").replace("\"bert\"", "\"xlm-roberta\"")).unwrap();
+        assert_eq!(c.architecture, Architecture::XlmRoberta);
+        assert_eq!(c.max_tokens(), 30);
+    }
+
+    #[test]
+    fn unsupported_architecture_names_the_supported_ones() {
+        let err = parse(&BERT.replace("BertForSequenceClassification", "LlamaForCausalLM")).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ModelError::UnsupportedArchitecture { .. }));
+        assert!(msg.contains("LlamaForCausalLM") && msg.contains("MPNet") && msg.contains("BERT"), "{msg}");
+    }
+
+    #[test]
+    fn bad_json_and_missing_fields_are_errors() {
+        assert!(matches!(parse("{"), Err(ModelError::InvalidConfig { .. })));
+        assert!(matches!(
+            parse(r#"{"architectures":["BertModel"]}"#),
+            Err(ModelError::InvalidConfig { .. })
+        ));
+    }
+}

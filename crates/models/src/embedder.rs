@@ -1,0 +1,178 @@
+//! Bi-encoder: texts → vectors for ANN search.
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::arch::Transformer;
+use crate::batch::{plan_batches, Batch};
+use crate::error::{ModelError, Result};
+use crate::model_dir::ModelDir;
+use crate::pooling::{l2_normalize, Pooling};
+use crate::tokenize::{Encoded, TextTokenizer};
+use crate::{load_transformer, resolve_max_length, DEFAULT_MAX_BATCH_TOKENS};
+
+/// Overrides for what the model directory says; `None` keeps the directory's choice.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedderOptions {
+    /// Tokens per text, special tokens included; at most the model's position limit.
+    pub max_length: Option<usize>,
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    /// Prepended to queries, e.g. BGE's "Represent this sentence for searching relevant
+    /// passages: " or E5's "query: ".
+    pub query_prefix: Option<String>,
+    /// Prepended to passages, e.g. E5's "passage: ".
+    pub passage_prefix: Option<String>,
+    /// Padded tokens per forward pass (rows × longest row).
+    pub max_batch_tokens: Option<usize>,
+}
+
+/// Whether a text is a search query or a document; picks the prefix asymmetric models need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextRole {
+    Query,
+    Passage,
+    /// No prefix at all (TEI's `/embed`, OpenAI's `/v1/embeddings`).
+    Raw,
+}
+
+pub struct Embedder {
+    model: Transformer,
+    tokenizer: TextTokenizer,
+    dir: ModelDir,
+    pooling: Pooling,
+    normalize: bool,
+    query_prefix: String,
+    passage_prefix: String,
+    max_batch_tokens: usize,
+    device: Device,
+}
+
+impl Embedder {
+    /// Loads any supported model directory as an embedder. Pooling defaults to the
+    /// sentence-transformers config, else mean pooling (the most common choice among embedders
+    /// without that file); normalisation defaults to whether a `Normalize` module is listed.
+    pub fn load(dir: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self> {
+        let dir = ModelDir::open(dir)?;
+        let device = Device::Cpu;
+        let max_length = resolve_max_length(&dir, options.max_length)?;
+        let tokenizer =
+            TextTokenizer::from_dir(&dir.path, max_length, dir.config.type_vocab_size > 1)?;
+        let model = load_transformer(&dir, &device, false)?;
+        let st = &dir.sentence_transformers;
+        Ok(Embedder {
+            pooling: options.pooling.or(st.pooling).unwrap_or(Pooling::Mean),
+            normalize: options.normalize.unwrap_or(st.normalize),
+            query_prefix: options
+                .query_prefix
+                .or_else(|| st.query_prompt.clone())
+                .unwrap_or_default(),
+            passage_prefix: options
+                .passage_prefix
+                .or_else(|| st.passage_prompt.clone())
+                .unwrap_or_default(),
+            max_batch_tokens: options.max_batch_tokens.unwrap_or(DEFAULT_MAX_BATCH_TOKENS).max(1),
+            model,
+            tokenizer,
+            dir,
+            device,
+        })
+    }
+
+    /// Length of the vectors this embedder returns.
+    pub fn dim(&self) -> usize {
+        self.model.config.hidden_size
+    }
+
+    pub fn model_dir(&self) -> &ModelDir {
+        &self.dir
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokenizes `texts` with the prefix for `role`; rejects empty texts.
+    pub fn encode(&self, texts: &[impl AsRef<str>], role: TextRole) -> Result<Vec<Encoded>> {
+        let prefix = match role {
+            TextRole::Query => self.query_prefix.as_str(),
+            TextRole::Passage => self.passage_prefix.as_str(),
+            TextRole::Raw => "",
+        };
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let t = t.as_ref();
+                if t.trim().is_empty() {
+                    return Err(ModelError::InvalidInput(format!(
+                        "text {i} is empty; there is nothing to embed"
+                    )));
+                }
+                if prefix.is_empty() {
+                    self.tokenizer.encode(t)
+                } else {
+                    self.tokenizer.encode(&format!("{prefix}{t}"))
+                }
+            })
+            .collect()
+    }
+
+    /// One vector per text, in input order. Texts longer than the max length are truncated.
+    pub fn embed(&self, texts: &[impl AsRef<str>], role: TextRole) -> Result<Vec<Vec<f32>>> {
+        self.embed_with_progress(texts, role, &mut |_| {})
+    }
+
+    /// Like [`Embedder::embed`], calling `progress(n)` after each batch with the number of texts
+    /// finished in it.
+    pub fn embed_with_progress(
+        &self,
+        texts: &[impl AsRef<str>],
+        role: TextRole,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let encoded = self.encode(texts, role)?;
+        self.embed_encoded(&encoded, progress)
+    }
+
+    /// Embeds already tokenized inputs (the server batches requests this way).
+    pub fn embed_encoded(
+        &self,
+        encoded: &[Encoded],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let lengths: Vec<usize> = encoded.iter().map(|e| e.len()).collect();
+        let mut out = vec![Vec::new(); encoded.len()];
+        for group in plan_batches(&lengths, self.max_batch_tokens) {
+            let rows: Vec<&Encoded> = group.iter().map(|&i| &encoded[i]).collect();
+            let batch = Batch::new(&rows, self.model.config.pad_token_id, &self.device)?;
+            let hidden = self.model.hidden_states(&batch)?;
+            let mut pooled = self.pooling.pool(&hidden, &batch.mask)?;
+            if self.normalize {
+                pooled = l2_normalize(&pooled)?;
+            }
+            let vectors: Vec<Vec<f32>> = pooled.to_vec2()?;
+            for (slot, v) in group.iter().zip(vectors) {
+                out[*slot] = v;
+            }
+            progress(group.len());
+        }
+        Ok(out)
+    }
+
+    /// Token states `[b, t, hidden]` for a prepared batch; the golden tests compare these.
+    pub fn hidden_states(&self, encoded: &[Encoded]) -> Result<(candle_core::Tensor, Batch)> {
+        let rows: Vec<&Encoded> = encoded.iter().collect();
+        let batch = Batch::new(&rows, self.model.config.pad_token_id, &self.device)?;
+        Ok((self.model.hidden_states(&batch)?, batch))
+    }
+}

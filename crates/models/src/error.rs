@@ -1,0 +1,39 @@
+use std::path::PathBuf;
+
+/// Every way loading or running a model can fail. Callers (CLI, server) map these to messages and
+/// status codes; nothing in this crate panics on user input.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model directory {0} does not exist (run scripts/setup.sh, or pass the path of a Hugging Face model directory)")]
+    DirectoryNotFound(PathBuf),
+
+    #[error("{dir}: no {what} found (looked for {looked_for})")]
+    MissingFile {
+        dir: PathBuf,
+        what: &'static str,
+        looked_for: String,
+    },
+
+    #[error("{path}: {reason}")]
+    InvalidConfig { path: PathBuf, reason: String },
+
+    #[error("unsupported model architecture {found:?} in {path}; sift supports BERT (BertModel, BertForSequenceClassification), XLM-RoBERTa/RoBERTa (XLMRobertaModel, XLMRobertaForSequenceClassification) and MPNet (MPNetModel, MPNetForSequenceClassification)")]
+    UnsupportedArchitecture { found: String, path: PathBuf },
+
+    #[error("cannot load weights from {path}: {reason}")]
+    Weights { path: PathBuf, reason: String },
+
+    #[error("{path}: model has no sequence-classification head (architectures: {architectures}); a cross-encoder needs a *ForSequenceClassification checkpoint, e.g. one made by `sift train-reranker`")]
+    NotACrossEncoder { path: PathBuf, architectures: String },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,0 +1,62 @@
+//! Transformer inference for sift.
+//!
+//! Loads ordinary Hugging Face model directories (`config.json`, `tokenizer.json`,
+//! `*.safetensors` or `pytorch_model.bin`, plus sentence-transformers metadata) and runs them on
+//! candle: an [`Embedder`] (bi-encoder, the recall stage) and a [`CrossEncoder`] (the rerank
+//! stage). BERT, XLM-RoBERTa/RoBERTa and MPNet are supported, each as a bare encoder and as a
+//! sequence classifier.
+
+pub mod arch;
+pub mod batch;
+pub mod config;
+pub mod cross_encoder;
+pub mod embedder;
+pub mod error;
+pub mod model_dir;
+pub mod pooling;
+pub mod sentence_transformers;
+pub mod tokenize;
+
+pub use config::{Architecture, Head, ModelConfig};
+pub use cross_encoder::{CrossEncoder, CrossEncoderOptions, RerankScore};
+pub use embedder::{Embedder, EmbedderOptions, TextRole};
+pub use error::{ModelError, Result};
+pub use model_dir::ModelDir;
+pub use pooling::Pooling;
+
+/// Default padded tokens per forward pass. 8,192 keeps a BERT-base batch's activations around
+/// 100 MB while giving matrix products enough rows to run at full speed.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 8192;
+
+/// The max length to tokenize at: the caller's, else sentence-transformers' `max_seq_length`,
+/// never beyond what the position embeddings allow.
+fn resolve_max_length(dir: &ModelDir, requested: Option<usize>) -> Result<usize> {
+    let limit = dir.config.max_tokens();
+    match requested {
+        Some(0) | Some(1) | Some(2) => Err(ModelError::InvalidInput(
+            "max length must leave room for text besides the special tokens (at least 3)".into(),
+        )),
+        Some(n) if n > limit => Err(ModelError::InvalidInput(format!(
+            "max length {n} exceeds what {} supports ({limit} tokens)",
+            dir.name()
+        ))),
+        Some(n) => Ok(n),
+        None => Ok(dir
+            .sentence_transformers
+            .max_seq_length
+            .unwrap_or(limit)
+            .min(limit)),
+    }
+}
+
+fn load_transformer(
+    dir: &ModelDir,
+    device: &candle_core::Device,
+    with_head: bool,
+) -> Result<arch::Transformer> {
+    let vb = dir.var_builder(device)?;
+    arch::Transformer::load(dir.config.clone(), vb, with_head).map_err(|e| ModelError::Weights {
+        path: dir.path.clone(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,150 @@
+//! A Hugging Face model directory on disk: which files it has and how to read them.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::sentence_transformers::SentenceTransformersConfig;
+
+/// Weight files in the order sift prefers them.
+#[derive(Debug, Clone)]
+pub enum WeightFiles {
+    /// `model.safetensors`, or the shards listed by `model.safetensors.index.json`.
+    Safetensors(Vec<PathBuf>),
+    /// `pytorch_model.bin` (a pickled state dict), read without Python.
+    PyTorch(PathBuf),
+}
+
+impl WeightFiles {
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            WeightFiles::Safetensors(p) => p.iter().map(|p| p.as_path()).collect(),
+            WeightFiles::PyTorch(p) => vec![p.as_path()],
+        }
+    }
+}
+
+/// A model directory whose configuration has been read; weights are only touched by
+/// [`ModelDir::var_builder`].
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub path: PathBuf,
+    pub config: ModelConfig,
+    pub sentence_transformers: SentenceTransformersConfig,
+}
+
+impl ModelDir {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        if !path.is_dir() {
+            return Err(ModelError::DirectoryNotFound(path));
+        }
+        let config_path = path.join("config.json");
+        if !config_path.is_file() {
+            return Err(ModelError::MissingFile {
+                dir: path,
+                what: "model configuration",
+                looked_for: "config.json".into(),
+            });
+        }
+        let config = ModelConfig::from_file(&config_path)?;
+        let sentence_transformers = SentenceTransformersConfig::from_dir(&path)?;
+        Ok(ModelDir {
+            path,
+            config,
+            sentence_transformers,
+        })
+    }
+
+    /// A short name for listings and API responses: the directory's name.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+
+    pub fn weight_files(&self) -> Result<WeightFiles> {
+        let single = self.path.join("model.safetensors");
+        if single.is_file() {
+            return Ok(WeightFiles::Safetensors(vec![single]));
+        }
+        let index = self.path.join("model.safetensors.index.json");
+        if index.is_file() {
+            return Ok(WeightFiles::Safetensors(self.shards(&index)?));
+        }
+        let bin = self.path.join("pytorch_model.bin");
+        if bin.is_file() {
+            return Ok(WeightFiles::PyTorch(bin));
+        }
+        Err(ModelError::MissingFile {
+            dir: self.path.clone(),
+            what: "weights",
+            looked_for: "model.safetensors, model.safetensors.index.json, pytorch_model.bin".into(),
+        })
+    }
+
+    /// Total size of the weight files in bytes.
+    pub fn weights_bytes(&self) -> Result<u64> {
+        let files = self.weight_files()?;
+        Ok(files
+            .paths()
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum())
+    }
+
+    /// Tensors of the checkpoint, converted to f32 on load (f16/bf16 checkpoints included).
+    pub fn var_builder(&self, device: &Device) -> Result<VarBuilder<'static>> {
+        let files = self.weight_files()?;
+        let wrap = |path: &Path, e: candle_core::Error| ModelError::Weights {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        match &files {
+            WeightFiles::Safetensors(paths) => {
+                // SAFETY: the files are memory-mapped read-only; like every mmap-based loader
+                // (transformers, TEI) we rely on nobody truncating them while the model is loaded.
+                unsafe { VarBuilder::from_mmaped_safetensors(paths, DType::F32, device) }
+                    .map_err(|e| wrap(&paths[0], e))
+            }
+            WeightFiles::PyTorch(path) => {
+                VarBuilder::from_pth(path, DType::F32, device).map_err(|e| wrap(path, e))
+            }
+        }
+    }
+
+    fn shards(&self, index: &Path) -> Result<Vec<PathBuf>> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: std::collections::BTreeMap<String, String>,
+        }
+        let text = std::fs::read_to_string(index).map_err(|e| ModelError::InvalidConfig {
+            path: index.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let parsed: Index = serde_json::from_str(&text).map_err(|e| ModelError::InvalidConfig {
+            path: index.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut files: Vec<PathBuf> = parsed
+            .weight_map
+            .values()
+            .map(|f| self.path.join(f))
+            .collect();
+        files.sort();
+        files.dedup();
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            return Err(ModelError::MissingFile {
+                dir: self.path.clone(),
+                what: "weight shard",
+                looked_for: missing.display().to_string(),
+            });
+        }
+        Ok(files)
+    }
+}

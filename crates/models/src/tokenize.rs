@@ -1,0 +1,141 @@
+//! `tokenizer.json` → token ids, with sift's truncation rules.
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{ModelError, Result};
+
+/// Token ids of one input (a text, or a query–document pair), special tokens included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    /// Segment ids (0 for the query, 1 for the document in BERT pairs); all 0 for models
+    /// without token-type embeddings.
+    pub type_ids: Vec<u32>,
+}
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Input beyond this many bytes per allowed token is cut before tokenizing. Real text averages
+/// 4–6 bytes per token, so the cut never reaches the tokens the model sees; it bounds the work a
+/// 10 MB input can cause.
+const MAX_BYTES_PER_TOKEN: usize = 64;
+
+/// Wraps a Hugging Face fast tokenizer with the truncation a retrieval model needs: single texts
+/// are cut at `max_length` tokens; pairs cut the document and keep the query whole (falling back
+/// to cutting both when the query alone is too long).
+#[derive(Clone)]
+pub struct TextTokenizer {
+    single: Tokenizer,
+    pair: Tokenizer,
+    pair_fallback: Tokenizer,
+    max_length: usize,
+    use_type_ids: bool,
+}
+
+impl TextTokenizer {
+    /// Loads `dir/tokenizer.json`. `max_length` counts special tokens.
+    pub fn from_dir(dir: &Path, max_length: usize, use_type_ids: bool) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(ModelError::MissingFile {
+                dir: dir.to_owned(),
+                what: "tokenizer",
+                looked_for: "tokenizer.json (the fast-tokenizer file; save it with transformers' AutoTokenizer.save_pretrained)".into(),
+            });
+        }
+        let base = Tokenizer::from_file(&path)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let with = |strategy| -> Result<Tokenizer> {
+            let mut t = base.clone();
+            t.with_padding(None);
+            t.with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy,
+                stride: 0,
+            }))
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            Ok(t)
+        };
+        Ok(TextTokenizer {
+            single: with(TruncationStrategy::LongestFirst)?,
+            pair: with(TruncationStrategy::OnlySecond)?,
+            pair_fallback: with(TruncationStrategy::LongestFirst)?,
+            max_length,
+            use_type_ids,
+        })
+    }
+
+    /// Longest encoding this tokenizer produces, in tokens.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Encoded> {
+        let text = self.clip(text);
+        let enc = self
+            .single
+            .encode(text, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(self.finish(enc))
+    }
+
+    pub fn encode_pair(&self, query: &str, document: &str) -> Result<Encoded> {
+        let (query, document) = (self.clip(query), self.clip(document));
+        let enc = match self.pair.encode((query, document), true) {
+            Ok(enc) => enc,
+            // The query alone does not fit: cut both, longest first.
+            Err(_) => self
+                .pair_fallback
+                .encode((query, document), true)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
+        };
+        Ok(self.finish(enc))
+    }
+
+    /// Number of tokens `text` has before truncation, special tokens excluded (for usage reports).
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .single
+            .encode(self.clip(text), false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().len() + enc.get_overflowing().iter().map(|o| o.get_ids().len()).sum::<usize>())
+    }
+
+    /// The underlying tokenizer with this wrapper's single-text truncation, for callers that need
+    /// offsets or tokens (the server's `/tokenize`).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.single
+    }
+
+    fn clip<'a>(&self, text: &'a str) -> &'a str {
+        let limit = self.max_length.saturating_mul(MAX_BYTES_PER_TOKEN);
+        if text.len() <= limit {
+            return text;
+        }
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &text[..end]
+    }
+
+    fn finish(&self, enc: tokenizers::Encoding) -> Encoded {
+        let ids = enc.get_ids().to_vec();
+        let type_ids = if self.use_type_ids {
+            enc.get_type_ids().to_vec()
+        } else {
+            vec![0; ids.len()]
+        };
+        Encoded { ids, type_ids }
+    }
+}

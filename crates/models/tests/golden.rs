@@ -1,0 +1,121 @@
+//! sift's forward passes against Hugging Face transformers on tiny random-weight models of every
+//! supported architecture and head (fixtures from scripts/golden/make_fixtures.py).
+
+mod common;
+
+use common::{assert_close, fixture, floats, read_json};
+use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, TextRole};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn check_encoder(name: &str) {
+    let dir = fixture("golden").join(name);
+    let expected = read_json(dir.join("expected.json"));
+    let texts: Vec<String> = serde_json::from_value(expected["texts"].clone()).unwrap();
+    let embedder = Embedder::load(&dir, EmbedderOptions::default()).unwrap();
+    assert_eq!(embedder.pooling().name(), expected["pooling"].as_str().unwrap());
+    assert_eq!(embedder.normalizes(), expected["normalize"].as_bool().unwrap());
+
+    let encoded = embedder.encode(&texts, TextRole::Raw).unwrap();
+    let want_ids: Vec<Vec<u32>> = serde_json::from_value(expected["ids"].clone()).unwrap();
+    let got_ids: Vec<Vec<u32>> = encoded.iter().map(|e| e.ids.clone()).collect();
+    assert_eq!(got_ids, want_ids, "{name}: token ids");
+    assert!(
+        got_ids.iter().any(|ids| ids.len() == expected["max_length"].as_u64().unwrap() as usize),
+        "{name}: the fixture should exercise truncation"
+    );
+
+    // Token states of the whole padded batch, compared over real tokens.
+    let (hidden, batch) = embedder.hidden_states(&encoded).unwrap();
+    for (i, want) in expected["hidden"].as_array().unwrap().iter().enumerate() {
+        let len = batch.lengths[i];
+        let got: Vec<f32> = hidden
+            .get(i)
+            .unwrap()
+            .narrow(0, 0, len)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_close(&got, &floats(want), TOLERANCE, &format!("{name} hidden[{i}]"));
+    }
+
+    let embeddings = embedder.embed(&texts, TextRole::Raw).unwrap();
+    for (i, want) in expected["embeddings"].as_array().unwrap().iter().enumerate() {
+        assert_close(&embeddings[i], &floats(want), TOLERANCE, &format!("{name} embedding[{i}]"));
+    }
+}
+
+fn check_classifier(name: &str) {
+    let dir = fixture("golden").join(name);
+    let expected = read_json(dir.join("expected.json"));
+    let pairs: Vec<(String, String)> = serde_json::from_value(expected["pairs"].clone()).unwrap();
+    let options = CrossEncoderOptions {
+        max_length: Some(expected["max_length"].as_u64().unwrap() as usize),
+        ..Default::default()
+    };
+    let model = CrossEncoder::load(&dir, options).unwrap();
+
+    let mut want_logits = Vec::new();
+    for (i, (query, doc)) in pairs.iter().enumerate() {
+        let encoded = model.encode(query, &[doc]).unwrap();
+        let want_ids: Vec<u32> = serde_json::from_value(expected["ids"][i].clone()).unwrap();
+        let want_types: Vec<u32> = serde_json::from_value(expected["type_ids"][i].clone()).unwrap();
+        assert_eq!(encoded[0].ids, want_ids, "{name}: pair {i} ids");
+        if model.model_dir().config.type_vocab_size > 1 {
+            assert_eq!(encoded[0].type_ids, want_types, "{name}: pair {i} type ids");
+        }
+        want_logits.push(floats(&expected["logits"][i]));
+    }
+
+    // Padded batch of every pair at once.
+    let encoded: Vec<_> = pairs
+        .iter()
+        .map(|(q, d)| model.encode(q, &[d]).unwrap().remove(0))
+        .collect();
+    let logits = model.logits(&encoded).unwrap();
+    for (i, want) in want_logits.iter().enumerate() {
+        assert_close(&logits[i], want, TOLERANCE, &format!("{name} logits[{i}]"));
+    }
+
+    // The public scoring path agrees with the raw logits and the label convention.
+    for (i, (query, doc)) in pairs.iter().enumerate() {
+        let s = model.score(query, &[doc]).unwrap()[0];
+        let want = want_logits[i].last().copied().unwrap();
+        assert!((s.logit - want).abs() <= TOLERANCE, "{name}: score logit");
+        assert!((0.0..=1.0).contains(&s.score));
+    }
+}
+
+#[test]
+fn bert_encoder_matches_transformers() {
+    check_encoder("bert-encoder");
+}
+
+#[test]
+fn xlm_roberta_encoder_matches_transformers() {
+    check_encoder("xlmr-encoder");
+}
+
+#[test]
+fn mpnet_encoder_matches_transformers() {
+    check_encoder("mpnet-encoder");
+}
+
+#[test]
+fn bert_cross_encoder_matches_transformers() {
+    check_classifier("bert-classifier");
+}
+
+/// Stored in f16: also proves half-precision checkpoints load.
+#[test]
+fn xlm_roberta_cross_encoder_matches_transformers() {
+    check_classifier("xlmr-classifier");
+}
+
+/// Two labels, stored as pytorch_model.bin: also proves the pickle fallback.
+#[test]
+fn mpnet_cross_encoder_matches_transformers() {
+    check_classifier("mpnet-classifier");
+}
