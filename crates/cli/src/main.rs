@@ -1,1 +1,73 @@
-fn main(){}
+//! `sift`: two-stage retrieval from the command line.
+
+mod commands;
+mod input;
+mod model_path;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sift",
+    version,
+    about = "Two-stage retrieval: recall with an embedding model, rerank with a cross-encoder",
+    long_about = "sift turns text into vectors with a bi-encoder (embedding model) and scores \
+query-document pairs with a cross-encoder (rerank model). Models are ordinary Hugging Face \
+directories (config.json, tokenizer.json, model.safetensors); BERT, XLM-RoBERTa and MPNet are \
+supported.\n\nA model argument is either a path or the name of a directory under the models \
+folder ($SIFT_MODELS_DIR, default ./models, filled by scripts/setup.sh).",
+    after_help = "Examples:\n  \
+sift models\n  \
+sift embed \"what is a cross-encoder?\" \"how do rerankers work\"\n  \
+cat texts.jsonl | sift embed --model all-MiniLM-L6-v2 > vectors.jsonl\n  \
+sift rerank --model ./my-reranker --query \"capital of France\" \"Paris is in France\" \"Berlin\""
+)]
+struct Cli {
+    /// Threads for inference (default: all cores).
+    #[arg(long, global = true, env = "SIFT_THREADS")]
+    threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Embed(commands::embed::EmbedArgs),
+    Rerank(commands::rerank::RerankArgs),
+    Models(commands::models::ModelsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIFT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        // candle's CPU kernels size their thread pools from this variable; set it before any
+        // model work starts.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let result = match cli.command {
+        Command::Embed(args) => commands::embed::run(args),
+        Command::Rerank(args) => commands::rerank::run(args),
+        Command::Models(args) => commands::models::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -95,8 +95,14 @@ mod tests {
 
     #[test]
     fn pads_to_the_longest_row() {
-        let a = Encoded { ids: vec![1, 2, 3], type_ids: vec![0, 0, 1] };
-        let b = Encoded { ids: vec![4], type_ids: vec![0] };
+        let a = Encoded {
+            ids: vec![1, 2, 3],
+            type_ids: vec![0, 0, 1],
+        };
+        let b = Encoded {
+            ids: vec![4],
+            type_ids: vec![0],
+        };
         let batch = Batch::new(&[&a, &b], 9, &Device::Cpu).unwrap();
         let ids: Vec<Vec<u32>> = batch.input_ids.to_vec2().unwrap();
         assert_eq!(ids, vec![vec![1, 2, 3], vec![4, 9, 9]]);

@@ -153,7 +153,8 @@ impl ModelConfig {
                 )));
             }
         }
-        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        {
             return Err(invalid(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 raw.hidden_size, raw.num_attention_heads
@@ -281,17 +282,26 @@ mod tests {
 
     #[test]
     fn xlm_roberta_reserves_padding_positions() {
-        let c = parse(&BERT.replace("BertFor", "XLMRobertaFor").replace("\"bert\"", "\"xlm-roberta\"")).unwrap();
+        let c = parse(
+            &BERT
+                .replace("BertFor", "XLMRobertaFor")
+                .replace("\"bert\"", "\"xlm-roberta\""),
+        )
+        .unwrap();
         assert_eq!(c.architecture, Architecture::XlmRoberta);
         assert_eq!(c.max_tokens(), 30);
     }
 
     #[test]
     fn unsupported_architecture_names_the_supported_ones() {
-        let err = parse(&BERT.replace("BertForSequenceClassification", "LlamaForCausalLM")).unwrap_err();
+        let err =
+            parse(&BERT.replace("BertForSequenceClassification", "LlamaForCausalLM")).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ModelError::UnsupportedArchitecture { .. }));
-        assert!(msg.contains("LlamaForCausalLM") && msg.contains("MPNet") && msg.contains("BERT"), "{msg}");
+        assert!(
+            msg.contains("LlamaForCausalLM") && msg.contains("MPNet") && msg.contains("BERT"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -68,7 +68,10 @@ impl CrossEncoder {
             model,
             tokenizer,
             dir,
-            max_batch_tokens: options.max_batch_tokens.unwrap_or(DEFAULT_MAX_BATCH_TOKENS).max(1),
+            max_batch_tokens: options
+                .max_batch_tokens
+                .unwrap_or(DEFAULT_MAX_BATCH_TOKENS)
+                .max(1),
             device,
         })
     }
@@ -206,7 +209,11 @@ mod tests {
 
     #[test]
     fn sorting_is_descending_and_stable() {
-        let mk = |index, logit| RerankScore { index, logit, score: 0.0 };
+        let mk = |index, logit| RerankScore {
+            index,
+            logit,
+            score: 0.0,
+        };
         let mut v = vec![mk(0, 1.0), mk(1, f32::NAN), mk(2, 5.0), mk(3, 1.0)];
         sort_by_score(&mut v);
         let order: Vec<usize> = v.iter().map(|s| s.index).collect();

@@ -72,7 +72,10 @@ impl Embedder {
                 .passage_prefix
                 .or_else(|| st.passage_prompt.clone())
                 .unwrap_or_default(),
-            max_batch_tokens: options.max_batch_tokens.unwrap_or(DEFAULT_MAX_BATCH_TOKENS).max(1),
+            max_batch_tokens: options
+                .max_batch_tokens
+                .unwrap_or(DEFAULT_MAX_BATCH_TOKENS)
+                .max(1),
             model,
             tokenizer,
             dir,

@@ -24,7 +24,10 @@ pub enum ModelError {
     Weights { path: PathBuf, reason: String },
 
     #[error("{path}: model has no sequence-classification head (architectures: {architectures}); a cross-encoder needs a *ForSequenceClassification checkpoint, e.g. one made by `sift train-reranker`")]
-    NotACrossEncoder { path: PathBuf, architectures: String },
+    NotACrossEncoder {
+        path: PathBuf,
+        architectures: String,
+    },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -139,7 +139,11 @@ mod tests {
             r#"{"pooling_mode_cls_token":true,"pooling_mode_mean_tokens":false}"#,
         )
         .unwrap();
-        std::fs::write(d.join("sentence_bert_config.json"), r#"{"max_seq_length":256}"#).unwrap();
+        std::fs::write(
+            d.join("sentence_bert_config.json"),
+            r#"{"max_seq_length":256}"#,
+        )
+        .unwrap();
         std::fs::write(
             d.join("config_sentence_transformers.json"),
             r#"{"prompts":{"query":"query: ","passage":"passage: "}}"#,

@@ -108,7 +108,12 @@ impl TextTokenizer {
             .single
             .encode(self.clip(text), false)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().len() + enc.get_overflowing().iter().map(|o| o.get_ids().len()).sum::<usize>())
+        Ok(enc.get_ids().len()
+            + enc
+                .get_overflowing()
+                .iter()
+                .map(|o| o.get_ids().len())
+                .sum::<usize>())
     }
 
     /// The underlying tokenizer with this wrapper's single-text truncation, for callers that need

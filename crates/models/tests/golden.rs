@@ -13,15 +13,23 @@ fn check_encoder(name: &str) {
     let expected = read_json(dir.join("expected.json"));
     let texts: Vec<String> = serde_json::from_value(expected["texts"].clone()).unwrap();
     let embedder = Embedder::load(&dir, EmbedderOptions::default()).unwrap();
-    assert_eq!(embedder.pooling().name(), expected["pooling"].as_str().unwrap());
-    assert_eq!(embedder.normalizes(), expected["normalize"].as_bool().unwrap());
+    assert_eq!(
+        embedder.pooling().name(),
+        expected["pooling"].as_str().unwrap()
+    );
+    assert_eq!(
+        embedder.normalizes(),
+        expected["normalize"].as_bool().unwrap()
+    );
 
     let encoded = embedder.encode(&texts, TextRole::Raw).unwrap();
     let want_ids: Vec<Vec<u32>> = serde_json::from_value(expected["ids"].clone()).unwrap();
     let got_ids: Vec<Vec<u32>> = encoded.iter().map(|e| e.ids.clone()).collect();
     assert_eq!(got_ids, want_ids, "{name}: token ids");
     assert!(
-        got_ids.iter().any(|ids| ids.len() == expected["max_length"].as_u64().unwrap() as usize),
+        got_ids
+            .iter()
+            .any(|ids| ids.len() == expected["max_length"].as_u64().unwrap() as usize),
         "{name}: the fixture should exercise truncation"
     );
 
@@ -38,12 +46,27 @@ fn check_encoder(name: &str) {
             .unwrap()
             .to_vec1()
             .unwrap();
-        assert_close(&got, &floats(want), TOLERANCE, &format!("{name} hidden[{i}]"));
+        assert_close(
+            &got,
+            &floats(want),
+            TOLERANCE,
+            &format!("{name} hidden[{i}]"),
+        );
     }
 
     let embeddings = embedder.embed(&texts, TextRole::Raw).unwrap();
-    for (i, want) in expected["embeddings"].as_array().unwrap().iter().enumerate() {
-        assert_close(&embeddings[i], &floats(want), TOLERANCE, &format!("{name} embedding[{i}]"));
+    for (i, want) in expected["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        assert_close(
+            &embeddings[i],
+            &floats(want),
+            TOLERANCE,
+            &format!("{name} embedding[{i}]"),
+        );
     }
 }
 

@@ -63,7 +63,9 @@ impl Transformer {
             Architecture::Bert | Architecture::XlmRoberta => {
                 Encoder::Bert(bert::BertEncoder::load(&config, encoder_vb.clone())?)
             }
-            Architecture::MpNet => Encoder::MpNet(mpnet::MpNetEncoder::load(&config, encoder_vb.clone())?),
+            Architecture::MpNet => {
+                Encoder::MpNet(mpnet::MpNetEncoder::load(&config, encoder_vb.clone())?)
+            }
         };
         let head = if with_head {
             Some(ClassificationHead::load(&config, encoder_vb, vb)?)
@@ -84,10 +86,9 @@ impl Transformer {
 
     /// Classification logits `[b, num_labels]`; an error when loaded without a head.
     pub fn logits(&self, batch: &Batch) -> candle_core::Result<Tensor> {
-        let head = self
-            .head
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("model was loaded without its classification head".into()))?;
+        let head = self.head.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("model was loaded without its classification head".into())
+        })?;
         head.forward(&self.encoder.forward(batch)?)
     }
 }

@@ -130,8 +130,8 @@ fn relative_buckets(t: usize, num_buckets: usize) -> Vec<u32> {
             bucket += if n < max_exact {
                 n
             } else {
-                let scaled = (n as f32 / max_exact as f32).ln() / log_ratio
-                    * (half - max_exact) as f32;
+                let scaled =
+                    (n as f32 / max_exact as f32).ln() / log_ratio * (half - max_exact) as f32;
                 (max_exact + scaled as usize).min(half - 1)
             };
             out.push(bucket as u32);

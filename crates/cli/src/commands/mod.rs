@@ -1,0 +1,17 @@
+pub mod embed;
+pub mod models;
+pub mod rerank;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+pub fn progress_bar(total: usize, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}

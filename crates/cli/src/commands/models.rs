@@ -1,0 +1,98 @@
+//! `sift models`: what is installed.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sift_models::{Head, ModelDir};
+
+use crate::model_path::models_dir;
+
+/// List the models in the models folder ($SIFT_MODELS_DIR, default ./models): architecture,
+/// role, embedding dimension, max length in tokens, pooling and size on disk.
+#[derive(Args)]
+pub struct ModelsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: ModelsArgs) -> Result<()> {
+    let root = models_dir();
+    let mut entries: Vec<_> = std::fs::read_dir(&root)
+        .with_context(|| {
+            format!(
+                "cannot read the models folder {} (run scripts/setup.sh)",
+                root.display()
+            )
+        })?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.join("config.json").is_file())
+        .collect();
+    entries.sort();
+
+    let mut rows = Vec::new();
+    for path in entries {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let row = match ModelDir::open(&path) {
+            Ok(dir) => {
+                let st = &dir.sentence_transformers;
+                let c = &dir.config;
+                serde_json::json!({
+                    "name": name,
+                    "path": path.display().to_string(),
+                    "architecture": c.architecture_name,
+                    "role": match c.head { Head::Encoder => "embedder", Head::SequenceClassification => "cross-encoder" },
+                    "dims": c.hidden_size,
+                    "max_length": st.max_seq_length.unwrap_or(c.max_tokens()).min(c.max_tokens()),
+                    "pooling": match c.head {
+                        Head::Encoder => st.pooling.map(|p| p.name()).unwrap_or("mean (default)"),
+                        Head::SequenceClassification => "-",
+                    },
+                    "normalized": st.normalize,
+                    "size_bytes": dir.weights_bytes().unwrap_or(0),
+                })
+            }
+            Err(e) => {
+                serde_json::json!({ "name": name, "path": path.display().to_string(), "error": e.to_string() })
+            }
+        };
+        rows.push(row);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no models in {} (run scripts/setup.sh)", root.display());
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<30} {:<13} {:>5} {:>7} {:<15} {:>9}",
+        "NAME", "ARCHITECTURE", "ROLE", "DIMS", "MAX_LEN", "POOLING", "SIZE"
+    );
+    for r in rows {
+        if let Some(err) = r.get("error") {
+            println!(
+                "{:<24} error: {}",
+                r["name"].as_str().unwrap_or(""),
+                err.as_str().unwrap_or("")
+            );
+            continue;
+        }
+        println!(
+            "{:<24} {:<30} {:<13} {:>5} {:>7} {:<15} {:>6} MB",
+            r["name"].as_str().unwrap_or(""),
+            r["architecture"].as_str().unwrap_or(""),
+            r["role"].as_str().unwrap_or(""),
+            r["dims"].to_string(),
+            r["max_length"].to_string(),
+            r["pooling"].as_str().unwrap_or(""),
+            r["size_bytes"].as_u64().unwrap_or(0) / 1_000_000,
+        );
+    }
+    Ok(())
+}

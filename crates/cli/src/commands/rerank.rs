@@ -1,0 +1,92 @@
+//! `sift rerank`: score documents against a query with a cross-encoder.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sift_models::{CrossEncoder, CrossEncoderOptions};
+
+use crate::input::{read_texts, InputFormat};
+use crate::model_path::resolve;
+
+/// Rerank documents for a query with a cross-encoder; prints a JSON array sorted by score:
+/// [{"index", "score", "logit", "text", "id"?}].
+///
+/// "score" is the probability of relevance (sigmoid of the logit; for two-label models the
+/// softmax of label 1), "logit" the raw model output. Query and document are encoded together;
+/// when the pair exceeds the max length the document is cut, not the query.
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+sift rerank --model ./ms-marco-MiniLM-L-6-v2 --query \"capital of France\" \"Paris is the capital\" \"Berlin is in Germany\"\n  \
+sift rerank --model bge-reranker-base --query \"q\" --file candidates.jsonl --top-k 10")]
+pub struct RerankArgs {
+    /// Documents to score (omit to read --file or stdin).
+    documents: Vec<String>,
+
+    /// The query.
+    #[arg(long, short)]
+    query: String,
+
+    /// Cross-encoder directory (a *ForSequenceClassification checkpoint) or name.
+    #[arg(long, short, env = "SIFT_RERANK_MODEL")]
+    model: String,
+
+    /// Read documents from this file (`-` for stdin).
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+
+    /// How to read --file/stdin.
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+    format: InputFormat,
+
+    /// Return only the best K.
+    #[arg(long, short = 'k')]
+    top_k: Option<usize>,
+
+    /// Max tokens per query–document pair.
+    #[arg(long)]
+    max_length: Option<usize>,
+
+    /// Padded tokens per forward pass.
+    #[arg(long)]
+    batch_tokens: Option<usize>,
+}
+
+pub fn run(args: RerankArgs) -> Result<()> {
+    let docs = read_texts(&args.documents, args.file.as_deref(), args.format)?;
+    let dir = resolve(&args.model)?;
+    let model = CrossEncoder::load(
+        &dir,
+        CrossEncoderOptions {
+            max_length: args.max_length,
+            max_batch_tokens: args.batch_tokens,
+        },
+    )
+    .with_context(|| format!("loading {}", dir.display()))?;
+    let strings: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let pairs = model.encode(&args.query, &strings)?;
+    let bar = super::progress_bar(pairs.len(), "pairs");
+    let mut scores = model.score_encoded(&pairs, &mut |n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    sift_models::cross_encoder::sort_by_score(&mut scores);
+    if let Some(k) = args.top_k {
+        scores.truncate(k);
+    }
+    let ranked: Vec<serde_json::Value> = scores
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::json!({
+                "index": s.index,
+                "score": s.score,
+                "logit": s.logit,
+                "text": docs[s.index].text,
+            });
+            if let Some(id) = &docs[s.index].id {
+                v["id"] = id.clone();
+            }
+            v
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&ranked)?);
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The `sift` binary end to end: real processes, real models, real files.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn golden(name: &str) -> String {
+    workspace()
+        .join("crates/models/tests/fixtures/golden")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn sift(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let models = std::env::var("SIFT_MODELS_DIR")
+        .unwrap_or_else(|_| workspace().join("models").display().to_string());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sift"))
+        .args(args)
+        .env("SIFT_MODELS_DIR", models)
+        .env("SIFT_THREADS", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        pipe.write_all(bytes).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn embed_from_arguments_prints_jsonl_vectors() {
+    let out = sift(&["embed", "a first text", "a second text"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["index"], 1);
+    assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 384);
+}
+
+#[test]
+fn embed_from_stdin_jsonl_keeps_ids() {
+    let out = sift(
+        &["embed"],
+        Some(b"{\"id\": \"d1\", \"text\": \"hello\"}\n\"plain string\"\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(first["id"], "d1");
+}
+
+#[test]
+fn embed_from_a_text_file_with_query_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("texts.txt");
+    std::fs::write(&file, "one\n\ntwo\nthree\n").unwrap();
+    let plain = sift(&["embed", "--file", file.to_str().unwrap()], None);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_eq!(stdout(&plain).lines().count(), 3);
+    let prefixed = sift(
+        &[
+            "embed",
+            "--file",
+            file.to_str().unwrap(),
+            "--query",
+            "--query-prefix",
+            "query: ",
+        ],
+        None,
+    );
+    assert!(prefixed.status.success());
+    assert_ne!(
+        stdout(&plain),
+        stdout(&prefixed),
+        "the prefix must change the vectors"
+    );
+}
+
+#[test]
+fn bad_input_gives_clear_errors_not_panics() {
+    /// (arguments, stdin, expected part of the error message)
+    type Case<'a> = (Vec<&'a str>, Option<&'a [u8]>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["embed"],
+            Some(b"\"ok\"\n\xff\xfe\n"),
+            "stdin:2: not valid UTF-8",
+        ),
+        (
+            vec!["embed"],
+            Some(b"\"ok\"\n{broken\n"),
+            "stdin:2: not valid JSON",
+        ),
+        (vec!["embed", ""], None, "empty"),
+        (
+            vec!["embed", "--model", "/no/such/dir", "x"],
+            None,
+            "not found",
+        ),
+        (vec!["embed"], Some(b""), "no texts"),
+        (
+            vec!["rerank", "--model", "all-MiniLM-L6-v2", "-q", "q", "d"],
+            None,
+            "no sequence-classification head",
+        ),
+        (vec!["embed", "--threads", "0", "x"], None, "--threads"),
+    ];
+    for (args, input, want) in cases {
+        let out = sift(&args, input);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn rerank_sorts_by_score_and_cuts_to_top_k() {
+    let model = golden("bert-classifier");
+    let out = sift(
+        &[
+            "rerank",
+            "--model",
+            &model,
+            "-q",
+            "capital of france",
+            "Paris is the capital.",
+            "Berlin",
+            "the fox",
+            "-k",
+            "2",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ranked: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(ranked.len(), 2);
+    assert!(ranked[0]["score"].as_f64() >= ranked[1]["score"].as_f64());
+    for r in &ranked {
+        assert!(r["text"].is_string() && r["index"].is_u64() && r["logit"].is_f64());
+    }
+    // All three, scored from a JSONL file: same scores as from arguments.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("docs.jsonl");
+    std::fs::write(
+        &file,
+        "\"Paris is the capital.\"\n{\"id\": 9, \"text\": \"Berlin\"}\n\"the fox\"\n",
+    )
+    .unwrap();
+    let from_file = sift(
+        &[
+            "rerank",
+            "--model",
+            &model,
+            "-q",
+            "capital of france",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    let all: Vec<serde_json::Value> = serde_json::from_str(&stdout(&from_file)).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0]["score"], ranked[0]["score"]);
+    assert!(all.iter().any(|r| r["id"] == 9));
+}
+
+#[test]
+fn models_lists_what_is_installed() {
+    let out = sift(&["models", "--json"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let minilm = rows
+        .iter()
+        .find(|r| r["name"] == "all-MiniLM-L6-v2")
+        .expect("minilm listed");
+    assert_eq!(minilm["dims"], 384);
+    assert_eq!(minilm["max_length"], 256);
+    assert_eq!(minilm["pooling"], "mean");
+    assert_eq!(minilm["role"], "embedder");
+    let table = sift(&["models"], None);
+    assert!(stdout(&table).contains("BertModel"));
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    for cmd in [&["--help"][..], &["embed", "--help"], &["rerank", "--help"]] {
+        let out = sift(cmd, None);
+        assert!(out.status.success());
+        assert!(stdout(&out).contains("Examples:"), "{cmd:?}");
+    }
+}

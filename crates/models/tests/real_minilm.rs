@@ -1,0 +1,55 @@
+//! The real all-MiniLM-L6-v2 (fetched by scripts/setup.sh) against sentence-transformers'
+//! embeddings of the same sentences (committed by scripts/golden/make_fixtures.py --minilm).
+
+mod common;
+
+use common::{fixture, floats, minilm, read_json};
+use sift_models::{Embedder, EmbedderOptions, TextRole};
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn minilm_matches_sentence_transformers() {
+    let reference = read_json(fixture("minilm_reference.json"));
+    let sentences: Vec<String> = serde_json::from_value(reference["sentences"].clone()).unwrap();
+    assert!(sentences.len() >= 8);
+    let embedder = Embedder::load(minilm(), EmbedderOptions::default()).unwrap();
+    assert_eq!(embedder.dim(), 384);
+    let got = embedder.embed(&sentences, TextRole::Raw).unwrap();
+    for (i, want) in reference["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let want = floats(want);
+        let c = cosine(&got[i], &want);
+        assert!(c >= 0.9999, "sentence {i} ({:?}): cosine {c}", sentences[i]);
+        let norm: f32 = got[i].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "normalised");
+    }
+    // Batching must not change results: one at a time equals all at once.
+    let single = embedder.embed(&sentences[7..8], TextRole::Raw).unwrap();
+    assert!(cosine(&single[0], &got[7]) > 0.99999);
+}
+
+#[test]
+fn minilm_ranks_a_paraphrase_above_an_unrelated_sentence() {
+    let embedder = Embedder::load(minilm(), EmbedderOptions::default()).unwrap();
+    let v = embedder
+        .embed(
+            &[
+                "How do I bake bread?",
+                "A recipe for baking a loaf of bread",
+                "The stock market fell today",
+            ],
+            TextRole::Raw,
+        )
+        .unwrap();
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.3);
+}

