@@ -1,0 +1,171 @@
+//! BM25 keyword search over chunks, on tantivy.
+//!
+//! Text and title are analysed with tantivy's `en_stem` pipeline (lowercase, English Snowball
+//! stemmer, no stop-word list). Each commit carries the write-ahead-log sequence number it
+//! reflects as its payload, so on open the collection knows whether this index is current.
+
+use std::path::Path;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::QueryParser;
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+};
+use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::error::{IndexError, Result};
+
+/// Writer heap for indexing, in bytes; tantivy's minimum is 15 MB per thread.
+const WRITER_HEAP_BYTES: usize = 50_000_000;
+const KEY_SEPARATOR: char = '\u{1f}';
+
+/// One keyword match: a chunk of a document and its BM25 score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bm25Hit {
+    pub doc_id: String,
+    pub chunk: u32,
+    pub score: f32,
+}
+
+pub struct Bm25Index {
+    index: Index,
+    reader: IndexReader,
+    writer: IndexWriter,
+    key: Field,
+    doc_id: Field,
+    title: Field,
+    text: Field,
+    parser: QueryParser,
+}
+
+impl Bm25Index {
+    pub fn open_or_create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+        let mut builder = Schema::builder();
+        let key = builder.add_text_field("key", STRING | STORED);
+        let doc_id = builder.add_text_field("doc_id", STRING);
+        let analysed = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("en_stem")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
+        let title = builder.add_text_field("title", analysed.clone());
+        let text = builder.add_text_field("text", analysed);
+        let schema = builder.build();
+        let index = if dir.join("meta.json").is_file() {
+            Index::open_in_dir(dir)?
+        } else {
+            Index::create_in_dir(dir, schema.clone())?
+        };
+        if index.schema() != schema {
+            return Err(IndexError::Corrupt {
+                path: dir.to_owned(),
+                reason: "BM25 index has an unexpected schema".into(),
+            });
+        }
+        let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        // Disjunctive by default (tantivy's default): documents matching more query terms rank
+        // higher, none is required to match all of them.
+        let parser = QueryParser::for_index(&index, vec![title, text]);
+        Ok(Bm25Index { index, reader, writer, key, doc_id, title, text, parser })
+    }
+
+    /// The write-ahead-log sequence number the last commit reflects (0 for a new index).
+    pub fn committed_seq(&self) -> Result<u64> {
+        Ok(self
+            .index
+            .load_metas()?
+            .payload
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Removes every chunk of `doc_id` (no-op if absent). Takes effect at [`Bm25Index::commit`].
+    pub fn delete_document(&mut self, doc_id: &str) {
+        self.writer.delete_term(Term::from_field_text(self.doc_id, doc_id));
+    }
+
+    pub fn add_chunk(&mut self, doc_id: &str, chunk: u32, title: Option<&str>, text: &str) -> Result<()> {
+        self.writer.add_document(doc!(
+            self.key => format!("{doc_id}{KEY_SEPARATOR}{chunk}"),
+            self.doc_id => doc_id,
+            self.title => title.unwrap_or(""),
+            self.text => text,
+        ))?;
+        Ok(())
+    }
+
+    pub fn delete_all(&mut self) -> Result<()> {
+        self.writer.delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Makes pending changes durable and visible, recording `seq`.
+    pub fn commit(&mut self, seq: u64) -> Result<()> {
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&seq.to_string());
+        prepared.commit()?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Best `k` chunks for `query`. Query syntax errors never fail: the query is parsed
+    /// leniently, so `C++ (2020)?` searches for its words.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Bm25Hit>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let (q, _errors) = self.parser.parse_query_lenient(query);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&q, &TopDocs::with_limit(k).order_by_score())?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let stored: TantivyDocument = searcher.doc(addr)?;
+            let Some(key) = stored.get_first(self.key).and_then(|v| v.as_str().map(str::to_owned)) else {
+                continue;
+            };
+            if let Some((doc_id, chunk)) = key.rsplit_once(KEY_SEPARATOR) {
+                hits.push(Bm25Hit {
+                    doc_id: doc_id.to_owned(),
+                    chunk: chunk.parse().unwrap_or(0),
+                    score,
+                });
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Number of chunks visible to search.
+    pub fn num_chunks(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_stemmed_words_and_tolerates_query_syntax() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Bm25Index::open_or_create(dir.path()).unwrap();
+        idx.add_chunk("a", 0, Some("Vaccines"), "Vaccination reduces hospitalisations").unwrap();
+        idx.add_chunk("b", 0, None, "The stock market fell").unwrap();
+        idx.add_chunk("b", 1, None, "markets recovered later").unwrap();
+        idx.commit(7).unwrap();
+        assert_eq!(idx.committed_seq().unwrap(), 7);
+        let hits = idx.search("vaccine", 10).unwrap();
+        assert_eq!(hits[0].doc_id, "a");
+        let hits = idx.search("market (C++ \"unbalanced", 10).unwrap();
+        assert_eq!(hits.len(), 2);
+        assert!(hits.iter().all(|h| h.doc_id == "b"));
+        idx.delete_document("b");
+        idx.commit(8).unwrap();
+        assert!(idx.search("market", 10).unwrap().is_empty());
+        drop(idx);
+        let idx = Bm25Index::open_or_create(dir.path()).unwrap();
+        assert_eq!(idx.committed_seq().unwrap(), 8);
+        assert_eq!(idx.num_chunks(), 1);
+    }
+}

@@ -1,0 +1,62 @@
+//! What a collection stores.
+
+use serde::{Deserialize, Serialize};
+
+/// A document as the user gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub id: String,
+    pub text: String,
+    pub title: Option<String>,
+    /// Arbitrary JSON, returned with hits. Stored as JSON text so binary encodings can hold it.
+    #[serde(with = "json_text")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl Document {
+    /// A stable fingerprint of the content, so re-indexing an unchanged document is a no-op.
+    pub fn content_hash(&self) -> u64 {
+        let mut h = crc32fast::Hasher::new();
+        for part in [
+            self.text.as_str(),
+            self.title.as_deref().unwrap_or("\u{0}"),
+            &self.metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        let a = h.finalize() as u64;
+        let mut h2 = crc32fast::Hasher::new_with_initial(0x9e37_79b9);
+        h2.update(self.text.as_bytes());
+        (a << 32) | h2.finalize() as u64
+    }
+}
+
+/// One window of a document's text with its embedding. Hits are found per chunk and mapped back
+/// to the parent document; the best chunk is shown as the snippet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub text: String,
+    pub vector: Vec<f32>,
+}
+
+/// A document ready to store: its chunks are already embedded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexedDocument {
+    pub document: Document,
+    pub chunks: Vec<Chunk>,
+}
+
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<serde_json::Value>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().map(|v| v.to_string()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| serde_json::from_str(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

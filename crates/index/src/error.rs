@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+
+/// Errors of collection storage. None of them leaves a collection inconsistent: a failed write
+/// is either fully in the write-ahead log or not at all.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0} is not a sift collection (no collection.json); create it with `sift index`")]
+    NotACollection(PathBuf),
+
+    #[error("{path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+
+    #[error("collection {path} is in use by another sift process")]
+    Locked { path: PathBuf },
+
+    #[error("this collection was built with embedding model {expected}; refusing to mix in vectors from {found}")]
+    ModelMismatch { expected: String, found: String },
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error("BM25 index: {0}")]
+    Bm25(#[from] tantivy::TantivyError),
+}
+
+impl IndexError {
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> IndexError {
+        let path = path.into();
+        move |source| IndexError::Io { path, source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;

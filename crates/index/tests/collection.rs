@@ -1,0 +1,170 @@
+//! Collection storage with synthetic vectors: upsert, delete, reopen, crash repair, ANN recall.
+
+use std::path::Path;
+
+use sift_index::{
+    AnnParams, Chunk, ChunkingConfig, Collection, Document, EmbeddingModelInfo, IndexError,
+    IndexedDocument, Manifest, Operation,
+};
+
+const DIM: usize = 8;
+
+fn manifest(fingerprint: &str, dim: usize) -> Manifest {
+    Manifest {
+        format: 1,
+        embedding: EmbeddingModelInfo { name: "test-model".into(), fingerprint: fingerprint.into(), dim },
+        chunking: ChunkingConfig { max_tokens: 128, overlap_tokens: 16 },
+    }
+}
+
+fn open(dir: &Path) -> Collection {
+    Collection::open_or_create(dir, manifest("fp", DIM), AnnParams::default()).unwrap()
+}
+
+fn vector(seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..DIM)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+fn doc(id: &str, text: &str, seed: u64) -> Operation {
+    Operation::Upsert(IndexedDocument {
+        document: Document { id: id.into(), text: text.into(), title: None, metadata: None },
+        chunks: vec![Chunk { text: text.into(), vector: vector(seed) }],
+    })
+}
+
+#[test]
+fn upsert_delete_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = open(dir.path());
+    c.commit(vec![doc("a", "alpha particles", 1), doc("b", "beta decay", 2), doc("c", "gamma rays", 3)]).unwrap();
+    assert_eq!(c.len(), 3);
+    // Upsert replaces, delete removes, both visible to both legs.
+    c.commit(vec![doc("a", "alpha helix proteins", 4), Operation::Delete("b".into())]).unwrap();
+    assert_eq!(c.len(), 2);
+    assert!(c.keyword_search("decay", 10).unwrap().is_empty());
+    assert_eq!(c.keyword_search("helix", 10).unwrap()[0].doc_id, "a");
+    assert_eq!(c.dense_search(&vector(4), 1).unwrap()[0].doc_id, "a");
+    c.verify().unwrap();
+    drop(c);
+
+    let mut c = open(dir.path());
+    assert_eq!(c.len(), 2);
+    assert_eq!(c.get("a").unwrap().text, "alpha helix proteins");
+    c.verify().unwrap();
+    c.compact().unwrap();
+    c.verify().unwrap();
+    drop(c);
+    let c = open(dir.path());
+    assert_eq!(c.len(), 2);
+    assert_eq!(c.dense_search(&vector(3), 1).unwrap()[0].doc_id, "c");
+    c.verify().unwrap();
+}
+
+#[test]
+fn bad_batches_are_rejected_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = open(dir.path());
+    let err = c.commit(vec![doc("x", "one", 1), doc("x", "two", 2)]).unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+    let wrong_dim = Operation::Upsert(IndexedDocument {
+        document: Document { id: "y".into(), text: "t".into(), title: None, metadata: None },
+        chunks: vec![Chunk { text: "t".into(), vector: vec![1.0; DIM + 1] }],
+    });
+    assert!(c.commit(vec![doc("z", "ok", 1), wrong_dim]).is_err());
+    let nan = Operation::Upsert(IndexedDocument {
+        document: Document { id: "n".into(), text: "t".into(), title: None, metadata: None },
+        chunks: vec![Chunk { text: "t".into(), vector: vec![f32::NAN; DIM] }],
+    });
+    assert!(c.commit(vec![nan]).is_err());
+    assert_eq!(c.len(), 0, "nothing of a rejected batch is stored");
+    assert_eq!(c.seq(), 0);
+}
+
+#[test]
+fn a_second_writer_and_another_model_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = open(dir.path());
+    assert!(matches!(
+        Collection::open(dir.path(), AnnParams::default()),
+        Err(IndexError::Locked { .. })
+    ));
+    drop(c);
+    let err = Collection::open_or_create(dir.path(), manifest("other", DIM), AnnParams::default()).err().unwrap();
+    assert!(matches!(err, IndexError::ModelMismatch { .. }), "{err}");
+    assert!(matches!(
+        Collection::open(&dir.path().join("nope"), AnnParams::default()),
+        Err(IndexError::NotACollection(_))
+    ));
+}
+
+#[test]
+fn stale_or_broken_derived_indexes_are_rebuilt_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = open(dir.path());
+    c.commit(vec![doc("a", "alpha", 1)]).unwrap();
+    c.compact().unwrap();
+    c.commit(vec![doc("b", "beta", 2)]).unwrap();
+    drop(c);
+    // A crash before the BM25 commit: simulate by wiping the BM25 index entirely.
+    std::fs::remove_dir_all(dir.path().join("bm25")).unwrap();
+    let c = open(dir.path());
+    c.verify().unwrap();
+    assert_eq!(c.keyword_search("beta", 5).unwrap()[0].doc_id, "b");
+    assert_eq!(c.len(), 2);
+}
+
+/// HNSW must find what exact search finds: recall@10 ≥ 0.95 on 20,000 clustered vectors
+/// (embeddings of real text are clustered, not uniform).
+#[test]
+fn ann_recall_at_10_against_exact_search() {
+    const DIM: usize = 64;
+    const N: usize = 20_000;
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+    };
+    let centres: Vec<Vec<f32>> = (0..200).map(|_| (0..DIM).map(|_| next()).collect()).collect();
+    let mut point = |i: usize| -> Vec<f32> {
+        centres[i % centres.len()].iter().map(|c| c + 0.35 * next()).collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let params = AnnParams { exact_below: 10_000, ..AnnParams::default() };
+    let mut c = Collection::open_or_create(dir.path(), manifest("fp", DIM), params).unwrap();
+    let mut ops = Vec::new();
+    for i in 0..N {
+        ops.push(Operation::Upsert(IndexedDocument {
+            document: Document { id: format!("d{i}"), text: format!("document {i}"), title: None, metadata: None },
+            chunks: vec![Chunk { text: format!("document {i}"), vector: point(i) }],
+        }));
+        if ops.len() == 2_000 {
+            c.commit(std::mem::take(&mut ops)).unwrap();
+        }
+    }
+    c.compact().unwrap();
+    assert!(c.uses_ann());
+    drop(c);
+    let c = Collection::open(dir.path(), params).unwrap();
+    assert!(c.uses_ann(), "the graph is loaded from disk, not rebuilt");
+    let queries = 200;
+    let mut found = 0;
+    for q in 0..queries {
+        let query = point(q * 7 + 3);
+        let exact: Vec<String> = c.exact_dense_search(&query, 10).into_iter().map(|h| h.doc_id).collect();
+        let ann: Vec<String> = c.dense_search(&query, 10).unwrap().into_iter().map(|h| h.doc_id).collect();
+        found += exact.iter().filter(|id| ann.contains(id)).count();
+    }
+    let recall = found as f64 / (queries * 10) as f64;
+    eprintln!("ANN recall@10 = {recall:.4}");
+    assert!(recall >= 0.95, "recall@10 {recall}");
+}
