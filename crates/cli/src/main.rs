@@ -1,6 +1,7 @@
 //! `sift`: two-stage retrieval from the command line.
 
 mod commands;
+mod documents;
 mod input;
 mod model_path;
 
@@ -19,6 +20,8 @@ directories (config.json, tokenizer.json, model.safetensors); BERT, XLM-RoBERTa 
 supported.\n\nA model argument is either a path or the name of a directory under the models \
 folder ($SIFT_MODELS_DIR, default ./models, filled by scripts/setup.sh).",
     after_help = "Examples:\n  \
+sift index --collection scifact ../shared/data/scifact/corpus.jsonl\n  \
+sift search --collection scifact \"vitamin D and cancer\" --explain --timings\n  \
 sift models\n  \
 sift embed \"what is a cross-encoder?\" \"how do rerankers work\"\n  \
 cat texts.jsonl | sift embed --model all-MiniLM-L6-v2 > vectors.jsonl\n  \
@@ -35,6 +38,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Index(commands::index::IndexArgs),
+    Search(commands::search::SearchArgs),
+    Delete(commands::delete::DeleteArgs),
     Embed(commands::embed::EmbedArgs),
     Rerank(commands::rerank::RerankArgs),
     Models(commands::models::ModelsArgs),
@@ -59,6 +65,9 @@ fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let result = match cli.command {
+        Command::Index(args) => commands::index::run(args),
+        Command::Search(args) => commands::search::run(args),
+        Command::Delete(args) => commands::delete::run(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::Rerank(args) => commands::rerank::run(args),
         Command::Models(args) => commands::models::run(args),

@@ -30,7 +30,8 @@ pub struct Bm25Hit {
 pub struct Bm25Index {
     index: Index,
     reader: IndexReader,
-    writer: IndexWriter,
+    /// `None` when opened read-only.
+    writer: Option<IndexWriter>,
     key: Field,
     doc_id: Field,
     title: Field,
@@ -40,6 +41,21 @@ pub struct Bm25Index {
 
 impl Bm25Index {
     pub fn open_or_create(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, true)
+    }
+
+    /// Opens for searching only: takes no writer lock, so any number of readers can share it.
+    pub fn open_read_only(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, writable: bool) -> Result<Self> {
+        if !writable && !dir.join("meta.json").is_file() {
+            return Err(IndexError::Corrupt {
+                path: dir.to_owned(),
+                reason: "BM25 index missing".into(),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
         let mut builder = Schema::builder();
         let key = builder.add_text_field("key", STRING | STORED);
@@ -63,12 +79,28 @@ impl Bm25Index {
                 reason: "BM25 index has an unexpected schema".into(),
             });
         }
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let writer = if writable {
+            Some(index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?)
+        } else {
+            None
+        };
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
         // Disjunctive by default (tantivy's default): documents matching more query terms rank
         // higher, none is required to match all of them.
         let parser = QueryParser::for_index(&index, vec![title, text]);
-        Ok(Bm25Index { index, reader, writer, key, doc_id, title, text, parser })
+        Ok(Bm25Index {
+            index,
+            reader,
+            writer,
+            key,
+            doc_id,
+            title,
+            text,
+            parser,
+        })
     }
 
     /// The write-ahead-log sequence number the last commit reflects (0 for a new index).
@@ -82,28 +114,44 @@ impl Bm25Index {
     }
 
     /// Removes every chunk of `doc_id` (no-op if absent). Takes effect at [`Bm25Index::commit`].
-    pub fn delete_document(&mut self, doc_id: &str) {
-        self.writer.delete_term(Term::from_field_text(self.doc_id, doc_id));
+    pub fn delete_document(&mut self, doc_id: &str) -> Result<()> {
+        let term = Term::from_field_text(self.doc_id, doc_id);
+        self.writer()?.delete_term(term);
+        Ok(())
     }
 
-    pub fn add_chunk(&mut self, doc_id: &str, chunk: u32, title: Option<&str>, text: &str) -> Result<()> {
-        self.writer.add_document(doc!(
-            self.key => format!("{doc_id}{KEY_SEPARATOR}{chunk}"),
-            self.doc_id => doc_id,
-            self.title => title.unwrap_or(""),
-            self.text => text,
+    fn writer(&mut self) -> Result<&mut IndexWriter> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| IndexError::InvalidInput("the collection was opened read-only".into()))
+    }
+
+    pub fn add_chunk(
+        &mut self,
+        doc_id: &str,
+        chunk: u32,
+        title: Option<&str>,
+        text: &str,
+    ) -> Result<()> {
+        let (key, doc_field, title_field, text_field) =
+            (self.key, self.doc_id, self.title, self.text);
+        self.writer()?.add_document(doc!(
+            key => format!("{doc_id}{KEY_SEPARATOR}{chunk}"),
+            doc_field => doc_id,
+            title_field => title.unwrap_or(""),
+            text_field => text,
         ))?;
         Ok(())
     }
 
     pub fn delete_all(&mut self) -> Result<()> {
-        self.writer.delete_all_documents()?;
+        self.writer()?.delete_all_documents()?;
         Ok(())
     }
 
     /// Makes pending changes durable and visible, recording `seq`.
     pub fn commit(&mut self, seq: u64) -> Result<()> {
-        let mut prepared = self.writer.prepare_commit()?;
+        let mut prepared = self.writer()?.prepare_commit()?;
         prepared.set_payload(&seq.to_string());
         prepared.commit()?;
         self.reader.reload()?;
@@ -122,7 +170,10 @@ impl Bm25Index {
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let stored: TantivyDocument = searcher.doc(addr)?;
-            let Some(key) = stored.get_first(self.key).and_then(|v| v.as_str().map(str::to_owned)) else {
+            let Some(key) = stored
+                .get_first(self.key)
+                .and_then(|v| v.as_str().map(str::to_owned))
+            else {
                 continue;
             };
             if let Some((doc_id, chunk)) = key.rsplit_once(KEY_SEPARATOR) {
@@ -150,9 +201,17 @@ mod tests {
     fn finds_stemmed_words_and_tolerates_query_syntax() {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = Bm25Index::open_or_create(dir.path()).unwrap();
-        idx.add_chunk("a", 0, Some("Vaccines"), "Vaccination reduces hospitalisations").unwrap();
-        idx.add_chunk("b", 0, None, "The stock market fell").unwrap();
-        idx.add_chunk("b", 1, None, "markets recovered later").unwrap();
+        idx.add_chunk(
+            "a",
+            0,
+            Some("Vaccines"),
+            "Vaccination reduces hospitalisations",
+        )
+        .unwrap();
+        idx.add_chunk("b", 0, None, "The stock market fell")
+            .unwrap();
+        idx.add_chunk("b", 1, None, "markets recovered later")
+            .unwrap();
         idx.commit(7).unwrap();
         assert_eq!(idx.committed_seq().unwrap(), 7);
         let hits = idx.search("vaccine", 10).unwrap();
@@ -160,7 +219,7 @@ mod tests {
         let hits = idx.search("market (C++ \"unbalanced", 10).unwrap();
         assert_eq!(hits.len(), 2);
         assert!(hits.iter().all(|h| h.doc_id == "b"));
-        idx.delete_document("b");
+        idx.delete_document("b").unwrap();
         idx.commit(8).unwrap();
         assert!(idx.search("market", 10).unwrap().is_empty());
         drop(idx);

@@ -93,7 +93,8 @@ pub struct Collection {
     dir: PathBuf,
     manifest: Manifest,
     _lock: File,
-    wal: Wal,
+    /// `None` when opened read-only.
+    wal: Option<Wal>,
     seq: u64,
     /// Batch number the snapshot (and the slot numbering) reflects.
     snapshot_seq: u64,
@@ -111,50 +112,94 @@ impl Collection {
         let manifest_path = dir.join("collection.json");
         if !manifest_path.is_file() {
             std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
-            let lock = lock(dir)?;
-            write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest).unwrap_or_default())?;
+            let lock = lock(dir, true)?;
+            write_atomic(
+                &manifest_path,
+                &serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+            )?;
             drop(lock);
         }
         let collection = Self::open(dir, ann)?;
         let existing = &collection.manifest.embedding;
-        if existing.fingerprint != manifest.embedding.fingerprint || existing.dim != manifest.embedding.dim {
+        if existing.fingerprint != manifest.embedding.fingerprint
+            || existing.dim != manifest.embedding.dim
+        {
             return Err(IndexError::ModelMismatch {
                 expected: format!("{} (dim {})", existing.name, existing.dim),
-                found: format!("{} (dim {})", manifest.embedding.name, manifest.embedding.dim),
+                found: format!(
+                    "{} (dim {})",
+                    manifest.embedding.name, manifest.embedding.dim
+                ),
             });
         }
         Ok(collection)
     }
 
-    /// Opens an existing collection, repairing derived parts after a crash.
+    /// Opens an existing collection for writing, repairing derived parts after a crash.
     pub fn open(dir: &Path, ann: AnnParams) -> Result<Self> {
+        Self::open_with(dir, ann, true)
+    }
+
+    /// Opens for searching, sharing the collection with other readers. Fails with
+    /// [`IndexError::NeedsRecovery`] when a crash left derived parts behind; opening for writing
+    /// ([`Collection::open`]) repairs them.
+    pub fn open_read_only(dir: &Path, ann: AnnParams) -> Result<Self> {
+        Self::open_with(dir, ann, false)
+    }
+
+    /// Read-only when possible, for writing when recovery is needed.
+    pub fn open_for_search(dir: &Path, ann: AnnParams) -> Result<Self> {
+        match Self::open_read_only(dir, ann) {
+            Err(IndexError::NeedsRecovery(_)) => Self::open(dir, ann),
+            other => other,
+        }
+    }
+
+    fn open_with(dir: &Path, ann: AnnParams, writable: bool) -> Result<Self> {
         let manifest_path = dir.join("collection.json");
         if !manifest_path.is_file() {
             return Err(IndexError::NotACollection(dir.to_owned()));
         }
-        let lock = lock(dir)?;
+        let lock = lock(dir, writable)?;
         let manifest: Manifest = serde_json::from_slice(
             &std::fs::read(&manifest_path).map_err(IndexError::io(&manifest_path))?,
         )
-        .map_err(|e| IndexError::Corrupt { path: manifest_path.clone(), reason: e.to_string() })?;
+        .map_err(|e| IndexError::Corrupt {
+            path: manifest_path.clone(),
+            reason: e.to_string(),
+        })?;
         if manifest.format != FORMAT_VERSION {
             return Err(IndexError::Corrupt {
                 path: manifest_path,
-                reason: format!("format {} is not supported (expected {FORMAT_VERSION})", manifest.format),
+                reason: format!(
+                    "format {} is not supported (expected {FORMAT_VERSION})",
+                    manifest.format
+                ),
             });
         }
 
         let bm25_dir = dir.join("bm25");
-        let bm25 = match Bm25Index::open_or_create(&bm25_dir) {
-            Ok(b) => b,
-            Err(IndexError::Bm25(e)) => {
-                tracing::warn!("BM25 index unreadable ({e}); rebuilding it");
-                std::fs::remove_dir_all(&bm25_dir).map_err(IndexError::io(&bm25_dir))?;
-                Bm25Index::open_or_create(&bm25_dir)?
+        let bm25 = if !writable {
+            Bm25Index::open_read_only(&bm25_dir)
+                .map_err(|_| IndexError::NeedsRecovery(dir.to_owned()))?
+        } else {
+            match Bm25Index::open_or_create(&bm25_dir) {
+                Ok(b) => b,
+                Err(IndexError::Bm25(e)) => {
+                    tracing::warn!("BM25 index unreadable ({e}); rebuilding it");
+                    std::fs::remove_dir_all(&bm25_dir).map_err(IndexError::io(&bm25_dir))?;
+                    Bm25Index::open_or_create(&bm25_dir)?
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
-        let (wal, records) = Wal::open(&dir.join("wal.log"))?;
+        let wal_path = dir.join("wal.log");
+        let (wal, records) = if writable {
+            let (w, r) = Wal::open(&wal_path)?;
+            (Some(w), r)
+        } else {
+            Wal::read(&wal_path)?
+        };
         let mut c = Collection {
             dir: dir.to_owned(),
             manifest,
@@ -181,6 +226,9 @@ impl Collection {
         }
         c.load_graph();
         if c.bm25.committed_seq()? != c.seq {
+            if !writable {
+                return Err(IndexError::NeedsRecovery(dir.to_owned()));
+            }
             c.rebuild_bm25()?;
         }
         Ok(c)
@@ -222,13 +270,18 @@ impl Collection {
 
     /// True when `doc` is stored with exactly this content (re-indexing it would change nothing).
     pub fn is_unchanged(&self, doc: &Document) -> bool {
-        self.docs.get(&doc.id).is_some_and(|d| d.hash == doc.content_hash())
+        self.docs
+            .get(&doc.id)
+            .is_some_and(|d| d.hash == doc.content_hash())
     }
 
     /// Text of chunk `ordinal` of `doc_id`.
     pub fn chunk_text(&self, doc_id: &str, ordinal: u32) -> Option<&str> {
         let slot = *self.docs.get(doc_id)?.slots.get(ordinal as usize)?;
-        self.slots.get(slot as usize)?.as_ref().map(|s| s.text.as_str())
+        self.slots
+            .get(slot as usize)?
+            .as_ref()
+            .map(|s| s.text.as_str())
     }
 
     /// Commits one batch atomically and returns its number. Rejects the whole batch (writing
@@ -239,8 +292,11 @@ impl Collection {
         if operations.is_empty() {
             return Ok(self.seq);
         }
-        let record = Record { seq: self.seq + 1, operations };
-        self.wal.append(&record)?;
+        let record = Record {
+            seq: self.seq + 1,
+            operations,
+        };
+        self.writable_wal()?.append(&record)?;
         self.seq = record.seq;
         self.wal_records += 1;
         for op in &record.operations {
@@ -248,12 +304,17 @@ impl Collection {
                 Operation::Upsert(d) => &d.document.id,
                 Operation::Delete(id) => id,
             };
-            self.bm25.delete_document(id);
+            self.bm25.delete_document(id)?;
         }
         for op in record.operations {
             if let Operation::Upsert(d) = &op {
                 for (i, chunk) in d.chunks.iter().enumerate() {
-                    self.bm25.add_chunk(&d.document.id, i as u32, d.document.title.as_deref(), &chunk.text)?;
+                    self.bm25.add_chunk(
+                        &d.document.id,
+                        i as u32,
+                        d.document.title.as_deref(),
+                        &chunk.text,
+                    )?;
                 }
             }
             self.apply_to_memory(op);
@@ -265,7 +326,11 @@ impl Collection {
     /// Writes a snapshot, rebuilds the ANN graph when the collection is large enough, and empties
     /// the WAL. Search results do not change; opening gets faster and deleted vectors are freed.
     pub fn compact(&mut self) -> Result<()> {
-        if self.wal_records == 0 && self.snapshot_seq == self.seq && self.dir.join("snapshot.bin").is_file() {
+        self.writable_wal()?;
+        if self.wal_records == 0
+            && self.snapshot_seq == self.seq
+            && self.dir.join("snapshot.bin").is_file()
+        {
             return Ok(());
         }
         let mut ids: Vec<&String> = self.docs.keys().collect();
@@ -280,15 +345,22 @@ impl Collection {
                         .slots
                         .iter()
                         .map(|&s| Chunk {
-                            text: self.slots[s as usize].as_ref().map(|i| i.text.clone()).unwrap_or_default(),
+                            text: self.slots[s as usize]
+                                .as_ref()
+                                .map(|i| i.text.clone())
+                                .unwrap_or_default(),
                             vector: self.vectors.get(s).map(|v| v.to_vec()).unwrap_or_default(),
                         })
                         .collect(),
                 }
             })
             .collect();
-        let snapshot = Snapshot { seq: self.seq, docs };
-        let bytes = bincode::serialize(&snapshot).map_err(|e| IndexError::InvalidInput(e.to_string()))?;
+        let snapshot = Snapshot {
+            seq: self.seq,
+            docs,
+        };
+        let bytes =
+            bincode::serialize(&snapshot).map_err(|e| IndexError::InvalidInput(e.to_string()))?;
         write_atomic(&self.dir.join("snapshot.bin"), &bytes)?;
         // Renumber slots densely, in snapshot order, exactly as the next open will.
         let seq = self.seq;
@@ -298,7 +370,8 @@ impl Collection {
         match self.vectors.graph() {
             Some(graph) => {
                 let file = AnnFileRef { seq, graph };
-                let bytes = bincode::serialize(&file).map_err(|e| IndexError::InvalidInput(e.to_string()))?;
+                let bytes = bincode::serialize(&file)
+                    .map_err(|e| IndexError::InvalidInput(e.to_string()))?;
                 write_atomic(&ann_path, &bytes)?;
             }
             None => {
@@ -307,7 +380,7 @@ impl Collection {
                 }
             }
         }
-        self.wal.reset()?;
+        self.writable_wal()?.reset()?;
         self.wal_records = 0;
         Ok(())
     }
@@ -327,7 +400,11 @@ impl Collection {
             .into_iter()
             .filter_map(|h| {
                 let info = self.slots.get(h.slot as usize)?.as_ref()?;
-                Some(ChunkHit { doc_id: info.doc_id.to_string(), chunk: info.ordinal, score: h.similarity })
+                Some(ChunkHit {
+                    doc_id: info.doc_id.to_string(),
+                    chunk: info.ordinal,
+                    score: h.similarity,
+                })
             })
             .collect())
     }
@@ -339,7 +416,11 @@ impl Collection {
             .into_iter()
             .filter_map(|h| {
                 let info = self.slots.get(h.slot as usize)?.as_ref()?;
-                Some(ChunkHit { doc_id: info.doc_id.to_string(), chunk: info.ordinal, score: h.similarity })
+                Some(ChunkHit {
+                    doc_id: info.doc_id.to_string(),
+                    chunk: info.ordinal,
+                    score: h.similarity,
+                })
             })
             .collect()
     }
@@ -355,20 +436,33 @@ impl Collection {
             .bm25
             .search(query, k)?
             .into_iter()
-            .map(|h| ChunkHit { doc_id: h.doc_id, chunk: h.chunk, score: h.score })
+            .map(|h| ChunkHit {
+                doc_id: h.doc_id,
+                chunk: h.chunk,
+                score: h.score,
+            })
             .collect())
     }
 
     /// Checks that every part agrees: documents, chunk slots, vectors and BM25 entries.
     /// Used by tests after crashes; cheap enough to run on demand.
     pub fn verify(&self) -> Result<()> {
-        let corrupt = |reason: String| IndexError::Corrupt { path: self.dir.clone(), reason };
+        let corrupt = |reason: String| IndexError::Corrupt {
+            path: self.dir.clone(),
+            reason,
+        };
         let chunks: usize = self.docs.values().map(|d| d.slots.len()).sum();
         if chunks != self.vectors.len() {
-            return Err(corrupt(format!("{chunks} chunks but {} vectors", self.vectors.len())));
+            return Err(corrupt(format!(
+                "{chunks} chunks but {} vectors",
+                self.vectors.len()
+            )));
         }
         if self.bm25.num_chunks() as usize != chunks {
-            return Err(corrupt(format!("{chunks} chunks but {} in the BM25 index", self.bm25.num_chunks())));
+            return Err(corrupt(format!(
+                "{chunks} chunks but {} in the BM25 index",
+                self.bm25.num_chunks()
+            )));
         }
         if self.bm25.committed_seq()? != self.seq {
             return Err(corrupt("BM25 index reflects another batch".into()));
@@ -376,12 +470,20 @@ impl Collection {
         for (id, d) in &self.docs {
             for (i, &slot) in d.slots.iter().enumerate() {
                 let info = self.slots.get(slot as usize).and_then(|s| s.as_ref());
-                if !info.is_some_and(|s| &*s.doc_id == id.as_str() && s.ordinal == i as u32) || self.vectors.get(slot).is_none() {
+                if !info.is_some_and(|s| &*s.doc_id == id.as_str() && s.ordinal == i as u32)
+                    || self.vectors.get(slot).is_none()
+                {
                     return Err(corrupt(format!("chunk {i} of {id} is missing")));
                 }
             }
         }
         Ok(())
+    }
+
+    fn writable_wal(&mut self) -> Result<&mut Wal> {
+        self.wal
+            .as_mut()
+            .ok_or_else(|| IndexError::InvalidInput("the collection was opened read-only".into()))
     }
 
     fn validate(&self, operations: &[Operation]) -> Result<()> {
@@ -396,11 +498,15 @@ impl Collection {
                 return Err(IndexError::InvalidInput("a document id is empty".into()));
             }
             if !seen.insert(id.as_str()) {
-                return Err(IndexError::InvalidInput(format!("document id {id:?} appears twice in one batch")));
+                return Err(IndexError::InvalidInput(format!(
+                    "document id {id:?} appears twice in one batch"
+                )));
             }
             if let Operation::Upsert(d) = op {
                 if d.chunks.is_empty() {
-                    return Err(IndexError::InvalidInput(format!("document {id:?} has no chunks")));
+                    return Err(IndexError::InvalidInput(format!(
+                        "document {id:?} has no chunks"
+                    )));
                 }
                 for c in &d.chunks {
                     if c.vector.len() != dim {
@@ -410,7 +516,9 @@ impl Collection {
                         )));
                     }
                     if c.vector.iter().any(|x| !x.is_finite()) {
-                        return Err(IndexError::InvalidInput(format!("document {id:?}: vector has NaN or infinite values")));
+                        return Err(IndexError::InvalidInput(format!(
+                            "document {id:?}: vector has NaN or infinite values"
+                        )));
                     }
                 }
             }
@@ -445,11 +553,22 @@ impl Collection {
         for (ordinal, chunk) in d.chunks.into_iter().enumerate() {
             let slot = self.vectors.push(&chunk.vector);
             debug_assert_eq!(slot as usize, self.slots.len());
-            self.slots.push(Some(SlotInfo { doc_id: id.clone(), ordinal: ordinal as u32, text: chunk.text }));
+            self.slots.push(Some(SlotInfo {
+                doc_id: id.clone(),
+                ordinal: ordinal as u32,
+                text: chunk.text,
+            }));
             slots.push(slot);
         }
         let hash = d.document.content_hash();
-        self.docs.insert(d.document.id.clone(), StoredDoc { document: d.document, hash, slots });
+        self.docs.insert(
+            d.document.id.clone(),
+            StoredDoc {
+                document: d.document,
+                hash,
+                slots,
+            },
+        );
     }
 
     fn install_snapshot(&mut self, snapshot: Snapshot) {
@@ -469,23 +588,36 @@ impl Collection {
             return Ok(());
         }
         let bytes = std::fs::read(&path).map_err(IndexError::io(&path))?;
-        let snapshot: Snapshot = bincode::deserialize(&bytes)
-            .map_err(|e| IndexError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let snapshot: Snapshot = bincode::deserialize(&bytes).map_err(|e| IndexError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         self.install_snapshot(snapshot);
         Ok(())
     }
 
     fn load_graph(&mut self) {
         let path = self.dir.join("ann.bin");
-        let Ok(bytes) = std::fs::read(&path) else { return };
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
         match bincode::deserialize::<AnnFile>(&bytes) {
             Ok(file) if file.seq == self.snapshot_seq => {
                 if !self.vectors.attach_graph(file.graph) {
-                    tracing::warn!("{}: graph does not fit the snapshot; searching exactly", path.display());
+                    tracing::warn!(
+                        "{}: graph does not fit the snapshot; searching exactly",
+                        path.display()
+                    );
                 }
             }
-            Ok(_) => tracing::info!("{}: graph is older than the snapshot; searching exactly until the next compaction", path.display()),
-            Err(e) => tracing::warn!("{}: unreadable ({e}); searching exactly until the next compaction", path.display()),
+            Ok(_) => tracing::info!(
+                "{}: graph is older than the snapshot; searching exactly until the next compaction",
+                path.display()
+            ),
+            Err(e) => tracing::warn!(
+                "{}: unreadable ({e}); searching exactly until the next compaction",
+                path.display()
+            ),
         }
     }
 
@@ -495,7 +627,8 @@ impl Collection {
         for (id, d) in &self.docs {
             for (i, &slot) in d.slots.iter().enumerate() {
                 if let Some(info) = self.slots[slot as usize].as_ref() {
-                    self.bm25.add_chunk(id, i as u32, d.document.title.as_deref(), &info.text)?;
+                    self.bm25
+                        .add_chunk(id, i as u32, d.document.title.as_deref(), &info.text)?;
                 }
             }
         }
@@ -510,7 +643,8 @@ struct AnnFileRef<'a> {
     graph: &'a AnnGraph,
 }
 
-fn lock(dir: &Path) -> Result<File> {
+/// Writers hold the lock exclusively, readers share it.
+fn lock(dir: &Path, exclusive: bool) -> Result<File> {
     let path = dir.join("LOCK");
     let file = File::options()
         .create(true)
@@ -518,9 +652,16 @@ fn lock(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(IndexError::io(&path))?;
-    match file.try_lock() {
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Locked { path: dir.to_owned() }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Locked {
+            path: dir.to_owned(),
+        }),
         Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io { path, source: e }),
     }
 }

@@ -20,7 +20,11 @@ impl Document {
         for part in [
             self.text.as_str(),
             self.title.as_deref().unwrap_or("\u{0}"),
-            &self.metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+            &self
+                .metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
         ] {
             h.update(&(part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
@@ -50,11 +54,16 @@ pub struct IndexedDocument {
 mod json_text {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<serde_json::Value>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        v: &Option<serde_json::Value>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         v.as_ref().map(|v| v.to_string()).serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<serde_json::Value>, D::Error> {
         let text = Option::<String>::deserialize(d)?;
         text.map(|t| serde_json::from_str(&t).map_err(serde::de::Error::custom))
             .transpose()

@@ -17,6 +17,9 @@ pub enum IndexError {
     #[error("{path} is damaged: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 
+    #[error("collection {0} was interrupted while being written and needs recovery; open it for writing (e.g. `sift index`) to repair it")]
+    NeedsRecovery(PathBuf),
+
     #[error("collection {path} is in use by another sift process")]
     Locked { path: PathBuf },
 

@@ -60,7 +60,11 @@ pub struct AnnParams {
 
 impl Default for AnnParams {
     fn default() -> Self {
-        AnnParams { exact_below: 20_000, ef_construction: 100, ef_search: 256 }
+        AnnParams {
+            exact_below: 20_000,
+            ef_construction: 100,
+            ef_search: 256,
+        }
     }
 }
 
@@ -83,7 +87,10 @@ impl AnnGraph {
             .ef_search(params.ef_search)
             .seed(42)
             .build(points, slots);
-        AnnGraph { map, covered: vectors.len() as u32 }
+        AnnGraph {
+            map,
+            covered: vectors.len() as u32,
+        }
     }
 }
 
@@ -97,7 +104,12 @@ pub struct VectorIndex {
 
 impl VectorIndex {
     pub fn new(params: AnnParams) -> Self {
-        VectorIndex { vectors: Vec::new(), live: 0, graph: None, params }
+        VectorIndex {
+            vectors: Vec::new(),
+            live: 0,
+            graph: None,
+            params,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -141,7 +153,9 @@ impl VectorIndex {
 
     /// Uses a graph loaded from disk if it covers exactly these slots.
     pub fn attach_graph(&mut self, graph: AnnGraph) -> bool {
-        if graph.covered as usize <= self.vectors.len() && graph.map.values.len() <= self.vectors.len() {
+        if graph.covered as usize <= self.vectors.len()
+            && graph.map.values.len() <= self.vectors.len()
+        {
             self.graph = Some(graph);
             true
         } else {
@@ -168,8 +182,15 @@ impl VectorIndex {
                 let mut hits: Vec<VectorHit> = graph
                     .map
                     .search(&UnitVector(q.clone()), &mut search)
-                    .filter(|item| self.vectors.get(*item.value as usize).is_some_and(|v| v.is_some()))
-                    .map(|item| VectorHit { slot: *item.value, similarity: 1.0 - item.distance })
+                    .filter(|item| {
+                        self.vectors
+                            .get(*item.value as usize)
+                            .is_some_and(|v| v.is_some())
+                    })
+                    .map(|item| VectorHit {
+                        slot: *item.value,
+                        similarity: 1.0 - item.distance,
+                    })
                     .collect();
                 hits.extend(self.scan(&q, graph.covered as usize, k));
                 top_k(hits, k)
@@ -188,7 +209,10 @@ impl VectorIndex {
             .iter()
             .enumerate()
             .filter_map(|(i, v)| {
-                v.as_ref().map(|v| VectorHit { slot: (from + i) as u32, similarity: dot(q, v) })
+                v.as_ref().map(|v| VectorHit {
+                    slot: (from + i) as u32,
+                    similarity: dot(q, v),
+                })
             })
             .collect()
     }
@@ -196,7 +220,9 @@ impl VectorIndex {
 
 fn top_k(mut hits: Vec<VectorHit>, k: usize) -> Vec<VectorHit> {
     let cmp = |a: &VectorHit, b: &VectorHit| {
-        b.similarity.total_cmp(&a.similarity).then(a.slot.cmp(&b.slot))
+        b.similarity
+            .total_cmp(&a.similarity)
+            .then(a.slot.cmp(&b.slot))
     };
     if hits.len() > k && k > 0 {
         hits.select_nth_unstable_by(k - 1, cmp);

@@ -50,29 +50,15 @@ impl Wal {
         if bytes.is_empty() {
             file.write_all(MAGIC).map_err(IndexError::io(path))?;
             file.sync_all().map_err(IndexError::io(path))?;
-            return Ok((Wal { file, path: path.to_owned() }, Vec::new()));
+            return Ok((
+                Wal {
+                    file,
+                    path: path.to_owned(),
+                },
+                Vec::new(),
+            ));
         }
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(IndexError::Corrupt {
-                path: path.to_owned(),
-                reason: "not a sift write-ahead log".into(),
-            });
-        }
-        let mut records = Vec::new();
-        let mut pos = MAGIC.len();
-        while pos + 8 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or_default()) as usize;
-            let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or_default());
-            let end = pos + 8 + len;
-            if end > bytes.len() || crc32fast::hash(&bytes[pos + 8..end]) != crc {
-                break;
-            }
-            match bincode::deserialize::<Record>(&bytes[pos + 8..end]) {
-                Ok(r) => records.push(r),
-                Err(_) => break,
-            }
-            pos = end;
-        }
+        let (records, pos) = parse(path, &bytes)?;
         if pos < bytes.len() {
             tracing::warn!(
                 "{}: discarding {} bytes of an uncommitted batch (interrupted write)",
@@ -83,17 +69,43 @@ impl Wal {
             file.sync_all().map_err(IndexError::io(path))?;
         }
         file.seek(SeekFrom::End(0)).map_err(IndexError::io(path))?;
-        Ok((Wal { file, path: path.to_owned() }, records))
+        Ok((
+            Wal {
+                file,
+                path: path.to_owned(),
+            },
+            records,
+        ))
+    }
+
+    /// Reads the intact records without opening for writing (readers). A torn tail is ignored,
+    /// not cut: only the writer may change the file.
+    pub fn read(path: &Path) -> Result<(Option<Wal>, Vec<Record>)> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Vec::new())),
+            Err(e) => {
+                return Err(IndexError::Io {
+                    path: path.to_owned(),
+                    source: e,
+                })
+            }
+        };
+        let (records, _) = parse(path, &bytes)?;
+        Ok((None, records))
     }
 
     /// Appends `record` and returns once it is on disk.
     pub fn append(&mut self, record: &Record) -> Result<()> {
-        let payload = bincode::serialize(record).map_err(|e| IndexError::InvalidInput(e.to_string()))?;
+        let payload =
+            bincode::serialize(record).map_err(|e| IndexError::InvalidInput(e.to_string()))?;
         let mut frame = Vec::with_capacity(payload.len() + 8);
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        self.file.write_all(&frame).map_err(IndexError::io(&self.path))?;
+        self.file
+            .write_all(&frame)
+            .map_err(IndexError::io(&self.path))?;
         self.file.sync_data().map_err(IndexError::io(&self.path))
     }
 
@@ -107,12 +119,44 @@ impl Wal {
     }
 }
 
+/// Intact records of a log and the byte offset where they end.
+fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, usize)> {
+    if bytes.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(IndexError::Corrupt {
+            path: path.to_owned(),
+            reason: "not a sift write-ahead log".into(),
+        });
+    }
+    let mut records = Vec::new();
+    let mut pos = MAGIC.len();
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or_default());
+        let end = pos + 8 + len;
+        if end > bytes.len() || crc32fast::hash(&bytes[pos + 8..end]) != crc {
+            break;
+        }
+        match bincode::deserialize::<Record>(&bytes[pos + 8..end]) {
+            Ok(r) => records.push(r),
+            Err(_) => break,
+        }
+        pos = end;
+    }
+    Ok((records, pos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(seq: u64) -> Record {
-        Record { seq, operations: vec![Operation::Delete(format!("doc-{seq}"))] }
+        Record {
+            seq,
+            operations: vec![Operation::Delete(format!("doc-{seq}"))],
+        }
     }
 
     #[test]

@@ -12,8 +12,15 @@ const DIM: usize = 8;
 fn manifest(fingerprint: &str, dim: usize) -> Manifest {
     Manifest {
         format: 1,
-        embedding: EmbeddingModelInfo { name: "test-model".into(), fingerprint: fingerprint.into(), dim },
-        chunking: ChunkingConfig { max_tokens: 128, overlap_tokens: 16 },
+        embedding: EmbeddingModelInfo {
+            name: "test-model".into(),
+            fingerprint: fingerprint.into(),
+            dim,
+        },
+        chunking: ChunkingConfig {
+            max_tokens: 128,
+            overlap_tokens: 16,
+        },
     }
 }
 
@@ -35,8 +42,16 @@ fn vector(seed: u64) -> Vec<f32> {
 
 fn doc(id: &str, text: &str, seed: u64) -> Operation {
     Operation::Upsert(IndexedDocument {
-        document: Document { id: id.into(), text: text.into(), title: None, metadata: None },
-        chunks: vec![Chunk { text: text.into(), vector: vector(seed) }],
+        document: Document {
+            id: id.into(),
+            text: text.into(),
+            title: None,
+            metadata: None,
+        },
+        chunks: vec![Chunk {
+            text: text.into(),
+            vector: vector(seed),
+        }],
     })
 }
 
@@ -44,10 +59,19 @@ fn doc(id: &str, text: &str, seed: u64) -> Operation {
 fn upsert_delete_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = open(dir.path());
-    c.commit(vec![doc("a", "alpha particles", 1), doc("b", "beta decay", 2), doc("c", "gamma rays", 3)]).unwrap();
+    c.commit(vec![
+        doc("a", "alpha particles", 1),
+        doc("b", "beta decay", 2),
+        doc("c", "gamma rays", 3),
+    ])
+    .unwrap();
     assert_eq!(c.len(), 3);
     // Upsert replaces, delete removes, both visible to both legs.
-    c.commit(vec![doc("a", "alpha helix proteins", 4), Operation::Delete("b".into())]).unwrap();
+    c.commit(vec![
+        doc("a", "alpha helix proteins", 4),
+        Operation::Delete("b".into()),
+    ])
+    .unwrap();
     assert_eq!(c.len(), 2);
     assert!(c.keyword_search("decay", 10).unwrap().is_empty());
     assert_eq!(c.keyword_search("helix", 10).unwrap()[0].doc_id, "a");
@@ -72,16 +96,34 @@ fn upsert_delete_and_reopen() {
 fn bad_batches_are_rejected_whole() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = open(dir.path());
-    let err = c.commit(vec![doc("x", "one", 1), doc("x", "two", 2)]).unwrap_err();
+    let err = c
+        .commit(vec![doc("x", "one", 1), doc("x", "two", 2)])
+        .unwrap_err();
     assert!(err.to_string().contains("twice"), "{err}");
     let wrong_dim = Operation::Upsert(IndexedDocument {
-        document: Document { id: "y".into(), text: "t".into(), title: None, metadata: None },
-        chunks: vec![Chunk { text: "t".into(), vector: vec![1.0; DIM + 1] }],
+        document: Document {
+            id: "y".into(),
+            text: "t".into(),
+            title: None,
+            metadata: None,
+        },
+        chunks: vec![Chunk {
+            text: "t".into(),
+            vector: vec![1.0; DIM + 1],
+        }],
     });
     assert!(c.commit(vec![doc("z", "ok", 1), wrong_dim]).is_err());
     let nan = Operation::Upsert(IndexedDocument {
-        document: Document { id: "n".into(), text: "t".into(), title: None, metadata: None },
-        chunks: vec![Chunk { text: "t".into(), vector: vec![f32::NAN; DIM] }],
+        document: Document {
+            id: "n".into(),
+            text: "t".into(),
+            title: None,
+            metadata: None,
+        },
+        chunks: vec![Chunk {
+            text: "t".into(),
+            vector: vec![f32::NAN; DIM],
+        }],
     });
     assert!(c.commit(vec![nan]).is_err());
     assert_eq!(c.len(), 0, "nothing of a rejected batch is stored");
@@ -97,7 +139,9 @@ fn a_second_writer_and_another_model_are_refused() {
         Err(IndexError::Locked { .. })
     ));
     drop(c);
-    let err = Collection::open_or_create(dir.path(), manifest("other", DIM), AnnParams::default()).err().unwrap();
+    let err = Collection::open_or_create(dir.path(), manifest("other", DIM), AnnParams::default())
+        .err()
+        .unwrap();
     assert!(matches!(err, IndexError::ModelMismatch { .. }), "{err}");
     assert!(matches!(
         Collection::open(&dir.path().join("nope"), AnnParams::default()),
@@ -134,18 +178,34 @@ fn ann_recall_at_10_against_exact_search() {
         rng ^= rng << 17;
         (rng >> 11) as f32 / (1u64 << 53) as f32 - 0.5
     };
-    let centres: Vec<Vec<f32>> = (0..200).map(|_| (0..DIM).map(|_| next()).collect()).collect();
+    let centres: Vec<Vec<f32>> = (0..200)
+        .map(|_| (0..DIM).map(|_| next()).collect())
+        .collect();
     let mut point = |i: usize| -> Vec<f32> {
-        centres[i % centres.len()].iter().map(|c| c + 0.35 * next()).collect()
+        centres[i % centres.len()]
+            .iter()
+            .map(|c| c + 0.35 * next())
+            .collect()
     };
     let dir = tempfile::tempdir().unwrap();
-    let params = AnnParams { exact_below: 10_000, ..AnnParams::default() };
+    let params = AnnParams {
+        exact_below: 10_000,
+        ..AnnParams::default()
+    };
     let mut c = Collection::open_or_create(dir.path(), manifest("fp", DIM), params).unwrap();
     let mut ops = Vec::new();
     for i in 0..N {
         ops.push(Operation::Upsert(IndexedDocument {
-            document: Document { id: format!("d{i}"), text: format!("document {i}"), title: None, metadata: None },
-            chunks: vec![Chunk { text: format!("document {i}"), vector: point(i) }],
+            document: Document {
+                id: format!("d{i}"),
+                text: format!("document {i}"),
+                title: None,
+                metadata: None,
+            },
+            chunks: vec![Chunk {
+                text: format!("document {i}"),
+                vector: point(i),
+            }],
         }));
         if ops.len() == 2_000 {
             c.commit(std::mem::take(&mut ops)).unwrap();
@@ -160,11 +220,49 @@ fn ann_recall_at_10_against_exact_search() {
     let mut found = 0;
     for q in 0..queries {
         let query = point(q * 7 + 3);
-        let exact: Vec<String> = c.exact_dense_search(&query, 10).into_iter().map(|h| h.doc_id).collect();
-        let ann: Vec<String> = c.dense_search(&query, 10).unwrap().into_iter().map(|h| h.doc_id).collect();
+        let exact: Vec<String> = c
+            .exact_dense_search(&query, 10)
+            .into_iter()
+            .map(|h| h.doc_id)
+            .collect();
+        let ann: Vec<String> = c
+            .dense_search(&query, 10)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.doc_id)
+            .collect();
         found += exact.iter().filter(|id| ann.contains(id)).count();
     }
     let recall = found as f64 / (queries * 10) as f64;
     eprintln!("ANN recall@10 = {recall:.4}");
     assert!(recall >= 0.95, "recall@10 {recall}");
+}
+
+#[test]
+fn readers_share_a_collection_and_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = open(dir.path());
+    c.commit(vec![doc("a", "alpha", 1)]).unwrap();
+    drop(c);
+    let r1 = Collection::open_read_only(dir.path(), AnnParams::default()).unwrap();
+    let mut r2 = Collection::open_read_only(dir.path(), AnnParams::default()).unwrap();
+    assert_eq!(r1.keyword_search("alpha", 3).unwrap().len(), 1);
+    assert!(r2.commit(vec![doc("b", "beta", 2)]).is_err());
+    assert!(matches!(
+        Collection::open(dir.path(), AnnParams::default()),
+        Err(IndexError::Locked { .. })
+    ));
+    drop((r1, r2));
+    // A reader that finds a stale BM25 index asks for recovery; the writer repairs it.
+    let mut c = open(dir.path());
+    c.commit(vec![doc("b", "beta", 2)]).unwrap();
+    drop(c);
+    std::fs::remove_dir_all(dir.path().join("bm25")).unwrap();
+    assert!(matches!(
+        Collection::open_read_only(dir.path(), AnnParams::default()),
+        Err(IndexError::NeedsRecovery(_))
+    ));
+    let c = Collection::open_for_search(dir.path(), AnnParams::default()).unwrap();
+    c.verify().unwrap();
+    assert_eq!(c.len(), 2);
 }

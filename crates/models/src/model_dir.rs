@@ -87,6 +87,37 @@ impl ModelDir {
         })
     }
 
+    /// Identifies the model's content: changes when its config, tokenizer or weights change, not
+    /// when the directory is copied or renamed. Collections record it to refuse mixing vectors
+    /// from different models.
+    pub fn fingerprint(&self) -> Result<String> {
+        use std::io::Read;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut add_file = |path: &Path, limit: u64| -> Result<()> {
+            let io = |e: std::io::Error| ModelError::InvalidConfig {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            };
+            let file = std::fs::File::open(path).map_err(io)?;
+            let len = file.metadata().map_err(io)?.len();
+            hasher.update(&len.to_le_bytes());
+            let mut head = Vec::new();
+            file.take(limit).read_to_end(&mut head).map_err(io)?;
+            hasher.update(&head);
+            Ok(())
+        };
+        add_file(&self.path.join("config.json"), u64::MAX)?;
+        let tokenizer = self.path.join("tokenizer.json");
+        if tokenizer.is_file() {
+            add_file(&tokenizer, u64::MAX)?;
+        }
+        // The safetensors header (names, shapes, offsets) plus the first tensor bytes.
+        for p in self.weight_files()?.paths() {
+            add_file(p, 1 << 20)?;
+        }
+        Ok(format!("{:08x}", hasher.finalize()))
+    }
+
     /// Total size of the weight files in bytes.
     pub fn weights_bytes(&self) -> Result<u64> {
         let files = self.weight_files()?;

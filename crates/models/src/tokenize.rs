@@ -34,6 +34,7 @@ const MAX_BYTES_PER_TOKEN: usize = 64;
 /// to cutting both when the query alone is too long).
 #[derive(Clone)]
 pub struct TextTokenizer {
+    untruncated: Tokenizer,
     single: Tokenizer,
     pair: Tokenizer,
     pair_fallback: Tokenizer,
@@ -66,7 +67,13 @@ impl TextTokenizer {
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
             Ok(t)
         };
+        let mut untruncated = base.clone();
+        untruncated.with_padding(None);
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         Ok(TextTokenizer {
+            untruncated,
             single: with(TruncationStrategy::LongestFirst)?,
             pair: with(TruncationStrategy::OnlySecond)?,
             pair_fallback: with(TruncationStrategy::LongestFirst)?,
@@ -114,6 +121,16 @@ impl TextTokenizer {
                 .iter()
                 .map(|o| o.get_ids().len())
                 .sum::<usize>())
+    }
+
+    /// Byte ranges of every token of `text`, no special tokens, no truncation: what splitting a
+    /// long document into token windows needs.
+    pub fn token_offsets(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        let enc = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_offsets().to_vec())
     }
 
     /// The underlying tokenizer with this wrapper's single-text truncation, for callers that need

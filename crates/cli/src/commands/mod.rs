@@ -1,6 +1,9 @@
+pub mod delete;
 pub mod embed;
+pub mod index;
 pub mod models;
 pub mod rerank;
+pub mod search;
 
 use indicatif::{ProgressBar, ProgressStyle};
 

@@ -1,0 +1,138 @@
+//! `sift index`: build or update a collection.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sift_index::{AnnParams, ChunkingConfig, Collection};
+use sift_models::{Embedder, EmbedderOptions};
+use sift_pipeline::{manifest_for, Pipeline};
+
+use crate::documents::read_documents;
+use crate::model_path::resolve;
+
+/// Index documents into a collection (a local directory), creating it if needed.
+///
+/// Inputs: BEIR corpus.jsonl ({"_id", "title", "text"}), JSONL ({"id", "text", "title"?,
+/// "metadata"?}), .txt and .md files (one document each, id = path), or directories of them.
+/// Documents are upserted by id; unchanged documents are skipped, so re-running is cheap.
+/// Long documents are split into overlapping token windows.
+///
+/// Input is validated first: by default any malformed line or duplicate id stops the command
+/// before anything is written (--skip-invalid indexes the rest). Writes are committed in batches
+/// of --batch-size documents; a committed batch survives a crash or kill at any moment.
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+sift index --collection scifact ../shared/data/scifact/corpus.jsonl\n  \
+sift index --collection notes ~/notes --embed-model all-mpnet-base-v2 --chunk-tokens 200")]
+pub struct IndexArgs {
+    /// Files or directories to index.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+
+    /// Collection directory.
+    #[arg(long, short)]
+    collection: PathBuf,
+
+    /// Embedding model (default: the collection's, or all-MiniLM-L6-v2 for a new one).
+    #[arg(long)]
+    embed_model: Option<String>,
+
+    /// Documents per committed batch (the crash-safety unit).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+
+    /// Tokens per chunk window (new collections; default: model max length − 34).
+    #[arg(long)]
+    chunk_tokens: Option<usize>,
+
+    /// Tokens shared by consecutive windows (new collections).
+    #[arg(long, default_value_t = sift_pipeline::ingest::DEFAULT_OVERLAP_TOKENS)]
+    chunk_overlap: usize,
+
+    /// Index the valid documents even if some lines are malformed (they are reported).
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+pub fn run(args: IndexArgs) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let parsed = read_documents(&args.inputs)?;
+    if !parsed.errors.is_empty() {
+        for e in parsed.errors.iter().take(20) {
+            eprintln!("invalid: {e}");
+        }
+        if parsed.errors.len() > 20 {
+            eprintln!("… and {} more", parsed.errors.len() - 20);
+        }
+        if !args.skip_invalid {
+            bail!(
+                "{} invalid input line(s); nothing was indexed (fix them, or pass --skip-invalid to index the {} valid documents)",
+                parsed.errors.len(),
+                parsed.docs.len()
+            );
+        }
+        eprintln!("skipping {} invalid line(s)", parsed.errors.len());
+    }
+    if parsed.docs.is_empty() {
+        bail!("no documents to index");
+    }
+
+    let existing = args.collection.join("collection.json").is_file();
+    let model_name = match (&args.embed_model, existing) {
+        (Some(m), _) => m.clone(),
+        (None, true) => {
+            let c = Collection::open_for_search(&args.collection, AnnParams::default())?;
+            c.manifest().embedding.name.clone()
+        }
+        (None, false) => "all-MiniLM-L6-v2".to_string(),
+    };
+    let model_dir = resolve(&model_name)?;
+    let embedder = Arc::new(
+        Embedder::load(&model_dir, EmbedderOptions::default())
+            .with_context(|| format!("loading {}", model_dir.display()))?,
+    );
+    let chunking = args.chunk_tokens.map(|t| ChunkingConfig {
+        max_tokens: t,
+        overlap_tokens: args.chunk_overlap,
+    });
+    let manifest = manifest_for(&embedder, chunking)?;
+    let collection = Collection::open_or_create(&args.collection, manifest, AnnParams::default())?;
+    let mut pipeline = Pipeline::new(Some(embedder), None, collection)?;
+
+    let total = parsed.docs.len();
+    let bar = super::progress_bar(total, "docs");
+    let plain_log = !std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let report = pipeline.ingest(parsed.docs, args.batch_size, &mut |done, total| {
+        bar.set_position(done as u64);
+        if plain_log {
+            eprintln!("committed {done}/{total} documents");
+        }
+    })?;
+    bar.finish_and_clear();
+    let t = Instant::now();
+    pipeline.backend_mut().compact()?;
+    let compact_s = t.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
+    let c = pipeline.backend();
+    let embedded = report.added + report.updated;
+    eprintln!(
+        "indexed {total} documents into {} in {secs:.1}s: {} added, {} updated, {} unchanged; {} chunks embedded ({:.1} docs/s); collection: {} documents, {} chunks{}",
+        args.collection.display(),
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.chunks,
+        embedded as f64 / (secs - compact_s).max(1e-9),
+        c.len(),
+        c.num_chunks(),
+        if c.uses_ann() { ", HNSW graph built" } else { ", exact vector search" },
+    );
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! `sift search`: hybrid recall, optional rerank.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sift_index::{AnnParams, Collection};
+use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions};
+use sift_pipeline::{Pipeline, SearchMode, SearchOptions, SearchResults};
+
+use crate::model_path::resolve;
+
+/// Search a collection: recall candidates with embeddings (dense) and BM25, fuse them with
+/// reciprocal rank fusion (k = 60), optionally rerank the top candidates with a cross-encoder.
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+sift search --collection scifact \"vitamin D lowers cancer risk\"\n  \
+sift search --collection scifact --mode bm25 --top-k 5 \"BRCA1 mutations\"\n  \
+sift search --collection scifact --rerank-model my-reranker --explain --timings \"statins and dementia\"")]
+pub struct SearchArgs {
+    /// The query.
+    query: String,
+
+    /// Collection directory.
+    #[arg(long, short)]
+    collection: PathBuf,
+
+    /// Recall legs: dense, bm25 or hybrid.
+    #[arg(long, default_value = "hybrid")]
+    mode: SearchMode,
+
+    /// Documents each recall leg returns.
+    #[arg(long, default_value_t = 100)]
+    depth: usize,
+
+    /// Fused documents the reranker scores.
+    #[arg(long, default_value_t = 100)]
+    candidates: usize,
+
+    /// Documents to return.
+    #[arg(long, short = 'k', default_value_t = 10)]
+    top_k: usize,
+
+    /// Cross-encoder to rerank with (directory or name).
+    #[arg(long, env = "SIFT_RERANK_MODEL")]
+    rerank_model: Option<String>,
+
+    /// Embedding model (default: the one the collection was built with).
+    #[arg(long)]
+    embed_model: Option<String>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    /// Show each hit's dense, BM25, fused and rerank positions.
+    #[arg(long)]
+    explain: bool,
+
+    /// Print the time of each stage.
+    #[arg(long)]
+    timings: bool,
+}
+
+pub fn run(args: SearchArgs) -> Result<()> {
+    let load_started = Instant::now();
+    let collection = Collection::open_for_search(&args.collection, AnnParams::default())?;
+    let embedder = if args.mode == SearchMode::Bm25 {
+        None
+    } else {
+        let name = args
+            .embed_model
+            .clone()
+            .unwrap_or_else(|| collection.manifest().embedding.name.clone());
+        let dir = resolve(&name)?;
+        Some(Arc::new(
+            Embedder::load(&dir, EmbedderOptions::default())
+                .with_context(|| format!("loading {}", dir.display()))?,
+        ))
+    };
+    let reranker = match &args.rerank_model {
+        Some(name) => {
+            let dir = resolve(name)?;
+            Some(Arc::new(
+                CrossEncoder::load(&dir, CrossEncoderOptions::default())
+                    .with_context(|| format!("loading {}", dir.display()))?,
+            ))
+        }
+        None => None,
+    };
+    let pipeline = Pipeline::new(embedder, reranker, collection)?;
+    let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
+    let options = SearchOptions {
+        mode: args.mode,
+        depth: args.depth,
+        candidates: args.candidates,
+        top_k: args.top_k,
+        rerank: true,
+    };
+    let results = pipeline.search(&args.query, &options)?;
+    if args.json {
+        let mut v = serde_json::to_value(&results)?;
+        if !args.timings {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("timings");
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_table(&results, args.explain);
+    }
+    if args.timings {
+        let t = &results.timings;
+        eprintln!(
+            "timings (ms): query embedding {:.1} | ANN {:.1} | BM25 {:.1} | fusion {:.1} | rerank {:.1} | total {:.1}   (open collection + load models: {:.0})",
+            t.query_embedding_ms, t.ann_ms, t.bm25_ms, t.fusion_ms, t.rerank_ms, t.total_ms, load_ms
+        );
+    }
+    Ok(())
+}
+
+fn clip(s: &str, width: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= width {
+        flat
+    } else {
+        let mut out: String = flat.chars().take(width.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+fn rank(r: Option<usize>) -> String {
+    r.map(|r| r.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn print_table(results: &SearchResults, explain: bool) {
+    if results.hits.is_empty() {
+        println!("no results");
+        return;
+    }
+    if explain {
+        println!(
+            "{:>4} {:>8} {:<14} {:>5} {:>5} {:>5} {:>7}  {:<36} {}",
+            "RANK", "SCORE", "ID", "DENSE", "BM25", "FUSED", "RERANK", "TITLE", "SNIPPET"
+        );
+    } else {
+        println!(
+            "{:>4} {:>8} {:<14} {:<36} {}",
+            "RANK", "SCORE", "ID", "TITLE", "SNIPPET"
+        );
+    }
+    for h in &results.hits {
+        let title = clip(h.title.as_deref().unwrap_or(""), 36);
+        let snippet = clip(&h.snippet, 70);
+        if explain {
+            let rerank = h
+                .rerank_score
+                .map(|s| format!("{s:.4}"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:>4} {:>8.4} {:<14} {:>5} {:>5} {:>5} {:>7}  {:<36} {}",
+                h.rank,
+                h.score,
+                clip(&h.id, 14),
+                rank(h.dense_rank),
+                rank(h.bm25_rank),
+                h.fused_rank,
+                rerank,
+                title,
+                snippet
+            );
+        } else {
+            println!(
+                "{:>4} {:>8.4} {:<14} {:<36} {}",
+                h.rank,
+                h.score,
+                clip(&h.id, 14),
+                title,
+                snippet
+            );
+        }
+    }
+    if explain && results.reranked {
+        let moved = results
+            .hits
+            .iter()
+            .filter(|h| h.fused_rank != h.rank)
+            .count();
+        println!(
+            "reranking moved {moved} of the top {} hits",
+            results.hits.len()
+        );
+    }
+}

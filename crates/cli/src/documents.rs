@@ -1,0 +1,221 @@
+//! Reading documents to index: BEIR `corpus.jsonl`, JSONL `{id, text, title?, metadata?}`,
+//! and plain `.txt` / `.md` files (one document per file). Directories are walked.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use sift_index::Document;
+
+/// Documents read, and every problem found, each with its file and line.
+#[derive(Default)]
+pub struct ParsedDocuments {
+    pub docs: Vec<Document>,
+    pub errors: Vec<String>,
+}
+
+pub fn read_documents(paths: &[PathBuf]) -> Result<ParsedDocuments> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files)?;
+    }
+    if files.is_empty() {
+        bail!("no .jsonl, .txt or .md files found in {paths:?}");
+    }
+    let mut out = ParsedDocuments::default();
+    let mut first_seen: HashMap<String, String> = HashMap::new();
+    for file in files {
+        let bytes =
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file.display().to_string();
+        let is_jsonl = file
+            .extension()
+            .is_some_and(|e| e == "jsonl" || e == "ndjson");
+        let parsed: Vec<(String, std::result::Result<Document, String>)> = if is_jsonl {
+            parse_jsonl(&name, &bytes)
+        } else {
+            vec![(name.clone(), parse_text_file(&file, &bytes))]
+        };
+        for (location, doc) in parsed {
+            match doc {
+                Ok(doc) => match first_seen.get(&doc.id) {
+                    Some(first) => out.errors.push(format!(
+                        "{location}: duplicate id {:?} (first at {first})",
+                        doc.id
+                    )),
+                    None => {
+                        first_seen.insert(doc.id.clone(), location);
+                        out.docs.push(doc);
+                    }
+                },
+                Err(e) => out.errors.push(format!("{location}: {e}")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_file() {
+        out.push(path.to_owned());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot list {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_files(&p, out)?;
+        } else if p
+            .extension()
+            .is_some_and(|e| e == "jsonl" || e == "ndjson" || e == "txt" || e == "md")
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn parse_jsonl(name: &str, bytes: &[u8]) -> Vec<(String, std::result::Result<Document, String>)> {
+    let mut out = Vec::new();
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let location = format!("{name}:{}", n + 1);
+        let doc = match std::str::from_utf8(line) {
+            Err(e) => Err(format!(
+                "not valid UTF-8 (invalid byte at column {})",
+                e.valid_up_to() + 1
+            )),
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => parse_json_document(line),
+        };
+        out.push((location, doc));
+    }
+    out
+}
+
+fn parse_json_document(line: &str) -> std::result::Result<Document, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(mut map) = value else {
+        return Err("expected a JSON object with \"id\" and \"text\"".into());
+    };
+    let id = match map.remove("id").or_else(|| map.remove("_id")) {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err("\"id\" must be a non-empty string or a number".into()),
+        None => return Err("missing \"id\" (or BEIR's \"_id\")".into()),
+    };
+    let text = match map.remove("text") {
+        Some(Value::String(s)) => s,
+        _ => return Err(format!("document {id:?}: missing string field \"text\"")),
+    };
+    let title = match map.remove("title") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+        Some(Value::String(_)) | Some(Value::Null) | None => None,
+        Some(_) => return Err(format!("document {id:?}: \"title\" must be a string")),
+    };
+    if text.trim().is_empty() && title.is_none() {
+        return Err(format!("document {id:?} has no text"));
+    }
+    // A document with a title but no text is searchable by its title.
+    let text = if text.trim().is_empty() {
+        title.clone().unwrap_or_default()
+    } else {
+        text
+    };
+    let metadata = match map.remove("metadata") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) if m.is_empty() => None,
+        Some(v) => Some(v),
+    };
+    Ok(Document {
+        id,
+        text,
+        title,
+        metadata,
+    })
+}
+
+fn parse_text_file(path: &Path, bytes: &[u8]) -> std::result::Result<Document, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "not valid UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err("file is empty".into());
+    }
+    let title = if path.extension().is_some_and(|e| e == "md") {
+        text.lines()
+            .find_map(|l| l.strip_prefix("# "))
+            .map(|t| t.trim().to_owned())
+    } else {
+        None
+    };
+    Ok(Document {
+        id: path.display().to_string(),
+        text: text.to_owned(),
+        title,
+        metadata: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beir_and_plain_jsonl_lines() {
+        let d = parse_json_document(
+            r#"{"_id": "4983", "title": "Microstructural", "text": "Alterations", "metadata": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.id.as_str(), d.title.as_deref(), d.metadata),
+            ("4983", Some("Microstructural"), None)
+        );
+        let d =
+            parse_json_document(r#"{"id": 7, "text": "x", "metadata": {"year": 2020}}"#).unwrap();
+        assert_eq!(d.id, "7");
+        assert_eq!(d.metadata.unwrap()["year"], 2020);
+        assert!(parse_json_document(r#"{"text": "x"}"#)
+            .unwrap_err()
+            .contains("id"));
+        assert!(parse_json_document(r#"{"id": "a", "text": ""}"#)
+            .unwrap_err()
+            .contains("no text"));
+        assert!(parse_json_document("[1]").is_err());
+    }
+
+    #[test]
+    fn errors_carry_file_and_line_and_duplicates_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.jsonl");
+        std::fs::write(
+            &f,
+            "{\"id\":\"a\",\"text\":\"x\"}\n{broken\n{\"id\":\"a\",\"text\":\"y\"}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("note.md"), "# Title\nbody").unwrap();
+        std::fs::write(dir.path().join("skip.bin"), "zz").unwrap();
+        let parsed = read_documents(&[dir.path().to_owned()]).unwrap();
+        assert_eq!(parsed.docs.len(), 2);
+        assert_eq!(parsed.errors.len(), 2);
+        assert!(
+            parsed.errors[0].contains("c.jsonl:2"),
+            "{:?}",
+            parsed.errors
+        );
+        assert!(
+            parsed.errors[1].contains("c.jsonl:3: duplicate id \"a\""),
+            "{:?}",
+            parsed.errors
+        );
+        assert_eq!(parsed.docs[1].title.as_deref(), Some("Title"));
+    }
+}

@@ -1,0 +1,12 @@
+/// Errors of the retrieval pipeline: a model failed, the storage failed, or the request was bad.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Model(#[from] sift_models::ModelError),
+    #[error(transparent)]
+    Index(#[from] sift_index::IndexError),
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+pub type Result<T> = std::result::Result<T, PipelineError>;

@@ -1,0 +1,176 @@
+//! Documents in, chunks embedded, batches committed.
+
+use sift_index::{
+    Chunk, ChunkingConfig, Document, EmbeddingModelInfo, IndexedDocument, Manifest, Operation,
+};
+use sift_models::{Embedder, TextRole};
+
+use crate::backend::SearchBackend;
+use crate::chunking::token_windows;
+use crate::error::{PipelineError, Result};
+
+/// Tokens kept free in each window for the title that is embedded with every chunk.
+pub const TITLE_TOKEN_RESERVE: usize = 32;
+
+/// Default overlap between windows, in tokens.
+pub const DEFAULT_OVERLAP_TOKENS: usize = 32;
+
+/// The manifest a new collection gets for `embedder`: chunk windows fill the model's max length
+/// minus the special tokens and a title reserve.
+pub fn manifest_for(embedder: &Embedder, chunking: Option<ChunkingConfig>) -> Result<Manifest> {
+    let dir = embedder.model_dir();
+    let room = embedder.tokenizer().max_length().saturating_sub(2);
+    let chunking = chunking.unwrap_or(ChunkingConfig {
+        max_tokens: room.saturating_sub(TITLE_TOKEN_RESERVE).max(16),
+        overlap_tokens: DEFAULT_OVERLAP_TOKENS,
+    });
+    if chunking.max_tokens == 0 || chunking.overlap_tokens >= chunking.max_tokens {
+        return Err(PipelineError::InvalidInput(format!(
+            "chunk overlap ({}) must be smaller than the chunk size ({})",
+            chunking.overlap_tokens, chunking.max_tokens
+        )));
+    }
+    Ok(Manifest {
+        format: 1,
+        embedding: EmbeddingModelInfo {
+            name: dir.name(),
+            fingerprint: dir.fingerprint()?,
+            dim: embedder.dim(),
+        },
+        chunking,
+    })
+}
+
+/// Fails unless `embedder` is the model the collection was built with.
+pub fn check_model(embedder: &Embedder, manifest: &Manifest) -> Result<()> {
+    let fingerprint = embedder.model_dir().fingerprint()?;
+    if fingerprint != manifest.embedding.fingerprint || embedder.dim() != manifest.embedding.dim {
+        return Err(sift_index::IndexError::ModelMismatch {
+            expected: format!(
+                "{} (dim {})",
+                manifest.embedding.name, manifest.embedding.dim
+            ),
+            found: format!("{} (dim {})", embedder.model_dir().name(), embedder.dim()),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What one ingest did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestReport {
+    pub added: usize,
+    pub updated: usize,
+    /// Already stored with identical content: not re-embedded.
+    pub unchanged: usize,
+    pub chunks: usize,
+    pub batches: usize,
+}
+
+/// The text embedded for a chunk: title and chunk, so a window deep in a document still knows
+/// what the document is about.
+pub fn embedding_text(title: Option<&str>, chunk: &str) -> String {
+    match title {
+        Some(t) if !t.trim().is_empty() => format!("{t}\n{chunk}"),
+        _ => chunk.to_owned(),
+    }
+}
+
+/// Splits a document into chunk texts by the collection's token windows.
+pub fn chunk_document(
+    embedder: &Embedder,
+    doc: &Document,
+    chunking: ChunkingConfig,
+) -> Result<Vec<String>> {
+    let offsets = embedder.tokenizer().token_offsets(&doc.text)?;
+    Ok(token_windows(
+        &doc.text,
+        &offsets,
+        chunking.max_tokens,
+        chunking.overlap_tokens,
+    )
+    .into_iter()
+    .map(|(s, e)| doc.text[s..e].to_owned())
+    .collect())
+}
+
+/// Embeds and commits `docs` in batches of `batch_docs` documents (the commit unit). Calls
+/// `on_commit(done, total)` after each durable batch. Documents already stored unchanged are
+/// skipped, so re-running an ingest is idempotent and cheap.
+pub fn ingest<B: SearchBackend + ?Sized>(
+    embedder: &Embedder,
+    backend: &mut B,
+    docs: Vec<Document>,
+    batch_docs: usize,
+    on_commit: &mut dyn FnMut(usize, usize),
+) -> Result<IngestReport> {
+    check_model(embedder, backend.manifest())?;
+    let chunking = backend.manifest().chunking;
+    let mut seen = std::collections::HashSet::new();
+    for d in &docs {
+        if d.id.is_empty() {
+            return Err(PipelineError::InvalidInput(
+                "a document has an empty id".into(),
+            ));
+        }
+        if d.text.trim().is_empty() {
+            return Err(PipelineError::InvalidInput(format!(
+                "document {:?} has no text",
+                d.id
+            )));
+        }
+        if !seen.insert(d.id.as_str()) {
+            return Err(PipelineError::InvalidInput(format!(
+                "document id {:?} appears twice in the input",
+                d.id
+            )));
+        }
+    }
+    let mut report = IngestReport::default();
+    let total = docs.len();
+    let mut done = 0;
+    let (fresh, same): (Vec<Document>, Vec<Document>) =
+        docs.into_iter().partition(|d| !backend.is_unchanged(d));
+    report.unchanged = same.len();
+    done += same.len();
+    if done > 0 {
+        on_commit(done, total);
+    }
+    for batch in fresh.chunks(batch_docs.max(1)) {
+        let mut texts = Vec::new();
+        let mut owners = Vec::new();
+        let mut chunk_texts = Vec::new();
+        for (i, d) in batch.iter().enumerate() {
+            for chunk in chunk_document(embedder, d, chunking)? {
+                texts.push(embedding_text(d.title.as_deref(), &chunk));
+                owners.push(i);
+                chunk_texts.push(chunk);
+            }
+        }
+        let vectors = embedder.embed(&texts, TextRole::Passage)?;
+        let mut docs: Vec<IndexedDocument> = batch
+            .iter()
+            .map(|d| IndexedDocument {
+                document: d.clone(),
+                chunks: Vec::new(),
+            })
+            .collect();
+        for ((owner, text), vector) in owners.into_iter().zip(chunk_texts).zip(vectors) {
+            docs[owner].chunks.push(Chunk { text, vector });
+        }
+        for d in &docs {
+            if backend.document(&d.document.id).is_some() {
+                report.updated += 1;
+            } else {
+                report.added += 1;
+            }
+            report.chunks += d.chunks.len();
+        }
+        backend.commit(docs.into_iter().map(Operation::Upsert).collect())?;
+        report.batches += 1;
+        done += batch.len();
+        on_commit(done, total);
+    }
+    Ok(report)
+}
