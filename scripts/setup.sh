@@ -92,5 +92,17 @@ echo
 echo "installed models:"
 $SIFT models
 echo
-echo "main job: embed a sentence with all-MiniLM-L6-v2"
-echo '"sift finds what you mean, then reranks what it found"' | $SIFT embed | cut -c1-200
+echo "embedding model check: one vector from all-MiniLM-L6-v2"
+echo '"sift finds what you mean, then reranks what it found"' | $SIFT embed | cut -c1-160
+
+# The main job: a collection from the sample corpus, a hybrid query (dense + BM25, RRF), and
+# reranking when a cross-encoder is installed (any *ForSequenceClassification directory in
+# models/, e.g. one made by `sift train-reranker`).
+echo
+echo "main job: index examples/sample-corpus.jsonl into target/sample-collection, then search it"
+$SIFT index --collection target/sample-collection examples/sample-corpus.jsonl
+RERANK=()
+RERANKER="$($SIFT models --json | python3 -c 'import json,sys; r=[m["name"] for m in json.load(sys.stdin) if m.get("role")=="cross-encoder"]; print(r[0] if r else "")')"
+if [[ -n "$RERANKER" ]]; then RERANK=(--rerank-model "$RERANKER"); echo "reranking with $RERANKER"; fi
+$SIFT search --collection target/sample-collection "how do I merge keyword and vector search results?" \
+  --top-k 3 --explain --timings "${RERANK[@]}"

@@ -84,25 +84,33 @@ pub fn run(args: IndexArgs) -> Result<()> {
     }
 
     let existing = args.collection.join("collection.json").is_file();
-    let model_name = match (&args.embed_model, existing) {
+    let collection = if existing {
+        Some(Collection::open(&args.collection, AnnParams::default())?)
+    } else {
+        None
+    };
+    let model_name = match (&args.embed_model, &collection) {
         (Some(m), _) => m.clone(),
-        (None, true) => {
-            let c = Collection::open_for_search(&args.collection, AnnParams::default())?;
-            c.manifest().embedding.name.clone()
-        }
-        (None, false) => "all-MiniLM-L6-v2".to_string(),
+        (None, Some(c)) => c.manifest().embedding.name.clone(),
+        (None, None) => "all-MiniLM-L6-v2".to_string(),
     };
     let model_dir = resolve(&model_name)?;
     let embedder = Arc::new(
         Embedder::load(&model_dir, EmbedderOptions::default())
             .with_context(|| format!("loading {}", model_dir.display()))?,
     );
-    let chunking = args.chunk_tokens.map(|t| ChunkingConfig {
-        max_tokens: t,
-        overlap_tokens: args.chunk_overlap,
-    });
-    let manifest = manifest_for(&embedder, chunking)?;
-    let collection = Collection::open_or_create(&args.collection, manifest, AnnParams::default())?;
+    let collection = match collection {
+        // Pipeline::new refuses a model other than the collection's.
+        Some(c) => c,
+        None => {
+            let chunking = args.chunk_tokens.map(|t| ChunkingConfig {
+                max_tokens: t,
+                overlap_tokens: args.chunk_overlap,
+            });
+            let manifest = manifest_for(&embedder, chunking)?;
+            Collection::open_or_create(&args.collection, manifest, AnnParams::default())?
+        }
+    };
     let mut pipeline = Pipeline::new(Some(embedder), None, collection)?;
 
     let total = parsed.docs.len();

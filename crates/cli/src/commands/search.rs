@@ -143,13 +143,13 @@ fn print_table(results: &SearchResults, explain: bool) {
     }
     if explain {
         println!(
-            "{:>4} {:>8} {:<14} {:>5} {:>5} {:>5} {:>7}  {:<36} {}",
-            "RANK", "SCORE", "ID", "DENSE", "BM25", "FUSED", "RERANK", "TITLE", "SNIPPET"
+            "{:>4} {:>8} {:<14} {:>5} {:>5} {:>5} {:>7}  {:<36} SNIPPET",
+            "RANK", "SCORE", "ID", "DENSE", "BM25", "FUSED", "RERANK", "TITLE"
         );
     } else {
         println!(
-            "{:>4} {:>8} {:<14} {:<36} {}",
-            "RANK", "SCORE", "ID", "TITLE", "SNIPPET"
+            "{:>4} {:>8} {:<14} {:<36} SNIPPET",
+            "RANK", "SCORE", "ID", "TITLE"
         );
     }
     for h in &results.hits {

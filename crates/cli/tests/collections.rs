@@ -1,0 +1,477 @@
+//! `sift index` / `sift search` / `sift delete` end to end with the real all-MiniLM-L6-v2 on a
+//! subset of SciFact (read from ../shared/data/scifact, never copied into the repo).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sift_index::{AnnParams, Collection};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scifact() -> PathBuf {
+    std::env::var_os("SIFT_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared"))
+        .join("data/scifact")
+}
+
+fn sift_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sift"));
+    cmd.args(args)
+        .env(
+            "SIFT_MODELS_DIR",
+            std::env::var("SIFT_MODELS_DIR")
+                .unwrap_or_else(|_| workspace().join("models").display().to_string()),
+        )
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn sift(args: &[&str]) -> Output {
+    sift_cmd(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn err(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "should have failed; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let e = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+/// Queries with their relevant documents, and a corpus subset holding those documents plus
+/// `extra` others.
+struct Subset {
+    queries: Vec<(String, HashSet<String>)>,
+    corpus_lines: Vec<String>,
+}
+
+fn subset(num_queries: usize, extra: usize) -> Subset {
+    let dir = scifact();
+    let qrels = std::fs::read_to_string(dir.join("qrels.train.tsv"))
+        .unwrap_or_else(|e| panic!("{}: {e} (the shared SciFact data is needed)", dir.display()));
+    let mut relevant: Vec<(String, HashSet<String>)> = Vec::new();
+    for line in qrels.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        match relevant.last_mut() {
+            Some((q, docs)) if q == f[0] => {
+                docs.insert(f[1].to_owned());
+            }
+            _ => relevant.push((f[0].to_owned(), HashSet::from([f[1].to_owned()]))),
+        }
+    }
+    relevant.truncate(num_queries);
+    let texts: HashMap<String, String> = std::fs::read_to_string(dir.join("queries.train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["_id"].as_str().unwrap().to_owned(),
+                v["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let wanted: HashSet<&String> = relevant.iter().flat_map(|(_, d)| d.iter()).collect();
+    let mut corpus_lines = Vec::new();
+    let mut others = 0;
+    for line in std::fs::read_to_string(dir.join("corpus.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["_id"].as_str().unwrap().to_owned();
+        if wanted.contains(&id) {
+            corpus_lines.push(line.to_owned());
+        } else if others < extra {
+            others += 1;
+            corpus_lines.push(line.to_owned());
+        }
+    }
+    Subset {
+        queries: relevant
+            .into_iter()
+            .map(|(q, d)| (texts[&q].clone(), d))
+            .collect(),
+        corpus_lines,
+    }
+}
+
+struct Indexed {
+    _dir: tempfile::TempDir,
+    collection: PathBuf,
+    subset: Subset,
+}
+
+/// One SciFact-subset collection shared by the read-only tests (readers share a collection).
+fn indexed() -> &'static Indexed {
+    static INDEXED: OnceLock<Indexed> = OnceLock::new();
+    INDEXED.get_or_init(|| {
+        let subset = subset(5, 40);
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus.jsonl");
+        std::fs::write(&corpus, subset.corpus_lines.join("\n")).unwrap();
+        let collection = dir.path().join("col");
+        ok(&sift(&[
+            "index",
+            "--collection",
+            collection.to_str().unwrap(),
+            corpus.to_str().unwrap(),
+        ]));
+        Indexed {
+            _dir: dir,
+            collection,
+            subset,
+        }
+    })
+}
+
+fn search_json(collection: &Path, query: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "search",
+        "--collection",
+        collection.to_str().unwrap(),
+        "--json",
+        query,
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&sift(&args))).unwrap()
+}
+
+fn hit_ids(results: &serde_json::Value) -> Vec<String> {
+    results["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Each mode finds a relevant document in its top 10 for at least 4 of the 5 queries (in a
+/// 45-document collection a broken ranking would hit about 1 in 5). BM25 is allowed its classic
+/// vocabulary-mismatch miss ("0-dimensional biomaterials" vs the paper's wording).
+#[test]
+fn each_mode_finds_known_relevant_documents() {
+    let ix = indexed();
+    for mode in ["dense", "bm25", "hybrid"] {
+        let mut found = 0;
+        let mut misses = Vec::new();
+        for (query, relevant) in &ix.subset.queries {
+            let results = search_json(&ix.collection, query, &["--mode", mode, "--top-k", "10"]);
+            if hit_ids(&results).iter().any(|id| relevant.contains(id)) {
+                found += 1;
+            } else {
+                misses.push(query.clone());
+            }
+        }
+        assert!(
+            found >= 4,
+            "{mode}: relevant documents found for only {found}/5 queries; missed {misses:?}"
+        );
+    }
+}
+
+#[test]
+fn hybrid_explains_its_ranks_and_times_its_stages() {
+    let ix = indexed();
+    let (query, _) = &ix.subset.queries[0];
+    let out = sift(&[
+        "search",
+        "--collection",
+        ix.collection.to_str().unwrap(),
+        query,
+        "--explain",
+        "--timings",
+    ]);
+    let table = ok(&out);
+    assert!(
+        table.contains("DENSE") && table.contains("BM25") && table.contains("FUSED"),
+        "{table}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for stage in ["query embedding", "ANN", "BM25", "fusion", "rerank"] {
+        assert!(stderr.contains(stage), "{stderr}");
+    }
+    let results = search_json(&ix.collection, query, &["--timings"]);
+    let first = &results["hits"][0];
+    assert_eq!(first["fused_rank"], 1);
+    assert!(first["dense_rank"].is_u64() || first["bm25_rank"].is_u64());
+    assert!(results["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    assert!(!first["snippet"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn rerank_reorders_candidates_by_cross_encoder_score() {
+    let ix = indexed();
+    let reranker = workspace().join("crates/models/tests/fixtures/golden/bert-classifier");
+    let (query, _) = &ix.subset.queries[1];
+    let results = search_json(
+        &ix.collection,
+        query,
+        &[
+            "--rerank-model",
+            reranker.to_str().unwrap(),
+            "--candidates",
+            "20",
+            "--top-k",
+            "20",
+        ],
+    );
+    assert_eq!(results["reranked"], true);
+    let hits = results["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 20);
+    let scores: Vec<f64> = hits
+        .iter()
+        .map(|h| h["rerank_score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by rerank score: {scores:?}"
+    );
+    let fused: Vec<u64> = hits
+        .iter()
+        .map(|h| h["fused_rank"].as_u64().unwrap())
+        .collect();
+    let mut sorted = fused.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (1..=20).collect::<Vec<u64>>(),
+        "the same 20 candidates"
+    );
+    assert_ne!(fused, sorted, "this (random-weight) reranker reorders them");
+}
+
+#[test]
+fn bad_searches_give_clear_errors() {
+    let ix = indexed();
+    let col = ix.collection.to_str().unwrap();
+    assert!(err(&sift(&[
+        "search",
+        "--collection",
+        "/no/such/collection",
+        "q"
+    ]))
+    .contains("not a sift collection"));
+    assert!(err(&sift(&["search", "--collection", col, "  "])).contains("query is empty"));
+    let other = workspace().join("crates/models/tests/fixtures/golden/bert-encoder");
+    let e = err(&sift(&[
+        "search",
+        "--collection",
+        col,
+        "--embed-model",
+        other.to_str().unwrap(),
+        "q",
+    ]));
+    assert!(
+        e.contains("built with embedding model all-MiniLM-L6-v2"),
+        "{e}"
+    );
+    assert!(err(&sift(&[
+        "search",
+        "--collection",
+        col,
+        "--mode",
+        "fuzzy",
+        "q"
+    ]))
+    .contains("unknown mode"));
+}
+
+fn write_docs(path: &Path, docs: &[(&str, &str)]) {
+    let lines: Vec<String> = docs
+        .iter()
+        .map(|(id, text)| serde_json::json!({"id": id, "text": text}).to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+#[test]
+fn reindexing_is_idempotent_and_upserts_and_deletes_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let col = dir.path().join("col");
+    let col_s = col.to_str().unwrap();
+    let file = dir.path().join("docs.jsonl");
+    let docs = [
+        ("a", "Penguins live in the southern hemisphere."),
+        ("b", "The mitochondria is the powerhouse of the cell."),
+        ("c", "Rust has no garbage collector."),
+    ];
+    write_docs(&file, &docs);
+    let first = sift(&["index", "--collection", col_s, file.to_str().unwrap()]);
+    ok(&first);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("3 added, 0 updated, 0 unchanged"));
+    let again = sift(&["index", "--collection", col_s, file.to_str().unwrap()]);
+    ok(&again);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 added, 0 updated, 3 unchanged"));
+
+    write_docs(
+        &file,
+        &[
+            ("b", "Chloroplasts turn sunlight into sugar."),
+            ("d", "Volcanoes erupt lava."),
+        ],
+    );
+    let upsert = sift(&["index", "--collection", col_s, file.to_str().unwrap()]);
+    ok(&upsert);
+    assert!(String::from_utf8_lossy(&upsert.stderr).contains("1 added, 1 updated"));
+    let r = search_json(
+        &col,
+        "powerhouse of the cell mitochondria",
+        &["--mode", "bm25"],
+    );
+    assert!(
+        !hit_ids(&r).contains(&"b".to_string()),
+        "old text of b is gone"
+    );
+    let r = search_json(&col, "sunlight sugar", &["--top-k", "1"]);
+    assert_eq!(hit_ids(&r), vec!["b"]);
+
+    let del = sift(&["delete", "--collection", col_s, "a", "zzz"]);
+    ok(&del);
+    let stderr = String::from_utf8_lossy(&del.stderr);
+    assert!(
+        stderr.contains("not found: zzz") && stderr.contains("deleted 1"),
+        "{stderr}"
+    );
+    let r = search_json(&col, "penguins southern hemisphere", &["--top-k", "10"]);
+    assert!(!hit_ids(&r).contains(&"a".to_string()));
+    let c = Collection::open(&col, AnnParams::default()).unwrap();
+    assert_eq!(c.len(), 3);
+    c.verify().unwrap();
+}
+
+#[test]
+fn malformed_input_indexes_nothing_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let col = dir.path().join("col");
+    let file = dir.path().join("docs.jsonl");
+    std::fs::write(&file, "{\"id\":\"a\",\"text\":\"fine\"}\n{\"id\":\"b\",\"text\":\n{\"id\":\"a\",\"text\":\"again\"}\n").unwrap();
+    let e = err(&sift(&[
+        "index",
+        "--collection",
+        col.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("docs.jsonl:2") && e.contains("docs.jsonl:3: duplicate id"),
+        "{e}"
+    );
+    assert!(e.contains("nothing was indexed"), "{e}");
+    assert!(!col.exists(), "no collection was created");
+    let out = sift(&[
+        "index",
+        "--collection",
+        col.to_str().unwrap(),
+        file.to_str().unwrap(),
+        "--skip-invalid",
+    ]);
+    ok(&out);
+    assert_eq!(
+        Collection::open(&col, AnnParams::default()).unwrap().len(),
+        1
+    );
+    // A collection refuses another embedding model.
+    let other = workspace().join("crates/models/tests/fixtures/golden/bert-encoder");
+    let e = err(&sift(&[
+        "index",
+        "--collection",
+        col.to_str().unwrap(),
+        "--embed-model",
+        other.to_str().unwrap(),
+        file.to_str().unwrap(),
+        "--skip-invalid",
+    ]));
+    assert!(e.contains("refusing to mix"), "{e}");
+}
+
+/// Kills `sift index` with SIGKILL at several moments; every batch reported committed must be
+/// there afterwards, and every part of the collection must agree. Then a re-run completes it.
+#[test]
+fn sigkill_during_ingest_loses_no_committed_batch() {
+    let s = subset(0, 36);
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    std::fs::write(&corpus, s.corpus_lines.join("\n")).unwrap();
+    let col = dir.path().join("col");
+    let args = [
+        "index",
+        "--collection",
+        col.to_str().unwrap(),
+        corpus.to_str().unwrap(),
+        "--batch-size",
+        "3",
+    ];
+    // Kill after this many committed batches, plus a delay, so kills land mid-embedding and
+    // mid-commit alike; None kills before the first commit.
+    let plans: [(Option<usize>, u64); 4] =
+        [(None, 300), (Some(1), 0), (Some(2), 170), (Some(1), 40)];
+    let mut last_reported = 0;
+    for (after, delay_ms) in plans {
+        let mut child = sift_cmd(&args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("committed ") {
+                    let n: usize = rest.split('/').next().unwrap().parse().unwrap();
+                    let _ = tx.send(n);
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut commits = 0;
+        if let Some(after) = after {
+            while commits < after && started.elapsed() < Duration::from_secs(120) {
+                if let Ok(n) = rx.recv_timeout(Duration::from_millis(50)) {
+                    commits += 1;
+                    last_reported = last_reported.max(n);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        while let Ok(n) = rx.try_recv() {
+            last_reported = last_reported.max(n);
+        }
+        if !col.join("collection.json").exists() {
+            assert_eq!(last_reported, 0);
+            continue;
+        }
+        let c = Collection::open(&col, AnnParams::default()).unwrap();
+        c.verify().unwrap();
+        assert!(
+            c.len() >= last_reported,
+            "reported {last_reported} committed, found {}",
+            c.len()
+        );
+    }
+    assert!(last_reported > 0, "at least one kill landed after a commit");
+    ok(&sift(&args));
+    let c = Collection::open(&col, AnnParams::default()).unwrap();
+    c.verify().unwrap();
+    assert_eq!(c.len(), s.corpus_lines.len());
+}
