@@ -425,6 +425,11 @@ impl Collection {
             .collect()
     }
 
+    /// Every live chunk vector (unit length), for export and benchmarks.
+    pub fn chunk_vectors(&self) -> impl Iterator<Item = &[f32]> {
+        (0..self.vectors.slots() as u32).filter_map(|s| self.vectors.get(s))
+    }
+
     /// True when dense search uses the HNSW graph.
     pub fn uses_ann(&self) -> bool {
         self.vectors.has_graph()
