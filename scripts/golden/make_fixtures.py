@@ -258,27 +258,31 @@ def build(spec, seed):
     print(f"{name}: vocab {tok.get_vocab_size()}, {fmt}")
 
 
-def minilm_reference(model_dir):
+REAL_SENTENCES = [
+    "A man is eating food.",
+    "A man is riding a horse on a sunny day.",
+    "The new movie is awesome!",
+    "Vaccination reduces hospitalisation in adults over 65.",
+    "Café au lait, naïve résumé, crème brûlée.",
+    "北京是中国的首都。",
+    "I can't wait for the weekend 🎉🍕",
+    "Transformers compute self-attention over all token pairs; cost grows with the square "
+    "of the sequence length, which is why long documents are split into windows.",
+    "42",
+    "What is the boiling point of water at sea level?",
+]
+
+
+def real_reference(model_dir, name, out_name):
+    """Embeddings of REAL_SENTENCES by sentence-transformers, for the real-model tests."""
     from sentence_transformers import SentenceTransformer
 
-    sentences = [
-        "A man is eating food.",
-        "A man is riding a horse on a sunny day.",
-        "The new movie is awesome!",
-        "Vaccination reduces hospitalisation in adults over 65.",
-        "Café au lait, naïve résumé, crème brûlée.",
-        "北京是中国的首都。",
-        "I can't wait for the weekend 🎉🍕",
-        "Transformers compute self-attention over all token pairs; cost grows with the square "
-        "of the sequence length, which is why long documents are split into windows.",
-        "42",
-        "What is the boiling point of water at sea level?",
-    ]
+    sentences = REAL_SENTENCES + [" ".join(["Long inputs exercise relative position buckets."] * 60)]
     model = SentenceTransformer(str(model_dir), device="cpu")
     emb = model.encode(sentences, normalize_embeddings=False, convert_to_numpy=True)
-    path = ROOT / "crates/models/tests/fixtures/minilm_reference.json"
+    path = ROOT / "crates/models/tests/fixtures" / out_name
     path.write_text(json.dumps({
-        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "model": name,
         "sentences": sentences,
         "embeddings": [[round(float(x), 7) for x in row] for row in emb],
     }))
@@ -288,11 +292,14 @@ def minilm_reference(model_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 directory (from scripts/setup.sh)")
+    parser.add_argument("--mpnet", type=Path, help="all-mpnet-base-v2 directory (scripts/setup.sh --all)")
     args = parser.parse_args()
     for seed, spec in enumerate(SPECS):
         build(spec, 1000 + seed)
     if args.minilm:
-        minilm_reference(args.minilm)
+        real_reference(args.minilm, "sentence-transformers/all-MiniLM-L6-v2", "minilm_reference.json")
+    if args.mpnet:
+        real_reference(args.mpnet, "sentence-transformers/all-mpnet-base-v2", "mpnet_reference.json")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-//! The real all-MiniLM-L6-v2 (fetched by scripts/setup.sh) against sentence-transformers'
-//! embeddings of the same sentences (committed by scripts/golden/make_fixtures.py --minilm).
+//! Real models against sentence-transformers' embeddings of the same sentences (committed by
+//! scripts/golden/make_fixtures.py --minilm/--mpnet): all-MiniLM-L6-v2 (fetched by
+//! scripts/setup.sh, always tested) and all-mpnet-base-v2 (scripts/setup.sh --all; run with
+//! `cargo test -p sift-models --test real_models -- --ignored`).
 
 mod common;
 
-use common::{fixture, floats, minilm, read_json};
+use std::path::PathBuf;
+
+use common::{fixture, floats, minilm, models_dir, read_json};
 use sift_models::{Embedder, EmbedderOptions, TextRole};
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -13,13 +17,12 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (na * nb)
 }
 
-#[test]
-fn minilm_matches_sentence_transformers() {
-    let reference = read_json(fixture("minilm_reference.json"));
+fn check_against_reference(model: PathBuf, reference: &str, dim: usize) -> (Vec<String>, Vec<Vec<f32>>) {
+    let reference = read_json(fixture(reference));
     let sentences: Vec<String> = serde_json::from_value(reference["sentences"].clone()).unwrap();
     assert!(sentences.len() >= 8);
-    let embedder = Embedder::load(minilm(), EmbedderOptions::default()).unwrap();
-    assert_eq!(embedder.dim(), 384);
+    let embedder = Embedder::load(model, EmbedderOptions::default()).unwrap();
+    assert_eq!(embedder.dim(), dim);
     let got = embedder.embed(&sentences, TextRole::Raw).unwrap();
     for (i, want) in reference["embeddings"]
         .as_array()
@@ -33,6 +36,13 @@ fn minilm_matches_sentence_transformers() {
         let norm: f32 = got[i].iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "normalised");
     }
+    (sentences, got)
+}
+
+#[test]
+fn minilm_matches_sentence_transformers() {
+    let (sentences, got) = check_against_reference(minilm(), "minilm_reference.json", 384);
+    let embedder = Embedder::load(minilm(), EmbedderOptions::default()).unwrap();
     // Batching must not change results: one at a time equals all at once.
     let single = embedder.embed(&sentences[7..8], TextRole::Raw).unwrap();
     assert!(cosine(&single[0], &got[7]) > 0.99999);
@@ -52,4 +62,13 @@ fn minilm_ranks_a_paraphrase_above_an_unrelated_sentence() {
         )
         .unwrap();
     assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.3);
+}
+
+/// Needs `scripts/setup.sh --all` (all-mpnet-base-v2, ~420 MB); includes a 384-token input so
+/// MPNet's relative-position buckets are exercised far beyond the golden fixtures' lengths.
+#[test]
+#[ignore = "needs all-mpnet-base-v2: scripts/setup.sh --all"]
+fn mpnet_matches_sentence_transformers() {
+    let dir = models_dir().join("all-mpnet-base-v2");
+    check_against_reference(dir, "mpnet_reference.json", 768);
 }
