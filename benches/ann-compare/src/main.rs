@@ -10,7 +10,11 @@ const K: usize = 10;
 const QUERIES: usize = 300;
 
 fn exact(base: &[Vec<f32>], q: &[f32]) -> Vec<usize> {
-    let mut s: Vec<(f32, usize)> = base.iter().enumerate().map(|(i, v)| (dot(v, q), i)).collect();
+    let mut s: Vec<(f32, usize)> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (dot(v, q), i))
+        .collect();
     s.sort_by(|a, b| b.0.total_cmp(&a.0));
     s.into_iter().take(K).map(|x| x.1).collect()
 }
@@ -23,7 +27,13 @@ struct Row {
     mean_us: f64,
 }
 
-fn measure(name: &str, build_s: f64, truth: &[Vec<usize>], queries: &[Vec<f32>], mut search: impl FnMut(&[f32]) -> Vec<usize>) -> Row {
+fn measure(
+    name: &str,
+    build_s: f64,
+    truth: &[Vec<usize>],
+    queries: &[Vec<f32>],
+    mut search: impl FnMut(&[f32]) -> Vec<usize>,
+) -> Row {
     let mut lat = Vec::new();
     let mut found = 0;
     for (q, t) in queries.iter().zip(truth) {
@@ -34,12 +44,21 @@ fn measure(name: &str, build_s: f64, truth: &[Vec<usize>], queries: &[Vec<f32>],
     }
     let mean = lat.iter().sum::<f64>() / lat.len() as f64;
     lat.sort_by(f64::total_cmp);
-    Row { name: name.into(), build_s, recall: found as f64 / (truth.len() * K) as f64, p50_us: lat[lat.len() / 2], mean_us: mean }
+    Row {
+        name: name.into(),
+        build_s,
+        recall: found as f64 / (truth.len() * K) as f64,
+        p50_us: lat[lat.len() / 2],
+        mean_us: mean,
+    }
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: ann-compare COLLECTION_DIR");
-    let c = Collection::open_read_only(dir.as_ref(), AnnParams::default()).expect("open collection");
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: ann-compare COLLECTION_DIR");
+    let c =
+        Collection::open_read_only(dir.as_ref(), AnnParams::default()).expect("open collection");
     let mut all: Vec<Vec<f32>> = c.chunk_vectors().map(|v| v.to_vec()).collect();
     drop(c);
     // Every 17th vector is a held-out query.
@@ -53,14 +72,24 @@ fn main() {
         }
     }
     let dim = base[0].len();
-    println!("{} base vectors, {} queries, dim {dim}", base.len(), queries.len());
+    println!(
+        "{} base vectors, {} queries, dim {dim}",
+        base.len(),
+        queries.len()
+    );
     let truth: Vec<Vec<usize>> = queries.iter().map(|q| exact(&base, q)).collect();
     let mut rows = Vec::new();
 
     let t = Instant::now();
     let _ = queries.iter().map(|q| exact(&base, q)).count();
     let exact_us = t.elapsed().as_secs_f64() * 1e6 / queries.len() as f64;
-    rows.push(Row { name: "exact scan".into(), build_s: 0.0, recall: 1.0, p50_us: exact_us, mean_us: exact_us });
+    rows.push(Row {
+        name: "exact scan".into(),
+        build_s: 0.0,
+        recall: 1.0,
+        p50_us: exact_us,
+        mean_us: exact_us,
+    });
 
     // instant-distance (what sift uses), at sift's settings.
     #[derive(Clone)]
@@ -76,12 +105,24 @@ fn main() {
             .ef_construction(100)
             .ef_search(ef)
             .seed(42)
-            .build(base.iter().cloned().map(P).collect(), (0..base.len()).collect::<Vec<usize>>());
+            .build(
+                base.iter().cloned().map(P).collect(),
+                (0..base.len()).collect::<Vec<usize>>(),
+            );
         let build = t.elapsed().as_secs_f64();
-        rows.push(measure(&format!("instant-distance 0.6 (M=32, efC=100, ef={ef})"), build, &truth, &queries, |q| {
-            let mut s = instant_distance::Search::default();
-            map.search(&P(q.to_vec()), &mut s).take(K).map(|i| *i.value).collect()
-        }));
+        rows.push(measure(
+            &format!("instant-distance 0.6 (M=32, efC=100, ef={ef})"),
+            build,
+            &truth,
+            &queries,
+            |q| {
+                let mut s = instant_distance::Search::default();
+                map.search(&P(q.to_vec()), &mut s)
+                    .take(K)
+                    .map(|i| *i.value)
+                    .collect()
+            },
+        ));
     }
 
     // hnsw_rs
@@ -93,9 +134,13 @@ fn main() {
         h.parallel_insert(&data);
         let build = t.elapsed().as_secs_f64();
         for ef in [64usize, 256] {
-            rows.push(measure(&format!("hnsw_rs 0.3 (M=32, efC=100, ef={ef})"), build, &truth, &queries, |q| {
-                h.search(q, K, ef).into_iter().map(|n| n.d_id).collect()
-            }));
+            rows.push(measure(
+                &format!("hnsw_rs 0.3 (M=32, efC=100, ef={ef})"),
+                build,
+                &truth,
+                &queries,
+                |q| h.search(q, K, ef).into_iter().map(|n| n.d_id).collect(),
+            ));
         }
     }
 
@@ -120,14 +165,29 @@ fn main() {
         let build = t.elapsed().as_secs_f64();
         for ef in [64usize, 256] {
             index.change_expansion_search(ef);
-            rows.push(measure(&format!("usearch 2 (M=16, efC=100, ef={ef})"), build, &truth, &queries, |q| {
-                index.search(q, K).unwrap().keys.into_iter().map(|k| k as usize).collect()
-            }));
+            rows.push(measure(
+                &format!("usearch 2 (M=16, efC=100, ef={ef})"),
+                build,
+                &truth,
+                &queries,
+                |q| {
+                    index
+                        .search(q, K)
+                        .unwrap()
+                        .keys
+                        .into_iter()
+                        .map(|k| k as usize)
+                        .collect()
+                },
+            ));
         }
     }
 
     println!("\n| index | build (s) | recall@10 | p50 query (µs) | mean query (µs) |\n|---|---|---|---|---|");
     for r in rows {
-        println!("| {} | {:.2} | {:.4} | {:.0} | {:.0} |", r.name, r.build_s, r.recall, r.p50_us, r.mean_us);
+        println!(
+            "| {} | {:.2} | {:.4} | {:.0} | {:.0} |",
+            r.name, r.build_s, r.recall, r.p50_us, r.mean_us
+        );
     }
 }

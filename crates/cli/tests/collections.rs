@@ -354,6 +354,15 @@ fn reindexing_is_idempotent_and_upserts_and_deletes_by_id() {
     );
     let r = search_json(&col, "penguins southern hemisphere", &["--top-k", "10"]);
     assert!(!hit_ids(&r).contains(&"a".to_string()));
+    let e = err(&sift(&[
+        "index",
+        "--collection",
+        col_s,
+        file.to_str().unwrap(),
+        "--chunk-tokens",
+        "50",
+    ]));
+    assert!(e.contains("chunking is fixed"), "{e}");
     let c = Collection::open(&col, AnnParams::default()).unwrap();
     assert_eq!(c.len(), 3);
     c.verify().unwrap();

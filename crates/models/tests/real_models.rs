@@ -17,7 +17,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (na * nb)
 }
 
-fn check_against_reference(model: PathBuf, reference: &str, dim: usize) -> (Vec<String>, Vec<Vec<f32>>) {
+fn check_against_reference(
+    model: PathBuf,
+    reference: &str,
+    dim: usize,
+) -> (Vec<String>, Vec<Vec<f32>>) {
     let reference = read_json(fixture(reference));
     let sentences: Vec<String> = serde_json::from_value(reference["sentences"].clone()).unwrap();
     assert!(sentences.len() >= 8);

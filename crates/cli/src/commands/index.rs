@@ -101,7 +101,17 @@ pub fn run(args: IndexArgs) -> Result<()> {
     );
     let collection = match collection {
         // Pipeline::new refuses a model other than the collection's.
-        Some(c) => c,
+        Some(c) => {
+            let chunking = c.manifest().chunking;
+            if args.chunk_tokens.is_some_and(|t| t != chunking.max_tokens) {
+                bail!(
+                    "{} was created with {}-token chunks; chunking is fixed when a collection is created (index into a new collection to change it)",
+                    args.collection.display(),
+                    chunking.max_tokens
+                );
+            }
+            c
+        }
         None => {
             let chunking = args.chunk_tokens.map(|t| ChunkingConfig {
                 max_tokens: t,
