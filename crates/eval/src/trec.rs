@@ -1,0 +1,136 @@
+//! Qrels and runs: reading BEIR qrels TSV and TREC run files, writing TREC runs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// A problem in an input file, with its line.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}:{line}: {reason}")]
+pub struct TrecError {
+    pub source_name: String,
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Graded relevance judgements: query id → document id → grade (≥ 1 is relevant).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Qrels {
+    pub judgements: BTreeMap<String, BTreeMap<String, i32>>,
+}
+
+impl Qrels {
+    /// Parses BEIR's `query-id<TAB>corpus-id<TAB>score` (header optional) or TREC's
+    /// `qid iteration docid rel` (whitespace separated).
+    pub fn parse(source_name: &str, text: &str) -> Result<Qrels, TrecError> {
+        let mut judgements: BTreeMap<String, BTreeMap<String, i32>> = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.is_empty() || (i == 0 && fields.first() == Some(&"query-id")) {
+                continue;
+            }
+            let err = |reason: String| TrecError {
+                source_name: source_name.into(),
+                line: i + 1,
+                reason,
+            };
+            let (q, d, rel) = match fields.as_slice() {
+                [q, d, rel] => (q, d, rel),
+                [q, _, d, rel] => (q, d, rel),
+                _ => {
+                    return Err(err(format!(
+                        "expected 3 (BEIR) or 4 (TREC) fields, found {}",
+                        fields.len()
+                    )))
+                }
+            };
+            let rel: i32 = rel
+                .parse()
+                .map_err(|_| err(format!("relevance {rel:?} is not an integer")))?;
+            judgements
+                .entry(q.to_string())
+                .or_default()
+                .insert(d.to_string(), rel);
+        }
+        Ok(Qrels { judgements })
+    }
+}
+
+/// A ranked run: query id → scored documents (any order; ranking sorts them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Run {
+    pub results: BTreeMap<String, Vec<(String, f64)>>,
+}
+
+impl Run {
+    /// Parses a TREC run file: `qid Q0 docid rank score tag`.
+    pub fn parse(source_name: &str, text: &str) -> Result<Run, TrecError> {
+        let mut results: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.is_empty() {
+                continue;
+            }
+            let err = |reason: String| TrecError {
+                source_name: source_name.into(),
+                line: i + 1,
+                reason,
+            };
+            if fields.len() != 6 {
+                return Err(err(format!(
+                    "expected 6 fields (qid Q0 docid rank score tag), found {}",
+                    fields.len()
+                )));
+            }
+            let score: f64 = fields[4]
+                .parse()
+                .map_err(|_| err(format!("score {:?} is not a number", fields[4])))?;
+            results
+                .entry(fields[0].to_string())
+                .or_default()
+                .push((fields[2].to_string(), score));
+        }
+        Ok(Run { results })
+    }
+
+    /// Writes the run in TREC format, ranked as trec_eval ranks it.
+    pub fn to_trec(&self, tag: &str) -> String {
+        let mut out = String::new();
+        for (q, docs) in &self.results {
+            for (rank, (d, score)) in crate::metrics::ranked(docs).iter().enumerate() {
+                let _ = writeln!(out, "{q} Q0 {d} {} {score} {tag}", rank + 1);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_beir_and_trec_qrels_and_reports_bad_lines() {
+        let q = Qrels::parse("q", "query-id\tcorpus-id\tscore\n1\td1\t1\n1 0 d2 2\n").unwrap();
+        assert_eq!(q.judgements["1"]["d1"], 1);
+        assert_eq!(q.judgements["1"]["d2"], 2);
+        let e = Qrels::parse("q", "1\td1\tyes\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.to_string().contains("not an integer")),
+            (1, true)
+        );
+        assert!(Run::parse("r", "1 Q0 d1 1 x tag\n")
+            .unwrap_err()
+            .to_string()
+            .starts_with("r:1:"));
+    }
+
+    #[test]
+    fn trec_output_round_trips() {
+        let run = Run::parse("r", "q1 Q0 a 1 2.5 t\nq1 Q0 b 2 3.5 t\n").unwrap();
+        let text = run.to_trec("sift");
+        assert!(text.starts_with("q1 Q0 b 1 3.5 sift\n"));
+        let back = Run::parse("r", &text).unwrap();
+        let order = |r: &Run| crate::metrics::ranked(&r.results["q1"]);
+        assert_eq!(order(&back), order(&run));
+    }
+}
