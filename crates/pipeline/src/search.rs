@@ -178,6 +178,11 @@ impl<B: SearchBackend> Pipeline<B> {
         self.backend
     }
 
+    /// Swaps the rerank stage (evaluation compares several rerankers over one collection).
+    pub fn set_reranker(&mut self, reranker: Option<Arc<CrossEncoder>>) {
+        self.reranker = reranker;
+    }
+
     pub fn has_reranker(&self) -> bool {
         self.reranker.is_some()
     }

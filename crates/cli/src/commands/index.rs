@@ -31,31 +31,31 @@ sift index --collection notes ~/notes --embed-model all-mpnet-base-v2 --chunk-to
 pub struct IndexArgs {
     /// Files or directories to index.
     #[arg(required = true)]
-    inputs: Vec<PathBuf>,
+    pub inputs: Vec<PathBuf>,
 
     /// Collection directory.
     #[arg(long, short)]
-    collection: PathBuf,
+    pub collection: PathBuf,
 
     /// Embedding model (default: the collection's, or all-MiniLM-L6-v2 for a new one).
     #[arg(long)]
-    embed_model: Option<String>,
+    pub embed_model: Option<String>,
 
     /// Documents per committed batch (the crash-safety unit).
     #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    pub batch_size: usize,
 
     /// Tokens per chunk window (new collections; default: model max length − 34).
     #[arg(long)]
-    chunk_tokens: Option<usize>,
+    pub chunk_tokens: Option<usize>,
 
     /// Tokens shared by consecutive windows (new collections).
     #[arg(long, default_value_t = sift_pipeline::ingest::DEFAULT_OVERLAP_TOKENS)]
-    chunk_overlap: usize,
+    pub chunk_overlap: usize,
 
     /// Index the valid documents even if some lines are malformed (they are reported).
     #[arg(long)]
-    skip_invalid: bool,
+    pub skip_invalid: bool,
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {

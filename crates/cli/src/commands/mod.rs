@@ -1,5 +1,6 @@
 pub mod delete;
 pub mod embed;
+pub mod eval;
 pub mod index;
 pub mod models;
 pub mod rerank;

@@ -1,0 +1,288 @@
+//! `sift eval`: retrieval quality on BEIR-layout data.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sift_eval::{evaluate, Dataset, Metric, Run, Split};
+use sift_index::{AnnParams, Collection};
+use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions};
+use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
+
+use crate::model_path::resolve;
+
+/// Evaluate retrieval on BEIR-layout data (corpus.jsonl, queries*.jsonl, qrels*.tsv): runs the
+/// queries through each recall mode and each reranker, and reports nDCG@10, MRR@10, Recall@10,
+/// Recall@100, hit rate@1/5/10 and MAP@100 (trec_eval definitions). Writes one TREC run file per
+/// configuration and summary.json to --out.
+///
+/// The collection is built from the corpus when it does not exist yet. --split dev evaluates
+/// sift's dev carve of a train set (query ids divisible by 5), which training never sees.
+#[derive(Args)]
+#[command(after_help = "Example:\n  \
+sift eval --data ../shared/data/scifact --collection scifact --split dev --modes bm25,dense,hybrid")]
+pub struct EvalArgs {
+    /// BEIR dataset folder.
+    #[arg(long)]
+    data: PathBuf,
+
+    /// Only use query/qrels files whose name contains this (e.g. "train", "test").
+    #[arg(long)]
+    files: Option<String>,
+
+    /// Collection of the corpus (built if missing).
+    #[arg(long, short)]
+    collection: PathBuf,
+
+    /// Queries to evaluate: all, dev or train.
+    #[arg(long, default_value = "all")]
+    split: Split,
+
+    /// Recall modes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "bm25,dense,hybrid")]
+    modes: Vec<SearchMode>,
+
+    /// Cross-encoders to compare (repeatable); every mode also runs without reranking.
+    #[arg(long)]
+    rerank_model: Vec<String>,
+
+    /// Documents each recall leg returns.
+    #[arg(long, default_value_t = 100)]
+    depth: usize,
+
+    /// Candidates the reranker scores.
+    #[arg(long, default_value_t = 100)]
+    candidates: usize,
+
+    /// Evaluate at most this many queries (the first by id), for quick runs.
+    #[arg(long)]
+    max_queries: Option<usize>,
+
+    /// Folder for TREC run files and summary.json.
+    #[arg(long, default_value = "eval-out")]
+    out: PathBuf,
+}
+
+const METRICS: [Metric; 8] = [
+    Metric::Ndcg(10),
+    Metric::ReciprocalRank(10),
+    Metric::Recall(10),
+    Metric::Recall(100),
+    Metric::Success(1),
+    Metric::Success(5),
+    Metric::Success(10),
+    Metric::AveragePrecision(100),
+];
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let data = Dataset::load(&args.data, args.files.as_deref())?;
+    if !args.collection.join("collection.json").is_file() {
+        eprintln!(
+            "building {} from {}",
+            args.collection.display(),
+            data.corpus.display()
+        );
+        super::index::run(super::index::IndexArgs {
+            inputs: vec![data.corpus.clone()],
+            collection: args.collection.clone(),
+            embed_model: None,
+            batch_size: 64,
+            chunk_tokens: None,
+            chunk_overlap: sift_pipeline::ingest::DEFAULT_OVERLAP_TOKENS,
+            skip_invalid: false,
+        })?;
+    }
+    let collection = Collection::open_for_search(&args.collection, AnnParams::default())?;
+
+    // Queries to run, and what cannot be evaluated (reported, not fatal).
+    let mut qrels = data.qrels.clone();
+    qrels.judgements.retain(|q, _| args.split.contains(q));
+    let unknown_queries: Vec<String> = qrels
+        .judgements
+        .keys()
+        .filter(|q| !data.queries.contains_key(*q))
+        .cloned()
+        .collect();
+    let missing_docs: usize = qrels
+        .judgements
+        .values()
+        .flat_map(|d| d.keys())
+        .filter(|d| collection.get(d).is_none())
+        .count();
+    qrels.judgements.retain(|q, _| data.queries.contains_key(q));
+    let mut empty_queries = 0;
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for q in qrels.judgements.keys() {
+        let text = &data.queries[q];
+        if text.trim().is_empty() {
+            empty_queries += 1;
+        } else {
+            queries.push((q.clone(), text.clone()));
+        }
+    }
+    if let Some(n) = args.max_queries {
+        queries.truncate(n);
+        let kept: std::collections::HashSet<&String> = queries.iter().map(|(q, _)| q).collect();
+        qrels.judgements.retain(|q, _| {
+            kept.contains(q) || data.queries.get(q).is_some_and(|t| t.trim().is_empty())
+        });
+    }
+    if queries.is_empty() {
+        bail!(
+            "no queries to evaluate (split {:?}, {} judged queries)",
+            args.split,
+            data.qrels.judgements.len()
+        );
+    }
+    eprintln!(
+        "{} queries ({:?} split); {} judged query ids without query text; {} judged documents not in the collection; {} empty queries",
+        queries.len(),
+        args.split,
+        unknown_queries.len(),
+        missing_docs,
+        empty_queries
+    );
+
+    let needs_embedder = args.modes.iter().any(|m| *m != SearchMode::Bm25);
+    let embedder = if needs_embedder {
+        let dir = resolve(&collection.manifest().embedding.name)?;
+        Some(Arc::new(
+            Embedder::load(&dir, EmbedderOptions::default())
+                .with_context(|| format!("loading {}", dir.display()))?,
+        ))
+    } else {
+        None
+    };
+    let mut rerankers: Vec<(String, Option<Arc<CrossEncoder>>)> = vec![("none".into(), None)];
+    for name in &args.rerank_model {
+        let dir = resolve(name)?;
+        let model = CrossEncoder::load(&dir, CrossEncoderOptions::default())
+            .with_context(|| format!("loading {}", dir.display()))?;
+        rerankers.push((model.model_dir().name(), Some(Arc::new(model))));
+    }
+    let embedding_name = collection.manifest().embedding.name.clone();
+    let mut pipeline = Pipeline::new(embedder, None, collection)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+
+    let mut rows = Vec::new();
+    for (reranker_name, reranker) in &rerankers {
+        pipeline.set_reranker(reranker.clone());
+        for &mode in &args.modes {
+            let label = match mode {
+                SearchMode::Bm25 => "bm25".to_string(),
+                SearchMode::Dense => format!("dense({embedding_name})"),
+                SearchMode::Hybrid => format!("hybrid(bm25+{embedding_name})"),
+            };
+            let options = SearchOptions {
+                mode,
+                depth: args.depth,
+                candidates: args.candidates,
+                top_k: 100,
+                rerank: reranker.is_some(),
+            };
+            let bar = super::progress_bar(queries.len(), "queries");
+            bar.set_message(label.clone());
+            let started = Instant::now();
+            let mut run = Run::default();
+            for (qid, text) in &queries {
+                let hits = pipeline.search(text, &options)?.hits;
+                let n = hits.len();
+                // Rank-derived scores keep sift's order under trec_eval's tie rule.
+                run.results.insert(
+                    qid.clone(),
+                    hits.into_iter()
+                        .enumerate()
+                        .map(|(i, h)| (h.id, (n - i) as f64))
+                        .collect(),
+                );
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            let eval = evaluate(&qrels, &run, &METRICS);
+            let file = format!(
+                "{}{}.trec",
+                mode_file(mode),
+                if reranker.is_some() {
+                    format!("+{reranker_name}")
+                } else {
+                    String::new()
+                }
+            );
+            std::fs::write(args.out.join(&file), run.to_trec("sift"))
+                .with_context(|| format!("writing {file}"))?;
+            rows.push((
+                label,
+                reranker_name.clone(),
+                eval,
+                secs / queries.len() as f64 * 1000.0,
+                file,
+            ));
+        }
+    }
+
+    print_table(&rows);
+    let summary = serde_json::json!({
+        "data": args.data.display().to_string(),
+        "collection": args.collection.display().to_string(),
+        "split": format!("{:?}", args.split).to_lowercase(),
+        "queries": queries.len(),
+        "judged_queries_without_text": unknown_queries.len(),
+        "judged_documents_not_in_collection": missing_docs,
+        "empty_queries": empty_queries,
+        "depth": args.depth,
+        "candidates": args.candidates,
+        "runs": rows.iter().map(|(retriever, reranker, eval, ms, file)| serde_json::json!({
+            "retriever": retriever,
+            "reranker": reranker,
+            "run_file": file,
+            "ms_per_query": ms,
+            "metrics": eval.mean,
+        })).collect::<Vec<_>>(),
+    });
+    let path = args.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
+    eprintln!("wrote {} and {} run file(s)", path.display(), rows.len());
+    Ok(())
+}
+
+fn mode_file(mode: SearchMode) -> &'static str {
+    match mode {
+        SearchMode::Bm25 => "bm25",
+        SearchMode::Dense => "dense",
+        SearchMode::Hybrid => "hybrid",
+    }
+}
+
+type Row = (String, String, sift_eval::Evaluation, f64, String);
+
+fn print_table(rows: &[Row]) {
+    let names: Vec<String> = METRICS.iter().map(|m| m.name()).collect();
+    let header: BTreeMap<&str, &str> = BTreeMap::from([
+        ("nDCG@10", "nDCG@10"),
+        ("RR@10", "MRR@10"),
+        ("R@10", "R@10"),
+        ("R@100", "R@100"),
+        ("Success@1", "Hit@1"),
+        ("Success@5", "Hit@5"),
+        ("Success@10", "Hit@10"),
+        ("AP@100", "MAP@100"),
+    ]);
+    print!("| retriever | reranker |");
+    for n in &names {
+        print!(" {} |", header.get(n.as_str()).unwrap_or(&n.as_str()));
+    }
+    println!(" ms/query |");
+    println!("|---|---|{}---|", "---|".repeat(names.len()));
+    for (retriever, reranker, eval, ms, _) in rows {
+        print!("| {retriever} | {reranker} |");
+        for n in &names {
+            print!(" {:.4} |", eval.mean[n]);
+        }
+        println!(" {ms:.1} |");
+    }
+}
