@@ -558,8 +558,14 @@ fn eval_reports_metrics_runs_and_data_problems() {
     // Hybrid recall over 34 documents finds relevant ones: hit rate@10 well above chance.
     let hybrid = runs
         .iter()
-        .find(|r| r["run_file"] == "hybrid.trec")
+        .find(|r| r["run_file"] == "hybrid-all-MiniLM-L6-v2.trec")
         .unwrap();
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(report.matches("<svg").count(), 8, "a bar chart per metric");
+    assert!(
+        !report.contains("src=") && !report.contains("href="),
+        "no external assets"
+    );
     assert!(
         hybrid["metrics"]["Success@10"].as_f64().unwrap() >= 0.6,
         "{hybrid}"

@@ -33,9 +33,19 @@ pub struct EvalArgs {
     #[arg(long)]
     files: Option<String>,
 
-    /// Collection of the corpus (built if missing).
+    /// Collection of the corpus (built if missing). With --matrix: a folder holding one
+    /// collection per embedding model.
     #[arg(long, short)]
     collection: PathBuf,
+
+    /// Compare several embedding models: bm25 once, dense and hybrid per model, each crossed
+    /// with every reranker, in one table (plus report.html).
+    #[arg(long)]
+    matrix: bool,
+
+    /// Embedding models for --matrix (repeatable; default all-MiniLM-L6-v2).
+    #[arg(long)]
+    embed_model: Vec<String>,
 
     /// Queries to evaluate: all, dev or train.
     #[arg(long, default_value = "all")]
@@ -79,23 +89,35 @@ const METRICS: [Metric; 8] = [
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let data = Dataset::load(&args.data, args.files.as_deref())?;
-    if !args.collection.join("collection.json").is_file() {
-        eprintln!(
-            "building {} from {}",
-            args.collection.display(),
-            data.corpus.display()
-        );
-        super::index::run(super::index::IndexArgs {
-            inputs: vec![data.corpus.clone()],
-            collection: args.collection.clone(),
-            embed_model: None,
-            batch_size: 64,
-            chunk_tokens: None,
-            chunk_overlap: sift_pipeline::ingest::DEFAULT_OVERLAP_TOKENS,
-            skip_invalid: false,
-        })?;
+    // (collection dir, embedding model to build it with)
+    let targets: Vec<(PathBuf, Option<String>)> = if args.matrix {
+        let models = if args.embed_model.is_empty() {
+            vec!["all-MiniLM-L6-v2".to_string()]
+        } else {
+            args.embed_model.clone()
+        };
+        models
+            .iter()
+            .map(|m| (args.collection.join(sanitize(m)), Some(m.clone())))
+            .collect()
+    } else {
+        vec![(args.collection.clone(), args.embed_model.first().cloned())]
+    };
+    for (dir, model) in &targets {
+        if !dir.join("collection.json").is_file() {
+            eprintln!("building {} from {}", dir.display(), data.corpus.display());
+            super::index::run(super::index::IndexArgs {
+                inputs: vec![data.corpus.clone()],
+                collection: dir.clone(),
+                embed_model: model.clone(),
+                batch_size: 64,
+                chunk_tokens: None,
+                chunk_overlap: sift_pipeline::ingest::DEFAULT_OVERLAP_TOKENS,
+                skip_invalid: false,
+            })?;
+        }
     }
-    let collection = Collection::open_for_search(&args.collection, AnnParams::default())?;
+    let collection = Collection::open_for_search(&targets[0].0, AnnParams::default())?;
 
     // Queries to run, and what cannot be evaluated (reported, not fatal).
     let mut qrels = data.qrels.clone();
@@ -146,16 +168,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         empty_queries
     );
 
-    let needs_embedder = args.modes.iter().any(|m| *m != SearchMode::Bm25);
-    let embedder = if needs_embedder {
-        let dir = resolve(&collection.manifest().embedding.name)?;
-        Some(Arc::new(
-            Embedder::load(&dir, EmbedderOptions::default())
-                .with_context(|| format!("loading {}", dir.display()))?,
-        ))
-    } else {
-        None
-    };
     let mut rerankers: Vec<(String, Option<Arc<CrossEncoder>>)> = vec![("none".into(), None)];
     for name in &args.rerank_model {
         let dir = resolve(name)?;
@@ -163,65 +175,89 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .with_context(|| format!("loading {}", dir.display()))?;
         rerankers.push((model.model_dir().name(), Some(Arc::new(model))));
     }
-    let embedding_name = collection.manifest().embedding.name.clone();
-    let mut pipeline = Pipeline::new(embedder, None, collection)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
     let mut rows = Vec::new();
-    for (reranker_name, reranker) in &rerankers {
-        pipeline.set_reranker(reranker.clone());
-        for &mode in &args.modes {
-            let label = match mode {
-                SearchMode::Bm25 => "bm25".to_string(),
-                SearchMode::Dense => format!("dense({embedding_name})"),
-                SearchMode::Hybrid => format!("hybrid(bm25+{embedding_name})"),
-            };
-            let options = SearchOptions {
-                mode,
-                depth: args.depth,
-                candidates: args.candidates,
-                top_k: 100,
-                rerank: reranker.is_some(),
-            };
-            let bar = super::progress_bar(queries.len(), "queries");
-            bar.set_message(label.clone());
-            let started = Instant::now();
-            let mut run = Run::default();
-            for (qid, text) in &queries {
-                let hits = pipeline.search(text, &options)?.hits;
-                let n = hits.len();
-                // Rank-derived scores keep sift's order under trec_eval's tie rule.
-                run.results.insert(
-                    qid.clone(),
-                    hits.into_iter()
-                        .enumerate()
-                        .map(|(i, h)| (h.id, (n - i) as f64))
-                        .collect(),
-                );
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            let secs = started.elapsed().as_secs_f64();
-            let eval = evaluate(&qrels, &run, &METRICS);
-            let file = format!(
-                "{}{}.trec",
-                mode_file(mode),
-                if reranker.is_some() {
-                    format!("+{reranker_name}")
+    let mut collection = Some(collection);
+    for (index, (dir, _)) in targets.iter().enumerate() {
+        let collection = match collection.take() {
+            Some(c) => c,
+            None => Collection::open_for_search(dir, AnnParams::default())?,
+        };
+        // BM25 does not depend on the embedding model: run it for the first collection only.
+        let modes: Vec<SearchMode> = args
+            .modes
+            .iter()
+            .copied()
+            .filter(|m| index == 0 || *m != SearchMode::Bm25)
+            .collect();
+        let embedding_name = collection.manifest().embedding.name.clone();
+        let embedder = if modes.iter().any(|m| *m != SearchMode::Bm25) {
+            let model_dir = resolve(&embedding_name)?;
+            Some(Arc::new(
+                Embedder::load(&model_dir, EmbedderOptions::default())
+                    .with_context(|| format!("loading {}", model_dir.display()))?,
+            ))
+        } else {
+            None
+        };
+        let mut pipeline = Pipeline::new(embedder, None, collection)?;
+        for (reranker_name, reranker) in &rerankers {
+            pipeline.set_reranker(reranker.clone());
+            for &mode in &modes {
+                let label = match mode {
+                    SearchMode::Bm25 => "bm25".to_string(),
+                    SearchMode::Dense => format!("dense({embedding_name})"),
+                    SearchMode::Hybrid => format!("hybrid(bm25+{embedding_name})"),
+                };
+                let options = SearchOptions {
+                    mode,
+                    depth: args.depth,
+                    candidates: args.candidates,
+                    top_k: 100,
+                    rerank: reranker.is_some(),
+                };
+                let bar = super::progress_bar(queries.len(), "queries");
+                let started = Instant::now();
+                let mut run = Run::default();
+                for (qid, text) in &queries {
+                    let hits = pipeline.search(text, &options)?.hits;
+                    let n = hits.len();
+                    // Rank-derived scores keep sift's order under trec_eval's tie rule.
+                    run.results.insert(
+                        qid.clone(),
+                        hits.into_iter()
+                            .enumerate()
+                            .map(|(i, h)| (h.id, (n - i) as f64))
+                            .collect(),
+                    );
+                    bar.inc(1);
+                }
+                bar.finish_and_clear();
+                let secs = started.elapsed().as_secs_f64();
+                let eval = evaluate(&qrels, &run, &METRICS);
+                let model_part = if mode == SearchMode::Bm25 {
+                    String::new()
+                } else {
+                    format!("-{}", sanitize(&embedding_name))
+                };
+                let rerank_part = if reranker.is_some() {
+                    format!("+{}", sanitize(reranker_name))
                 } else {
                     String::new()
-                }
-            );
-            std::fs::write(args.out.join(&file), run.to_trec("sift"))
-                .with_context(|| format!("writing {file}"))?;
-            rows.push((
-                label,
-                reranker_name.clone(),
-                eval,
-                secs / queries.len() as f64 * 1000.0,
-                file,
-            ));
+                };
+                let file = format!("{}{model_part}{rerank_part}.trec", mode_file(mode));
+                std::fs::write(args.out.join(&file), run.to_trec("sift"))
+                    .with_context(|| format!("writing {file}"))?;
+                rows.push((
+                    label,
+                    reranker_name.clone(),
+                    eval,
+                    secs / queries.len() as f64 * 1000.0,
+                    file,
+                ));
+            }
         }
     }
 
@@ -246,7 +282,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
     });
     let path = args.out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
-    eprintln!("wrote {} and {} run file(s)", path.display(), rows.len());
+    let report = args.out.join("report.html");
+    std::fs::write(
+        &report,
+        html_report(&rows, queries.len(), &args.data.display().to_string()),
+    )?;
+    eprintln!(
+        "wrote {}, {} and {} run file(s)",
+        path.display(),
+        report.display(),
+        rows.len()
+    );
     Ok(())
 }
 
@@ -285,4 +331,88 @@ fn print_table(rows: &[Row]) {
         }
         println!(" {ms:.1} |");
     }
+}
+
+/// File-name-safe form of a model or run name.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One self-contained HTML page: the table and a horizontal bar chart per metric (inline SVG,
+/// no scripts or external assets).
+fn html_report(rows: &[Row], queries: usize, data: &str) -> String {
+    let mut html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sift eval</title><style>\
+body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}\
+h2{{margin-top:1.5em;font-size:1.1em}}</style></head><body><h1>sift eval</h1>\
+<p>{} — {queries} queries. Metrics use trec_eval's definitions.</p><table><tr><th>retriever</th><th>reranker</th>",
+        escape(data)
+    );
+    for m in METRICS {
+        html.push_str(&format!("<th>{}</th>", escape(&m.name())));
+    }
+    html.push_str("<th>ms/query</th></tr>");
+    for (retriever, reranker, eval, ms, _) in rows {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td>",
+            escape(retriever),
+            escape(reranker)
+        ));
+        for m in METRICS {
+            html.push_str(&format!("<td>{:.4}</td>", eval.mean[&m.name()]));
+        }
+        html.push_str(&format!("<td>{ms:.1}</td></tr>"));
+    }
+    html.push_str("</table>");
+    let (label_w, bar_w, row_h) = (360.0, 400.0, 22.0);
+    for m in METRICS {
+        let name = m.name();
+        let height = row_h * rows.len() as f64 + 10.0;
+        html.push_str(&format!(
+            "<h2>{}</h2><svg width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"{}\">",
+            escape(&name),
+            label_w + bar_w + 70.0,
+            escape(&name)
+        ));
+        for (i, (retriever, reranker, eval, _, _)) in rows.iter().enumerate() {
+            let v = eval.mean[&name];
+            let y = i as f64 * row_h + 5.0;
+            let label = if reranker == "none" {
+                retriever.clone()
+            } else {
+                format!("{retriever} → {reranker}")
+            };
+            html.push_str(&format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"12\">{}</text>\
+<rect x=\"{label_w}\" y=\"{y}\" width=\"{:.1}\" height=\"{}\" fill=\"#4a7fb5\"/>\
+<text x=\"{:.1}\" y=\"{}\" font-size=\"12\">{v:.4}</text>",
+                label_w - 6.0,
+                y + 14.0,
+                escape(&label),
+                v * bar_w,
+                row_h - 6.0,
+                label_w + v * bar_w + 4.0,
+                y + 14.0
+            ));
+        }
+        html.push_str("</svg>");
+    }
+    html.push_str("</body></html>\n");
+    html
 }
