@@ -1,6 +1,5 @@
 //! `sift eval`: retrieval quality on BEIR-layout data.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -306,28 +305,27 @@ fn mode_file(mode: SearchMode) -> &'static str {
 
 type Row = (String, String, sift_eval::Evaluation, f64, String);
 
+/// What the tables call a metric: MRR and hit rate, as RAG evaluations name them.
+fn label(m: Metric) -> String {
+    match m {
+        Metric::ReciprocalRank(k) => format!("MRR@{k}"),
+        Metric::Success(k) => format!("Hit@{k}"),
+        Metric::AveragePrecision(k) => format!("MAP@{k}"),
+        other => other.name(),
+    }
+}
+
 fn print_table(rows: &[Row]) {
-    let names: Vec<String> = METRICS.iter().map(|m| m.name()).collect();
-    let header: BTreeMap<&str, &str> = BTreeMap::from([
-        ("nDCG@10", "nDCG@10"),
-        ("RR@10", "MRR@10"),
-        ("R@10", "R@10"),
-        ("R@100", "R@100"),
-        ("Success@1", "Hit@1"),
-        ("Success@5", "Hit@5"),
-        ("Success@10", "Hit@10"),
-        ("AP@100", "MAP@100"),
-    ]);
     print!("| retriever | reranker |");
-    for n in &names {
-        print!(" {} |", header.get(n.as_str()).unwrap_or(&n.as_str()));
+    for m in METRICS {
+        print!(" {} |", label(m));
     }
     println!(" ms/query |");
-    println!("|---|---|{}---|", "---|".repeat(names.len()));
+    println!("|---|---|{}---|", "---|".repeat(METRICS.len()));
     for (retriever, reranker, eval, ms, _) in rows {
         print!("| {retriever} | {reranker} |");
-        for n in &names {
-            print!(" {:.4} |", eval.mean[n]);
+        for m in METRICS {
+            print!(" {:.4} |", eval.mean[&m.name()]);
         }
         println!(" {ms:.1} |");
     }
@@ -365,7 +363,7 @@ h2{{margin-top:1.5em;font-size:1.1em}}</style></head><body><h1>sift eval</h1>\
         escape(data)
     );
     for m in METRICS {
-        html.push_str(&format!("<th>{}</th>", escape(&m.name())));
+        html.push_str(&format!("<th>{}</th>", escape(&label(m))));
     }
     html.push_str("<th>ms/query</th></tr>");
     for (retriever, reranker, eval, ms, _) in rows {
@@ -383,12 +381,13 @@ h2{{margin-top:1.5em;font-size:1.1em}}</style></head><body><h1>sift eval</h1>\
     let (label_w, bar_w, row_h) = (360.0, 400.0, 22.0);
     for m in METRICS {
         let name = m.name();
+        let title = label(m);
         let height = row_h * rows.len() as f64 + 10.0;
         html.push_str(&format!(
             "<h2>{}</h2><svg width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"{}\">",
-            escape(&name),
+            escape(&title),
             label_w + bar_w + 70.0,
-            escape(&name)
+            escape(&title)
         ));
         for (i, (retriever, reranker, eval, _, _)) in rows.iter().enumerate() {
             let v = eval.mean[&name];
