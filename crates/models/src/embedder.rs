@@ -153,6 +153,16 @@ impl Embedder {
         encoded: &[Encoded],
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Vec<f32>>> {
+        self.embed_encoded_with(encoded, self.normalize, progress)
+    }
+
+    /// Like [`Embedder::embed_encoded`], choosing L2 normalisation per call (TEI's `normalize`).
+    pub fn embed_encoded_with(
+        &self,
+        encoded: &[Encoded],
+        normalize: bool,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
         let lengths: Vec<usize> = encoded.iter().map(|e| e.len()).collect();
         let mut out = vec![Vec::new(); encoded.len()];
         for group in plan_batches(&lengths, self.max_batch_tokens) {
@@ -160,7 +170,7 @@ impl Embedder {
             let batch = Batch::new(&rows, self.model.config.pad_token_id, &self.device)?;
             let hidden = self.model.hidden_states(&batch)?;
             let mut pooled = self.pooling.pool(&hidden, &batch.mask)?;
-            if self.normalize {
+            if normalize {
                 pooled = l2_normalize(&pooled)?;
             }
             let vectors: Vec<Vec<f32>> = pooled.to_vec2()?;

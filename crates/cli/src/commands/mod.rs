@@ -5,6 +5,7 @@ pub mod index;
 pub mod models;
 pub mod rerank;
 pub mod search;
+pub mod serve;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
