@@ -23,7 +23,7 @@ pub enum ModelError {
     #[error("cannot load weights from {path}: {reason}")]
     Weights { path: PathBuf, reason: String },
 
-    #[error("{path}: model has no sequence-classification head (architectures: {architectures}); a cross-encoder needs a *ForSequenceClassification checkpoint, e.g. one made by `sift train-reranker`")]
+    #[error("{path}: model has no sequence-classification head (architectures: {architectures}); a cross-encoder needs a *ForSequenceClassification checkpoint such as cross-encoder/ms-marco-MiniLM-L-6-v2 or BAAI/bge-reranker-base")]
     NotACrossEncoder {
         path: PathBuf,
         architectures: String,
