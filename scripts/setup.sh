@@ -97,7 +97,7 @@ echo '"sift finds what you mean, then reranks what it found"' | $SIFT embed | cu
 
 # The main job: a collection from the sample corpus, a hybrid query (dense + BM25, RRF), and
 # reranking when a cross-encoder is installed (any *ForSequenceClassification directory in
-# models/, e.g. one made by `sift train-reranker`).
+# models/, e.g. a fine-tuned ms-marco or bge-reranker checkpoint).
 echo
 echo "main job: index examples/sample-corpus.jsonl into target/sample-collection, then search it"
 $SIFT index --collection target/sample-collection examples/sample-corpus.jsonl
