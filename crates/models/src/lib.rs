@@ -23,6 +23,7 @@ pub use embedder::{Embedder, EmbedderOptions, TextRole};
 pub use error::{ModelError, Result};
 pub use model_dir::ModelDir;
 pub use pooling::Pooling;
+pub use tokenize::{Encoded, TextTokenizer};
 
 /// Default padded tokens per forward pass. 8,192 keeps a BERT-base batch's activations around
 /// 100 MB while giving matrix products enough rows to run at full speed.

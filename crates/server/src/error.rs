@@ -1,15 +1,40 @@
 //! Every failure becomes an HTTP status and `{"error": {"type", "message"}}`.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use sift_index::IndexError;
 use sift_models::ModelError;
+use sift_pipeline::PipelineError;
+use utoipa::ToSchema;
+
+use crate::batcher::BatchError;
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable kind: `invalid_request`, `invalid_json`, `payload_too_large`,
+    /// `overloaded`, `timeout`, `unauthorized`, `not_found`, `model_not_loaded`, `conflict`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds) with 429.
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -18,6 +43,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -29,19 +55,52 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub fn overloaded(what: &str, retry_after: Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!(
+                "the {what} queue is full; retry in {} s",
+                retry_after.as_secs().max(1)
+            ),
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     pub fn unavailable(what: &str) -> Self {
+        let flag = if what.contains("rerank") {
+            "--rerank-model"
+        } else if what.contains("collection") {
+            "--collections"
+        } else {
+            "--embed-model"
+        };
         Self::new(
             StatusCode::NOT_FOUND,
             "model_not_loaded",
-            format!(
-                "this server has no {what}; start it with --{}",
-                if what.contains("rerank") {
-                    "rerank-model"
-                } else {
-                    "embed-model"
-                }
-            ),
+            format!("this server has no {what}; start it with {flag}"),
         )
+    }
+
+    /// A batcher failure for the model named `what`.
+    pub fn from_batch(what: &str, e: BatchError) -> Self {
+        match e {
+            BatchError::Overloaded { retry_after } => Self::overloaded(what, retry_after),
+            BatchError::Failed(m) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "inference_error",
+                format!("{what}: {m}"),
+            ),
+        }
     }
 }
 
@@ -59,9 +118,50 @@ impl From<ModelError> for ApiError {
     }
 }
 
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::InvalidInput(m) => ApiError::invalid(m),
+            e @ IndexError::ModelMismatch { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            e @ IndexError::Locked { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Model(e) => e.into(),
+            PipelineError::Index(e) => e.into(),
+            PipelineError::InvalidInput(m) => ApiError::invalid(m),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "type": self.kind, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind.to_owned(),
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }

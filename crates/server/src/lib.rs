@@ -1,27 +1,55 @@
 //! `sift serve`: the embedding and rerank APIs users already call — Hugging Face TEI (`/embed`,
-//! `/rerank`), OpenAI (`/v1/embeddings`) and Cohere/Jina (`/v1/rerank`, `/v2/rerank`) — over
-//! sift's models. Inference runs on blocking threads so the async runtime keeps accepting.
+//! `/rerank`, `/tokenize`), OpenAI (`/v1/embeddings`) and Cohere/Jina (`/v1/rerank`,
+//! `/v2/rerank`) — over sift's models, plus sift's own collection routes.
+//!
+//! A request flows: CORS → request id, log line and metrics ([`middleware::observe`]) → API key
+//! check → timeout → body limit → JSON extraction ([`json::ApiJson`]) → handler (`routes/`) →
+//! tokenization on a blocking thread → the model's [`batcher::Batcher`], which merges inputs of
+//! concurrent requests into token-budgeted forward passes.
 
+pub mod batcher;
+mod collections;
 mod error;
 mod json;
+mod metrics;
+mod middleware;
 mod routes;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::http::{header, HeaderValue, Method};
 use axum::Router;
 use sift_models::{CrossEncoder, Embedder};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+pub use batcher::BatcherConfig;
 pub use error::ApiError;
 
-/// Request limits. Exceeding one is a 413 naming the limit.
+use batcher::Batcher;
+use collections::Collections;
+use metrics::Metrics;
+
+/// Request limits. Exceeding one is a 413 or 422 whose message names the limit.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest request body in bytes.
+    /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Most inputs (texts or documents) in one request.
     pub max_items: usize,
+    /// Inputs longer than the model's maximum (in tokens) are cut when true and refused with 413
+    /// when false. TEI's per-request `truncate` overrides this on its routes.
+    pub auto_truncate: bool,
+    /// A request still running after this long is answered with 503 and its queued inputs are
+    /// dropped.
+    pub request_timeout: Duration,
+    /// Collection requests (indexing, search) running at once; more get 429.
+    pub max_concurrent_collection_requests: usize,
 }
 
 impl Default for Limits {
@@ -29,40 +57,182 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 2 * 1024 * 1024,
             max_items: 2048,
+            auto_truncate: false,
+            request_timeout: Duration::from_secs(60),
+            max_concurrent_collection_requests: 4,
         }
     }
 }
 
-/// Models and settings shared by every request.
+/// Everything `sift serve` is started with, models aside.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    pub limits: Limits,
+    pub batching: BatcherConfig,
+    /// Accepted `Authorization: Bearer` keys; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// Origins allowed by CORS (`*` for any); empty means no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Directory whose subdirectories are collections; `None` disables the collection routes.
+    pub collections_dir: Option<PathBuf>,
+}
+
+/// Models, queues and settings shared by every request.
 #[derive(Clone)]
 pub struct AppState {
-    pub embedder: Option<Arc<Embedder>>,
-    pub reranker: Option<Arc<CrossEncoder>>,
-    pub limits: Arc<Limits>,
+    inner: Arc<Inner>,
 }
 
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.limits.max_body_bytes;
-    Router::new()
-        .route("/health", get(routes::health))
-        .route("/info", get(routes::info))
-        .route("/embed", post(routes::tei_embed))
-        .route("/rerank", post(routes::tei_rerank))
-        .route("/v1/embeddings", post(routes::openai_embeddings))
-        .route("/v1/rerank", post(routes::cohere_rerank_v1))
-        .route("/v2/rerank", post(routes::cohere_rerank_v2))
-        .fallback(routes::not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+struct Inner {
+    embedder: Option<Batcher<Embedder>>,
+    reranker: Option<Batcher<CrossEncoder>>,
+    collections: Option<Collections>,
+    limits: Limits,
+    batching: BatcherConfig,
+    metrics: Arc<Metrics>,
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+impl AppState {
+    /// Starts one batching worker per model. Fails when the collections directory cannot be
+    /// created.
+    pub fn new(
+        embedder: Option<Arc<Embedder>>,
+        reranker: Option<Arc<CrossEncoder>>,
+        config: &ServerConfig,
+    ) -> std::io::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let collections = match &config.collections_dir {
+            Some(dir) => Some(Collections::new(
+                dir.clone(),
+                embedder.clone(),
+                reranker.clone(),
+                config.limits.max_concurrent_collection_requests,
+            )?),
+            None => None,
+        };
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                embedder: embedder
+                    .map(|m| Batcher::start(m, config.batching, metrics.clone(), "embed")),
+                reranker: reranker
+                    .map(|m| Batcher::start(m, config.batching, metrics.clone(), "rerank")),
+                collections,
+                limits: config.limits.clone(),
+                batching: config.batching,
+                metrics,
+            }),
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sift",
+        description = "Embedding, rerank and collection search. Embedding and rerank routes follow Hugging Face TEI, OpenAI and Cohere/Jina field for field; errors are {\"error\": {\"type\", \"message\"}}."
+    ),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The routes with their OpenAPI description; both come from the same `routes!` calls, so the
+/// document cannot list a route the server does not serve.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::meta::health))
+        .routes(routes!(routes::meta::info))
+        .routes(routes!(routes::meta::metrics))
+        .routes(routes!(routes::tei::embed))
+        .routes(routes!(routes::tei::rerank))
+        .routes(routes!(routes::tei::tokenize))
+        .routes(routes!(routes::openai::embeddings))
+        .routes(routes!(routes::cohere::rerank_v1))
+        .routes(routes!(routes::cohere::rerank_v2))
+        .routes(routes!(routes::collections::list))
+        .routes(routes!(routes::collections::upsert))
+        .routes(routes!(routes::collections::delete_document))
+        .routes(routes!(routes::collections::search))
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = api_router().split_for_parts();
+    api
+}
+
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    let (routes, api) = api_router().split_for_parts();
+    let api = Arc::new(api);
+    let mut app = routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(routes::meta::not_found)
+        .layer(DefaultBodyLimit::max(state.inner.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
+        ));
+    if !config.api_keys.is_empty() {
+        let keys = Arc::new(middleware::ApiKeys::new(&config.api_keys));
+        app = app.layer(axum::middleware::from_fn_with_state(
+            keys,
+            middleware::require_api_key,
+        ));
+    }
+    app = app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::observe,
+    ));
+    if !config.cors_origins.is_empty() {
+        let origins = if config.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                config
+                    .cors_origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            )
+        };
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
+        );
+    }
+    app.with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests (collection writes commit
+/// whole batches, so a stop never leaves a collection half-written).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state, config))
         .with_graceful_shutdown(shutdown)
         .await
 }

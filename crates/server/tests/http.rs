@@ -1,74 +1,12 @@
 //! Every route of a live server on loopback, with the real all-MiniLM-L6-v2 as embedder and a
 //! tiny cross-encoder fixture as reranker, including each error status.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
 use base64::Engine;
+use common::{assert_error, norm, post, start};
 use serde_json::{json, Value};
-use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions};
-use sift_server::{AppState, Limits};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("SIFT_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models"))
-}
-
-/// Starts a server on an ephemeral loopback port; returns its base URL.
-async fn start(with_reranker: bool, limits: Limits) -> String {
-    let embedder = Embedder::load(
-        models_dir().join("all-MiniLM-L6-v2"),
-        EmbedderOptions::default(),
-    )
-    .expect("all-MiniLM-L6-v2 (run scripts/setup.sh)");
-    let reranker = with_reranker.then(|| {
-        let dir = workspace().join("crates/models/tests/fixtures/golden/bert-classifier");
-        Arc::new(CrossEncoder::load(dir, CrossEncoderOptions::default()).unwrap())
-    });
-    let state = AppState {
-        embedder: Some(Arc::new(embedder)),
-        reranker,
-        limits: Arc::new(limits),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(sift_server::serve(listener, state, std::future::pending()));
-    format!("http://{addr}")
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-fn assert_error(status: u16, body: &Value, want_status: u16, want_in_message: &str) {
-    assert_eq!(status, want_status, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(body["error"]["type"].is_string(), "{body}");
-    assert!(
-        message.contains(want_in_message),
-        "{message:?} should mention {want_in_message:?}"
-    );
-}
-
-fn norm(v: &Value) -> f64 {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap().powi(2))
-        .sum::<f64>()
-        .sqrt()
-}
+use sift_server::Limits;
 
 #[tokio::test]
 async fn tei_routes() {
@@ -206,6 +144,7 @@ async fn bad_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
         Limits {
             max_body_bytes: 64 * 1024,
             max_items: 8,
+            ..Default::default()
         },
     )
     .await;
@@ -283,4 +222,156 @@ async fn cohere_top_n_must_be_positive() {
     )
     .await;
     assert_error(s, &b, 422, "");
+}
+
+#[tokio::test]
+async fn tokenize_shows_the_tokens_the_model_sees() {
+    let base = start(false, Limits::default()).await;
+    let (s, body) = post(&base, "/tokenize", json!({"inputs": "Héllo world"})).await;
+    assert_eq!(s, 200, "{body}");
+    let tokens = body[0].as_array().unwrap();
+    assert_eq!(tokens.first().unwrap()["text"], "[CLS]");
+    assert_eq!(tokens.first().unwrap()["special"], true);
+    assert_eq!(tokens.last().unwrap()["text"], "[SEP]");
+    let words: Vec<&str> = tokens[1..tokens.len() - 1]
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(words.concat(), "Héllo world".replace(' ', ""));
+    // Offsets are byte ranges of the input.
+    let input = "Héllo world";
+    for t in &tokens[1..tokens.len() - 1] {
+        let (a, b) = (
+            t["start"].as_u64().unwrap() as usize,
+            t["stop"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(&input[a..b], t["text"].as_str().unwrap());
+    }
+    let (_, plain) = post(
+        &base,
+        "/tokenize",
+        json!({"inputs": ["a b", "c"], "add_special_tokens": false}),
+    )
+    .await;
+    assert_eq!(plain[0].as_array().unwrap().len(), 2);
+    assert!(plain[1][0]["id"].as_u64().unwrap() > 0);
+    let (s, b) = post(&base, "/tokenize", json!({"inputs": "x", "bogus": 1})).await;
+    assert_error(s, &b, 422, "bogus");
+}
+
+/// Cohere-style long documents: every window is scored and the document gets its best window,
+/// so a relevant passage past the model's window still counts.
+#[tokio::test]
+async fn cohere_scores_long_documents_by_their_best_window() {
+    let base = start(true, Limits::default()).await;
+    let rerank = |docs: Value, extra: Value| {
+        let base = base.clone();
+        async move {
+            let mut body = json!({"query": "ocean tides", "documents": docs});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let (s, b) = post(&base, "/v1/rerank", body).await;
+            assert_eq!(s, 200, "{b}");
+            b["results"][0]["relevance_score"].as_f64().unwrap()
+        }
+    };
+    // Two filler phrases; the tiny random model prefers one of them for this query.
+    let (p, q) = ("alpha beta gamma ", "delta epsilon zeta ");
+    let sp = rerank(json!([p.repeat(30)]), json!({})).await;
+    let sq = rerank(json!([q.repeat(30)]), json!({})).await;
+    let (worse, better) = if sp < sq { (p, q) } else { (q, p) };
+    // The tiny model's window is 64 tokens: the better phrase sits well past it.
+    let long = format!("{}{}", worse.repeat(40), better.repeat(40));
+    let first_window_only = rerank(json!([long]), json!({"max_chunks_per_doc": 1})).await;
+    let all_windows = rerank(json!([long]), json!({})).await;
+    assert!(
+        all_windows > first_window_only,
+        "best window {all_windows} should beat the first window {first_window_only}"
+    );
+    // v2 caps the tokens considered: with only the first 100 tokens, the better part is unseen.
+    let (s, capped) = post(
+        &base,
+        "/v2/rerank",
+        json!({"query": "ocean tides", "documents": [long], "max_tokens_per_doc": 100}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(capped["results"][0]["relevance_score"].as_f64().unwrap() < all_windows);
+    let (s, b) = post(
+        &base,
+        "/v1/rerank",
+        json!({"query": "q", "documents": ["a"], "max_chunks_per_doc": 0}),
+    )
+    .await;
+    assert_error(s, &b, 422, "max_chunks_per_doc");
+}
+
+/// The inputs the issue names: each gets the right 4xx with a JSON error, and the server stays up.
+#[tokio::test]
+async fn hostile_inputs_with_default_limits() {
+    let base = start(true, Limits::default()).await;
+    let client = reqwest::Client::new();
+    // 10,000 documents: over max_items (2048).
+    let docs: Vec<String> = (0..10_000).map(|i| format!("doc {i}")).collect();
+    let (s, b) = post(
+        &base,
+        "/v1/rerank",
+        json!({"query": "q", "documents": docs}),
+    )
+    .await;
+    assert_error(s, &b, 413, "max_items");
+    // A 10 MB string: over the 2 MiB body limit.
+    let big = "x".repeat(10 * 1024 * 1024);
+    let (s, b) = post(&base, "/embed", json!({"inputs": big})).await;
+    assert_error(s, &b, 413, "limit");
+    // NaN is not JSON; a float or negative top_n is a type or range error.
+    let r = client
+        .post(format!("{base}/v2/rerank"))
+        .header("content-type", "application/json")
+        .body(r#"{"query": "q", "documents": ["a"], "top_n": NaN}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let (s, b) = post(
+        &base,
+        "/v2/rerank",
+        json!({"query": "q", "documents": ["a"], "top_n": 1.5}),
+    )
+    .await;
+    assert_error(s, &b, 422, "");
+    // Invalid UTF-8 inside a JSON string.
+    let r = client
+        .post(format!("{base}/v1/rerank"))
+        .header("content-type", "application/json")
+        .body(b"{\"query\": \"\xc3\x28\", \"documents\": [\"a\"]}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_json");
+    // Wrong types, missing fields, no content type.
+    let (s, b) = post(&base, "/v1/rerank", json!({"query": 3, "documents": ["a"]})).await;
+    assert_error(s, &b, 422, "");
+    let (s, b) = post(&base, "/v1/rerank", json!({"documents": ["a"]})).await;
+    assert_error(s, &b, 422, "query");
+    let (s, b) = post(&base, "/v1/embeddings", json!({"input": [[1, 2, 3]]})).await;
+    assert_error(s, &b, 422, "token-id");
+    let r = client
+        .post(format!("{base}/embed"))
+        .body(r#"{"inputs": "a"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    // Still serving.
+    let (s, _) = post(
+        &base,
+        "/v1/rerank",
+        json!({"query": "q", "documents": ["a"]}),
+    )
+    .await;
+    assert_eq!(s, 200);
 }

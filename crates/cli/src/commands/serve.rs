@@ -1,22 +1,31 @@
 //! `sift serve`: the HTTP server.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions};
-use sift_server::{AppState, Limits};
+use sift_server::{AppState, BatcherConfig, Limits, ServerConfig};
 
 use crate::model_path::resolve;
 
-/// Serve embedding and rerank APIs over HTTP: TEI (POST /embed, /rerank; GET /info, /health),
-/// OpenAI (POST /v1/embeddings) and Cohere/Jina (POST /v1/rerank, /v2/rerank). Either model may
-/// be omitted; its routes then answer 404 with a JSON error. Stops on Ctrl-C or SIGTERM after
-/// finishing in-flight requests.
+/// Serve embedding, rerank and collection search over HTTP.
+///
+/// Routes: TEI (POST /embed, /rerank, /tokenize; GET /info, /health), OpenAI (POST
+/// /v1/embeddings), Cohere/Jina (POST /v1/rerank, /v2/rerank), collections (GET /collections,
+/// POST /collections/{name}/documents, DELETE /collections/{name}/documents/{id}, POST
+/// /collections/{name}/search), GET /metrics (Prometheus) and GET /openapi.json. Any model may be
+/// omitted; its routes then answer 404 with a JSON error. Texts from concurrent requests are
+/// batched together; when a model's queue is full, requests get 429 with Retry-After. Stops on
+/// Ctrl-C or SIGTERM after finishing in-flight requests.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
-sift serve --embed-model all-MiniLM-L6-v2 --rerank-model ./my-reranker\n  \
-curl -s localhost:8080/embed -H 'content-type: application/json' -d '{\"inputs\": \"hello\"}'")]
+sift serve --embed-model all-MiniLM-L6-v2 --rerank-model ./my-reranker --collections ./collections\n  \
+curl -s localhost:8080/embed -H 'content-type: application/json' -d '{\"inputs\": \"hello\"}'\n  \
+SIFT_API_KEYS=k1,k2 sift serve --embed-model all-MiniLM-L6-v2 --host 0.0.0.0\n\n\
+Logs: one line per request with its id (x-request-id); SIFT_LOG=debug for more, SIFT_LOG_FORMAT=json for JSON lines.")]
 pub struct ServeArgs {
     /// Embedding model (directory or name).
     #[arg(long, env = "SIFT_EMBED_MODEL")]
@@ -26,12 +35,34 @@ pub struct ServeArgs {
     #[arg(long, env = "SIFT_RERANK_MODEL")]
     rerank_model: Option<String>,
 
+    /// Directory of collections served under /collections/{name} (created if missing). The
+    /// server holds each collection it opens exclusively.
+    #[arg(long, env = "SIFT_COLLECTIONS")]
+    collections: Option<PathBuf>,
+
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, env = "SIFT_HOST", default_value = "127.0.0.1")]
     host: String,
 
     #[arg(long, env = "SIFT_PORT", default_value_t = 8080)]
     port: u16,
+
+    /// Require `Authorization: Bearer KEY` (repeatable; env: comma-separated). /health stays open.
+    #[arg(
+        long = "api-key",
+        env = "SIFT_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+
+    /// File with one API key per line (blank lines and lines starting with # are skipped).
+    #[arg(long, env = "SIFT_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+
+    /// Allow browser requests from this origin (repeatable; `*` for any). Off by default.
+    #[arg(long = "cors-origin", env = "SIFT_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
 
     /// Largest request body, in bytes.
     #[arg(long, env = "SIFT_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
@@ -40,12 +71,79 @@ pub struct ServeArgs {
     /// Most texts or documents in one request.
     #[arg(long, env = "SIFT_MAX_ITEMS", default_value_t = 2048)]
     max_items: usize,
+
+    /// Cut inputs longer than the model's limit instead of answering 413 (TEI's `truncate`
+    /// field overrides this per request).
+    #[arg(long, env = "SIFT_AUTO_TRUNCATE")]
+    auto_truncate: bool,
+
+    /// Most inputs waiting per model before requests get 429.
+    #[arg(long, env = "SIFT_MAX_QUEUED_INPUTS", default_value_t = 4096)]
+    max_queued_inputs: usize,
+
+    /// Most tokens (unpadded) in one forward pass of the batching worker.
+    #[arg(long, env = "SIFT_MAX_BATCH_TOKENS", default_value_t = 16384)]
+    max_batch_tokens: usize,
+
+    /// Requests running longer get 503, in seconds.
+    #[arg(long, env = "SIFT_REQUEST_TIMEOUT", default_value_t = 60.0)]
+    request_timeout: f64,
+
+    /// Collection requests (indexing, search) running at once; more get 429.
+    #[arg(long, env = "SIFT_MAX_COLLECTION_REQUESTS", default_value_t = 4)]
+    max_collection_requests: usize,
+}
+
+fn api_keys(args: &ServeArgs) -> Result<Vec<String>> {
+    let mut keys: Vec<String> = args
+        .api_keys
+        .iter()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect();
+    if let Some(path) = &args.api_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading API keys from {}", path.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+        if keys.is_empty() {
+            bail!("{} holds no API keys", path.display());
+        }
+    }
+    Ok(keys)
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
     if args.embed_model.is_none() && args.rerank_model.is_none() {
         bail!("give --embed-model, --rerank-model or both");
     }
+    if !(args.request_timeout > 0.0 && args.request_timeout.is_finite()) {
+        bail!("--request-timeout must be a positive number of seconds");
+    }
+    if args.max_items == 0 || args.max_queued_inputs == 0 || args.max_batch_tokens == 0 {
+        bail!("--max-items, --max-queued-inputs and --max-batch-tokens must be at least 1");
+    }
+    let config = ServerConfig {
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_items: args.max_items,
+            auto_truncate: args.auto_truncate,
+            request_timeout: Duration::from_secs_f64(args.request_timeout),
+            max_concurrent_collection_requests: args.max_collection_requests.max(1),
+        },
+        batching: BatcherConfig {
+            // A request may carry max_items inputs; the queue must admit at least one such.
+            max_queued_inputs: args.max_queued_inputs.max(args.max_items),
+            max_batch_tokens: args.max_batch_tokens,
+        },
+        api_keys: api_keys(&args)?,
+        cors_origins: args.cors_origins.clone(),
+        collections_dir: args.collections.clone(),
+    };
     let embedder = match &args.embed_model {
         Some(m) => {
             let dir = resolve(m)?;
@@ -66,24 +164,29 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    let state = AppState {
-        embedder,
-        reranker,
-        limits: Arc::new(Limits {
-            max_body_bytes: args.max_body_bytes,
-            max_items: args.max_items,
-        }),
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let state = AppState::new(embedder, reranker, &config).with_context(|| {
+            format!(
+                "creating the collections directory {}",
+                config
+                    .collections_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            )
+        })?;
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         eprintln!("listening on http://{}", listener.local_addr()?);
-        sift_server::serve(listener, state, shutdown_signal()).await?;
+        if !config.api_keys.is_empty() {
+            eprintln!("{} API key(s) required", config.api_keys.len());
+        }
+        sift_server::serve(listener, state, &config, shutdown_signal()).await?;
         eprintln!("stopped");
         Ok(())
     })

@@ -1,0 +1,290 @@
+//! sift's own collection routes: upsert documents, delete one, search with the two-stage
+//! pipeline (recall → fusion → rerank).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sift_pipeline::{SearchMode, SearchOptions};
+use utoipa::ToSchema;
+
+use super::{blocking, check_items};
+use crate::collections::Collections;
+use crate::error::{ApiError, ErrorBody};
+use crate::json::ApiJson;
+use crate::AppState;
+
+/// Most results (and candidates, and recall depth) one search may ask for.
+const MAX_SEARCH_DEPTH: usize = 1000;
+
+fn collections(state: &AppState) -> Result<&Collections, ApiError> {
+    state
+        .inner
+        .collections
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("collections directory"))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CollectionList {
+    collections: Vec<String>,
+}
+
+/// Names of the collections in the server's collections directory.
+#[utoipa::path(get, path = "/collections", tag = "collections",
+    responses((status = 200, body = CollectionList), (status = 404, description = "collections not enabled", body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<CollectionList>, ApiError> {
+    let names = collections(&state)?.names()?;
+    Ok(Json(CollectionList { collections: names }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentInput {
+    id: String,
+    text: String,
+    #[serde(default)]
+    title: Option<String>,
+    /// Any JSON; returned with hits.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertRequest {
+    documents: Vec<DocumentInput>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpsertResponse {
+    added: usize,
+    updated: usize,
+    /// Already stored with identical content: not re-embedded.
+    unchanged: usize,
+    chunks: usize,
+}
+
+/// Adds or replaces documents by id (the collection is created, for the server's embedding
+/// model, on first use). The batch is committed durably before the response.
+#[utoipa::path(post, path = "/collections/{name}/documents", tag = "collections",
+    params(("name" = String, Path, description = "collection name: letters, digits, '-', '_', '.'")),
+    request_body = UpsertRequest,
+    responses(
+        (status = 200, body = UpsertResponse),
+        (status = 409, description = "the collection was built with another embedding model, or is in use", body = ErrorBody),
+        (status = 413, description = "too many documents or body too large", body = ErrorBody),
+        (status = 422, description = "invalid documents (empty id or text, duplicate id)", body = ErrorBody),
+        (status = 429, description = "too many collection requests at once", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn upsert(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<UpsertRequest>,
+) -> Result<Json<UpsertResponse>, ApiError> {
+    check_items(&state, req.documents.len(), "documents")?;
+    let permit = collections(&state)?.permit()?;
+    let app = state.clone();
+    blocking(move || {
+        let _permit = permit;
+        let cols = collections(&app)?;
+        if cols.embedder().is_none() {
+            return Err(ApiError::unavailable(
+                "embedding model (indexing needs one)",
+            ));
+        }
+        let pipeline = cols.get(&name, true)?;
+        let docs = req
+            .documents
+            .into_iter()
+            .map(|d| sift_index::Document {
+                id: d.id,
+                text: d.text,
+                title: d.title,
+                metadata: d.metadata,
+            })
+            .collect();
+        let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
+        let report = pipeline.ingest(docs, 64, &mut |_, _| {})?;
+        Ok(Json(UpsertResponse {
+            added: report.added,
+            updated: report.updated,
+            unchanged: report.unchanged,
+            chunks: report.chunks,
+        }))
+    })
+    .await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeleteResponse {
+    deleted: String,
+}
+
+/// Removes one document (all its chunks) durably.
+#[utoipa::path(delete, path = "/collections/{name}/documents/{id}", tag = "collections",
+    params(("name" = String, Path), ("id" = String, Path, description = "document id")),
+    responses(
+        (status = 200, body = DeleteResponse),
+        (status = 404, description = "no such collection or document", body = ErrorBody),
+        (status = 429, description = "too many collection requests at once", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn delete_document(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let permit = collections(&state)?.permit()?;
+    let app = state.clone();
+    blocking(move || {
+        let _permit = permit;
+        let pipeline = collections(&app)?.get(&name, false)?;
+        let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
+        match pipeline.delete(std::slice::from_ref(&id))? {
+            0 => Err(ApiError::not_found(format!(
+                "collection {name:?} has no document {id:?}"
+            ))),
+            _ => Ok(Json(DeleteResponse { deleted: id })),
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    query: String,
+    /// `hybrid` (default), `dense` or `bm25`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    mode: Option<SearchMode>,
+    /// Results returned (default 10).
+    #[serde(default)]
+    top_k: Option<i64>,
+    /// Fused candidates the reranker scores (default 100).
+    #[serde(default)]
+    candidates: Option<i64>,
+    /// Documents each recall leg returns (default 100).
+    #[serde(default)]
+    depth: Option<i64>,
+    /// Rerank when the server has a rerank model (default true).
+    #[serde(default)]
+    rerank: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Hit {
+    rank: usize,
+    id: String,
+    title: Option<String>,
+    /// The best-matching chunk of the document.
+    snippet: String,
+    /// The final score: the rerank score when reranked, else the fused (or single-leg) score.
+    score: f32,
+    dense_rank: Option<usize>,
+    dense_score: Option<f32>,
+    bm25_rank: Option<usize>,
+    bm25_score: Option<f32>,
+    fused_rank: usize,
+    fused_score: f32,
+    rerank_score: Option<f32>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// Stage times, in milliseconds.
+#[derive(Serialize, ToSchema)]
+pub struct StageTimings {
+    query_embedding_ms: f64,
+    ann_ms: f64,
+    bm25_ms: f64,
+    fusion_ms: f64,
+    rerank_ms: f64,
+    total_ms: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchResponse {
+    hits: Vec<Hit>,
+    reranked: bool,
+    timings: StageTimings,
+}
+
+fn bounded(name: &str, v: Option<i64>, default: usize) -> Result<usize, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(n) if n >= 1 && n as usize <= MAX_SEARCH_DEPTH => Ok(n as usize),
+        Some(n) => Err(ApiError::invalid(format!(
+            "{name} must be between 1 and {MAX_SEARCH_DEPTH}, got {n}"
+        ))),
+    }
+}
+
+/// Two-stage search: dense and BM25 recall, reciprocal rank fusion, cross-encoder rerank.
+#[utoipa::path(post, path = "/collections/{name}/search", tag = "collections",
+    params(("name" = String, Path)),
+    request_body = SearchRequest,
+    responses(
+        (status = 200, body = SearchResponse),
+        (status = 404, description = "no such collection", body = ErrorBody),
+        (status = 409, description = "the collection was built with another embedding model", body = ErrorBody),
+        (status = 422, description = "invalid request", body = ErrorBody),
+        (status = 429, description = "too many collection requests at once", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn search(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SearchRequest>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let defaults = SearchOptions::default();
+    let options = SearchOptions {
+        mode: req.mode.unwrap_or(defaults.mode),
+        top_k: bounded("top_k", req.top_k, defaults.top_k)?,
+        candidates: bounded("candidates", req.candidates, defaults.candidates)?,
+        depth: bounded("depth", req.depth, defaults.depth)?,
+        rerank: req.rerank.unwrap_or(defaults.rerank),
+    };
+    let permit = collections(&state)?.permit()?;
+    let app = state.clone();
+    blocking(move || {
+        let _permit = permit;
+        let pipeline = collections(&app)?.get(&name, false)?;
+        let pipeline = pipeline.read().unwrap_or_else(|p| p.into_inner());
+        let results = pipeline.search(&req.query, &options)?;
+        let t = results.timings;
+        Ok(Json(SearchResponse {
+            reranked: results.reranked,
+            timings: StageTimings {
+                query_embedding_ms: t.query_embedding_ms,
+                ann_ms: t.ann_ms,
+                bm25_ms: t.bm25_ms,
+                fusion_ms: t.fusion_ms,
+                rerank_ms: t.rerank_ms,
+                total_ms: t.total_ms,
+            },
+            hits: results
+                .hits
+                .into_iter()
+                .map(|h| Hit {
+                    rank: h.rank,
+                    id: h.id,
+                    title: h.title,
+                    snippet: h.snippet,
+                    score: h.score,
+                    dense_rank: h.dense_rank,
+                    dense_score: h.dense_score,
+                    bm25_rank: h.bm25_rank,
+                    bm25_score: h.bm25_score,
+                    fused_rank: h.fused_rank,
+                    fused_score: h.fused_score,
+                    rerank_score: h.rerank_score,
+                    metadata: h.metadata,
+                })
+                .collect(),
+        }))
+    })
+    .await
+}

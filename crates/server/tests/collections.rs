@@ -1,0 +1,221 @@
+//! Collection routes on a live server: upsert, search in every mode, delete, errors, and a
+//! shutdown in the middle of an upsert that leaves the collection whole.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_error, minilm, post, tiny_reranker};
+use serde_json::{json, Value};
+use sift_index::{AnnParams, Collection};
+use sift_server::{AppState, Limits, ServerConfig};
+
+fn config(dir: &std::path::Path) -> ServerConfig {
+    ServerConfig {
+        collections_dir: Some(dir.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// A server over `dir`; the returned sender stops it gracefully.
+async fn start(
+    dir: &std::path::Path,
+    with_reranker: bool,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = config(dir);
+    let state = AppState::new(Some(minilm()), with_reranker.then(tiny_reranker), &config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        sift_server::serve(listener, state, &config, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (format!("http://{addr}"), tx, handle)
+}
+
+fn docs() -> Value {
+    json!({"documents": [
+        {"id": "paris", "title": "Paris", "text": "Paris is the capital and largest city of France.", "metadata": {"lang": "en"}},
+        {"id": "berlin", "title": "Berlin", "text": "Berlin is the capital of Germany and its largest city."},
+        {"id": "tides", "text": "Ocean tides are caused by the gravitational pull of the moon and the sun."},
+        {"id": "photo", "text": "Photosynthesis converts light energy into chemical energy in plants."}
+    ]})
+}
+
+#[tokio::test]
+async fn upsert_search_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, stop, handle) = start(dir.path(), true).await;
+    let (s, b) = post(&base, "/collections/geo/documents", docs()).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["added"].as_u64(), b["chunks"].as_u64()),
+        (Some(4), Some(4))
+    );
+    let (_, again) = post(&base, "/collections/geo/documents", docs()).await;
+    assert_eq!(again["unchanged"], 4);
+
+    let list: Value = reqwest::get(format!("{base}/collections"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["collections"], json!(["geo"]));
+
+    for mode in ["dense", "bm25", "hybrid"] {
+        let (s, r) = post(
+            &base,
+            "/collections/geo/search",
+            json!({"query": "what causes the tides of the ocean", "mode": mode, "rerank": false, "top_k": 2}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["hits"][0]["id"], "tides", "{mode}: {r}");
+        assert_eq!(r["hits"].as_array().unwrap().len(), 2);
+        assert_eq!(r["reranked"], false);
+    }
+    let (_, r) = post(
+        &base,
+        "/collections/geo/search",
+        json!({"query": "capital of France", "mode": "hybrid"}),
+    )
+    .await;
+    assert_eq!(r["reranked"], true);
+    let hit = r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "paris")
+        .unwrap();
+    assert!(hit["rerank_score"].is_f64() && hit["fused_rank"].is_u64());
+    assert_eq!(hit["metadata"]["lang"], "en");
+    assert!(r["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+
+    let client = reqwest::Client::new();
+    let r = client
+        .delete(format!("{base}/collections/geo/documents/tides"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = client
+        .delete(format!("{base}/collections/geo/documents/tides"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let (_, r) = post(
+        &base,
+        "/collections/geo/search",
+        json!({"query": "ocean tides moon", "mode": "bm25"}),
+    )
+    .await;
+    assert!(r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["id"] != "tides"));
+
+    // Errors.
+    let (s, b) = post(&base, "/collections/nope/search", json!({"query": "x"})).await;
+    assert_error(s, &b, 404, "no collection named");
+    let (s, b) = post(&base, "/collections/..%2Fetc/search", json!({"query": "x"})).await;
+    assert_error(s, &b, 422, "collection name");
+    let (s, b) = post(
+        &base,
+        "/collections/geo/search",
+        json!({"query": "x", "top_k": 0}),
+    )
+    .await;
+    assert_error(s, &b, 422, "top_k");
+    let (s, b) = post(
+        &base,
+        "/collections/geo/search",
+        json!({"query": "x", "mode": "fuzzy"}),
+    )
+    .await;
+    assert_error(s, &b, 422, "");
+    let (s, b) = post(&base, "/collections/geo/search", json!({"query": "  "})).await;
+    assert_error(s, &b, 422, "empty");
+    let (s, b) = post(
+        &base,
+        "/collections/geo/documents",
+        json!({"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "twice");
+    let (s, b) = post(
+        &base,
+        "/collections/geo/documents",
+        json!({"documents": [{"id": "", "text": "x"}]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "empty id");
+    // A rejected batch wrote nothing.
+    let (_, r) = post(
+        &base,
+        "/collections/geo/search",
+        json!({"query": "x y", "mode": "dense", "top_k": 100}),
+    )
+    .await;
+    assert_eq!(r["hits"].as_array().unwrap().len(), 3);
+
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    // Reopened by a new server: everything committed is there.
+    let (base, _stop, _h) = start(dir.path(), false).await;
+    let (_, r) = post(
+        &base,
+        "/collections/geo/search",
+        json!({"query": "capital city", "mode": "bm25", "top_k": 10}),
+    )
+    .await;
+    assert_eq!(r["hits"].as_array().unwrap().len(), 2);
+}
+
+/// Graceful shutdown while an upsert is running: the request completes, and the collection on
+/// disk is consistent and complete.
+#[tokio::test]
+async fn shutdown_during_upsert_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, stop, handle) = start(dir.path(), false).await;
+    let documents: Vec<Value> = (0..300)
+        .map(|i| json!({"id": format!("d{i}"), "text": format!("document {i} about subject {} with several words", i % 11)}))
+        .collect();
+    let upsert = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            post(
+                &base,
+                "/collections/c/documents",
+                json!({ "documents": documents }),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).unwrap();
+    let (s, b) = upsert.await.unwrap();
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["added"], 300);
+    handle.await.unwrap();
+    let collection = Collection::open(&dir.path().join("c"), AnnParams::default()).unwrap();
+    collection.verify().unwrap();
+    assert_eq!(collection.len(), 300);
+}
+
+#[tokio::test]
+async fn collection_routes_without_a_collections_dir_say_how_to_enable_them() {
+    let base = common::start(false, Limits::default()).await;
+    let (s, b) = post(&base, "/collections/x/search", json!({"query": "q"})).await;
+    assert_error(s, &b, 404, "--collections");
+}
