@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# The test command: fetches the test models if missing (idempotent), checks formatting, runs
-# every test of the workspace once (one build; dependencies are optimised even in test builds).
+# The test command: fetches the test models if missing (idempotent), installs the official
+# OpenAI and Cohere SDKs from PyPI into target/sdk-venv for the server compatibility test,
+# checks formatting, runs every test of the workspace once (one build; dependencies are
+# optimised even in test builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --models-only
+if [ ! -x target/sdk-venv/bin/python ] ||
+  ! cmp -s scripts/sdk-compat/requirements.txt target/sdk-venv/requirements.txt; then
+  rm -rf target/sdk-venv
+  python3 -m venv target/sdk-venv
+  target/sdk-venv/bin/pip install --quiet --disable-pip-version-check \
+    -r scripts/sdk-compat/requirements.txt
+  cp scripts/sdk-compat/requirements.txt target/sdk-venv/requirements.txt
+fi
 cargo fmt --all --check
 cargo test --workspace --locked

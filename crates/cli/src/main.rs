@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| "warn,sift_server=info".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("SIFT_LOG_FORMAT").as_deref() == Ok("json") {
         logs.json().init();
