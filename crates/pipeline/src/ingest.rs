@@ -20,9 +20,13 @@ pub const DEFAULT_OVERLAP_TOKENS: usize = 32;
 pub fn manifest_for(embedder: &Embedder, chunking: Option<ChunkingConfig>) -> Result<Manifest> {
     let dir = embedder.model_dir();
     let room = embedder.tokenizer().max_length().saturating_sub(2);
-    let chunking = chunking.unwrap_or(ChunkingConfig {
-        max_tokens: room.saturating_sub(TITLE_TOKEN_RESERVE).max(16),
-        overlap_tokens: DEFAULT_OVERLAP_TOKENS,
+    let chunking = chunking.unwrap_or_else(|| {
+        let max_tokens = room.saturating_sub(TITLE_TOKEN_RESERVE).max(16);
+        ChunkingConfig {
+            max_tokens,
+            // Short-context models get a proportionally shorter overlap.
+            overlap_tokens: DEFAULT_OVERLAP_TOKENS.min(max_tokens / 4),
+        }
     });
     if chunking.max_tokens == 0 || chunking.overlap_tokens >= chunking.max_tokens {
         return Err(PipelineError::InvalidInput(format!(

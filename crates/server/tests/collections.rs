@@ -219,3 +219,30 @@ async fn collection_routes_without_a_collections_dir_say_how_to_enable_them() {
     let (s, b) = post(&base, "/collections/x/search", json!({"query": "q"})).await;
     assert_error(s, &b, 404, "--collections");
 }
+
+/// A collection built with another embedding model is refused with 409, not searched with
+/// incompatible vectors.
+#[tokio::test]
+async fn a_collection_of_another_model_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = sift_models::Embedder::load(
+        common::workspace().join("crates/models/tests/fixtures/golden/bert-encoder"),
+        sift_models::EmbedderOptions::default(),
+    )
+    .unwrap();
+    let manifest = sift_pipeline::manifest_for(&other, None).unwrap();
+    drop(
+        Collection::open_or_create(&dir.path().join("old"), manifest, AnnParams::default())
+            .unwrap(),
+    );
+    let (base, _stop, _h) = start(dir.path(), false).await;
+    let (s, b) = post(&base, "/collections/old/search", json!({"query": "q"})).await;
+    assert_error(s, &b, 409, "bert-encoder");
+    let (s, b) = post(
+        &base,
+        "/collections/old/documents",
+        json!({"documents": [{"id": "a", "text": "b"}]}),
+    )
+    .await;
+    assert_error(s, &b, 409, "");
+}

@@ -68,7 +68,12 @@ async fn over_capacity_load_is_refused_fast_and_admitted_work_completes() {
         .unwrap();
     let body = |i: usize| {
         let texts: Vec<String> = (0..TEXTS_PER_REQUEST)
-            .map(|j| format!("request {i} sentence {j}: {}", "some words of text ".repeat(4)))
+            .map(|j| {
+                format!(
+                    "request {i} sentence {j}: {}",
+                    "some words of text ".repeat(4)
+                )
+            })
             .collect();
         json!({ "inputs": texts })
     };
@@ -120,12 +125,20 @@ async fn over_capacity_load_is_refused_fast_and_admitted_work_completes() {
             let status = r.status().as_u16();
             let retry_after = r.headers().contains_key("retry-after");
             let ok_body = if status == 200 {
-                r.json::<Vec<Vec<f32>>>().await.map(|v| v.len()).unwrap_or(0)
+                r.json::<Vec<Vec<f32>>>()
+                    .await
+                    .map(|v| v.len())
+                    .unwrap_or(0)
             } else {
                 let _ = r.bytes().await;
                 0
             };
-            (status, t.elapsed().as_secs_f64() * 1000.0, retry_after, ok_body)
+            (
+                status,
+                t.elapsed().as_secs_f64() * 1000.0,
+                retry_after,
+                ok_body,
+            )
         }));
     }
     let mut ok = Vec::new();
@@ -135,7 +148,10 @@ async fn over_capacity_load_is_refused_fast_and_admitted_work_completes() {
         let (status, ms, retry_after, n) = t.await.unwrap();
         match status {
             200 => {
-                assert_eq!(n, TEXTS_PER_REQUEST, "an admitted request got all its vectors");
+                assert_eq!(
+                    n, TEXTS_PER_REQUEST,
+                    "an admitted request got all its vectors"
+                );
                 ok.push(ms)
             }
             429 => {
