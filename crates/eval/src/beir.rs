@@ -131,8 +131,23 @@ impl Dataset {
                 pattern: "qrels*.tsv or qrels/*.tsv",
             });
         }
+        Dataset::from_files(&corpus, &query_files, &qrels_files)
+    }
+
+    /// Loads explicitly named files: one corpus, any number of query and qrels files.
+    pub fn from_files(
+        corpus: &Path,
+        query_files: &[PathBuf],
+        qrels_files: &[PathBuf],
+    ) -> Result<Dataset, DatasetError> {
+        if !corpus.is_file() {
+            return Err(DatasetError::Io(
+                corpus.to_owned(),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
         let mut queries = BTreeMap::new();
-        for path in &query_files {
+        for path in query_files {
             let text =
                 std::fs::read_to_string(path).map_err(|e| DatasetError::Io(path.clone(), e))?;
             for (i, line) in text.lines().enumerate() {
@@ -153,7 +168,7 @@ impl Dataset {
             }
         }
         let mut qrels = Qrels::default();
-        for path in &qrels_files {
+        for path in qrels_files {
             let text =
                 std::fs::read_to_string(path).map_err(|e| DatasetError::Io(path.clone(), e))?;
             let part = Qrels::parse(&path.display().to_string(), &text)?;
@@ -162,7 +177,7 @@ impl Dataset {
             }
         }
         Ok(Dataset {
-            corpus,
+            corpus: corpus.to_owned(),
             queries,
             qrels,
         })

@@ -56,8 +56,10 @@ fn load_transformer(
     with_head: bool,
 ) -> Result<arch::Transformer> {
     let vb = dir.var_builder(device)?;
-    arch::Transformer::load(dir.config.clone(), vb, with_head).map_err(|e| ModelError::Weights {
-        path: dir.path.clone(),
-        reason: e.to_string(),
+    arch::Transformer::load(dir.config.clone(), vb, with_head, arch::Kernels::Fused).map_err(|e| {
+        ModelError::Weights {
+            path: dir.path.clone(),
+            reason: e.to_string(),
+        }
     })
 }

@@ -6,6 +6,7 @@ pub mod models;
 pub mod rerank;
 pub mod search;
 pub mod serve;
+pub mod train_reranker;
 
 use indicatif::{ProgressBar, ProgressStyle};
 

@@ -2,9 +2,11 @@
 //! `pad_token_id + 1` and (in practice) a single token type, so one implementation serves both.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 
-use super::layers::{attention_bias, layer_norm, linear, multi_head_attention, FeedForward};
+use super::layers::{
+    attention_bias, layer_norm, linear, multi_head_attention, FeedForward, Kernels, Norm,
+};
 use crate::batch::Batch;
 use crate::config::{Architecture, ModelConfig};
 
@@ -12,7 +14,7 @@ struct Embeddings {
     word: Embedding,
     position: Embedding,
     token_type: Option<Embedding>,
-    norm: LayerNorm,
+    norm: Norm,
 }
 
 struct Layer {
@@ -20,7 +22,7 @@ struct Layer {
     key: Linear,
     value: Linear,
     attention_output: Linear,
-    attention_norm: LayerNorm,
+    attention_norm: Norm,
     feed_forward: FeedForward,
 }
 
@@ -28,6 +30,7 @@ pub struct BertEncoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     num_heads: usize,
+    kernels: Kernels,
     /// First position id; 0 for BERT, `pad_token_id + 1` for RoBERTa.
     position_offset: usize,
     pad_position: u32,
@@ -35,7 +38,7 @@ pub struct BertEncoder {
 
 impl BertEncoder {
     /// `vb` points at the encoder's root (the one holding `embeddings.` and `encoder.`).
-    pub fn load(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn load(cfg: &ModelConfig, vb: VarBuilder, kernels: Kernels) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let e = vb.pp("embeddings");
         let embeddings = Embeddings {
@@ -54,7 +57,7 @@ impl BertEncoder {
             } else {
                 None
             },
-            norm: layer_norm(h, cfg.layer_norm_eps, e.pp("LayerNorm"))?,
+            norm: layer_norm(h, cfg.layer_norm_eps, e.pp("LayerNorm"), kernels)?,
         };
         let layers = (0..cfg.num_layers)
             .map(|i| {
@@ -65,11 +68,16 @@ impl BertEncoder {
                     key: linear(h, h, a.pp("self.key"))?,
                     value: linear(h, h, a.pp("self.value"))?,
                     attention_output: linear(h, h, a.pp("output.dense"))?,
-                    attention_norm: layer_norm(h, cfg.layer_norm_eps, a.pp("output.LayerNorm"))?,
+                    attention_norm: layer_norm(
+                        h,
+                        cfg.layer_norm_eps,
+                        a.pp("output.LayerNorm"),
+                        kernels,
+                    )?,
                     feed_forward: FeedForward {
                         intermediate: linear(h, cfg.intermediate_size, l.pp("intermediate.dense"))?,
                         output: linear(cfg.intermediate_size, h, l.pp("output.dense"))?,
-                        norm: layer_norm(h, cfg.layer_norm_eps, l.pp("output.LayerNorm"))?,
+                        norm: layer_norm(h, cfg.layer_norm_eps, l.pp("output.LayerNorm"), kernels)?,
                         activation: cfg.activation,
                     },
                 })
@@ -83,6 +91,7 @@ impl BertEncoder {
             embeddings,
             layers,
             num_heads: cfg.num_heads,
+            kernels,
             position_offset,
             pad_position,
         })
@@ -114,6 +123,7 @@ impl BertEncoder {
                 self.num_heads,
                 &bias,
                 None,
+                self.kernels,
             )?;
             let attended = layer
                 .attention_norm

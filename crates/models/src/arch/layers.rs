@@ -1,19 +1,68 @@
 //! Building blocks shared by the BERT-family encoders.
 
-use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_core::{Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::config::Activation;
 
+/// Which implementation of layer norm and softmax the forward pass uses.
+///
+/// candle's fused CPU kernels for both are fast but have no backward pass; training builds the
+/// same functions from differentiable primitives. Tests check the two agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    #[default]
+    Fused,
+    Differentiable,
+}
+
+/// Layer normalisation over the last dimension.
+pub struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+    kernels: Kernels,
+    fused: candle_nn::LayerNorm,
+}
+
+impl Norm {
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.kernels {
+            Kernels::Fused => self.fused.forward(x),
+            Kernels::Differentiable => {
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let centered = x.broadcast_sub(&mean)?;
+                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+                centered
+                    .broadcast_div(&(var + self.eps)?.sqrt()?)?
+                    .broadcast_mul(&self.weight)?
+                    .broadcast_add(&self.bias)
+            }
+        }
+    }
+}
+
 /// Loads a LayerNorm stored as `weight`/`bias`, or as `gamma`/`beta` in checkpoints converted
 /// from the original TensorFlow BERT.
-pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<LayerNorm> {
+pub fn layer_norm(
+    size: usize,
+    eps: f64,
+    vb: VarBuilder,
+    kernels: Kernels,
+) -> candle_core::Result<Norm> {
     let (w, b) = if !vb.contains_tensor("weight") && vb.contains_tensor("gamma") {
         ("gamma", "beta")
     } else {
         ("weight", "bias")
     };
-    Ok(LayerNorm::new(vb.get(size, w)?, vb.get(size, b)?, eps))
+    let (weight, bias) = (vb.get(size, w)?, vb.get(size, b)?);
+    Ok(Norm {
+        fused: candle_nn::LayerNorm::new(weight.clone(), bias.clone(), eps),
+        weight,
+        bias,
+        eps,
+        kernels,
+    })
 }
 
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
@@ -50,6 +99,7 @@ pub fn multi_head_attention(
     num_heads: usize,
     bias: &Tensor,
     position_bias: Option<&Tensor>,
+    kernels: Kernels,
 ) -> candle_core::Result<Tensor> {
     let hidden = q.dim(1)?;
     let head_dim = hidden / num_heads;
@@ -64,7 +114,10 @@ pub fn multi_head_attention(
         scores = scores.broadcast_add(pb)?;
     }
     let scores = scores.broadcast_add(bias)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = match kernels {
+        Kernels::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
+        Kernels::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+    };
     probs
         .matmul(&v)?
         .transpose(1, 2)?
@@ -75,7 +128,7 @@ pub fn multi_head_attention(
 pub struct FeedForward {
     pub intermediate: Linear,
     pub output: Linear,
-    pub norm: LayerNorm,
+    pub norm: Norm,
     pub activation: Activation,
 }
 

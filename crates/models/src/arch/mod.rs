@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 pub use heads::ClassificationHead;
+pub use layers::Kernels;
 
 use crate::batch::Batch;
 use crate::config::{Architecture, Head, ModelConfig};
@@ -43,7 +44,12 @@ const ENCODER_PREFIXES: [&str; 5] = ["", "bert.", "roberta.", "mpnet.", "model."
 impl Transformer {
     /// Builds the network named by `config` from the tensors in `vb`. The head is loaded only
     /// when `with_head` is set, so a cross-encoder checkpoint can also serve as an embedder.
-    pub fn load(config: ModelConfig, vb: VarBuilder, with_head: bool) -> candle_core::Result<Self> {
+    pub fn load(
+        config: ModelConfig,
+        vb: VarBuilder,
+        with_head: bool,
+        kernels: Kernels,
+    ) -> candle_core::Result<Self> {
         let prefix = ENCODER_PREFIXES
             .iter()
             .find(|p| vb.contains_tensor(&format!("{p}embeddings.word_embeddings.weight")))
@@ -60,12 +66,14 @@ impl Transformer {
             vb.pp(prefix.trim_end_matches('.'))
         };
         let encoder = match config.architecture {
-            Architecture::Bert | Architecture::XlmRoberta => {
-                Encoder::Bert(bert::BertEncoder::load(&config, encoder_vb.clone())?)
-            }
-            Architecture::MpNet => {
-                Encoder::MpNet(mpnet::MpNetEncoder::load(&config, encoder_vb.clone())?)
-            }
+            Architecture::Bert | Architecture::XlmRoberta => Encoder::Bert(
+                bert::BertEncoder::load(&config, encoder_vb.clone(), kernels)?,
+            ),
+            Architecture::MpNet => Encoder::MpNet(mpnet::MpNetEncoder::load(
+                &config,
+                encoder_vb.clone(),
+                kernels,
+            )?),
         };
         let head = if with_head {
             Some(ClassificationHead::load(&config, encoder_vb, vb)?)

@@ -2,10 +2,12 @@
 //! all layers (T5-style log buckets).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 
 use super::bert::position_ids;
-use super::layers::{attention_bias, layer_norm, linear, multi_head_attention, FeedForward};
+use super::layers::{
+    attention_bias, layer_norm, linear, multi_head_attention, FeedForward, Kernels, Norm,
+};
 use crate::batch::Batch;
 use crate::config::ModelConfig;
 
@@ -14,17 +16,18 @@ struct Layer {
     k: Linear,
     v: Linear,
     o: Linear,
-    attention_norm: LayerNorm,
+    attention_norm: Norm,
     feed_forward: FeedForward,
 }
 
 pub struct MpNetEncoder {
     word: Embedding,
     position: Embedding,
-    norm: LayerNorm,
+    norm: Norm,
     relative_attention_bias: Embedding,
     layers: Vec<Layer>,
     num_heads: usize,
+    kernels: Kernels,
     num_buckets: usize,
     pad_token_id: u32,
 }
@@ -33,7 +36,7 @@ pub struct MpNetEncoder {
 const MAX_DISTANCE: f32 = 128.0;
 
 impl MpNetEncoder {
-    pub fn load(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn load(cfg: &ModelConfig, vb: VarBuilder, kernels: Kernels) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let e = vb.pp("embeddings");
         let layers = (0..cfg.num_layers)
@@ -45,11 +48,11 @@ impl MpNetEncoder {
                     k: linear(h, h, a.pp("attn.k"))?,
                     v: linear(h, h, a.pp("attn.v"))?,
                     o: linear(h, h, a.pp("attn.o"))?,
-                    attention_norm: layer_norm(h, cfg.layer_norm_eps, a.pp("LayerNorm"))?,
+                    attention_norm: layer_norm(h, cfg.layer_norm_eps, a.pp("LayerNorm"), kernels)?,
                     feed_forward: FeedForward {
                         intermediate: linear(h, cfg.intermediate_size, l.pp("intermediate.dense"))?,
                         output: linear(cfg.intermediate_size, h, l.pp("output.dense"))?,
-                        norm: layer_norm(h, cfg.layer_norm_eps, l.pp("output.LayerNorm"))?,
+                        norm: layer_norm(h, cfg.layer_norm_eps, l.pp("output.LayerNorm"), kernels)?,
                         activation: cfg.activation,
                     },
                 })
@@ -62,7 +65,7 @@ impl MpNetEncoder {
                 h,
                 e.pp("position_embeddings"),
             )?,
-            norm: layer_norm(h, cfg.layer_norm_eps, e.pp("LayerNorm"))?,
+            norm: layer_norm(h, cfg.layer_norm_eps, e.pp("LayerNorm"), kernels)?,
             relative_attention_bias: candle_nn::embedding(
                 cfg.relative_attention_num_buckets,
                 cfg.num_heads,
@@ -70,6 +73,7 @@ impl MpNetEncoder {
             )?,
             layers,
             num_heads: cfg.num_heads,
+            kernels,
             num_buckets: cfg.relative_attention_num_buckets,
             pad_token_id: cfg.pad_token_id,
         })
@@ -104,6 +108,7 @@ impl MpNetEncoder {
                 self.num_heads,
                 &bias,
                 Some(&position_bias),
+                self.kernels,
             )?;
             let attended = layer
                 .attention_norm

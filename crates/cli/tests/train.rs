@@ -1,0 +1,259 @@
+//! `sift train-reranker` end to end with a tiny random-weight BERT as the base: clear errors
+//! before any work, a killed run resumed to the same weights an uninterrupted run reaches, and
+//! an output directory that `sift rerank` loads.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tiny() -> String {
+    workspace()
+        .join("crates/models/tests/fixtures/golden/bert-encoder")
+        .display()
+        .to_string()
+}
+
+fn sift_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sift"));
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+fn fails(out: &Output, want: &str) {
+    assert!(!out.status.success(), "should have failed");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains(want), "{e:?} should mention {want:?}");
+}
+
+/// A small BEIR folder: 40 documents on 20 topics, 20 queries (ids 5, 10, 15, 20 are dev).
+fn dataset(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let topics = [
+        "volcano", "glacier", "protein", "galaxy", "enzyme", "reactor", "neuron", "comet",
+        "vaccine", "tundra", "quasar", "insulin", "magma", "plankton", "photon", "antibody",
+        "monsoon", "isotope", "coral", "pulsar",
+    ];
+    let mut corpus = String::new();
+    let mut queries = String::new();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    for (i, t) in topics.iter().enumerate() {
+        corpus.push_str(&format!(
+            "{{\"_id\": \"d{i}\", \"title\": \"On the {t}\", \"text\": \"The {t} is studied here; the {t} shows effects.\"}}\n"
+        ));
+        corpus.push_str(&format!(
+            "{{\"_id\": \"x{i}\", \"title\": \"Notes\", \"text\": \"Unrelated remarks number {i} about daily life.\"}}\n"
+        ));
+        queries.push_str(&format!(
+            "{{\"_id\": \"{}\", \"text\": \"what is known about the {t}\"}}\n",
+            i + 1
+        ));
+        qrels.push_str(&format!("{}\td{i}\t1\n", i + 1));
+    }
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+    std::fs::write(dir.join("qrels.tsv"), qrels).unwrap();
+}
+
+fn train_args<'a>(data: &'a str, collection: &'a str, out: &'a str, tiny: &'a str) -> Vec<&'a str> {
+    vec![
+        "train-reranker",
+        "--base",
+        tiny,
+        "--embed-model",
+        tiny,
+        "--data",
+        data,
+        "--collection",
+        collection,
+        "--out",
+        out,
+        "--epochs",
+        "2",
+        "--groups-per-batch",
+        "1",
+        "--accumulation-steps",
+        "2",
+        "--hard-negatives",
+        "2",
+        "--random-negatives",
+        "1",
+        "--max-length",
+        "48",
+        "--checkpoint-every",
+        "2",
+        "--dev-depth",
+        "10",
+        "--learning-rate",
+        "1e-3",
+    ]
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut t: Vec<(String, Vec<f32>)> =
+        candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+fn max_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|((na, va), (nb, vb))| {
+            assert_eq!(na, nb);
+            va.iter().zip(vb).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn bad_input_is_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        tiny(),
+    );
+    // The output directory exists.
+    let exists = tmp.path().join("exists");
+    std::fs::create_dir(&exists).unwrap();
+    let e = exists.display().to_string();
+    fails(
+        &sift_cmd(&train_args(&d, &c, &e, &t)).output().unwrap(),
+        "already exists",
+    );
+    let out = tmp.path().join("out").display().to_string();
+    // --resume without a checkpoint.
+    let mut args = train_args(&d, &c, &e, &t);
+    args.push("--resume");
+    fails(&sift_cmd(&args).output().unwrap(), "no checkpoint");
+    // A base model of an unsupported architecture.
+    let gpt = tmp.path().join("gpt2");
+    std::fs::create_dir(&gpt).unwrap();
+    std::fs::write(
+        gpt.join("config.json"),
+        r#"{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": 10}"#,
+    )
+    .unwrap();
+    let g = gpt.display().to_string();
+    fails(
+        &sift_cmd(&train_args(&d, &c, &out, &g)).output().unwrap(),
+        "unsupported model architecture",
+    );
+    // Malformed qrels.
+    let bad = tmp.path().join("bad");
+    dataset(&bad);
+    std::fs::write(bad.join("qrels.tsv"), "1\td0\n").unwrap();
+    let b = bad.display().to_string();
+    fails(
+        &sift_cmd(&train_args(&b, &c, &out, &t)).output().unwrap(),
+        "qrels.tsv",
+    );
+    // Judged documents missing from the corpus.
+    std::fs::write(bad.join("qrels.tsv"), "1\td0\t1\n2\tnope\t1\n").unwrap();
+    fails(
+        &sift_cmd(&train_args(&b, &c, &out, &t)).output().unwrap(),
+        "not in the corpus",
+    );
+    assert!(!Path::new(&out).exists(), "nothing written on refusal");
+    assert!(!Path::new(&c).exists(), "no collection built on refusal");
+}
+
+/// Kill -9 mid-run, `--resume`, and end with the weights of a run that was never interrupted.
+#[test]
+fn a_killed_run_resumes_to_the_same_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        tiny(),
+    );
+    let whole = tmp.path().join("whole").display().to_string();
+    let out = sift_cmd(&train_args(&d, &c, &whole, &t)).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("dev nDCG@10"), "{log}");
+
+    let resumed = tmp.path().join("resumed").display().to_string();
+    let mut child = sift_cmd(&train_args(&d, &c, &resumed, &t))
+        .env("SIFT_TRAIN_STEP_DELAY_MS", "150")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains("checkpoint at step 4") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-run
+    child.wait().unwrap();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&resumed).join("checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    let total = state["total_steps"].as_u64().unwrap();
+    let interrupted_at = state["step"].as_u64().unwrap();
+    assert!(interrupted_at < total, "the kill landed before the end");
+
+    let mut args = train_args(&d, &c, &resumed, &t);
+    args.push("--resume");
+    let out = sift_cmd(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!("resuming at step {interrupted_at}/{total}")),
+        "{log}"
+    );
+    let a = tensors(&Path::new(&whole).join("checkpoint/model.safetensors"));
+    let b = tensors(&Path::new(&resumed).join("checkpoint/model.safetensors"));
+    let diff = max_diff(&a, &b);
+    assert!(diff < 1e-6, "resumed weights differ by {diff}");
+    let best_a = tensors(&Path::new(&whole).join("model.safetensors"));
+    let best_b = tensors(&Path::new(&resumed).join("model.safetensors"));
+    assert!(max_diff(&best_a, &best_b) < 1e-6);
+
+    // The output is a Hugging Face cross-encoder directory sift loads.
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&whole).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(config["id2label"]["0"], "LABEL_0");
+    assert!(Path::new(&whole).join("tokenizer.json").is_file());
+    let out = sift_cmd(&[
+        "rerank",
+        "--model",
+        &whole,
+        "--query",
+        "what is known about the volcano",
+        "The volcano is studied here.",
+        "Unrelated remarks about daily life.",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ranked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ranked.as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,265 @@
+//! Training data: labelled (query, relevant document) pairs from a BEIR dataset, negatives mined
+//! with sift's own first stage, and the deterministic grouping of both into training groups.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sift_eval::{Dataset, Split};
+use sift_pipeline::ingest::embedding_text;
+use sift_pipeline::{Pipeline, SearchBackend, SearchMode, SearchOptions};
+
+use crate::error::{Result, TrainError};
+
+/// Document id → the text the reranker reads ("title\ntext", as at search time).
+pub type Corpus = HashMap<String, String>;
+
+#[derive(serde::Deserialize)]
+struct CorpusLine {
+    #[serde(rename = "_id")]
+    id: serde_json::Value,
+    #[serde(default)]
+    title: Option<String>,
+    text: String,
+}
+
+/// Reads a BEIR `corpus.jsonl`.
+pub fn read_corpus(path: &Path) -> Result<Corpus> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut corpus = Corpus::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let d: CorpusLine = serde_json::from_str(line)
+            .map_err(|e| TrainError::Invalid(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let id = match d.id {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        corpus.insert(id, embedding_text(d.title.as_deref(), &d.text));
+    }
+    if corpus.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{}: the corpus is empty",
+            path.display()
+        )));
+    }
+    Ok(corpus)
+}
+
+/// Queries of one split with their relevant documents (relevance > 0).
+#[derive(Debug, Clone)]
+pub struct LabelledQuery {
+    pub id: String,
+    pub text: String,
+    pub relevant: Vec<String>,
+}
+
+/// Checks the judgements against the queries and the corpus, then returns the labelled queries
+/// of `split`. Judged ids missing from the corpus or the queries are errors: training on them
+/// would silently drop labels.
+pub fn labelled_queries(
+    dataset: &Dataset,
+    corpus: &Corpus,
+    split: Split,
+) -> Result<Vec<LabelledQuery>> {
+    let mut missing_docs = BTreeSet::new();
+    let mut missing_queries = BTreeSet::new();
+    for (q, docs) in &dataset.qrels.judgements {
+        if !dataset.queries.contains_key(q) {
+            missing_queries.insert(q.clone());
+        }
+        for d in docs.keys() {
+            if !corpus.contains_key(d) {
+                missing_docs.insert(d.clone());
+            }
+        }
+    }
+    let sample = |s: &BTreeSet<String>| s.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if !missing_docs.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{} judged document id(s) are not in the corpus (e.g. {}); fix the qrels or the corpus",
+            missing_docs.len(),
+            sample(&missing_docs)
+        )));
+    }
+    if !missing_queries.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{} judged query id(s) have no query text (e.g. {})",
+            missing_queries.len(),
+            sample(&missing_queries)
+        )));
+    }
+    let out: Vec<LabelledQuery> = dataset
+        .qrels
+        .judgements
+        .iter()
+        .filter(|(q, _)| split.contains(q))
+        .filter_map(|(q, docs)| {
+            let relevant: Vec<String> = docs
+                .iter()
+                .filter(|(_, &r)| r > 0)
+                .map(|(d, _)| d.clone())
+                .collect();
+            let text = dataset.queries.get(q)?.trim().to_owned();
+            (!relevant.is_empty() && !text.is_empty()).then(|| LabelledQuery {
+                id: q.clone(),
+                text,
+                relevant,
+            })
+        })
+        .collect();
+    Ok(out)
+}
+
+/// The first stage's ranking (document ids, best first) for each query: hard negatives for
+/// training, candidates for dev evaluation. Calls `progress(1)` per query.
+pub fn first_stage<B: SearchBackend>(
+    pipeline: &Pipeline<B>,
+    queries: &[LabelledQuery],
+    depth: usize,
+    mode: SearchMode,
+    progress: &mut dyn FnMut(usize),
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let options = SearchOptions {
+        mode,
+        depth,
+        candidates: depth,
+        top_k: depth,
+        rerank: false,
+    };
+    let mut out = BTreeMap::new();
+    for q in queries {
+        let hits = pipeline.search(&q.text, &options)?.hits;
+        out.insert(q.id.clone(), hits.into_iter().map(|h| h.id).collect());
+        progress(1);
+    }
+    Ok(out)
+}
+
+/// How each training group is assembled.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct GroupRecipe {
+    /// Negatives drawn from the first stage's top `negative_depth` (minus relevant documents).
+    pub hard_negatives: usize,
+    /// Negatives drawn uniformly from the whole corpus.
+    pub random_negatives: usize,
+    pub negative_depth: usize,
+}
+
+/// One training group: a query, its positive first, then negatives (document texts).
+pub struct Group<'a> {
+    pub query: &'a str,
+    pub documents: Vec<&'a str>,
+}
+
+/// Everything training iterates over. Groups are a pure function of (seed, epoch, position), so
+/// a resumed run sees exactly the groups the interrupted one would have.
+pub struct TrainingSet {
+    pub corpus: Corpus,
+    /// One entry per (query, relevant document) pair.
+    pub examples: Vec<(LabelledQuery, String)>,
+    /// First-stage ranking per training query.
+    pub mined: BTreeMap<String, Vec<String>>,
+    doc_ids: Vec<String>,
+}
+
+impl TrainingSet {
+    pub fn new(
+        corpus: Corpus,
+        queries: &[LabelledQuery],
+        mined: BTreeMap<String, Vec<String>>,
+    ) -> Result<Self> {
+        let examples: Vec<(LabelledQuery, String)> = queries
+            .iter()
+            .flat_map(|q| q.relevant.iter().map(move |d| (q.clone(), d.clone())))
+            .collect();
+        if examples.is_empty() {
+            return Err(TrainError::Invalid(
+                "no training pairs: the training split has no query with a relevant document"
+                    .into(),
+            ));
+        }
+        let mut doc_ids: Vec<String> = corpus.keys().cloned().collect();
+        doc_ids.sort();
+        let all_relevant = examples
+            .iter()
+            .all(|(q, _)| q.relevant.len() >= doc_ids.len());
+        if all_relevant {
+            return Err(TrainError::Invalid(
+                "the corpus has no document that could serve as a negative".into(),
+            ));
+        }
+        Ok(TrainingSet {
+            corpus,
+            examples,
+            mined,
+            doc_ids,
+        })
+    }
+
+    /// Example indices in the order epoch `epoch` visits them.
+    pub fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.examples.len()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)),
+        );
+        order.shuffle(&mut rng);
+        order
+    }
+
+    /// The group for example `index` in `epoch`.
+    pub fn group(&self, index: usize, epoch: usize, seed: u64, recipe: &GroupRecipe) -> Group<'_> {
+        let (query, positive) = &self.examples[index];
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            seed.wrapping_add((epoch as u64) << 40)
+                .wrapping_add(index as u64 + 1),
+        );
+        let relevant: BTreeSet<&str> = query.relevant.iter().map(String::as_str).collect();
+        let pool: Vec<&str> = self
+            .mined
+            .get(&query.id)
+            .map(|ids| {
+                ids.iter()
+                    .take(recipe.negative_depth)
+                    .map(String::as_str)
+                    .filter(|d| !relevant.contains(d) && self.corpus.contains_key(*d))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut negatives: Vec<&str> = pool
+            .choose_multiple(&mut rng, recipe.hard_negatives.min(pool.len()))
+            .copied()
+            .collect();
+        let wanted = recipe.hard_negatives + recipe.random_negatives;
+        let mut attempts = 0;
+        while negatives.len() < wanted && attempts < wanted * 20 {
+            attempts += 1;
+            let d = self.doc_ids.choose(&mut rng).expect("corpus is not empty");
+            if !relevant.contains(d.as_str()) && !negatives.contains(&d.as_str()) {
+                negatives.push(d);
+            }
+        }
+        // A corpus too small for distinct negatives repeats them rather than changing the
+        // group size.
+        while negatives.len() < wanted {
+            match self.doc_ids.iter().find(|d| !relevant.contains(d.as_str())) {
+                Some(d) => negatives.push(d),
+                None => break,
+            }
+        }
+        let mut documents = vec![self.corpus[positive].as_str()];
+        documents.extend(negatives.iter().map(|d| self.corpus[*d].as_str()));
+        Group {
+            query: &query.text,
+            documents,
+        }
+    }
+
+    pub fn group_size(recipe: &GroupRecipe) -> usize {
+        1 + recipe.hard_negatives + recipe.random_negatives
+    }
+}

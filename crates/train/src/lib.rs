@@ -1,0 +1,23 @@
+//! Fine-tuning cross-encoders (rerankers) in Rust on CPU.
+//!
+//! Training pairs come from labelled queries (qrels); negatives are mined with sift's own first
+//! stage (hybrid recall) plus random documents; the model is any supported encoder or
+//! cross-encoder with a one-label head, trained with candle's autograd through the
+//! differentiable kernels of `sift-models`; the result is a Hugging Face
+//! `*ForSequenceClassification` directory that `sift rerank`, `sift search --rerank-model` and
+//! transformers load.
+
+pub mod data;
+pub mod error;
+pub mod evaluate;
+pub mod model;
+pub mod optim;
+pub mod trainer;
+
+pub use data::{
+    first_stage, labelled_queries, read_corpus, Corpus, GroupRecipe, LabelledQuery, TrainingSet,
+};
+pub use error::{Result, TrainError};
+pub use evaluate::{DevMetrics, DevSet};
+pub use model::TrainableCrossEncoder;
+pub use trainer::{train, Event, Loss, Recipe, TrainState};

@@ -1,0 +1,232 @@
+//! A cross-encoder whose weights live in a candle `VarMap`, initialised from any supported
+//! encoder or cross-encoder checkpoint and saved in the Hugging Face layout of the matching
+//! `*ForSequenceClassification`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde_json::{json, Value};
+use sift_models::arch::{Kernels, Transformer};
+use sift_models::{Architecture, Head, ModelConfig, ModelDir};
+
+use crate::error::{Result, TrainError};
+
+/// Files copied from the base model so the output tokenizes exactly as the base did.
+const TOKENIZER_FILES: [&str; 7] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+];
+
+/// Where checkpoints keep the encoder (see sift-models' loader).
+const ENCODER_PREFIXES: [&str; 5] = ["bert.", "roberta.", "mpnet.", "model.", ""];
+
+pub struct TrainableCrossEncoder {
+    pub varmap: VarMap,
+    /// Differentiable kernels: the training forward pass.
+    pub train: Transformer,
+    /// Fused kernels over the same variables: fast scoring for dev evaluation.
+    pub infer: Transformer,
+    pub config: ModelConfig,
+    config_json: Value,
+    /// Variables the base checkpoint did not have (a fresh classification head).
+    pub fresh: Vec<String>,
+}
+
+fn task_architecture(arch: Architecture) -> (&'static str, &'static str) {
+    match arch {
+        Architecture::Bert => ("BertForSequenceClassification", "bert."),
+        Architecture::XlmRoberta => ("XLMRobertaForSequenceClassification", "roberta."),
+        Architecture::MpNet => ("MPNetForSequenceClassification", "mpnet."),
+    }
+}
+
+/// Every tensor of the checkpoint, by name, as f32.
+fn read_tensors(dir: &ModelDir) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = BTreeMap::new();
+    let files = dir.weight_files()?;
+    let wrap = |p: &Path, e: candle_core::Error| {
+        TrainError::Model(sift_models::ModelError::Weights {
+            path: p.to_owned(),
+            reason: e.to_string(),
+        })
+    };
+    match &files {
+        sift_models::model_dir::WeightFiles::Safetensors(paths) => {
+            for p in paths {
+                for (name, t) in
+                    candle_core::safetensors::load(p, &Device::Cpu).map_err(|e| wrap(p, e))?
+                {
+                    out.insert(name, t.to_dtype(DType::F32)?);
+                }
+            }
+        }
+        sift_models::model_dir::WeightFiles::PyTorch(p) => {
+            for (name, t) in candle_core::pickle::read_all(p).map_err(|e| wrap(p, e))? {
+                out.insert(name, t.to_dtype(DType::F32)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl TrainableCrossEncoder {
+    /// Builds a one-label cross-encoder from `base`: encoder weights from the checkpoint, the
+    /// head too when the base already is a one-label cross-encoder (continued training), else a
+    /// fresh head drawn from N(0, 0.02) with `seed`, as transformers initialises it.
+    pub fn from_base(base: &ModelDir, seed: u64) -> Result<Self> {
+        let (architecture, prefix) = task_architecture(base.config.architecture);
+        let config_path = base.path.join("config.json");
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
+        let mut config_json: Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", config_path.display())))?;
+        let keeps_head =
+            base.config.head == Head::SequenceClassification && base.config.labels.len() == 1;
+        config_json["architectures"] = json!([architecture]);
+        config_json["id2label"] = json!({"0": "LABEL_0"});
+        config_json["label2id"] = json!({"LABEL_0": 0});
+        if let Some(obj) = config_json.as_object_mut() {
+            obj.remove("num_labels");
+        }
+        let config = ModelConfig::from_json(&config_json.to_string(), &config_path)?;
+
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let train = Transformer::load(config.clone(), vb.clone(), true, Kernels::Differentiable)?;
+        let infer = Transformer::load(config.clone(), vb, true, Kernels::Fused)?;
+
+        let tensors = read_tensors(base)?;
+        let base_prefix = ENCODER_PREFIXES
+            .iter()
+            .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
+            .copied()
+            .ok_or_else(|| {
+                TrainError::Invalid(format!(
+                    "{}: no embeddings.word_embeddings.weight in the checkpoint",
+                    base.path.display()
+                ))
+            })?;
+        let mut renamed: BTreeMap<String, Tensor> = BTreeMap::new();
+        for (name, t) in tensors {
+            let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
+            let is_head = name.starts_with("classifier.");
+            if is_head && !keeps_head {
+                continue;
+            }
+            let target = match name.strip_prefix(base_prefix) {
+                Some(rest) if !is_head => format!("{prefix}{rest}"),
+                _ => name,
+            };
+            renamed.insert(target, t);
+        }
+
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
+        let mut fresh = Vec::new();
+        {
+            let data = varmap.data().lock().expect("varmap lock");
+            let mut names: Vec<&String> = data.keys().collect();
+            names.sort();
+            for name in names {
+                let var = &data[name];
+                match renamed.get(name) {
+                    Some(t) if t.dims() == var.dims() => var.set(t)?,
+                    Some(t) => {
+                        return Err(TrainError::Invalid(format!(
+                            "{}: tensor {name} has shape {:?}, the config implies {:?}",
+                            base.path.display(),
+                            t.dims(),
+                            var.dims()
+                        )))
+                    }
+                    None => {
+                        let head = name.starts_with("classifier.") || name.contains("pooler.");
+                        if !head {
+                            return Err(TrainError::Invalid(format!(
+                                "{}: the checkpoint has no tensor for {name}",
+                                base.path.display()
+                            )));
+                        }
+                        let n = var.elem_count();
+                        let values: Vec<f32> = if name.ends_with(".bias") {
+                            vec![0.0; n]
+                        } else {
+                            (0..n).map(|_| normal.sample(&mut rng)).collect()
+                        };
+                        var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu)?)?;
+                        fresh.push(name.clone());
+                    }
+                }
+            }
+        }
+        Ok(TrainableCrossEncoder {
+            varmap,
+            train,
+            infer,
+            config,
+            config_json,
+            fresh,
+        })
+    }
+
+    /// Variables by name, sorted (a stable order for the optimizer and checkpoints).
+    pub fn variables(&self) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        self.varmap.save(path)?;
+        Ok(())
+    }
+
+    pub fn load_weights(&mut self, path: &Path) -> Result<()> {
+        self.varmap.load(path)?;
+        Ok(())
+    }
+
+    /// Writes a complete Hugging Face model directory: config.json, model.safetensors, the base's
+    /// tokenizer files and `sentence_bert_config.json` with the trained max length.
+    pub fn save_pretrained(&self, dir: &Path, base: &Path, max_length: usize) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        let config = serde_json::to_string_pretty(&self.config_json)
+            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+        write_atomic(&dir.join("config.json"), config.as_bytes())?;
+        let tmp = dir.join("model.safetensors.tmp");
+        self.save_weights(&tmp)?;
+        std::fs::rename(&tmp, dir.join("model.safetensors"))
+            .map_err(|e| TrainError::io(&tmp, e))?;
+        for f in TOKENIZER_FILES {
+            let src = base.join(f);
+            if src.is_file() {
+                std::fs::copy(&src, dir.join(f)).map_err(|e| TrainError::io(&src, e))?;
+            }
+        }
+        let st = json!({"max_seq_length": max_length, "do_lower_case": false});
+        write_atomic(
+            &dir.join("sentence_bert_config.json"),
+            st.to_string().as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+/// Writes via a temporary file and rename, so a crash never leaves half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
