@@ -13,6 +13,9 @@ use crate::error::Result;
 
 pub struct AdamW {
     vars: Vec<(String, Var)>,
+    /// Per-variable multiplier of the learning rate (a fresh head learns faster than the
+    /// pretrained encoder under it).
+    lr_scale: Vec<f64>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     /// Optimizer steps taken (Adam's bias correction counts from 1).
@@ -33,6 +36,7 @@ impl AdamW {
     pub fn new(vars: Vec<(String, Var)>, learning_rate: f64, weight_decay: f64) -> Result<Self> {
         let zeros = |v: &Var| v.as_tensor().zeros_like();
         Ok(AdamW {
+            lr_scale: vec![1.0; vars.len()],
             m: vars
                 .iter()
                 .map(|(_, v)| zeros(v))
@@ -55,6 +59,15 @@ impl AdamW {
         &self.vars
     }
 
+    /// Multiplies the learning rate of the variables named in `names` by `scale`.
+    pub fn scale_learning_rate(&mut self, names: &[String], scale: f64) {
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            if names.contains(name) {
+                self.lr_scale[i] = scale;
+            }
+        }
+    }
+
     /// One update from `grads` (one per variable, in [`AdamW::vars`] order; `None` = no
     /// gradient this step).
     pub fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
@@ -68,11 +81,12 @@ impl AdamW {
             let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let update = ((&m / correction1)? / ((&v / correction2)?.sqrt()? + self.eps)?)?;
+            let lr = self.learning_rate * self.lr_scale[i];
             let mut theta = var.as_tensor().clone();
             if decays(name) && self.weight_decay > 0.0 {
-                theta = (theta * (1.0 - self.learning_rate * self.weight_decay))?;
+                theta = (theta * (1.0 - lr * self.weight_decay))?;
             }
-            var.set(&(theta - (update * self.learning_rate)?)?)?;
+            var.set(&(theta - (update * lr)?)?)?;
             self.m[i] = m;
             self.v[i] = v;
         }

@@ -45,6 +45,9 @@ pub struct Recipe {
     pub max_length: usize,
     pub epochs: usize,
     pub learning_rate: f64,
+    /// Learning-rate multiplier for freshly initialised parameters (a new classification
+    /// head): starting from random weights, they need larger steps than the pretrained encoder.
+    pub fresh_lr_scale: f64,
     pub weight_decay: f64,
     /// Share of the steps spent warming the learning rate up from 0.
     pub warmup_ratio: f64,
@@ -66,6 +69,7 @@ impl Default for Recipe {
             max_length: 192,
             epochs: 1,
             learning_rate: 4e-5,
+            fresh_lr_scale: 25.0,
             weight_decay: 0.01,
             warmup_ratio: 0.1,
             groups_per_batch: 2,
@@ -105,6 +109,9 @@ impl Recipe {
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return bad("--learning-rate must be a positive number");
+        }
+        if !(self.fresh_lr_scale > 0.0 && self.fresh_lr_scale.is_finite()) {
+            return bad("--fresh-lr-scale must be a positive number");
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return bad("--warmup-ratio must be in [0, 1)");
@@ -261,6 +268,7 @@ pub fn train(
         model.config.type_vocab_size > 1,
     )?;
     let mut opt = AdamW::new(model.variables(), recipe.learning_rate, recipe.weight_decay)?;
+    opt.scale_learning_rate(&model.fresh, recipe.fresh_lr_scale);
     let total = recipe.total_steps(data.examples.len());
     let mut state = TrainState {
         recipe: recipe.clone(),
@@ -367,7 +375,7 @@ pub fn train(
             learning_rate: lr,
         });
 
-        let epoch_done = state.step % steps_per_epoch == 0 || state.step == total;
+        let epoch_done = state.step.is_multiple_of(steps_per_epoch) || state.step == total;
         if epoch_done && !dev.queries.is_empty() {
             let metrics = dev.rerank_metrics(&model.infer, &tokenizer, &data.corpus, 8192)?;
             let record = EvalRecord {
@@ -392,7 +400,7 @@ pub fn train(
             state.evals.push(record);
         }
         let last = state.step == stop_at;
-        if state.step % checkpoint_every.max(1) == 0 || last {
+        if state.step.is_multiple_of(checkpoint_every.max(1)) || last {
             state.seconds = seconds_before + started.elapsed().as_secs_f64();
             save_checkpoint(out, &model, &opt, &state)?;
             on_event(Event::Checkpoint { step: state.step });

@@ -99,6 +99,10 @@ pub struct TrainRerankerArgs {
     #[arg(long, default_value_t = 4e-5)]
     learning_rate: f64,
 
+    /// Learning-rate multiplier for a freshly initialised classification head.
+    #[arg(long, default_value_t = 25.0)]
+    fresh_lr_scale: f64,
+
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
 
@@ -198,6 +202,7 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         max_length: args.max_length,
         epochs: args.epochs,
         learning_rate: args.learning_rate,
+        fresh_lr_scale: args.fresh_lr_scale,
         weight_decay: args.weight_decay,
         warmup_ratio: args.warmup_ratio,
         groups_per_batch: args.groups_per_batch,
