@@ -66,9 +66,9 @@ pub struct Recipe {
 impl Default for Recipe {
     fn default() -> Self {
         Recipe {
-            max_length: 192,
-            epochs: 1,
-            learning_rate: 4e-5,
+            max_length: 160,
+            epochs: 2,
+            learning_rate: 1e-4,
             fresh_lr_scale: 25.0,
             weight_decay: 0.01,
             warmup_ratio: 0.1,
