@@ -24,9 +24,10 @@ use crate::model_path::resolve;
 /// and negatives: hard ones from sift's first stage over the corpus (top --negative-depth of
 /// hybrid recall, minus the judged-relevant) and random ones. The query split is sift's:
 /// training uses the train split (query ids not divisible by 5; `sift eval --split dev`
-/// evaluates the others); at the end of each epoch the model reranks the first stage's top --dev-depth for --dev-queries of the dev split, and the
-/// best model by nDCG@10 is written to --out in the Hugging Face layout. --out/checkpoint holds
-/// the latest state: rerun with --resume after an interruption.
+/// evaluates the others); at the end of each epoch the model reranks the first stage's top
+/// --dev-depth for --dev-queries of the dev split, and the best model by nDCG@10 is written to
+/// --out in the Hugging Face layout. --out/checkpoint holds the latest state: rerun with
+/// --resume after an interruption.
 #[derive(Args)]
 #[command(
     after_help = "Example (the default recipe on SciFact: 53 min on 2 cores):\n  \
