@@ -102,9 +102,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         vec![(args.collection.clone(), args.embed_model.first().cloned())]
     };
+    // A collection missing documents of the corpus (an interrupted build) is completed first:
+    // evaluating it as it stands would count the missing documents as misses.
+    let corpus_docs = std::fs::read_to_string(&data.corpus)
+        .with_context(|| data.corpus.display().to_string())?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
     for (dir, model) in &targets {
-        if !dir.join("collection.json").is_file() {
-            eprintln!("building {} from {}", dir.display(), data.corpus.display());
+        let exists = dir.join("collection.json").is_file();
+        let complete =
+            exists && Collection::open_for_search(dir, AnnParams::default())?.len() >= corpus_docs;
+        if !complete {
+            eprintln!(
+                "{} {} from {}",
+                if exists { "completing" } else { "building" },
+                dir.display(),
+                data.corpus.display()
+            );
             super::index::run(super::index::IndexArgs {
                 inputs: vec![data.corpus.clone()],
                 collection: dir.clone(),
