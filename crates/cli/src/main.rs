@@ -50,9 +50,9 @@ enum Command {
 }
 
 /// Keeps freed memory in the process instead of handing it back to the kernel after every
-/// tensor. Inference and training allocate and free buffers of several MB per layer; with
-/// glibc's defaults each one is mapped, zeroed by the kernel and unmapped again, which took 68 s
-/// of 146 s CPU (system time) in a reranker training run. Measured in docs/performance.md.
+/// tensor. Training allocates and frees activations of tens of MB per layer; with glibc's
+/// defaults those above the mmap threshold are mapped, zeroed and unmapped on every use (68 s of
+/// 146 s CPU was system time in a 256-token training run). Measured in docs/performance.md.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     if std::env::var_os("SIFT_DEFAULT_MALLOC").is_some() {
