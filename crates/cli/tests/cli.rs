@@ -209,3 +209,113 @@ fn help_teaches_with_examples() {
         assert!(stdout(&out).contains("Examples:"), "{cmd:?}");
     }
 }
+
+/// `sift bench` in its smoke size (what CI affords; the real comparison is
+/// scripts/bench/inference.py), on both engines and both precisions.
+#[test]
+fn bench_reports_throughput_per_engine() {
+    for (engine, precision, name) in [
+        ("onnx", "f32", "onnx-f32"),
+        ("onnx", "int8", "onnx-int8"),
+        ("candle", "f32", "candle"),
+    ] {
+        let out = sift(
+            &[
+                "bench",
+                "--model",
+                "all-MiniLM-L6-v2",
+                "--task",
+                "embed",
+                "--synthetic",
+                "4x16",
+                "--runs",
+                "2",
+                "--engine",
+                engine,
+                "--precision",
+                precision,
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(report["engine"], name);
+        assert_eq!(report["tokens"], 64);
+        assert_eq!(report["seconds"].as_array().unwrap().len(), 2);
+        assert!(report["tokens_per_second"].as_f64().unwrap() > 0.0);
+    }
+    let out = sift(
+        &[
+            "bench",
+            "--model",
+            &golden("bert-classifier"),
+            "--task",
+            "rerank",
+            "--synthetic",
+            "2x8",
+            "--runs",
+            "1",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sift(
+        &[
+            "bench",
+            "--model",
+            "all-MiniLM-L6-v2",
+            "--task",
+            "embed",
+            "--synthetic",
+            "2x9999",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("at most 512"), "{}", stderr(&out));
+}
+
+#[test]
+fn engine_choices_fail_clearly() {
+    let out = sift(
+        &[
+            "--engine",
+            "candle",
+            "--embed-precision",
+            "int8",
+            "embed",
+            "x",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs the ONNX Runtime engine"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = sift(&["--engine", "tpu", "embed", "x"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown engine"), "{}", stderr(&out));
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sift"));
+    let out = cmd
+        .args([
+            "--engine",
+            "onnx",
+            "embed",
+            "--model",
+            &golden("bert-encoder"),
+            "x",
+        ])
+        .env("SIFT_ONNXRUNTIME", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot load ONNX Runtime from /nonexistent"),
+        "{}",
+        stderr(&out)
+    );
+}

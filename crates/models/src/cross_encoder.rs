@@ -2,15 +2,13 @@
 
 use std::path::Path;
 
-use candle_core::Device;
-
-use crate::arch::Transformer;
-use crate::batch::{plan_batches, Batch};
+use crate::batch::plan_batches;
 use crate::config::Head;
+use crate::engine::{Engine, EngineOptions};
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
 use crate::tokenize::{Encoded, TextTokenizer};
-use crate::{load_transformer, resolve_max_length, DEFAULT_MAX_BATCH_TOKENS};
+use crate::{resolve_max_length, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_ONNX_BATCH_TOKENS};
 
 #[derive(Debug, Clone, Default)]
 pub struct CrossEncoderOptions {
@@ -18,6 +16,7 @@ pub struct CrossEncoderOptions {
     pub max_length: Option<usize>,
     /// Padded tokens per forward pass.
     pub max_batch_tokens: Option<usize>,
+    pub engine: EngineOptions,
 }
 
 /// The score of one document.
@@ -33,11 +32,10 @@ pub struct RerankScore {
 }
 
 pub struct CrossEncoder {
-    model: Transformer,
+    engine: Engine,
     tokenizer: TextTokenizer,
     dir: ModelDir,
     max_batch_tokens: usize,
-    device: Device,
 }
 
 impl CrossEncoder {
@@ -59,25 +57,31 @@ impl CrossEncoder {
                 reason: format!("a cross-encoder needs 1 or 2 labels, this head has {labels}"),
             });
         }
-        let device = Device::Cpu;
         let max_length = resolve_max_length(&dir, options.max_length)?;
         let tokenizer =
             TextTokenizer::from_dir(&dir.path, max_length, dir.config.type_vocab_size > 1)?;
-        let model = load_transformer(&dir, &device, true)?;
+        let engine = Engine::load(&dir, true, options.engine)?;
         Ok(CrossEncoder {
-            model,
-            tokenizer,
-            dir,
             max_batch_tokens: options
                 .max_batch_tokens
-                .unwrap_or(DEFAULT_MAX_BATCH_TOKENS)
+                .unwrap_or(match engine {
+                    Engine::Candle(_) => DEFAULT_MAX_BATCH_TOKENS,
+                    Engine::Onnx(_) => DEFAULT_ONNX_BATCH_TOKENS,
+                })
                 .max(1),
-            device,
+            engine,
+            tokenizer,
+            dir,
         })
     }
 
     pub fn model_dir(&self) -> &ModelDir {
         &self.dir
+    }
+
+    /// The engine running this model.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
@@ -125,8 +129,7 @@ impl CrossEncoder {
         ];
         for group in plan_batches(&lengths, self.max_batch_tokens) {
             let rows: Vec<&Encoded> = group.iter().map(|&i| &pairs[i]).collect();
-            let batch = Batch::new(&rows, self.model.config.pad_token_id, &self.device)?;
-            let logits: Vec<Vec<f32>> = self.model.logits(&batch)?.to_vec2()?;
+            let logits = self.engine.logits(&rows, self.dir.config.pad_token_id)?;
             for (&slot, row) in group.iter().zip(logits) {
                 out[slot] = score_from_logits(slot, &row);
             }
@@ -153,8 +156,7 @@ impl CrossEncoder {
     /// Raw logits `[b, num_labels]` of prepared pairs; the golden tests compare these.
     pub fn logits(&self, pairs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
         let rows: Vec<&Encoded> = pairs.iter().collect();
-        let batch = Batch::new(&rows, self.model.config.pad_token_id, &self.device)?;
-        Ok(self.model.logits(&batch)?.to_vec2()?)
+        self.engine.logits(&rows, self.dir.config.pad_token_id)
     }
 }
 

@@ -2,15 +2,13 @@
 
 use std::path::Path;
 
-use candle_core::Device;
-
-use crate::arch::Transformer;
 use crate::batch::{plan_batches, Batch};
+use crate::engine::{Engine, EngineOptions};
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
 use crate::pooling::{l2_normalize, Pooling};
 use crate::tokenize::{Encoded, TextTokenizer};
-use crate::{load_transformer, resolve_max_length, DEFAULT_MAX_BATCH_TOKENS};
+use crate::{resolve_max_length, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_ONNX_BATCH_TOKENS};
 
 /// Overrides for what the model directory says; `None` keeps the directory's choice.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +24,7 @@ pub struct EmbedderOptions {
     pub passage_prefix: Option<String>,
     /// Padded tokens per forward pass (rows × longest row).
     pub max_batch_tokens: Option<usize>,
+    pub engine: EngineOptions,
 }
 
 /// Whether a text is a search query or a document; picks the prefix asymmetric models need.
@@ -38,7 +37,7 @@ pub enum TextRole {
 }
 
 pub struct Embedder {
-    model: Transformer,
+    engine: Engine,
     tokenizer: TextTokenizer,
     dir: ModelDir,
     pooling: Pooling,
@@ -46,7 +45,6 @@ pub struct Embedder {
     query_prefix: String,
     passage_prefix: String,
     max_batch_tokens: usize,
-    device: Device,
 }
 
 impl Embedder {
@@ -55,11 +53,10 @@ impl Embedder {
     /// without that file); normalisation defaults to whether a `Normalize` module is listed.
     pub fn load(dir: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self> {
         let dir = ModelDir::open(dir)?;
-        let device = Device::Cpu;
         let max_length = resolve_max_length(&dir, options.max_length)?;
         let tokenizer =
             TextTokenizer::from_dir(&dir.path, max_length, dir.config.type_vocab_size > 1)?;
-        let model = load_transformer(&dir, &device, false)?;
+        let engine = Engine::load(&dir, false, options.engine)?;
         let st = &dir.sentence_transformers;
         Ok(Embedder {
             pooling: options.pooling.or(st.pooling).unwrap_or(Pooling::Mean),
@@ -74,18 +71,25 @@ impl Embedder {
                 .unwrap_or_default(),
             max_batch_tokens: options
                 .max_batch_tokens
-                .unwrap_or(DEFAULT_MAX_BATCH_TOKENS)
+                .unwrap_or(match engine {
+                    Engine::Candle(_) => DEFAULT_MAX_BATCH_TOKENS,
+                    Engine::Onnx(_) => DEFAULT_ONNX_BATCH_TOKENS,
+                })
                 .max(1),
-            model,
+            engine,
             tokenizer,
             dir,
-            device,
         })
     }
 
     /// Length of the vectors this embedder returns.
     pub fn dim(&self) -> usize {
-        self.model.config.hidden_size
+        self.dir.config.hidden_size
+    }
+
+    /// The engine running this model.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub fn model_dir(&self) -> &ModelDir {
@@ -167,8 +171,9 @@ impl Embedder {
         let mut out = vec![Vec::new(); encoded.len()];
         for group in plan_batches(&lengths, self.max_batch_tokens) {
             let rows: Vec<&Encoded> = group.iter().map(|&i| &encoded[i]).collect();
-            let batch = Batch::new(&rows, self.model.config.pad_token_id, &self.device)?;
-            let hidden = self.model.hidden_states(&batch)?;
+            let (hidden, batch) = self
+                .engine
+                .hidden_states(&rows, self.dir.config.pad_token_id)?;
             let mut pooled = self.pooling.pool(&hidden, &batch.mask)?;
             if normalize {
                 pooled = l2_normalize(&pooled)?;
@@ -185,7 +190,7 @@ impl Embedder {
     /// Token states `[b, t, hidden]` for a prepared batch; the golden tests compare these.
     pub fn hidden_states(&self, encoded: &[Encoded]) -> Result<(candle_core::Tensor, Batch)> {
         let rows: Vec<&Encoded> = encoded.iter().collect();
-        let batch = Batch::new(&rows, self.model.config.pad_token_id, &self.device)?;
-        Ok((self.model.hidden_states(&batch)?, batch))
+        self.engine
+            .hidden_states(&rows, self.dir.config.pad_token_id)
     }
 }

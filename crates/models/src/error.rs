@@ -37,6 +37,10 @@ pub enum ModelError {
 
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
+
+    /// ONNX Runtime could not be loaded, or rejected or failed a graph.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

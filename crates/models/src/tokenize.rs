@@ -7,7 +7,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 use crate::error::{ModelError, Result};
 
 /// Token ids of one input (a text, or a query–document pair), special tokens included.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Encoded {
     pub ids: Vec<u32>,
     /// Segment ids (0 for the query, 1 for the document in BERT pairs); all 0 for models

@@ -4,15 +4,29 @@
 mod common;
 
 use common::{assert_close, fixture, floats, read_json};
-use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, TextRole};
+use sift_models::{
+    CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, EngineChoice, EngineOptions,
+    TextRole,
+};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn check_encoder(name: &str) {
+fn engine(engine: EngineChoice) -> EngineOptions {
+    EngineOptions {
+        engine,
+        ..Default::default()
+    }
+}
+
+fn check_encoder(name: &str, choice: EngineChoice) {
     let dir = fixture("golden").join(name);
     let expected = read_json(dir.join("expected.json"));
     let texts: Vec<String> = serde_json::from_value(expected["texts"].clone()).unwrap();
-    let embedder = Embedder::load(&dir, EmbedderOptions::default()).unwrap();
+    let options = EmbedderOptions {
+        engine: engine(choice),
+        ..Default::default()
+    };
+    let embedder = Embedder::load(&dir, options).unwrap();
     assert_eq!(
         embedder.pooling().name(),
         expected["pooling"].as_str().unwrap()
@@ -70,12 +84,13 @@ fn check_encoder(name: &str) {
     }
 }
 
-fn check_classifier(name: &str) {
+fn check_classifier(name: &str, choice: EngineChoice) {
     let dir = fixture("golden").join(name);
     let expected = read_json(dir.join("expected.json"));
     let pairs: Vec<(String, String)> = serde_json::from_value(expected["pairs"].clone()).unwrap();
     let options = CrossEncoderOptions {
         max_length: Some(expected["max_length"].as_u64().unwrap() as usize),
+        engine: engine(choice),
         ..Default::default()
     };
     let model = CrossEncoder::load(&dir, options).unwrap();
@@ -111,34 +126,30 @@ fn check_classifier(name: &str) {
     }
 }
 
-#[test]
-fn bert_encoder_matches_transformers() {
-    check_encoder("bert-encoder");
+/// One test per architecture, head and engine: candle and the ONNX Runtime graph sift writes
+/// must both reproduce transformers.
+macro_rules! golden {
+    ($($test:ident: $check:ident($fixture:literal, $engine:ident);)*) => {
+        $(#[test]
+        fn $test() {
+            $check($fixture, EngineChoice::$engine);
+        })*
+    };
 }
 
-#[test]
-fn xlm_roberta_encoder_matches_transformers() {
-    check_encoder("xlmr-encoder");
-}
-
-#[test]
-fn mpnet_encoder_matches_transformers() {
-    check_encoder("mpnet-encoder");
-}
-
-#[test]
-fn bert_cross_encoder_matches_transformers() {
-    check_classifier("bert-classifier");
-}
-
-/// Stored in f16: also proves half-precision checkpoints load.
-#[test]
-fn xlm_roberta_cross_encoder_matches_transformers() {
-    check_classifier("xlmr-classifier");
-}
-
-/// Two labels, stored as pytorch_model.bin: also proves the pickle fallback.
-#[test]
-fn mpnet_cross_encoder_matches_transformers() {
-    check_classifier("mpnet-classifier");
+golden! {
+    bert_encoder_matches_transformers: check_encoder("bert-encoder", Candle);
+    xlm_roberta_encoder_matches_transformers: check_encoder("xlmr-encoder", Candle);
+    mpnet_encoder_matches_transformers: check_encoder("mpnet-encoder", Candle);
+    bert_cross_encoder_matches_transformers: check_classifier("bert-classifier", Candle);
+    // Stored in f16: also proves half-precision checkpoints load.
+    xlm_roberta_cross_encoder_matches_transformers: check_classifier("xlmr-classifier", Candle);
+    // Two labels, stored as pytorch_model.bin: also proves the pickle fallback.
+    mpnet_cross_encoder_matches_transformers: check_classifier("mpnet-classifier", Candle);
+    onnx_bert_encoder_matches_transformers: check_encoder("bert-encoder", Onnx);
+    onnx_xlm_roberta_encoder_matches_transformers: check_encoder("xlmr-encoder", Onnx);
+    onnx_mpnet_encoder_matches_transformers: check_encoder("mpnet-encoder", Onnx);
+    onnx_bert_cross_encoder_matches_transformers: check_classifier("bert-classifier", Onnx);
+    onnx_xlm_roberta_cross_encoder_matches_transformers: check_classifier("xlmr-classifier", Onnx);
+    onnx_mpnet_cross_encoder_matches_transformers: check_classifier("mpnet-classifier", Onnx);
 }

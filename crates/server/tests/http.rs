@@ -26,6 +26,9 @@ async fn tei_routes() {
         .unwrap();
     assert_eq!(info["embedding_model"]["dimensions"], 384);
     assert_eq!(info["rerank_model"]["model_id"], "bert-classifier");
+    // scripts/setup.sh installs ONNX Runtime, so the default engine is it.
+    assert_eq!(info["embedding_model"]["engine"], "onnx-f32");
+    assert_eq!(info["rerank_model"]["engine"], "onnx-f32");
 
     let (s, one) = post(&base, "/embed", json!({"inputs": "hello world"})).await;
     assert_eq!(s, 200);

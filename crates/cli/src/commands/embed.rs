@@ -86,6 +86,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             query_prefix: args.query_prefix,
             passage_prefix: args.passage_prefix,
             max_batch_tokens: args.batch_tokens,
+            ..Default::default()
         },
     )
     .with_context(|| format!("loading {}", dir.display()))?;

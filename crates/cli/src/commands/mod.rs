@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod delete;
 pub mod embed;
 pub mod eval;

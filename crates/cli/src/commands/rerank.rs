@@ -60,6 +60,7 @@ pub fn run(args: RerankArgs) -> Result<()> {
         CrossEncoderOptions {
             max_length: args.max_length,
             max_batch_tokens: args.batch_tokens,
+            ..Default::default()
         },
     )
     .with_context(|| format!("loading {}", dir.display()))?;

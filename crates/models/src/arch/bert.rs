@@ -7,6 +7,7 @@ use candle_nn::{Embedding, Linear, VarBuilder};
 use super::layers::{
     attention_bias, layer_norm, linear, multi_head_attention, FeedForward, Kernels, Norm,
 };
+use super::weights::{EncoderWeights, LayerWeights};
 use crate::batch::Batch;
 use crate::config::{Architecture, ModelConfig};
 
@@ -95,6 +96,36 @@ impl BertEncoder {
             position_offset,
             pad_position,
         })
+    }
+
+    pub fn weights(&self) -> EncoderWeights {
+        EncoderWeights {
+            word_embeddings: self.embeddings.word.embeddings().clone(),
+            position_embeddings: self.embeddings.position.embeddings().clone(),
+            token_type_embeddings: self
+                .embeddings
+                .token_type
+                .as_ref()
+                .map(|e| e.embeddings().clone()),
+            embedding_norm: (&self.embeddings.norm).into(),
+            relative_attention_bias: None,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerWeights {
+                    query: (&l.query).into(),
+                    key: (&l.key).into(),
+                    value: (&l.value).into(),
+                    attention_output: (&l.attention_output).into(),
+                    attention_norm: (&l.attention_norm).into(),
+                    intermediate: (&l.feed_forward.intermediate).into(),
+                    output: (&l.feed_forward.output).into(),
+                    output_norm: (&l.feed_forward.norm).into(),
+                })
+                .collect(),
+            position_offset: self.position_offset,
+            pad_position: self.pad_position,
+        }
     }
 
     /// Token states `[b, t, hidden]`.

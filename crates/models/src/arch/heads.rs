@@ -36,6 +36,17 @@ impl ClassificationHead {
         })
     }
 
+    pub fn weights(&self) -> super::weights::HeadWeights {
+        let (dense, out) = match self {
+            ClassificationHead::Bert { pooler, classifier } => (pooler, classifier),
+            ClassificationHead::Roberta { dense, out_proj } => (dense, out_proj),
+        };
+        super::weights::HeadWeights {
+            dense: dense.into(),
+            out: out.into(),
+        }
+    }
+
     /// `hidden`: `[b, t, h]` → logits `[b, num_labels]`.
     pub fn forward(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;

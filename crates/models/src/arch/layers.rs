@@ -18,9 +18,9 @@ pub enum Kernels {
 
 /// Layer normalisation over the last dimension.
 pub struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) eps: f64,
     kernels: Kernels,
     fused: candle_nn::LayerNorm,
 }

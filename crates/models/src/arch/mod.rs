@@ -5,12 +5,15 @@ mod bert;
 mod heads;
 mod layers;
 mod mpnet;
+pub mod weights;
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
+pub(crate) use bert::position_ids;
 pub use heads::ClassificationHead;
 pub use layers::Kernels;
+pub(crate) use mpnet::relative_buckets;
 
 use crate::batch::Batch;
 use crate::config::{Architecture, Head, ModelConfig};
@@ -22,6 +25,13 @@ pub enum Encoder {
 }
 
 impl Encoder {
+    pub fn weights(&self) -> weights::EncoderWeights {
+        match self {
+            Encoder::Bert(e) => e.weights(),
+            Encoder::MpNet(e) => e.weights(),
+        }
+    }
+
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         match self {
             Encoder::Bert(e) => e.forward(batch),

@@ -8,6 +8,7 @@ use super::bert::position_ids;
 use super::layers::{
     attention_bias, layer_norm, linear, multi_head_attention, FeedForward, Kernels, Norm,
 };
+use super::weights::{EncoderWeights, LayerWeights};
 use crate::batch::Batch;
 use crate::config::ModelConfig;
 
@@ -79,6 +80,32 @@ impl MpNetEncoder {
         })
     }
 
+    pub fn weights(&self) -> EncoderWeights {
+        EncoderWeights {
+            word_embeddings: self.word.embeddings().clone(),
+            position_embeddings: self.position.embeddings().clone(),
+            token_type_embeddings: None,
+            embedding_norm: (&self.norm).into(),
+            relative_attention_bias: Some(self.relative_attention_bias.embeddings().clone()),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerWeights {
+                    query: (&l.q).into(),
+                    key: (&l.k).into(),
+                    value: (&l.v).into(),
+                    attention_output: (&l.o).into(),
+                    attention_norm: (&l.attention_norm).into(),
+                    intermediate: (&l.feed_forward.intermediate).into(),
+                    output: (&l.feed_forward.output).into(),
+                    output_norm: (&l.feed_forward.norm).into(),
+                })
+                .collect(),
+            position_offset: self.pad_token_id as usize + 1,
+            pad_position: self.pad_token_id,
+        }
+    }
+
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let (b, t) = batch.input_ids.dims2()?;
         let device = batch.input_ids.device();
@@ -122,7 +149,7 @@ impl MpNetEncoder {
 /// Bucket of each (query i, key j) relative distance, row-major `[t, t]`: half the buckets for
 /// each direction, exact for small distances, log-spaced up to [`MAX_DISTANCE`]. Arithmetic is
 /// done in f32 like the reference so bucket edges agree.
-fn relative_buckets(t: usize, num_buckets: usize) -> Vec<u32> {
+pub(crate) fn relative_buckets(t: usize, num_buckets: usize) -> Vec<u32> {
     let half = num_buckets / 2;
     let max_exact = half / 2;
     let log_ratio = (MAX_DISTANCE / max_exact as f32).ln();

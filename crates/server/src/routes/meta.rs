@@ -35,6 +35,8 @@ pub struct ModelInfo {
     /// Embedding dimensions (embedding model only).
     #[serde(skip_serializing_if = "Option::is_none")]
     dimensions: Option<usize>,
+    /// What runs the forward pass: `onnx-f32`, `onnx-int8` or `candle`.
+    engine: &'static str,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -54,8 +56,14 @@ pub struct Info {
     collections_enabled: bool,
 }
 
-fn describe(dir: &sift_models::ModelDir, max: usize, dimensions: Option<usize>) -> ModelInfo {
+fn describe(
+    dir: &sift_models::ModelDir,
+    engine: &sift_models::Engine,
+    max: usize,
+    dimensions: Option<usize>,
+) -> ModelInfo {
     ModelInfo {
+        engine: engine.name(),
         model_id: dir.name(),
         architecture: dir.config.architecture_name.clone(),
         max_input_length: max,
@@ -71,11 +79,16 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         version: env!("CARGO_PKG_VERSION"),
         embedding_model: s.embedder.as_ref().map(|b| {
             let e = b.model();
-            describe(e.model_dir(), e.tokenizer().max_length(), Some(e.dim()))
+            describe(
+                e.model_dir(),
+                e.engine(),
+                e.tokenizer().max_length(),
+                Some(e.dim()),
+            )
         }),
         rerank_model: s.reranker.as_ref().map(|b| {
             let r = b.model();
-            describe(r.model_dir(), r.tokenizer().max_length(), None)
+            describe(r.model_dir(), r.engine(), r.tokenizer().max_length(), None)
         }),
         max_client_batch_size: s.limits.max_items,
         max_body_bytes: s.limits.max_body_bytes,

@@ -1,0 +1,151 @@
+//! Which implementation runs the forward pass: candle or ONNX Runtime.
+
+use std::str::FromStr;
+
+use crate::arch::Transformer;
+use crate::batch::Batch;
+use crate::error::{ModelError, Result};
+use crate::model_dir::ModelDir;
+use crate::onnx::{self, OnnxEncoder, Precision};
+use crate::tokenize::Encoded;
+
+/// The engine a user asks for. `Auto` (the default) picks ONNX Runtime when its library is
+/// found and candle otherwise; `SIFT_ENGINE=candle|onnx|auto` sets the default for a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    #[default]
+    Auto,
+    Candle,
+    Onnx,
+}
+
+impl FromStr for EngineChoice {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(EngineChoice::Auto),
+            "candle" => Ok(EngineChoice::Candle),
+            "onnx" | "ort" | "onnxruntime" => Ok(EngineChoice::Onnx),
+            other => Err(ModelError::InvalidInput(format!(
+                "unknown engine {other:?}: use auto, candle or onnx"
+            ))),
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "int8" | "i8" | "q8" => Ok(Precision::Int8),
+            other => Err(ModelError::InvalidInput(format!(
+                "unknown precision {other:?}: use f32 or int8"
+            ))),
+        }
+    }
+}
+
+/// How to run a model: engine, numeric precision and threads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineOptions {
+    pub engine: EngineChoice,
+    /// `Int8` needs ONNX Runtime. `None`: `$SIFT_EMBED_PRECISION` for embedders,
+    /// `$SIFT_RERANK_PRECISION` for cross-encoders, else f32.
+    pub precision: Option<Precision>,
+    /// Intra-op threads for ONNX Runtime; `None`: `$SIFT_THREADS`, else one per available core.
+    pub threads: Option<usize>,
+}
+
+/// A loaded network on one engine.
+pub enum Engine {
+    Candle(Transformer),
+    Onnx(OnnxEncoder),
+}
+
+impl Engine {
+    pub(crate) fn load(dir: &ModelDir, with_head: bool, options: EngineOptions) -> Result<Self> {
+        let precision_env = if with_head {
+            "SIFT_RERANK_PRECISION"
+        } else {
+            "SIFT_EMBED_PRECISION"
+        };
+        let precision = match options.precision {
+            Some(p) => p,
+            None => match std::env::var(precision_env) {
+                Ok(v) if !v.is_empty() => v.parse()?,
+                _ => Precision::F32,
+            },
+        };
+        let choice = match options.engine {
+            EngineChoice::Auto => match std::env::var("SIFT_ENGINE") {
+                Ok(v) => v.parse()?,
+                Err(_) => EngineChoice::Auto,
+            },
+            explicit => explicit,
+        };
+        let wants_onnx = match choice {
+            EngineChoice::Onnx => true,
+            EngineChoice::Candle => false,
+            EngineChoice::Auto => precision != Precision::F32 || onnx::runtime_library().is_some(),
+        };
+        if !wants_onnx && precision != Precision::F32 {
+            return Err(ModelError::InvalidInput(format!(
+                "{} precision needs the ONNX Runtime engine",
+                precision.name()
+            )));
+        }
+        let model = crate::load_transformer(dir, &candle_core::Device::Cpu, with_head)?;
+        if !wants_onnx {
+            return Ok(Engine::Candle(model));
+        }
+        let threads = options
+            .threads
+            .or_else(|| std::env::var("SIFT_THREADS").ok()?.parse().ok())
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+        let encoder = OnnxEncoder::from_transformer(&model, with_head, precision, threads)?;
+        tracing::debug!(model = %dir.name(), precision = precision.name(), threads, "running on ONNX Runtime");
+        Ok(Engine::Onnx(encoder))
+    }
+
+    /// `candle`, `onnx-f32` or `onnx-int8`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Candle(_) => "candle",
+            Engine::Onnx(e) => match e.precision() {
+                Precision::F32 => "onnx-f32",
+                Precision::Int8 => "onnx-int8",
+            },
+        }
+    }
+
+    /// Token states `[b, t, hidden]` of a padded batch of `rows`, and that batch.
+    pub fn hidden_states(
+        &self,
+        rows: &[&Encoded],
+        pad_id: u32,
+    ) -> Result<(candle_core::Tensor, Batch)> {
+        match self {
+            Engine::Candle(m) => {
+                let batch = Batch::new(rows, pad_id, &candle_core::Device::Cpu)?;
+                Ok((m.hidden_states(&batch)?, batch))
+            }
+            Engine::Onnx(e) => e.hidden_states(rows),
+        }
+    }
+
+    /// Classification logits, one row per input.
+    pub fn logits(&self, rows: &[&Encoded], pad_id: u32) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Engine::Candle(m) => {
+                let batch = Batch::new(rows, pad_id, &candle_core::Device::Cpu)?;
+                Ok(m.logits(&batch)?.to_vec2()?)
+            }
+            Engine::Onnx(e) => e.logits(rows),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The ONNX Runtime engine: the same encoders run by ONNX Runtime's CPU kernels.
+//!
+//! Why a second engine: on CPU, ONNX Runtime's matrix kernels (MLAS) and fused transformer
+//! operators run BERT-family models about twice as fast as candle (measured in
+//! docs/performance.md, where the decision is written down). sift writes the graph itself from
+//! the checkpoint's weights ([`graph`]), so nothing is exported or converted ahead of time and
+//! any model directory sift can load runs on either engine. The runtime is loaded at run time
+//! from `libonnxruntime.so` (the one inside the PyPI `onnxruntime` wheel, fetched by
+//! `scripts/setup.sh`); without it sift falls back to candle.
+
+pub mod graph;
+mod runtime;
+
+use std::sync::Mutex;
+
+use candle_core::{Device, Tensor};
+use ort::session::Session;
+use ort::value::Tensor as OrtTensor;
+
+use crate::arch::weights::{EncoderWeights, HeadWeights};
+use crate::arch::{position_ids, relative_buckets, Transformer};
+use crate::batch::Batch;
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::tokenize::Encoded;
+
+pub use graph::Precision;
+pub use runtime::{runtime_library, RuntimeLibrary};
+
+/// One model compiled into an ONNX Runtime session.
+pub struct OnnxEncoder {
+    session: Mutex<Session>,
+    config: ModelConfig,
+    precision: Precision,
+    position_offset: usize,
+    pad_position: u32,
+    has_token_types: bool,
+    relative: bool,
+}
+
+impl OnnxEncoder {
+    /// Builds the graph from a loaded candle network (its weights are copied; the network can
+    /// be dropped afterwards). `with_head` selects logits instead of token states as output.
+    pub fn from_transformer(
+        model: &Transformer,
+        with_head: bool,
+        precision: Precision,
+        threads: usize,
+    ) -> Result<Self> {
+        let weights: EncoderWeights = model.encoder.weights();
+        let head: Option<HeadWeights> = if with_head {
+            Some(
+                model
+                    .head
+                    .as_ref()
+                    .ok_or_else(|| {
+                        ModelError::InvalidInput("model was loaded without its head".into())
+                    })?
+                    .weights(),
+            )
+        } else {
+            None
+        };
+        let spec = graph::GraphSpec {
+            weights: &weights,
+            head: head.as_ref(),
+            num_heads: model.config.num_heads,
+            activation: model.config.activation,
+            precision,
+        };
+        let session = runtime::session(&spec, threads)?;
+        Ok(OnnxEncoder {
+            session: Mutex::new(session),
+            config: model.config.clone(),
+            precision,
+            position_offset: weights.position_offset,
+            pad_position: weights.pad_position,
+            has_token_types: weights.token_type_embeddings.is_some(),
+            relative: weights.relative_attention_bias.is_some(),
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Token states `[b, t, hidden]` and the padded batch they belong to (for pooling).
+    pub fn hidden_states(&self, rows: &[&Encoded]) -> Result<(Tensor, Batch)> {
+        let batch = Batch::new(rows, self.config.pad_token_id, &Device::Cpu)?;
+        let (dims, data) = self.run(rows, &batch, graph::io::HIDDEN)?;
+        let hidden = Tensor::from_vec(data, dims, &Device::Cpu)?;
+        Ok((hidden, batch))
+    }
+
+    /// Classification logits, one row per input.
+    pub fn logits(&self, rows: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        let batch = Batch::new(rows, self.config.pad_token_id, &Device::Cpu)?;
+        let (dims, data) = self.run(rows, &batch, graph::io::LOGITS)?;
+        let labels = dims.last().copied().unwrap_or(1).max(1);
+        Ok(data.chunks(labels).map(<[f32]>::to_vec).collect())
+    }
+
+    fn run(
+        &self,
+        rows: &[&Encoded],
+        batch: &Batch,
+        output: &str,
+    ) -> Result<(Vec<usize>, Vec<f32>)> {
+        let (b, t) = (batch.size(), batch.seq_len());
+        let mut ids = vec![self.config.pad_token_id as i64; b * t];
+        let mut types = vec![0i64; b * t];
+        let mut mask = vec![0i32; b * t];
+        for (r, e) in rows.iter().enumerate() {
+            let base = r * t;
+            for (j, (&id, &ty)) in e.ids.iter().zip(&e.type_ids).enumerate() {
+                ids[base + j] = id as i64;
+                types[base + j] = ty as i64;
+                mask[base + j] = 1;
+            }
+        }
+        let positions: Vec<i64> =
+            position_ids(&batch.lengths, t, self.position_offset, self.pad_position)
+                .into_iter()
+                .map(i64::from)
+                .collect();
+        let shape = vec![b as i64, t as i64];
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue)> = vec![
+            (
+                graph::io::INPUT_IDS,
+                OrtTensor::from_array((shape.clone(), ids))
+                    .map_err(ort_err)?
+                    .into(),
+            ),
+            (
+                graph::io::POSITION_IDS,
+                OrtTensor::from_array((shape.clone(), positions))
+                    .map_err(ort_err)?
+                    .into(),
+            ),
+        ];
+        inputs.push((
+            graph::io::ATTENTION_MASK,
+            OrtTensor::from_array((vec![b as i64, t as i64], mask))
+                .map_err(ort_err)?
+                .into(),
+        ));
+        if self.has_token_types {
+            inputs.push((
+                graph::io::TOKEN_TYPE_IDS,
+                OrtTensor::from_array((shape, types))
+                    .map_err(ort_err)?
+                    .into(),
+            ));
+        }
+        if self.relative {
+            let buckets: Vec<i64> = relative_buckets(t, self.config.relative_attention_num_buckets)
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            inputs.push((
+                graph::io::RELATIVE_BUCKETS,
+                OrtTensor::from_array((vec![t as i64, t as i64], buckets))
+                    .map_err(ort_err)?
+                    .into(),
+            ));
+        }
+        let mut session = self.session.lock().map_err(|_| {
+            ModelError::InvalidInput("ONNX Runtime session poisoned by an earlier panic".into())
+        })?;
+        let outputs = session.run(inputs).map_err(ort_err)?;
+        let value = outputs
+            .get(output)
+            .ok_or_else(|| ModelError::Runtime(format!("graph has no output {output}")))?;
+        let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
+        let dims = shape.iter().map(|&d| d as usize).collect();
+        Ok((dims, data.to_vec()))
+    }
+}
+
+pub(crate) fn ort_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Runtime(e.to_string())
+}
