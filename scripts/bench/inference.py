@@ -252,7 +252,7 @@ def main():
     p.add_argument("--scale", type=float, default=1.0, help="workload size multiplier")
     p.add_argument("--only", help="comma-separated workload names")
     p.add_argument("--with-candle", action="store_true", help="also time sift's candle engine")
-    p.add_argument("--peak-gflops", type=float, help="machine f32 peak, from `sift bench --peak`")
+    p.add_argument("--peak-gflops", type=float, help="machine f32 peak (default: measured by `sift bench --peak`)")
     p.add_argument("--smoke", action="store_true", help="tiny workloads, one round")
     p.add_argument("--json", type=Path, default=OUT / "inference.json")
     args = p.parse_args()
@@ -261,6 +261,12 @@ def main():
     if not (ROOT / "target/release/sift").is_file():
         raise SystemExit("build sift first: cargo build --release --locked -p sift-cli")
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.peak_gflops is None:
+        r = subprocess.run([str(ROOT / "target/release/sift"), "--threads", str(args.threads), "bench", "--peak"],
+                           capture_output=True, text=True, check=True)
+        peak = json.loads(r.stdout)
+        args.peak_gflops = peak["f32_peak_gflops"]
+        print(f"machine f32 peak: {args.peak_gflops:.0f} GFLOP/s ({peak['instructions']}, {args.threads} threads)")
 
     results = {}
     for name, model_dir, task, seqs in make_workloads(args):
@@ -299,6 +305,7 @@ def main():
         print_table(name, results[name], args.peak_gflops)
 
     meta = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "rounds": args.rounds,
+            "f32_peak_gflops": args.peak_gflops,
             "versions": versions()}
     args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     log(f"wrote {args.json}")

@@ -273,6 +273,11 @@ fn bench_reports_throughput_per_engine() {
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("at most 512"), "{}", stderr(&out));
+
+    let out = sift(&["bench", "--peak"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let peak: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(peak["f32_peak_gflops"].as_f64().unwrap() > 0.1);
 }
 
 #[test]

@@ -102,11 +102,7 @@ impl Engine {
         let threads = options
             .threads
             .or_else(|| std::env::var("SIFT_THREADS").ok()?.parse().ok())
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+            .unwrap_or_else(default_threads);
         let encoder = OnnxEncoder::from_transformer(&model, with_head, precision, threads)?;
         tracing::debug!(model = %dir.name(), precision = precision.name(), threads, "running on ONNX Runtime");
         Ok(Engine::Onnx(encoder))
@@ -148,4 +144,35 @@ impl Engine {
             Engine::Onnx(e) => e.logits(rows),
         }
     }
+}
+
+/// One thread per physical core this process may use: hyper-threads share a core's FMA units,
+/// so a second thread per core only adds contention to matrix kernels. The smaller of the
+/// CPUs available to the process (affinity, cgroup quota) and the physical cores in
+/// `/proc/cpuinfo`.
+pub fn default_threads() -> usize {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match physical_cores() {
+        Some(cores) if cores > 0 => available.min(cores),
+        _ => available,
+    }
+}
+
+fn physical_cores() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mut cores = std::collections::HashSet::new();
+    let mut package = None;
+    for line in info.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key.trim() {
+            "physical id" => package = Some(value.trim().to_string()),
+            "core id" => {
+                cores.insert((package.clone(), value.trim().to_string()));
+            }
+            _ => {}
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
 }

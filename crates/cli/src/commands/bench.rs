@@ -35,11 +35,15 @@ sift bench --model ./reranker --task rerank --input target/bench/rerank.json --p
 scripts/bench/inference.py   # sift against ONNX Runtime and PyTorch, alternating")]
 pub struct BenchArgs {
     /// Model directory or name.
-    #[arg(long, short)]
-    model: String,
+    #[arg(long, short, required_unless_present = "peak")]
+    model: Option<String>,
 
-    #[arg(long, value_enum)]
-    task: Task,
+    #[arg(long, value_enum, required_unless_present = "peak")]
+    task: Option<Task>,
+
+    /// Measure the machine's f32 peak (FMA from registers on every thread) and exit.
+    #[arg(long)]
+    peak: bool,
 
     /// Pre-tokenized sequences (JSON).
     #[arg(long, conflicts_with = "synthetic")]
@@ -87,16 +91,31 @@ struct Report {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    let threads = std::env::var("SIFT_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(sift_models::engine::default_threads);
+    if args.peak {
+        let (gflops, isa) = super::peak::f32_peak_gflops(threads, 2000);
+        println!(
+            "{}",
+            serde_json::json!({"f32_peak_gflops": gflops, "threads": threads, "instructions": isa})
+        );
+        return Ok(());
+    }
+    let (Some(model_arg), Some(task)) = (&args.model, args.task) else {
+        bail!("--model and --task are required");
+    };
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let dir = resolve(&args.model)?;
+    let dir = resolve(model_arg)?;
     let engine = EngineOptions {
         engine: args.engine.parse()?,
         precision: Some(args.precision.parse()?),
         threads: None,
     };
-    let model = Model::load(&dir, args.task, engine, args.batch_tokens)?;
+    let model = Model::load(&dir, task, engine, args.batch_tokens)?;
     let sequences = match (&args.input, &args.synthetic) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
@@ -137,15 +156,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let median = sorted[sorted.len() / 2];
     let report = Report {
         model: dir.display().to_string(),
-        task: match args.task {
+        task: match task {
             Task::Embed => "embed",
             Task::Rerank => "rerank",
         },
         engine: model.engine_name(),
-        threads: std::env::var("SIFT_THREADS")
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads,
         sequences: sequences.len(),
         tokens,
         seconds,

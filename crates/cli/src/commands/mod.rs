@@ -4,6 +4,7 @@ pub mod embed;
 pub mod eval;
 pub mod index;
 pub mod models;
+mod peak;
 pub mod rerank;
 pub mod search;
 pub mod serve;
