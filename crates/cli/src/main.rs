@@ -28,7 +28,7 @@ cat texts.jsonl | sift embed --model all-MiniLM-L6-v2 > vectors.jsonl\n  \
 sift rerank --model ./my-reranker --query \"capital of France\" \"Paris is in France\" \"Berlin\""
 )]
 struct Cli {
-    /// Threads for inference (default: all cores).
+    /// Threads for inference (default: one per physical core).
     #[arg(long, global = true, env = "SIFT_THREADS")]
     threads: Option<usize>,
 
