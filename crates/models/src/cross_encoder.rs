@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::batch::plan_batches;
+use crate::calibration_text;
 use crate::config::Head;
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{ModelError, Result};
@@ -60,7 +61,15 @@ impl CrossEncoder {
         let max_length = resolve_max_length(&dir, options.max_length)?;
         let tokenizer =
             TextTokenizer::from_dir(&dir.path, max_length, dir.config.type_vocab_size > 1)?;
-        let engine = Engine::load(&dir, true, options.engine)?;
+        let engine = Engine::load(&dir, true, options.engine, || {
+            let (queries, passages) = (calibration_text::QUERIES, calibration_text::PASSAGES);
+            let mut rows = Vec::new();
+            for (i, q) in queries.iter().enumerate() {
+                rows.push(tokenizer.encode_pair(q, passages[i])?);
+                rows.push(tokenizer.encode_pair(q, passages[(i + 3) % passages.len()])?);
+            }
+            Ok(rows)
+        })?;
         Ok(CrossEncoder {
             max_batch_tokens: options
                 .max_batch_tokens

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::batch::{plan_batches, Batch};
+use crate::calibration_text;
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
@@ -56,7 +57,12 @@ impl Embedder {
         let max_length = resolve_max_length(&dir, options.max_length)?;
         let tokenizer =
             TextTokenizer::from_dir(&dir.path, max_length, dir.config.type_vocab_size > 1)?;
-        let engine = Engine::load(&dir, false, options.engine)?;
+        let engine = Engine::load(&dir, false, options.engine, || {
+            let texts = calibration_text::QUERIES
+                .iter()
+                .chain(calibration_text::PASSAGES);
+            texts.map(|t| tokenizer.encode(t)).collect()
+        })?;
         let st = &dir.sentence_transformers;
         Ok(Embedder {
             pooling: options.pooling.or(st.pooling).unwrap_or(Pooling::Mean),

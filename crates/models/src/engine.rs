@@ -64,7 +64,14 @@ pub enum Engine {
 }
 
 impl Engine {
-    pub(crate) fn load(dir: &ModelDir, with_head: bool, options: EngineOptions) -> Result<Self> {
+    /// `calibration` makes the token rows int8 calibrates on (see `onnx::calibrate`); it is
+    /// called only for int8.
+    pub(crate) fn load(
+        dir: &ModelDir,
+        with_head: bool,
+        options: EngineOptions,
+        calibration: impl FnOnce() -> Result<Vec<Encoded>>,
+    ) -> Result<Self> {
         let precision_env = if with_head {
             "SIFT_RERANK_PRECISION"
         } else {
@@ -103,7 +110,11 @@ impl Engine {
             .threads
             .or_else(|| std::env::var("SIFT_THREADS").ok()?.parse().ok())
             .unwrap_or_else(default_threads);
-        let encoder = OnnxEncoder::from_transformer(&model, with_head, precision, threads)?;
+        let rows = match precision {
+            Precision::Int8 => calibration()?,
+            Precision::F32 => Vec::new(),
+        };
+        let encoder = OnnxEncoder::from_transformer(&model, with_head, precision, threads, &rows)?;
         tracing::debug!(model = %dir.name(), precision = precision.name(), threads, "running on ONNX Runtime");
         Ok(Engine::Onnx(encoder))
     }

@@ -8,6 +8,7 @@
 
 pub mod arch;
 pub mod batch;
+mod calibration_text;
 pub mod config;
 pub mod cross_encoder;
 pub mod embedder;

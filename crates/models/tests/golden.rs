@@ -6,7 +6,7 @@ mod common;
 use common::{assert_close, fixture, floats, read_json};
 use sift_models::{
     CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, EngineChoice, EngineOptions,
-    TextRole,
+    Precision, TextRole,
 };
 
 const TOLERANCE: f32 = 1e-4;
@@ -126,6 +126,88 @@ fn check_classifier(name: &str, choice: EngineChoice) {
     }
 }
 
+fn int8() -> EngineOptions {
+    EngineOptions {
+        engine: EngineChoice::Onnx,
+        precision: Some(Precision::Int8),
+        ..Default::default()
+    }
+}
+
+/// Worst cosine between int8 sentence embeddings and transformers' f32 ones.
+const INT8_MIN_COSINE: f32 = 0.99;
+/// Largest int8 logit error, relative to the largest f32 logit magnitude (at least 1).
+const INT8_LOGIT_TOLERANCE: f32 = 0.05;
+
+/// The int8 graph (calibration, smoothing, per-row activation codes) on every architecture:
+/// close to transformers, and really quantized.
+fn check_encoder_int8(name: &str) {
+    let dir = fixture("golden").join(name);
+    let expected = read_json(dir.join("expected.json"));
+    let texts: Vec<String> = serde_json::from_value(expected["texts"].clone()).unwrap();
+    let options = EmbedderOptions {
+        engine: int8(),
+        ..Default::default()
+    };
+    let embedder = Embedder::load(&dir, options).unwrap();
+    assert_eq!(embedder.engine().name(), "onnx-int8");
+    let got = embedder.embed(&texts, TextRole::Raw).unwrap();
+    let mut largest_difference = 0f32;
+    for (i, want) in expected["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let want = floats(want);
+        let dot: f32 = got[i].iter().zip(&want).map(|(a, b)| a * b).sum();
+        let norms = got[i].iter().map(|a| a * a).sum::<f32>().sqrt()
+            * want.iter().map(|b| b * b).sum::<f32>().sqrt();
+        let cosine = dot / norms;
+        assert!(
+            cosine >= INT8_MIN_COSINE,
+            "{name} int8 embedding[{i}]: cosine {cosine}"
+        );
+        for (a, b) in got[i].iter().zip(&want) {
+            largest_difference = largest_difference.max((a - b).abs());
+        }
+    }
+    assert!(largest_difference > 1e-5, "{name}: int8 output equals f32");
+}
+
+fn check_classifier_int8(name: &str) {
+    let dir = fixture("golden").join(name);
+    let expected = read_json(dir.join("expected.json"));
+    let pairs: Vec<(String, String)> = serde_json::from_value(expected["pairs"].clone()).unwrap();
+    let options = CrossEncoderOptions {
+        max_length: Some(expected["max_length"].as_u64().unwrap() as usize),
+        engine: int8(),
+        ..Default::default()
+    };
+    let model = CrossEncoder::load(&dir, options).unwrap();
+    assert_eq!(model.engine().name(), "onnx-int8");
+    let encoded: Vec<_> = pairs
+        .iter()
+        .map(|(q, d)| model.encode(q, &[d]).unwrap().remove(0))
+        .collect();
+    let logits = model.logits(&encoded).unwrap();
+    let want: Vec<Vec<f32>> = (0..pairs.len())
+        .map(|i| floats(&expected["logits"][i]))
+        .collect();
+    let scale = want.iter().flatten().fold(1f32, |m, v| m.max(v.abs()));
+    let worst = logits
+        .iter()
+        .flatten()
+        .zip(want.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= INT8_LOGIT_TOLERANCE * scale,
+        "{name} int8 logits: max error {worst} (largest logit {scale})"
+    );
+    assert!(worst > 1e-6, "{name}: int8 logits equal f32");
+}
+
 /// One test per architecture, head and engine: candle and the ONNX Runtime graph sift writes
 /// must both reproduce transformers.
 macro_rules! golden {
@@ -152,4 +234,34 @@ golden! {
     onnx_bert_cross_encoder_matches_transformers: check_classifier("bert-classifier", Onnx);
     onnx_xlm_roberta_cross_encoder_matches_transformers: check_classifier("xlmr-classifier", Onnx);
     onnx_mpnet_cross_encoder_matches_transformers: check_classifier("mpnet-classifier", Onnx);
+}
+
+#[test]
+fn int8_bert_encoder_follows_transformers() {
+    check_encoder_int8("bert-encoder");
+}
+
+#[test]
+fn int8_xlm_roberta_encoder_follows_transformers() {
+    check_encoder_int8("xlmr-encoder");
+}
+
+#[test]
+fn int8_mpnet_encoder_follows_transformers() {
+    check_encoder_int8("mpnet-encoder");
+}
+
+#[test]
+fn int8_bert_cross_encoder_follows_transformers() {
+    check_classifier_int8("bert-classifier");
+}
+
+#[test]
+fn int8_xlm_roberta_cross_encoder_follows_transformers() {
+    check_classifier_int8("xlmr-classifier");
+}
+
+#[test]
+fn int8_mpnet_cross_encoder_follows_transformers() {
+    check_classifier_int8("mpnet-classifier");
 }

@@ -8,10 +8,18 @@
 //! layer norm, and `BiasGelu`/`FastGelu` for bias + activation. Linear weights are stored
 //! pre-transposed (`[in, out]`) so ONNX Runtime pre-packs them once at session start.
 //!
-//! With [`Precision::Int8`] the Q/K/V, attention-output and feed-forward up-projections become
-//! `DynamicQuantizeMatMul`: weights quantized here, symmetrically per output column;
-//! activations quantized per call by ONNX Runtime. The feed-forward down-projection,
-//! embeddings, layer norms, attention and the classification head stay f32 (see `Linear`).
+//! With [`Precision::Int8`] every linear layer of every transformer layer runs in int8: weights
+//! smoothed by the calibrated per-channel divisors ([`super::calibrate`]) and quantized here,
+//! symmetrically per output column; activations quantized per token row at run time
+//! (`ReduceMax`/`ReduceMin` for the row's range, then `QuantizeLinear` with one block per row);
+//! the integer product and its rescaling by ONNX Runtime's `MatMulIntegerToFloat`. Embeddings,
+//! layer norms, attention and the classification head stay f32.
+//!
+//! Why per row: ONNX Runtime's `DynamicQuantizeMatMul` gives a whole activation tensor one
+//! uint8 scale, and in BERT-family encoders a few tokens (`[CLS]`, `[SEP]`, punctuation) carry
+//! activations tens of times larger than the rest, which leaves ordinary tokens a handful of
+//! levels (docs/quality.md measures the cost). With [`GraphSpec::probes`] the f32 graph also
+//! outputs the input of every linear layer, which is how the calibration pass observes them.
 
 use candle_core::Tensor;
 use ort::editor::{Graph, Node, ONNX_DOMAIN};
@@ -20,6 +28,7 @@ use ort::operator::Attribute;
 use ort::value::{Outlet, Tensor as OrtTensor};
 use ort::value::{Shape, SymbolicDimensions, TensorElementType, ValueType};
 
+use super::calibrate::{smoothing, Calibration};
 use crate::arch::weights::{EncoderWeights, HeadWeights, LayerWeights, LinearWeights, NormWeights};
 use crate::config::Activation;
 
@@ -28,7 +37,8 @@ use crate::config::Activation;
 pub enum Precision {
     #[default]
     F32,
-    /// int8 weights, dynamically quantized uint8 activations.
+    /// int8 weights (per output column), int8 activations (per token row), both after
+    /// calibrated SmoothQuant channel scaling.
     Int8,
 }
 
@@ -41,29 +51,27 @@ impl Precision {
     }
 }
 
-/// The encoder's linear layers, by role.
+/// The encoder's linear layers, by role; the discriminant indexes [`Calibration`] slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Linear {
-    Qkv,
-    AttentionOutput,
-    FfnIn,
-    /// The feed-forward down-projection: its input is the GELU output, whose heavy-tailed
-    /// per-token outliers a single per-tensor uint8 scale cannot hold (quantizing it alone
-    /// cost MiniLM-L6's SciFact embeddings 0.004 of worst-case cosine; docs/performance.md).
-    FfnOut,
+    Qkv = 0,
+    AttentionOutput = 1,
+    FfnIn = 2,
+    FfnOut = 3,
 }
 
-impl Precision {
-    /// int8 covers every linear layer but the feed-forward down-projection.
-    fn for_layer(self, layer: Linear) -> Precision {
-        match (self, layer) {
-            (Precision::Int8, Linear::FfnOut) => Precision::F32,
-            (p, _) => p,
-        }
-    }
-}
+/// How many linear layers a transformer layer has ([`Linear`]'s variants).
+pub(crate) const LINEAR_ROLES: usize = 4;
 
 pub(crate) const MS_DOMAIN: &str = "com.microsoft";
+
+/// ONNX operator set of the graph: 21 for `QuantizeLinear`'s `block_size`, which is how the
+/// int8 route gets one scale per token row.
+pub(crate) const ONNX_OPSET: u32 = 21;
+
+/// The uint8 code of 0.0 for activations: codes are `round(x / scale) + 128`, symmetric so the
+/// row scale alone describes the row.
+const ACTIVATION_ZERO_POINT: u8 = 128;
 
 /// Names of the graph's inputs and outputs.
 pub(crate) mod io {
@@ -81,6 +89,11 @@ pub(crate) mod io {
     pub const HIDDEN: &str = "last_hidden_state";
     /// `[b, labels]` f32.
     pub const LOGITS: &str = "logits";
+
+    /// `[b, t, in]` f32: the input of linear `role` in layer `layer`; only in probe graphs.
+    pub fn probe(layer: usize, role: usize) -> String {
+        format!("probe_{layer}_{role}")
+    }
 }
 
 /// What the graph needs to know besides the tensors.
@@ -90,6 +103,10 @@ pub(crate) struct GraphSpec<'a> {
     pub num_heads: usize,
     pub activation: Activation,
     pub precision: Precision,
+    /// Channel maxima for int8 smoothing; `None` quantizes without smoothing.
+    pub calibration: Option<&'a Calibration>,
+    /// Output every linear layer's input as [`io::probe`] (f32 graphs, for calibration).
+    pub probes: bool,
 }
 
 pub(crate) fn build(spec: &GraphSpec) -> ort::Result<Graph> {
@@ -97,6 +114,10 @@ pub(crate) fn build(spec: &GraphSpec) -> ort::Result<Graph> {
         graph: Graph::new()?,
         next: 0,
         precision: spec.precision,
+        calibration: spec.calibration,
+        probes: spec.probes.then(Vec::new),
+        layer: 0,
+        row_zero_points: None,
     };
     let w = spec.weights;
     let hidden = w.word_embeddings.dims()[1];
@@ -171,7 +192,8 @@ pub(crate) fn build(spec: &GraphSpec) -> ort::Result<Graph> {
     let shapes = Shapes {
         qkv_split: g.constant_i64("qkv_split", &[3], &[hidden as i64; 3])?,
     };
-    for layer in &w.layers {
+    for (i, layer) in w.layers.iter().enumerate() {
+        g.layer = i;
         x = g.layer(
             &x,
             layer,
@@ -206,7 +228,9 @@ pub(crate) fn build(spec: &GraphSpec) -> ort::Result<Graph> {
             dyn_input(io::LOGITS, TensorElementType::Float32, &["batch", "labels"])
         }
     };
-    g.graph.set_outputs([output])?;
+    let mut outputs = vec![output];
+    outputs.extend(g.probes.take().unwrap_or_default());
+    g.graph.set_outputs(outputs)?;
     Ok(g.graph)
 }
 
@@ -236,13 +260,31 @@ struct Shapes {
     qkv_split: String,
 }
 
-struct Builder {
+/// How an int8 linear layer's input is smoothed (see [`super::calibrate`]).
+#[derive(Clone, Copy)]
+enum Smoothing<'s> {
+    None,
+    /// Divide input channel `j` by `s[j]` in the graph; weight row `j` is multiplied by it.
+    Input(&'s [f32]),
+    /// The producer of the input already divided channel `j` by `s[j]`; only the weight
+    /// row is multiplied.
+    Folded(&'s [f32]),
+}
+
+struct Builder<'a> {
     graph: Graph,
     next: usize,
     precision: Precision,
+    calibration: Option<&'a Calibration>,
+    /// Probe outputs declared so far, when probing.
+    probes: Option<Vec<Outlet>>,
+    /// Index of the transformer layer being written.
+    layer: usize,
+    /// `[b, t, 1]` of [`ACTIVATION_ZERO_POINT`], made once and shared by every int8 layer.
+    row_zero_points: Option<String>,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn fresh(&mut self, stem: &str) -> String {
         self.next += 1;
         format!("{stem}_{}", self.next)
@@ -351,37 +393,112 @@ impl Builder {
         )
     }
 
-    /// `x · Wᵀ` with `weight` given as `[out, in]`; f32 `MatMul` or int8
-    /// `DynamicQuantizeMatMul` by precision. The bias is left to the caller's fused op.
+    /// `x · Wᵀ` with `weight` given as `[out, in]`; f32 `MatMul`, or the int8 route by
+    /// precision. The bias is left to the caller's fused op.
     fn matmul(&mut self, x: &str, weight_out_in: &Tensor, kind: Linear) -> ort::Result<String> {
         let (out_dim, in_dim) = weight_out_in.dims2().map_err(candle_err)?;
-        let w_in_out = to_vec(
-            &weight_out_in
-                .t()
-                .map_err(candle_err)?
-                .contiguous()
-                .map_err(candle_err)?,
-        )?;
-        match self.precision.for_layer(kind) {
-            Precision::F32 => {
-                let w =
-                    self.constant_raw_f32("weight", &[in_dim as i64, out_dim as i64], w_in_out)?;
-                self.op("MatMul", ONNX_DOMAIN, &[x, &w], vec![])
-            }
-            Precision::Int8 => {
-                let (q, scales) = quantize_per_column(&w_in_out, in_dim, out_dim);
-                let w = self.constant("weight_int8", &[in_dim as i64, out_dim as i64], &q)?;
-                let s = self.constant_raw_f32("weight_scale", &[out_dim as i64], scales)?;
-                let zp =
-                    self.constant("weight_zero_point", &[out_dim as i64], &vec![0i8; out_dim])?;
-                self.op(
-                    "DynamicQuantizeMatMul",
-                    MS_DOMAIN,
-                    &[x, &w, &s, &zp],
-                    vec![],
-                )
+        let w_in_out = transposed(weight_out_in)?;
+        let smooth = match (self.precision, self.calibration) {
+            (Precision::Int8, Some(c)) => Some(smoothing(
+                &c.layers[self.layer][kind as usize],
+                &w_in_out,
+                out_dim,
+            )),
+            _ => None,
+        };
+        let smooth = match &smooth {
+            Some(s) => Smoothing::Input(s),
+            None => Smoothing::None,
+        };
+        self.linear(x, w_in_out, (in_dim, out_dim), kind, smooth)
+    }
+
+    /// `x · W` for `w_in_out` stored `[in, out]` row-major, smoothed as `smooth` says.
+    fn linear(
+        &mut self,
+        x: &str,
+        mut w_in_out: Vec<f32>,
+        (in_dim, out_dim): (usize, usize),
+        kind: Linear,
+        smooth: Smoothing,
+    ) -> ort::Result<String> {
+        if self.probes.is_some() {
+            let name = io::probe(self.layer, kind as usize);
+            self.rename(x, &name)?;
+            let probe = dyn_input(
+                &name,
+                TensorElementType::Float32,
+                &["batch", "seq", &in_dim.to_string()],
+            );
+            self.probes.get_or_insert_with(Vec::new).push(probe);
+        }
+        if self.precision == Precision::F32 {
+            let w = self.constant_raw_f32("weight", &[in_dim as i64, out_dim as i64], w_in_out)?;
+            return self.op("MatMul", ONNX_DOMAIN, &[x, &w], vec![]);
+        }
+        if let Smoothing::Input(smooth) | Smoothing::Folded(smooth) = smooth {
+            for (row, s) in w_in_out.chunks_exact_mut(out_dim).zip(smooth) {
+                row.iter_mut().for_each(|v| *v *= s);
             }
         }
+        let x = match smooth {
+            Smoothing::Input(smooth) => {
+                let inv: Vec<f32> = smooth.iter().map(|s| 1.0 / s).collect();
+                let inv = self.constant_raw_f32("inv_smooth", &[in_dim as i64], inv)?;
+                self.op("Mul", ONNX_DOMAIN, &[x, &inv], vec![])?
+            }
+            Smoothing::None | Smoothing::Folded(_) => x.to_string(),
+        };
+        let (codes, row_scales) = self.quantize_rows(&x, in_dim)?;
+        let (q, scales) = quantize_per_column(&w_in_out, in_dim, out_dim);
+        let w = self.constant("weight_int8", &[in_dim as i64, out_dim as i64], &q)?;
+        let s = self.constant_raw_f32("weight_scale", &[out_dim as i64], scales)?;
+        let zp = self.constant("codes_zero_point", &[], &[ACTIVATION_ZERO_POINT])?;
+        // No bias input: given per-row `a_scale` and a bias, ONNX Runtime 1.32 returns wrong
+        // rows (seen in a Python probe); the callers' fused ops add the bias.
+        self.op(
+            "MatMulIntegerToFloat",
+            MS_DOMAIN,
+            &[&codes, &w, &row_scales, &s, &zp],
+            vec![],
+        )
+    }
+
+    /// Symmetric uint8 codes of `x` `[b, t, k]` with one scale per token row: returns
+    /// `(codes [b, t, k], scales [b, t, 1])`, `scale = max |x_row| / 127`.
+    fn quantize_rows(&mut self, x: &str, k: usize) -> ort::Result<(String, String)> {
+        let last = self.constant_i64("last_axis", &[1], &[-1])?;
+        let keep =
+            || -> ort::Result<Vec<Attribute>> { Ok(vec![Attribute::new("keepdims", 1i64)?]) };
+        let max = self.op("ReduceMax", ONNX_DOMAIN, &[x, &last], keep()?)?;
+        let min = self.op("ReduceMin", ONNX_DOMAIN, &[x, &last], keep()?)?;
+        let neg_min = self.op("Neg", ONNX_DOMAIN, &[&min], vec![])?;
+        let abs_max = self.op("Max", ONNX_DOMAIN, &[&max, &neg_min], vec![])?;
+        // An all-zero row would get scale 0; the floor keeps its codes at the zero point.
+        let floor = self.constant_raw_f32("scale_floor", &[], vec![f32::MIN_POSITIVE * 127.0])?;
+        let abs_max = self.op("Max", ONNX_DOMAIN, &[&abs_max, &floor], vec![])?;
+        let step = self.constant_raw_f32("inv_127", &[], vec![1.0 / 127.0])?;
+        let scales = self.op("Mul", ONNX_DOMAIN, &[&abs_max, &step], vec![])?;
+        let zero_points = match &self.row_zero_points {
+            Some(z) => z.clone(),
+            None => {
+                let zp = self.constant("row_zero_point", &[], &[ACTIVATION_ZERO_POINT])?;
+                let shape = self.op("Shape", ONNX_DOMAIN, &[&scales], vec![])?;
+                let z = self.op("Expand", ONNX_DOMAIN, &[&zp, &shape], vec![])?;
+                self.row_zero_points = Some(z.clone());
+                z
+            }
+        };
+        let codes = self.op(
+            "QuantizeLinear",
+            ONNX_DOMAIN,
+            &[x, &scales, &zero_points],
+            vec![
+                Attribute::new("axis", -1i64)?,
+                Attribute::new("block_size", k as i64)?,
+            ],
+        )?;
+        Ok((codes, scales))
     }
 
     fn add_bias(&mut self, x: &str, bias: Option<&Tensor>) -> ort::Result<String> {
@@ -419,18 +536,47 @@ impl Builder {
         head_dim: usize,
         activation: Activation,
     ) -> ort::Result<String> {
+        // int8: the attention output's smoothing divisors go into V's output channels, which
+        // the attention-weighted context inherits channel for channel; no scaling pass needed.
+        let hidden = l.query.weight.dims()[0];
+        let attention_out = transposed(&l.attention_output.weight)?;
+        let out_smooth = match (self.precision, self.calibration) {
+            (Precision::Int8, Some(c)) => Some(smoothing(
+                &c.layers[self.layer][Linear::AttentionOutput as usize],
+                &attention_out,
+                l.attention_output.weight.dims()[0],
+            )),
+            _ => None,
+        };
+        let (value_weight, value_bias) = match &out_smooth {
+            Some(s) => {
+                let s =
+                    Tensor::from_slice(s, hidden, &candle_core::Device::Cpu).map_err(candle_err)?;
+                let weight = l
+                    .value
+                    .weight
+                    .broadcast_div(&s.unsqueeze(1).map_err(candle_err)?)
+                    .map_err(candle_err)?;
+                let bias = match &l.value.bias {
+                    Some(b) => Some(b.div(&s).map_err(candle_err)?),
+                    None => None,
+                };
+                (weight, bias)
+            }
+            None => (l.value.weight.clone(), l.value.bias.clone()),
+        };
+
         // Q, K, V as one product; the attention scale is folded into Q.
         let scale = 1.0 / (head_dim as f64).sqrt();
         let qkv_weight = Tensor::cat(
             &[
                 (&l.query.weight * scale).map_err(candle_err)?,
                 l.key.weight.clone(),
-                l.value.weight.clone(),
+                value_weight,
             ],
             0,
         )
         .map_err(candle_err)?;
-        let hidden = l.query.weight.dims()[0];
         let zeros = || Tensor::zeros(hidden, candle_core::DType::F32, &candle_core::Device::Cpu);
         let qkv_bias = Tensor::cat(
             &[
@@ -443,11 +589,7 @@ impl Builder {
                     .clone()
                     .map_or_else(zeros, Ok)
                     .map_err(candle_err)?,
-                l.value
-                    .bias
-                    .clone()
-                    .map_or_else(zeros, Ok)
-                    .map_err(candle_err)?,
+                value_bias.map_or_else(zeros, Ok).map_err(candle_err)?,
             ],
             0,
         )
@@ -482,7 +624,17 @@ impl Builder {
             ],
         )?;
 
-        let attended = self.matmul(&ctx, &l.attention_output.weight, Linear::AttentionOutput)?;
+        let smooth = match &out_smooth {
+            Some(s) => Smoothing::Folded(s),
+            None => Smoothing::None,
+        };
+        let attended = self.linear(
+            &ctx,
+            attention_out,
+            (hidden, l.attention_output.weight.dims()[0]),
+            Linear::AttentionOutput,
+            smooth,
+        )?;
         let x1 = self.skip_layer_norm(
             &attended,
             x,
@@ -546,6 +698,17 @@ pub(crate) fn quantize_per_column(w: &[f32], rows: usize, cols: usize) -> (Vec<i
         .map(|(i, &v)| (v / scales[i % cols]).round().clamp(-127.0, 127.0) as i8)
         .collect();
     (q, scales)
+}
+
+/// `[out, in]` weight → `[in, out]` row-major values.
+fn transposed(weight_out_in: &Tensor) -> ort::Result<Vec<f32>> {
+    to_vec(
+        &weight_out_in
+            .t()
+            .map_err(candle_err)?
+            .contiguous()
+            .map_err(candle_err)?,
+    )
 }
 
 fn to_vec(t: &Tensor) -> ort::Result<Vec<f32>> {

@@ -8,6 +8,7 @@
 //! from `libonnxruntime.so` (the one inside the PyPI `onnxruntime` wheel, fetched by
 //! `scripts/setup.sh`); without it sift falls back to candle.
 
+mod calibrate;
 pub mod graph;
 mod runtime;
 
@@ -30,8 +31,13 @@ pub use runtime::{runtime_library, RuntimeLibrary};
 /// One model compiled into an ONNX Runtime session.
 pub struct OnnxEncoder {
     session: Mutex<Session>,
-    config: ModelConfig,
     precision: Precision,
+    feeds: Feeds,
+}
+
+/// What turns a batch of token rows into the graph's inputs.
+struct Feeds {
+    config: ModelConfig,
     position_offset: usize,
     pad_position: u32,
     has_token_types: bool,
@@ -41,11 +47,14 @@ pub struct OnnxEncoder {
 impl OnnxEncoder {
     /// Builds the graph from a loaded candle network (its weights are copied; the network can
     /// be dropped afterwards). `with_head` selects logits instead of token states as output.
+    /// Int8 first runs the f32 graph over `calibration` (token rows shaped like the model's real
+    /// inputs) to measure its activations; f32 ignores it.
     pub fn from_transformer(
         model: &Transformer,
         with_head: bool,
         precision: Precision,
         threads: usize,
+        calibration: &[Encoded],
     ) -> Result<Self> {
         let weights: EncoderWeights = model.encoder.weights();
         let head: Option<HeadWeights> = if with_head {
@@ -61,22 +70,32 @@ impl OnnxEncoder {
         } else {
             None
         };
-        let spec = graph::GraphSpec {
+        let feeds = Feeds {
+            config: model.config.clone(),
+            position_offset: weights.position_offset,
+            pad_position: weights.pad_position,
+            has_token_types: weights.token_type_embeddings.is_some(),
+            relative: weights.relative_attention_bias.is_some(),
+        };
+        let mut spec = graph::GraphSpec {
             weights: &weights,
             head: head.as_ref(),
             num_heads: model.config.num_heads,
             activation: model.config.activation,
             precision,
+            calibration: None,
+            probes: false,
         };
+        let calibrated = match precision {
+            Precision::F32 => None,
+            Precision::Int8 => Some(calibrate(&spec, &feeds, threads, calibration)?),
+        };
+        spec.calibration = calibrated.as_ref();
         let session = runtime::session(&spec, threads)?;
         Ok(OnnxEncoder {
             session: Mutex::new(session),
-            config: model.config.clone(),
             precision,
-            position_offset: weights.position_offset,
-            pad_position: weights.pad_position,
-            has_token_types: weights.token_type_embeddings.is_some(),
-            relative: weights.relative_attention_bias.is_some(),
+            feeds,
         })
     }
 
@@ -86,7 +105,7 @@ impl OnnxEncoder {
 
     /// Token states `[b, t, hidden]` and the padded batch they belong to (for pooling).
     pub fn hidden_states(&self, rows: &[&Encoded]) -> Result<(Tensor, Batch)> {
-        let batch = Batch::new(rows, self.config.pad_token_id, &Device::Cpu)?;
+        let batch = Batch::new(rows, self.feeds.config.pad_token_id, &Device::Cpu)?;
         let (dims, data) = self.run(rows, &batch, graph::io::HIDDEN)?;
         let hidden = Tensor::from_vec(data, dims, &Device::Cpu)?;
         Ok((hidden, batch))
@@ -94,7 +113,7 @@ impl OnnxEncoder {
 
     /// Classification logits, one row per input.
     pub fn logits(&self, rows: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
-        let batch = Batch::new(rows, self.config.pad_token_id, &Device::Cpu)?;
+        let batch = Batch::new(rows, self.feeds.config.pad_token_id, &Device::Cpu)?;
         let (dims, data) = self.run(rows, &batch, graph::io::LOGITS)?;
         let labels = dims.last().copied().unwrap_or(1).max(1);
         Ok(data.chunks(labels).map(<[f32]>::to_vec).collect())
@@ -106,6 +125,24 @@ impl OnnxEncoder {
         batch: &Batch,
         output: &str,
     ) -> Result<(Vec<usize>, Vec<f32>)> {
+        let mut session = self.session.lock().map_err(|_| {
+            ModelError::InvalidInput("ONNX Runtime session poisoned by an earlier panic".into())
+        })?;
+        let mut out = self.feeds.run(&mut session, rows, batch, &[output])?;
+        Ok(out.remove(0))
+    }
+}
+
+impl Feeds {
+    /// Runs `session` on the padded `batch` of `rows`; returns the named outputs as
+    /// (dims, row-major data), in order.
+    fn run(
+        &self,
+        session: &mut Session,
+        rows: &[&Encoded],
+        batch: &Batch,
+        outputs: &[&str],
+    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
         let (b, t) = (batch.size(), batch.seq_len());
         let mut ids = vec![self.config.pad_token_id as i64; b * t];
         let mut types = vec![0i64; b * t];
@@ -164,17 +201,59 @@ impl OnnxEncoder {
                     .into(),
             ));
         }
-        let mut session = self.session.lock().map_err(|_| {
-            ModelError::InvalidInput("ONNX Runtime session poisoned by an earlier panic".into())
-        })?;
-        let outputs = session.run(inputs).map_err(ort_err)?;
-        let value = outputs
-            .get(output)
-            .ok_or_else(|| ModelError::Runtime(format!("graph has no output {output}")))?;
-        let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
-        let dims = shape.iter().map(|&d| d as usize).collect();
-        Ok((dims, data.to_vec()))
+        let results = session.run(inputs).map_err(ort_err)?;
+        outputs
+            .iter()
+            .map(|&name| {
+                let value = results
+                    .get(name)
+                    .ok_or_else(|| ModelError::Runtime(format!("graph has no output {name}")))?;
+                let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
+                Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+            })
+            .collect()
     }
+}
+
+/// Runs `spec`'s network in f32, with probes, over the calibration rows and returns the input
+/// channel maxima of every linear layer.
+fn calibrate(
+    spec: &graph::GraphSpec,
+    feeds: &Feeds,
+    threads: usize,
+    rows: &[Encoded],
+) -> Result<calibrate::Calibration> {
+    if rows.is_empty() {
+        return Err(ModelError::InvalidInput(
+            "int8 needs calibration text and none was given".into(),
+        ));
+    }
+    let probe_spec = graph::GraphSpec {
+        head: None,
+        precision: Precision::F32,
+        calibration: None,
+        probes: true,
+        ..*spec
+    };
+    let mut session = runtime::session(&probe_spec, threads)?;
+    let layers = spec.weights.layers.len();
+    let names: Vec<String> = (0..layers)
+        .flat_map(|l| (0..graph::LINEAR_ROLES).map(move |r| graph::io::probe(l, r)))
+        .collect();
+    let mut wanted: Vec<&str> = vec![graph::io::HIDDEN];
+    wanted.extend(names.iter().map(String::as_str));
+    let mut calibration = calibrate::Calibration::new(layers);
+    // Small batches keep the probe outputs (every layer's activations) a few MiB.
+    for chunk in rows.chunks(8) {
+        let refs: Vec<&Encoded> = chunk.iter().collect();
+        let batch = Batch::new(&refs, feeds.config.pad_token_id, &Device::Cpu)?;
+        let outputs = feeds.run(&mut session, &refs, &batch, &wanted)?;
+        for (i, (_, data)) in outputs.iter().skip(1).enumerate() {
+            let (layer, role) = (i / graph::LINEAR_ROLES, i % graph::LINEAR_ROLES);
+            calibration.observe(layer, role, data, batch.seq_len(), &batch.lengths);
+        }
+    }
+    Ok(calibration)
 }
 
 pub(crate) fn ort_err(e: impl std::fmt::Display) -> ModelError {

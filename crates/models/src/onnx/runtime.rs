@@ -83,7 +83,7 @@ pub(super) fn session(spec: &GraphSpec, threads: usize) -> Result<Session> {
     let env = environment()?;
     let g = graph::build(spec).map_err(ort_err)?;
     let mut model = ort::editor::Model::new([
-        ort::editor::Opset::new(ort::editor::ONNX_DOMAIN, 17).map_err(ort_err)?,
+        ort::editor::Opset::new(ort::editor::ONNX_DOMAIN, graph::ONNX_OPSET).map_err(ort_err)?,
         ort::editor::Opset::new(MS_DOMAIN, 1).map_err(ort_err)?,
     ])
     .map_err(ort_err)?;
