@@ -9,8 +9,8 @@ candidates. docs/quality.md ("int8 reranking") records its output.
     python scripts/bench/int8_schemes.py --model /tmp/scifact-reranker \
         --run /tmp/eval-rerank-onnx/hybrid-all-MiniLM-L6-v2.trec
 
-Needs torch and transformers (the reference venv of scripts/bench/inference.py); ~15 min on
-2 cores for 25 queries × 100 candidates × 7 schemes.
+Needs torch and transformers (the reference venv of scripts/bench/inference.py); runs on
+2 cores (10-20 min) for 25 queries × 100 candidates × 7 schemes.
 """
 import argparse
 import json
