@@ -2,6 +2,7 @@
 
 mod commands;
 mod documents;
+mod inference;
 mod input;
 mod model_path;
 
@@ -28,32 +29,8 @@ cat texts.jsonl | sift embed --model all-MiniLM-L6-v2 > vectors.jsonl\n  \
 sift rerank --model ./my-reranker --query \"capital of France\" \"Paris is in France\" \"Berlin\""
 )]
 struct Cli {
-    /// Threads for inference (default: one per physical core).
-    #[arg(long, global = true, env = "SIFT_THREADS")]
-    threads: Option<usize>,
-
-    /// Inference engine: auto (ONNX Runtime when its library is installed, else candle), candle
-    /// or onnx.
-    #[arg(long, global = true, env = "SIFT_ENGINE", default_value = "auto")]
-    engine: String,
-
-    /// Precision of embedding models: f32, or int8 (ONNX Runtime; cosine to f32 ≥ 0.995).
-    #[arg(
-        long,
-        global = true,
-        env = "SIFT_EMBED_PRECISION",
-        default_value = "f32"
-    )]
-    embed_precision: String,
-
-    /// Precision of rerank models: f32, or int8 (ONNX Runtime; measured in docs/quality.md).
-    #[arg(
-        long,
-        global = true,
-        env = "SIFT_RERANK_PRECISION",
-        default_value = "f32"
-    )]
-    rerank_precision: String,
+    #[command(flatten)]
+    leading: inference::LeadingFlags,
 
     #[command(subcommand)]
     command: Command,
@@ -93,9 +70,47 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+impl Command {
+    /// Applies the flags given before the subcommand to the ones it takes; returns its engine
+    /// flags (none for commands that run no model).
+    fn inherit(&mut self, leading: &inference::LeadingFlags) -> Option<&inference::EngineFlags> {
+        let (engine, embed, rerank) = match self {
+            Command::Index(a) => (&mut a.engine, Some(&mut a.embed_precision), None),
+            Command::Search(a) => (
+                &mut a.engine,
+                Some(&mut a.embed_precision),
+                Some(&mut a.rerank_precision),
+            ),
+            Command::Eval(a) => (
+                &mut a.engine,
+                Some(&mut a.embed_precision),
+                Some(&mut a.rerank_precision),
+            ),
+            Command::Serve(a) => (
+                &mut a.engine,
+                Some(&mut a.embed_precision),
+                Some(&mut a.rerank_precision),
+            ),
+            Command::TrainReranker(a) => (&mut a.engine, Some(&mut a.embed_precision), None),
+            Command::Embed(a) => (&mut a.engine, Some(&mut a.embed_precision), None),
+            Command::Rerank(a) => (&mut a.engine, None, Some(&mut a.rerank_precision)),
+            Command::Bench(a) => (&mut a.engine, None, None),
+            Command::Delete(_) | Command::Models(_) => return None,
+        };
+        engine.inherit(leading);
+        if let Some(e) = embed {
+            e.inherit(leading);
+        }
+        if let Some(r) = rerank {
+            r.inherit(leading);
+        }
+        Some(engine)
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     // The server logs one info line per request; other commands only warnings by default.
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIFT_LOG")
         .unwrap_or_else(|_| "warn,sift_server=info".into());
@@ -108,21 +123,12 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
-    if let Some(n) = cli.threads {
-        if n == 0 {
-            eprintln!("error: --threads must be at least 1");
-            return ExitCode::from(2);
-        }
-        // candle's CPU kernels size their thread pools from this variable; set it before any
-        // model work starts.
+    let engine = cli.command.inherit(&cli.leading);
+    if let Some(n) = engine.and_then(|e| e.threads) {
+        // candle's CPU kernels size their thread pools from this variable, read once by a
+        // third-party crate; it is set here, before any model work starts, and nowhere else.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        // ONNX Runtime's intra-op pool reads this one (sift_models::engine).
-        std::env::set_var("SIFT_THREADS", n.to_string());
     }
-    // Model loading reads the choice from the environment (sift_models::engine).
-    std::env::set_var("SIFT_ENGINE", &cli.engine);
-    std::env::set_var("SIFT_EMBED_PRECISION", &cli.embed_precision);
-    std::env::set_var("SIFT_RERANK_PRECISION", &cli.rerank_precision);
     let result = match cli.command {
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),

@@ -26,3 +26,30 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
         models_dir().display()
     )
 }
+
+/// Loads the embedding model named `model` on `engine`.
+pub fn load_embedder(
+    model: &str,
+    engine: sift_models::EngineOptions,
+) -> Result<std::sync::Arc<sift_models::Embedder>> {
+    use anyhow::Context;
+    let dir = resolve(model)?;
+    let options = sift_models::EmbedderOptions {
+        engine,
+        ..Default::default()
+    };
+    Ok(std::sync::Arc::new(
+        sift_models::Embedder::load(&dir, options)
+            .with_context(|| format!("loading {}", dir.display()))?,
+    ))
+}
+
+/// Loads the rerank model named `model`; the implementation comes from its config.json.
+pub fn load_reranker(
+    model: &str,
+    options: sift_models::RerankerOptions,
+) -> Result<std::sync::Arc<dyn sift_models::Reranker>> {
+    use anyhow::Context;
+    let dir = resolve(model)?;
+    sift_models::load_reranker(&dir, options).with_context(|| format!("loading {}", dir.display()))
+}

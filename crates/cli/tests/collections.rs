@@ -8,7 +8,13 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sift_index::{AnnParams, Collection};
+use sift_index::store::{self, Access};
+use sift_index::{CollectionBackend, Location};
+
+/// Opens the collection in `dir` for writing, through the store as the CLI does.
+fn open_collection(dir: &std::path::Path) -> Box<dyn CollectionBackend> {
+    store::open(&Location::Local(dir.to_owned()), Access::Write).unwrap()
+}
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -363,8 +369,8 @@ fn reindexing_is_idempotent_and_upserts_and_deletes_by_id() {
         "50",
     ]));
     assert!(e.contains("chunking is fixed"), "{e}");
-    let c = Collection::open(&col, AnnParams::default()).unwrap();
-    assert_eq!(c.len(), 3);
+    let c = open_collection(&col);
+    assert_eq!(c.len().unwrap(), 3);
     c.verify().unwrap();
 }
 
@@ -394,10 +400,7 @@ fn malformed_input_indexes_nothing_unless_asked() {
         "--skip-invalid",
     ]);
     ok(&out);
-    assert_eq!(
-        Collection::open(&col, AnnParams::default()).unwrap().len(),
-        1
-    );
+    assert_eq!(open_collection(&col).len().unwrap(), 1);
     // A collection refuses another embedding model.
     let other = workspace().join("crates/models/tests/fixtures/golden/bert-encoder");
     let e = err(&sift(&[
@@ -470,19 +473,19 @@ fn sigkill_during_ingest_loses_no_committed_batch() {
             assert_eq!(last_reported, 0);
             continue;
         }
-        let c = Collection::open(&col, AnnParams::default()).unwrap();
+        let c = open_collection(&col);
         c.verify().unwrap();
         assert!(
-            c.len() >= last_reported,
+            c.len().unwrap() >= last_reported,
             "reported {last_reported} committed, found {}",
-            c.len()
+            c.len().unwrap()
         );
     }
     assert!(last_reported > 0, "at least one kill landed after a commit");
     ok(&sift(&args));
-    let c = Collection::open(&col, AnnParams::default()).unwrap();
+    let c = open_collection(&col);
     c.verify().unwrap();
-    assert_eq!(c.len(), s.corpus_lines.len());
+    assert_eq!(c.len().unwrap(), s.corpus_lines.len());
 }
 
 /// `sift eval` on a small BEIR folder built from SciFact, with the problems real data has:

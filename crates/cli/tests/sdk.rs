@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, TextRole};
+use sift_models::{Embedder, EmbedderOptions, LongDocumentPolicy, RerankerOptions, TextRole};
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -132,8 +132,15 @@ fn openai_and_cohere_sdks_get_sifts_results() {
         "Berlin is in Germany.",
         "Cats purr.",
     ];
-    let reranker = CrossEncoder::load(&rerank_dir, CrossEncoderOptions::default()).unwrap();
-    let ranked = reranker.rerank(query, &documents, None).unwrap();
+    let reranker = sift_models::load_reranker(&rerank_dir, RerankerOptions::default()).unwrap();
+    let ranked = sift_models::rerank::rerank(
+        reranker.as_ref(),
+        query,
+        &documents,
+        &LongDocumentPolicy::default(),
+        None,
+    )
+    .unwrap();
     let v1 = got["cohere_v1"].as_array().unwrap();
     assert_eq!(v1.len(), 2, "top_n = 2");
     let v2 = got["cohere_v2"].as_array().unwrap();

@@ -1,9 +1,12 @@
 //! Retrieval evaluation: relevance judgements (qrels), ranked runs, and the metrics IR and RAG
 //! practitioners report, defined exactly as trec_eval (and so pytrec_eval / ir-measures) defines
-//! them — tested against ir-measures on committed fixtures.
+//! them — tested against ir-measures on committed fixtures — and the experiment grid `sift eval`
+//! runs through the retrieval pipeline ([`experiment`], [`report`]).
 
 pub mod beir;
+pub mod experiment;
 pub mod metrics;
+pub mod report;
 pub mod trec;
 
 pub use beir::{Dataset, DatasetError, Split};

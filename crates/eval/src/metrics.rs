@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::trec::ranked;
 use crate::trec::{Qrels, Run};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -87,13 +88,6 @@ fn dcg(grades: impl Iterator<Item = i32>) -> f64 {
         .filter(|(_, g)| *g > 0)
         .map(|(i, g)| g as f64 / ((i + 2) as f64).log2())
         .sum()
-}
-
-/// Documents in trec_eval's order: score descending, ties by id descending.
-pub fn ranked(docs: &[(String, f64)]) -> Vec<(String, f64)> {
-    let mut v = docs.to_vec();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-    v
 }
 
 /// Per-query values and their means.

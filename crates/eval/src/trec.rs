@@ -55,6 +55,13 @@ impl Qrels {
     }
 }
 
+/// Documents in trec_eval's order: score descending, ties by id descending.
+pub fn ranked(docs: &[(String, f64)]) -> Vec<(String, f64)> {
+    let mut v = docs.to_vec();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    v
+}
+
 /// A ranked run: query id → scored documents (any order; ranking sorts them).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Run {
@@ -96,7 +103,7 @@ impl Run {
     pub fn to_trec(&self, tag: &str) -> String {
         let mut out = String::new();
         for (q, docs) in &self.results {
-            for (rank, (d, score)) in crate::metrics::ranked(docs).iter().enumerate() {
+            for (rank, (d, score)) in ranked(docs).iter().enumerate() {
                 let _ = writeln!(out, "{q} Q0 {d} {} {score} {tag}", rank + 1);
             }
         }
@@ -130,7 +137,7 @@ mod tests {
         let text = run.to_trec("sift");
         assert!(text.starts_with("q1 Q0 b 1 3.5 sift\n"));
         let back = Run::parse("r", &text).unwrap();
-        let order = |r: &Run| crate::metrics::ranked(&r.results["q1"]);
+        let order = |r: &Run| ranked(&r.results["q1"]);
         assert_eq!(order(&back), order(&run));
     }
 }

@@ -1,4 +1,4 @@
-//! What a collection stores.
+//! What a collection stores, and the operations and hits every backend speaks in.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,41 @@ pub struct Chunk {
 pub struct IndexedDocument {
     pub document: Document,
     pub chunks: Vec<Chunk>,
+}
+
+/// One change to a collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Adds the document, or replaces every chunk of the stored one with the same id.
+    Upsert(IndexedDocument),
+    /// Removes the document and its chunks; absent ids are no-ops.
+    Delete(String),
+}
+
+impl Operation {
+    /// The id of the document this operation changes.
+    pub fn id(&self) -> &str {
+        match self {
+            Operation::Upsert(d) => &d.document.id,
+            Operation::Delete(id) => id,
+        }
+    }
+}
+
+/// A chunk matched by a search, with the leg's own score (cosine similarity or BM25).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkHit {
+    pub doc_id: String,
+    /// The chunk's position in its document, from 0.
+    pub chunk: u32,
+    pub score: f32,
+}
+
+/// What a search shows and reranks for a hit: the whole document and the matched chunk's text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HitDetails {
+    pub document: Document,
+    pub chunk_text: String,
 }
 
 mod json_text {

@@ -29,8 +29,24 @@ pub enum IndexError {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// The keyword index failed (the local backend's tantivy index).
     #[error("BM25 index: {0}")]
-    Bm25(#[from] tantivy::TantivyError),
+    Bm25(String),
+
+    /// A write failed after its batch was durable, leaving this open handle's in-memory state
+    /// behind the log. Every later call fails with this until the collection is reopened, which
+    /// replays the log and repairs the derived parts.
+    #[error("collection {path} is unusable after a failed write ({reason}); reopen it (restart the server, or run the command again) to recover")]
+    Unusable { path: String, reason: String },
+
+    /// A collection address this build cannot serve (e.g. a database URL without that backend).
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// A fault of sift itself or its environment (serialization, a poisoned lock), not of the
+    /// input.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl IndexError {

@@ -1,15 +1,25 @@
-//! Collections for sift: documents, their chunk embeddings, a vector index and a BM25 index in
-//! one local directory, kept consistent across crashes by a write-ahead log.
+//! Collection storage for sift.
+//!
+//! The root holds the seam every backend shares: the [`CollectionBackend`] trait and its
+//! contract ([`backend`]), the vocabulary it speaks ([`document`], [`manifest`]), the batch checks
+//! ([`batch`]), the [`store`] that callers open collections through, and the [`conformance`]
+//! suite every backend must pass. [`local`] is the embedded backend (a directory: write-ahead
+//! log, snapshot, exact + HNSW vectors, tantivy BM25); nothing at the root depends on it except
+//! the store.
 
-pub mod bm25;
-pub mod collection;
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod batch;
+pub mod conformance;
 pub mod document;
 pub mod error;
-pub mod vectors;
-pub mod wal;
+pub mod local;
+pub mod manifest;
+pub mod store;
 
-pub use collection::{ChunkHit, ChunkingConfig, Collection, EmbeddingModelInfo, Manifest};
-pub use document::{Chunk, Document, IndexedDocument};
+pub use backend::{CollectionBackend, CollectionStats};
+pub use document::{Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation};
 pub use error::{IndexError, Result};
-pub use vectors::AnnParams;
-pub use wal::Operation;
+pub use manifest::{ChunkingConfig, EmbeddingModelInfo, Manifest, FORMAT_VERSION};
+pub use store::{Access, CollectionStore, Location};

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
+use sift_index::local::{AnnParams, LocalCollection, OpenMode};
 use sift_index::{
-    AnnParams, Chunk, ChunkingConfig, Collection, Document, EmbeddingModelInfo, IndexError,
+    Chunk, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo, IndexError,
     IndexedDocument, Manifest, Operation,
 };
 
@@ -24,8 +25,8 @@ fn manifest(fingerprint: &str, dim: usize) -> Manifest {
     }
 }
 
-fn open(dir: &Path) -> Collection {
-    Collection::open_or_create(dir, manifest("fp", DIM), AnnParams::default()).unwrap()
+fn open(dir: &Path) -> LocalCollection {
+    LocalCollection::open_or_create(dir, manifest("fp", DIM), AnnParams::default()).unwrap()
 }
 
 fn vector(seed: u64) -> Vec<f32> {
@@ -65,14 +66,14 @@ fn upsert_delete_and_reopen() {
         doc("c", "gamma rays", 3),
     ])
     .unwrap();
-    assert_eq!(c.len(), 3);
+    assert_eq!(c.len().unwrap(), 3);
     // Upsert replaces, delete removes, both visible to both legs.
     c.commit(vec![
         doc("a", "alpha helix proteins", 4),
         Operation::Delete("b".into()),
     ])
     .unwrap();
-    assert_eq!(c.len(), 2);
+    assert_eq!(c.len().unwrap(), 2);
     assert!(c.keyword_search("decay", 10).unwrap().is_empty());
     assert_eq!(c.keyword_search("helix", 10).unwrap()[0].doc_id, "a");
     assert_eq!(c.dense_search(&vector(4), 1).unwrap()[0].doc_id, "a");
@@ -80,14 +81,17 @@ fn upsert_delete_and_reopen() {
     drop(c);
 
     let mut c = open(dir.path());
-    assert_eq!(c.len(), 2);
-    assert_eq!(c.get("a").unwrap().text, "alpha helix proteins");
+    assert_eq!(c.len().unwrap(), 2);
+    assert_eq!(
+        c.documents(&["a"]).unwrap()[0].as_ref().unwrap().text,
+        "alpha helix proteins"
+    );
     c.verify().unwrap();
     c.compact().unwrap();
     c.verify().unwrap();
     drop(c);
     let c = open(dir.path());
-    assert_eq!(c.len(), 2);
+    assert_eq!(c.len().unwrap(), 2);
     assert_eq!(c.dense_search(&vector(3), 1).unwrap()[0].doc_id, "c");
     c.verify().unwrap();
 }
@@ -112,7 +116,10 @@ fn bad_batches_are_rejected_whole() {
             vector: vec![1.0; DIM + 1],
         }],
     });
-    assert!(c.commit(vec![doc("z", "ok", 1), wrong_dim]).is_err());
+    assert!(matches!(
+        c.commit(vec![doc("z", "ok", 1), wrong_dim]),
+        Err(IndexError::InvalidInput(_))
+    ));
     let nan = Operation::Upsert(IndexedDocument {
         document: Document {
             id: "n".into(),
@@ -125,9 +132,12 @@ fn bad_batches_are_rejected_whole() {
             vector: vec![f32::NAN; DIM],
         }],
     });
-    assert!(c.commit(vec![nan]).is_err());
-    assert_eq!(c.len(), 0, "nothing of a rejected batch is stored");
-    assert_eq!(c.seq(), 0);
+    assert!(matches!(
+        c.commit(vec![nan]),
+        Err(IndexError::InvalidInput(_))
+    ));
+    assert_eq!(c.len().unwrap(), 0, "nothing of a rejected batch is stored");
+    assert_eq!(c.seq().unwrap(), 0);
 }
 
 #[test]
@@ -135,16 +145,21 @@ fn a_second_writer_and_another_model_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let c = open(dir.path());
     assert!(matches!(
-        Collection::open(dir.path(), AnnParams::default()),
+        LocalCollection::open(dir.path(), OpenMode::Write, AnnParams::default()),
         Err(IndexError::Locked { .. })
     ));
     drop(c);
-    let err = Collection::open_or_create(dir.path(), manifest("other", DIM), AnnParams::default())
-        .err()
-        .unwrap();
+    let err =
+        LocalCollection::open_or_create(dir.path(), manifest("other", DIM), AnnParams::default())
+            .err()
+            .unwrap();
     assert!(matches!(err, IndexError::ModelMismatch { .. }), "{err}");
     assert!(matches!(
-        Collection::open(&dir.path().join("nope"), AnnParams::default()),
+        LocalCollection::open(
+            &dir.path().join("nope"),
+            OpenMode::Write,
+            AnnParams::default()
+        ),
         Err(IndexError::NotACollection(_))
     ));
 }
@@ -162,7 +177,7 @@ fn stale_or_broken_derived_indexes_are_rebuilt_on_open() {
     let c = open(dir.path());
     c.verify().unwrap();
     assert_eq!(c.keyword_search("beta", 5).unwrap()[0].doc_id, "b");
-    assert_eq!(c.len(), 2);
+    assert_eq!(c.len().unwrap(), 2);
 }
 
 /// HNSW must find what exact search finds: recall@10 ≥ 0.95 on 20,000 clustered vectors
@@ -192,7 +207,7 @@ fn ann_recall_at_10_against_exact_search() {
         exact_below: 10_000,
         ..AnnParams::default()
     };
-    let mut c = Collection::open_or_create(dir.path(), manifest("fp", DIM), params).unwrap();
+    let mut c = LocalCollection::open_or_create(dir.path(), manifest("fp", DIM), params).unwrap();
     let mut ops = Vec::new();
     for i in 0..N {
         ops.push(Operation::Upsert(IndexedDocument {
@@ -214,7 +229,7 @@ fn ann_recall_at_10_against_exact_search() {
     c.compact().unwrap();
     assert!(c.uses_ann());
     drop(c);
-    let c = Collection::open(dir.path(), params).unwrap();
+    let c = LocalCollection::open(dir.path(), OpenMode::Write, params).unwrap();
     assert!(c.uses_ann(), "the graph is loaded from disk, not rebuilt");
     let queries = 200;
     let mut found = 0;
@@ -222,6 +237,7 @@ fn ann_recall_at_10_against_exact_search() {
         let query = point(q * 7 + 3);
         let exact: Vec<String> = c
             .exact_dense_search(&query, 10)
+            .unwrap()
             .into_iter()
             .map(|h| h.doc_id)
             .collect();
@@ -244,12 +260,16 @@ fn readers_share_a_collection_and_cannot_write() {
     let mut c = open(dir.path());
     c.commit(vec![doc("a", "alpha", 1)]).unwrap();
     drop(c);
-    let r1 = Collection::open_read_only(dir.path(), AnnParams::default()).unwrap();
-    let mut r2 = Collection::open_read_only(dir.path(), AnnParams::default()).unwrap();
+    let r1 = LocalCollection::open(dir.path(), OpenMode::ReadOnly, AnnParams::default()).unwrap();
+    let mut r2 =
+        LocalCollection::open(dir.path(), OpenMode::ReadOnly, AnnParams::default()).unwrap();
     assert_eq!(r1.keyword_search("alpha", 3).unwrap().len(), 1);
-    assert!(r2.commit(vec![doc("b", "beta", 2)]).is_err());
     assert!(matches!(
-        Collection::open(dir.path(), AnnParams::default()),
+        r2.commit(vec![doc("b", "beta", 2)]),
+        Err(IndexError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        LocalCollection::open(dir.path(), OpenMode::Write, AnnParams::default()),
         Err(IndexError::Locked { .. })
     ));
     drop((r1, r2));
@@ -259,10 +279,10 @@ fn readers_share_a_collection_and_cannot_write() {
     drop(c);
     std::fs::remove_dir_all(dir.path().join("bm25")).unwrap();
     assert!(matches!(
-        Collection::open_read_only(dir.path(), AnnParams::default()),
+        LocalCollection::open(dir.path(), OpenMode::ReadOnly, AnnParams::default()),
         Err(IndexError::NeedsRecovery(_))
     ));
-    let c = Collection::open_for_search(dir.path(), AnnParams::default()).unwrap();
+    let c = LocalCollection::open(dir.path(), OpenMode::Search, AnnParams::default()).unwrap();
     c.verify().unwrap();
-    assert_eq!(c.len(), 2);
+    assert_eq!(c.len().unwrap(), 2);
 }

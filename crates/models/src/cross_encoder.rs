@@ -1,36 +1,17 @@
-//! Cross-encoder reranker: (query, document) pairs → relevance scores.
+//! Cross-encoder reranker: an encoder with a classification head reads the query and the
+//! document together and outputs a relevance logit.
 
 use std::path::Path;
 
 use crate::batch::plan_batches;
 use crate::calibration_text;
 use crate::config::Head;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::Engine;
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
+use crate::rerank::{RerankScore, Reranker, RerankerOptions};
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::{resolve_max_length, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_ONNX_BATCH_TOKENS};
-
-#[derive(Debug, Clone, Default)]
-pub struct CrossEncoderOptions {
-    /// Tokens per pair, special tokens included; the document is cut first.
-    pub max_length: Option<usize>,
-    /// Padded tokens per forward pass.
-    pub max_batch_tokens: Option<usize>,
-    pub engine: EngineOptions,
-}
-
-/// The score of one document.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RerankScore {
-    /// Position of the document in the input.
-    pub index: usize,
-    /// The relevant label's raw logit (unbounded; comparable within one model).
-    pub logit: f32,
-    /// Probability of relevance in [0, 1]: sigmoid of the logit for one-label models, softmax
-    /// of the relevant label for two-label models.
-    pub score: f32,
-}
 
 pub struct CrossEncoder {
     engine: Engine,
@@ -43,8 +24,12 @@ impl CrossEncoder {
     /// Loads a `*ForSequenceClassification` directory. One-label heads score with their only
     /// logit; two-label heads (e.g. some NLI-style rerankers) score with label 1, the
     /// "relevant" class by convention.
-    pub fn load(dir: impl AsRef<Path>, options: CrossEncoderOptions) -> Result<Self> {
-        let dir = ModelDir::open(dir)?;
+    pub fn load(dir: impl AsRef<Path>, options: RerankerOptions) -> Result<Self> {
+        Self::from_dir(ModelDir::open(dir)?, options)
+    }
+
+    /// Like [`CrossEncoder::load`], for a directory already opened.
+    pub fn from_dir(dir: ModelDir, options: RerankerOptions) -> Result<Self> {
         if dir.config.head != Head::SequenceClassification {
             return Err(ModelError::NotACrossEncoder {
                 path: dir.path.clone(),
@@ -147,21 +132,6 @@ impl CrossEncoder {
         Ok(out)
     }
 
-    /// Documents sorted by descending score (ties keep input order), cut to `top_k`.
-    pub fn rerank(
-        &self,
-        query: &str,
-        documents: &[impl AsRef<str>],
-        top_k: Option<usize>,
-    ) -> Result<Vec<RerankScore>> {
-        let mut scores = self.score(query, documents)?;
-        sort_by_score(&mut scores);
-        if let Some(k) = top_k {
-            scores.truncate(k);
-        }
-        Ok(scores)
-    }
-
     /// Raw logits `[b, num_labels]` of prepared pairs; the golden tests compare these.
     pub fn logits(&self, pairs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
         let rows: Vec<&Encoded> = pairs.iter().collect();
@@ -194,14 +164,46 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Descending by logit (ties keep input order); NaN sorts last.
-pub fn sort_by_score(scores: &mut [RerankScore]) {
-    scores.sort_by(|a, b| {
-        b.logit
-            .partial_cmp(&a.logit)
-            .unwrap_or_else(|| a.logit.is_nan().cmp(&b.logit.is_nan()))
-            .then(a.index.cmp(&b.index))
-    });
+impl Reranker for CrossEncoder {
+    fn model_dir(&self) -> &ModelDir {
+        &self.dir
+    }
+
+    fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Measured on this query with a one-token probe document, so the special tokens of any
+    /// pair template (`[CLS] q [SEP] d [SEP]`, `<s> q </s></s> d </s>`) are counted by the
+    /// tokenizer itself.
+    fn pair_overhead(&self, query: &str) -> Result<usize> {
+        const PROBE: &str = "a";
+        let pair = self.tokenizer.pair_len_untruncated(query, PROBE)?;
+        let probe = self.tokenizer.token_offsets(PROBE)?.len();
+        Ok(pair.saturating_sub(probe))
+    }
+
+    fn encode_pair(&self, query: &str, document: &str) -> Result<(Encoded, bool)> {
+        if query.trim().is_empty() {
+            return Err(ModelError::InvalidInput("the query is empty".into()));
+        }
+        if document.trim().is_empty() {
+            return Err(ModelError::InvalidInput("a document is empty".into()));
+        }
+        self.tokenizer.encode_pair_checked(query, document)
+    }
+
+    fn score_pairs(
+        &self,
+        pairs: &[Encoded],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<RerankScore>> {
+        self.score_encoded(pairs, progress)
+    }
 }
 
 #[cfg(test)]
@@ -216,18 +218,5 @@ mod tests {
         assert!((s.score - softmax1).abs() < 1e-6);
         let one = score_from_logits(0, &[0.0]);
         assert_eq!(one.score, 0.5);
-    }
-
-    #[test]
-    fn sorting_is_descending_and_stable() {
-        let mk = |index, logit| RerankScore {
-            index,
-            logit,
-            score: 0.0,
-        };
-        let mut v = vec![mk(0, 1.0), mk(1, f32::NAN), mk(2, 5.0), mk(3, 1.0)];
-        sort_by_score(&mut v);
-        let order: Vec<usize> = v.iter().map(|s| s.index).collect();
-        assert_eq!(order, vec![2, 0, 3, 1]);
     }
 }

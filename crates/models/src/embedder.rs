@@ -46,6 +46,8 @@ pub struct Embedder {
     query_prefix: String,
     passage_prefix: String,
     max_batch_tokens: usize,
+    fingerprint: String,
+    legacy_fingerprint: std::sync::OnceLock<String>,
 }
 
 impl Embedder {
@@ -64,7 +66,10 @@ impl Embedder {
             texts.map(|t| tokenizer.encode(t)).collect()
         })?;
         let st = &dir.sentence_transformers;
+        let fingerprint = dir.fingerprint()?;
         Ok(Embedder {
+            fingerprint,
+            legacy_fingerprint: std::sync::OnceLock::new(),
             pooling: options.pooling.or(st.pooling).unwrap_or(Pooling::Mean),
             normalize: options.normalize.unwrap_or(st.normalize),
             query_prefix: options
@@ -100,6 +105,25 @@ impl Embedder {
 
     pub fn model_dir(&self) -> &ModelDir {
         &self.dir
+    }
+
+    /// What identifies this model's weights ([`ModelDir::fingerprint`]), computed at load.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Whether a collection that recorded `fingerprint` was made with this model. Also accepts
+    /// the shorter fingerprint of collections made before whole-weight hashing (computed only
+    /// then, on demand).
+    pub fn has_fingerprint(&self, fingerprint: &str) -> Result<bool> {
+        if fingerprint.starts_with(crate::model_dir::FINGERPRINT_V2) {
+            return Ok(fingerprint == self.fingerprint);
+        }
+        if let Some(legacy) = self.legacy_fingerprint.get() {
+            return Ok(fingerprint == legacy);
+        }
+        let legacy = self.dir.legacy_fingerprint()?;
+        Ok(fingerprint == self.legacy_fingerprint.get_or_init(|| legacy))
     }
 
     pub fn pooling(&self) -> Pooling {

@@ -10,7 +10,8 @@ use crate::onnx::{self, OnnxEncoder, Precision};
 use crate::tokenize::Encoded;
 
 /// The engine a user asks for. `Auto` (the default) picks ONNX Runtime when its library is
-/// found and candle otherwise; `SIFT_ENGINE=candle|onnx|auto` sets the default for a process.
+/// found and candle otherwise. The library never reads this from the environment: callers
+/// (the CLI's `--engine`) pass it in [`EngineOptions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineChoice {
     #[default]
@@ -46,14 +47,14 @@ impl FromStr for Precision {
     }
 }
 
-/// How to run a model: engine, numeric precision and threads.
-#[derive(Debug, Clone, Copy, Default)]
+/// How to run a model: engine, numeric precision and threads. A plain value: what the caller
+/// sets is what runs, whatever the process environment says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineOptions {
     pub engine: EngineChoice,
-    /// `Int8` needs ONNX Runtime. `None`: `$SIFT_EMBED_PRECISION` for embedders,
-    /// `$SIFT_RERANK_PRECISION` for cross-encoders, else f32.
-    pub precision: Option<Precision>,
-    /// Intra-op threads for ONNX Runtime; `None`: `$SIFT_THREADS`, else one per available core.
+    /// `Int8` needs ONNX Runtime.
+    pub precision: Precision,
+    /// Intra-op threads for ONNX Runtime; `None`: one per physical core ([`default_threads`]).
     pub threads: Option<usize>,
 }
 
@@ -72,26 +73,8 @@ impl Engine {
         options: EngineOptions,
         calibration: impl FnOnce() -> Result<Vec<Encoded>>,
     ) -> Result<Self> {
-        let precision_env = if with_head {
-            "SIFT_RERANK_PRECISION"
-        } else {
-            "SIFT_EMBED_PRECISION"
-        };
-        let precision = match options.precision {
-            Some(p) => p,
-            None => match std::env::var(precision_env) {
-                Ok(v) if !v.is_empty() => v.parse()?,
-                _ => Precision::F32,
-            },
-        };
-        let choice = match options.engine {
-            EngineChoice::Auto => match std::env::var("SIFT_ENGINE") {
-                Ok(v) => v.parse()?,
-                Err(_) => EngineChoice::Auto,
-            },
-            explicit => explicit,
-        };
-        let wants_onnx = match choice {
+        let precision = options.precision;
+        let wants_onnx = match options.engine {
             EngineChoice::Onnx => true,
             EngineChoice::Candle => false,
             EngineChoice::Auto => precision != Precision::F32 || onnx::runtime_library().is_some(),
@@ -106,10 +89,7 @@ impl Engine {
         if !wants_onnx {
             return Ok(Engine::Candle(model));
         }
-        let threads = options
-            .threads
-            .or_else(|| std::env::var("SIFT_THREADS").ok()?.parse().ok())
-            .unwrap_or_else(default_threads);
+        let threads = options.threads.unwrap_or_else(default_threads).max(1);
         let rows = match precision {
             Precision::Int8 => calibration()?,
             Precision::F32 => Vec::new(),

@@ -38,6 +38,11 @@ pub enum ModelError {
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
 
+    /// A fault of sift itself (a poisoned session, a broken invariant), not of the input or the
+    /// model files. Servers report it as 500, never as a client error.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// ONNX Runtime could not be loaded, or rejected or failed a graph.
     #[error("ONNX Runtime: {0}")]
     Runtime(String),

@@ -2,8 +2,8 @@
 //!
 //! Loads ordinary Hugging Face model directories (`config.json`, `tokenizer.json`,
 //! `*.safetensors` or `pytorch_model.bin`, plus sentence-transformers metadata) and runs them on
-//! candle: an [`Embedder`] (bi-encoder, the recall stage) and a [`CrossEncoder`] (the rerank
-//! stage). BERT, XLM-RoBERTa/RoBERTa and MPNet are supported, each as a bare encoder and as a
+//! candle or ONNX Runtime: an [`Embedder`] (bi-encoder, the recall stage) and a [`Reranker`]
+//! (the rerank stage's seam; [`CrossEncoder`] implements it), loaded by [`load_reranker`]. BERT, XLM-RoBERTa/RoBERTa and MPNet are supported, each as a bare encoder and as a
 //! sequence classifier.
 
 pub mod arch;
@@ -17,17 +17,22 @@ pub mod error;
 pub mod model_dir;
 pub mod onnx;
 pub mod pooling;
+pub mod rerank;
 pub mod sentence_transformers;
 pub mod tokenize;
+pub mod windows;
 
 pub use config::{Architecture, Head, ModelConfig};
-pub use cross_encoder::{CrossEncoder, CrossEncoderOptions, RerankScore};
+pub use cross_encoder::CrossEncoder;
 pub use embedder::{Embedder, EmbedderOptions, TextRole};
 pub use engine::{Engine, EngineChoice, EngineOptions};
 pub use error::{ModelError, Result};
 pub use model_dir::ModelDir;
 pub use onnx::Precision;
 pub use pooling::Pooling;
+pub use rerank::{
+    load_reranker, LongDocumentMode, LongDocumentPolicy, RerankScore, Reranker, RerankerOptions,
+};
 pub use tokenize::{Encoded, TextTokenizer};
 
 /// Default padded tokens per forward pass. 8,192 keeps a BERT-base batch's activations around

@@ -88,25 +88,59 @@ impl TextTokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Result<Encoded> {
-        let text = self.clip(text);
-        let enc = self
-            .single
-            .encode(text, true)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(self.finish(enc))
+        Ok(self.encode_checked(text)?.0)
     }
 
     pub fn encode_pair(&self, query: &str, document: &str) -> Result<Encoded> {
-        let (query, document) = (self.clip(query), self.clip(document));
-        let enc = match self.pair.encode((query, document), true) {
+        Ok(self.encode_pair_checked(query, document)?.0)
+    }
+
+    /// Like [`TextTokenizer::encode_pair`], also saying whether anything was cut to fit
+    /// `max_length` — read from the tokenizer's own output (its overflow), so no caller has to
+    /// count special tokens.
+    pub fn encode_pair_checked(&self, query: &str, document: &str) -> Result<(Encoded, bool)> {
+        let (q, d) = (self.clip(query), self.clip(document));
+        let clipped = q.len() < query.len() || d.len() < document.len();
+        let enc = match self.pair.encode((q, d), true) {
             Ok(enc) => enc,
             // The query alone does not fit: cut both, longest first.
             Err(_) => self
                 .pair_fallback
-                .encode((query, document), true)
+                .encode((q, d), true)
                 .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
         };
-        Ok(self.finish(enc))
+        let cut = clipped || !enc.get_overflowing().is_empty();
+        Ok((self.finish(enc), cut))
+    }
+
+    /// Like [`TextTokenizer::encode`], also saying whether the text was cut to fit.
+    pub fn encode_checked(&self, text: &str) -> Result<(Encoded, bool)> {
+        let clipped = self.clip(text);
+        let enc = self
+            .single
+            .encode(clipped, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let cut = clipped.len() < text.len() || !enc.get_overflowing().is_empty();
+        Ok((self.finish(enc), cut))
+    }
+
+    /// Tokens a (query, document) pair has before truncation, special tokens included.
+    pub fn pair_len_untruncated(&self, query: &str, document: &str) -> Result<usize> {
+        let enc = self
+            .untruncated
+            .encode((query, document), true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(enc.len())
+    }
+
+    /// Tokens `text` has before truncation, special tokens included: what the model would need
+    /// to see all of it.
+    pub fn len_untruncated(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .untruncated
+            .encode(text, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(enc.len())
     }
 
     /// Number of tokens `text` has before truncation, special tokens excluded (for usage reports).

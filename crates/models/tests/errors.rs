@@ -5,9 +5,7 @@ mod common;
 use std::path::Path;
 
 use common::fixture;
-use sift_models::{
-    CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, ModelError, TextRole,
-};
+use sift_models::{CrossEncoder, Embedder, EmbedderOptions, ModelError, RerankerOptions, TextRole};
 
 /// A writable copy of a golden fixture to break.
 fn copy_fixture(name: &str) -> tempfile::TempDir {
@@ -136,12 +134,9 @@ fn unsupported_architecture_names_what_is_supported() {
 
 #[test]
 fn an_encoder_is_not_a_cross_encoder() {
-    let err = CrossEncoder::load(
-        fixture("golden/bert-encoder"),
-        CrossEncoderOptions::default(),
-    )
-    .err()
-    .unwrap();
+    let err = CrossEncoder::load(fixture("golden/bert-encoder"), RerankerOptions::default())
+        .err()
+        .unwrap();
     assert!(matches!(err, ModelError::NotACrossEncoder { .. }), "{err}");
 }
 
@@ -152,7 +147,7 @@ fn empty_texts_are_rejected() {
     assert!(err.to_string().contains("text 1 is empty"), "{err}");
     let ce = CrossEncoder::load(
         fixture("golden/bert-classifier"),
-        CrossEncoderOptions::default(),
+        RerankerOptions::default(),
     )
     .unwrap();
     assert!(ce.score("", &["doc"]).is_err());
@@ -180,7 +175,7 @@ fn very_long_text_is_truncated_to_the_max_length() {
     // Cross-encoders cut the document and keep the query.
     let ce = CrossEncoder::load(
         fixture("golden/bert-classifier"),
-        CrossEncoderOptions::default(),
+        RerankerOptions::default(),
     )
     .unwrap();
     let pair = ce.encode("the fox", &[&long]).unwrap();

@@ -5,8 +5,8 @@ mod common;
 
 use common::{assert_close, fixture, floats, read_json};
 use sift_models::{
-    CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, EngineChoice, EngineOptions,
-    Precision, TextRole,
+    CrossEncoder, Embedder, EmbedderOptions, EngineChoice, EngineOptions, Precision,
+    RerankerOptions, TextRole,
 };
 
 const TOLERANCE: f32 = 1e-4;
@@ -88,7 +88,7 @@ fn check_classifier(name: &str, choice: EngineChoice) {
     let dir = fixture("golden").join(name);
     let expected = read_json(dir.join("expected.json"));
     let pairs: Vec<(String, String)> = serde_json::from_value(expected["pairs"].clone()).unwrap();
-    let options = CrossEncoderOptions {
+    let options = RerankerOptions {
         max_length: Some(expected["max_length"].as_u64().unwrap() as usize),
         engine: engine(choice),
         ..Default::default()
@@ -129,7 +129,7 @@ fn check_classifier(name: &str, choice: EngineChoice) {
 fn int8() -> EngineOptions {
     EngineOptions {
         engine: EngineChoice::Onnx,
-        precision: Some(Precision::Int8),
+        precision: Precision::Int8,
         ..Default::default()
     }
 }
@@ -179,7 +179,7 @@ fn check_classifier_int8(name: &str) {
     let dir = fixture("golden").join(name);
     let expected = read_json(dir.join("expected.json"));
     let pairs: Vec<(String, String)> = serde_json::from_value(expected["pairs"].clone()).unwrap();
-    let options = CrossEncoderOptions {
+    let options = RerankerOptions {
         max_length: Some(expected["max_length"].as_u64().unwrap() as usize),
         engine: int8(),
         ..Default::default()

@@ -21,7 +21,7 @@ fn on(engine: EngineChoice, precision: Precision) -> EmbedderOptions {
     EmbedderOptions {
         engine: EngineOptions {
             engine,
-            precision: Some(precision),
+            precision,
             threads: None,
         },
         ..Default::default()

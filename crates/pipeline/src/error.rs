@@ -7,6 +7,9 @@ pub enum PipelineError {
     Index(#[from] sift_index::IndexError),
     #[error("{0}")]
     InvalidInput(String),
+    /// A fault of sift itself (a broken invariant between stages), not of the input.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T> = std::result::Result<T, PipelineError>;

@@ -1,12 +1,12 @@
 //! Documents in, chunks embedded, batches committed.
 
 use sift_index::{
-    Chunk, ChunkingConfig, Document, EmbeddingModelInfo, IndexedDocument, Manifest, Operation,
+    Chunk, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo, IndexedDocument,
+    Manifest, Operation, FORMAT_VERSION,
 };
+use sift_models::windows::token_windows;
 use sift_models::{Embedder, TextRole};
 
-use crate::backend::SearchBackend;
-use crate::chunking::token_windows;
 use crate::error::{PipelineError, Result};
 
 /// Tokens kept free in each window for the title that is embedded with every chunk.
@@ -18,7 +18,6 @@ pub const DEFAULT_OVERLAP_TOKENS: usize = 32;
 /// The manifest a new collection gets for `embedder`: chunk windows fill the model's max length
 /// minus the special tokens and a title reserve.
 pub fn manifest_for(embedder: &Embedder, chunking: Option<ChunkingConfig>) -> Result<Manifest> {
-    let dir = embedder.model_dir();
     let room = embedder.tokenizer().max_length().saturating_sub(2);
     let chunking = chunking.unwrap_or_else(|| {
         let max_tokens = room.saturating_sub(TITLE_TOKEN_RESERVE).max(16);
@@ -35,28 +34,28 @@ pub fn manifest_for(embedder: &Embedder, chunking: Option<ChunkingConfig>) -> Re
         )));
     }
     Ok(Manifest {
-        format: 1,
-        embedding: EmbeddingModelInfo {
-            name: dir.name(),
-            fingerprint: dir.fingerprint()?,
-            dim: embedder.dim(),
-        },
+        format: FORMAT_VERSION,
+        embedding: model_info(embedder),
         chunking,
     })
 }
 
+/// How a collection records `embedder`.
+pub fn model_info(embedder: &Embedder) -> EmbeddingModelInfo {
+    EmbeddingModelInfo {
+        name: embedder.model_dir().name(),
+        fingerprint: embedder.fingerprint().to_owned(),
+        dim: embedder.dim(),
+    }
+}
+
 /// Fails unless `embedder` is the model the collection was built with.
+/// Cheap: the embedder's fingerprint is computed once, when it is loaded.
 pub fn check_model(embedder: &Embedder, manifest: &Manifest) -> Result<()> {
-    let fingerprint = embedder.model_dir().fingerprint()?;
-    if fingerprint != manifest.embedding.fingerprint || embedder.dim() != manifest.embedding.dim {
-        return Err(sift_index::IndexError::ModelMismatch {
-            expected: format!(
-                "{} (dim {})",
-                manifest.embedding.name, manifest.embedding.dim
-            ),
-            found: format!("{} (dim {})", embedder.model_dir().name(), embedder.dim()),
-        }
-        .into());
+    let same = embedder.dim() == manifest.embedding.dim
+        && embedder.has_fingerprint(&manifest.embedding.fingerprint)?;
+    if !same {
+        return Err(manifest.mismatch(&model_info(embedder)).into());
     }
     Ok(())
 }
@@ -102,9 +101,9 @@ pub fn chunk_document(
 /// Embeds and commits `docs` in batches of `batch_docs` documents (the commit unit). Calls
 /// `on_commit(done, total)` after each durable batch. Documents already stored unchanged are
 /// skipped, so re-running an ingest is idempotent and cheap.
-pub fn ingest<B: SearchBackend + ?Sized>(
+pub fn ingest(
     embedder: &Embedder,
-    backend: &mut B,
+    backend: &mut dyn CollectionBackend,
     docs: Vec<Document>,
     batch_docs: usize,
     on_commit: &mut dyn FnMut(usize, usize),
@@ -134,10 +133,14 @@ pub fn ingest<B: SearchBackend + ?Sized>(
     let mut report = IngestReport::default();
     let total = docs.len();
     let mut done = 0;
-    let (fresh, same): (Vec<Document>, Vec<Document>) =
-        docs.into_iter().partition(|d| !backend.is_unchanged(d));
-    report.unchanged = same.len();
-    done += same.len();
+    let unchanged = backend.unchanged(&docs)?;
+    let fresh: Vec<Document> = docs
+        .into_iter()
+        .zip(unchanged)
+        .filter_map(|(d, same)| (!same).then_some(d))
+        .collect();
+    report.unchanged = total - fresh.len();
+    done += report.unchanged;
     if done > 0 {
         on_commit(done, total);
     }
@@ -163,8 +166,9 @@ pub fn ingest<B: SearchBackend + ?Sized>(
         for ((owner, text), vector) in owners.into_iter().zip(chunk_texts).zip(vectors) {
             docs[owner].chunks.push(Chunk { text, vector });
         }
-        for d in &docs {
-            if backend.document(&d.document.id).is_some() {
+        let ids: Vec<&str> = docs.iter().map(|d| d.document.id.as_str()).collect();
+        for (d, stored) in docs.iter().zip(backend.documents(&ids)?) {
+            if stored.is_some() {
                 report.updated += 1;
             } else {
                 report.added += 1;

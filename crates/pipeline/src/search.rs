@@ -1,14 +1,18 @@
-//! The two-stage search: recall (dense ANN + BM25, fused by RRF), then cross-encoder rerank.
+//! The two-stage search: recall (dense ANN + BM25, fused by RRF), then rerank.
+//!
+//! [`Pipeline::search`] runs both stages in process. The stages are also exposed apart —
+//! [`Pipeline::candidates`], then [`Candidates::finish`] with scores from anywhere — so that the
+//! server can score candidates on its shared batching queue instead of a second scheduler.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use sift_index::ChunkHit;
-use sift_models::{CrossEncoder, Embedder, TextRole};
+use sift_index::{ChunkHit, CollectionBackend, Document};
+use sift_models::rerank::{score_documents, sort_by_score, PreparedPairs};
+use sift_models::{Embedder, LongDocumentPolicy, RerankScore, Reranker, TextRole};
 
-use crate::backend::SearchBackend;
 use crate::error::{PipelineError, Result};
 use crate::fusion::{reciprocal_rank_fusion, RRF_K};
 use crate::ingest::{check_model, embedding_text, ingest, IngestReport};
@@ -48,7 +52,7 @@ pub struct SearchOptions {
     pub candidates: usize,
     /// Documents returned.
     pub top_k: usize,
-    /// Rerank when the pipeline has a reranker.
+    /// Rerank when a reranker is available.
     pub rerank: bool,
 }
 
@@ -104,10 +108,11 @@ pub struct SearchResults {
 }
 
 /// A collection with the models that search it.
-pub struct Pipeline<B> {
+pub struct Pipeline {
     embedder: Option<Arc<Embedder>>,
-    reranker: Option<Arc<CrossEncoder>>,
-    backend: B,
+    reranker: Option<Arc<dyn Reranker>>,
+    policy: LongDocumentPolicy,
+    backend: Box<dyn CollectionBackend>,
 }
 
 /// A document's best chunk in one recall leg.
@@ -149,12 +154,98 @@ fn by_document(hits: Vec<ChunkHit>, depth: usize) -> (Vec<String>, HashMap<Strin
 /// leave `depth` distinct documents.
 const CHUNK_OVERFETCH: usize = 3;
 
-impl<B: SearchBackend> Pipeline<B> {
+/// The first stage's result: fused hits (best first) and, when they are to be reranked, the
+/// text the reranker reads for each (title and the whole document; the long-document policy
+/// decides what of it is scored).
+pub struct Candidates {
+    query: String,
+    hits: Vec<SearchHit>,
+    rerank_texts: Vec<String>,
+    top_k: usize,
+    timings: Timings,
+    started: Instant,
+}
+
+impl Candidates {
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// Whether these candidates were gathered for reranking (and there is anything to rerank).
+    pub fn wants_rerank(&self) -> bool {
+        !self.rerank_texts.is_empty()
+    }
+
+    /// The document texts the reranker scores, in candidate order.
+    pub fn rerank_texts(&self) -> &[String] {
+        &self.rerank_texts
+    }
+
+    /// Tokenized pairs for `reranker` under `policy`.
+    pub fn prepare(
+        &self,
+        reranker: &dyn Reranker,
+        policy: &LongDocumentPolicy,
+    ) -> Result<PreparedPairs> {
+        Ok(sift_models::rerank::prepare(
+            reranker,
+            &self.query,
+            &self.rerank_texts,
+            policy,
+        )?)
+    }
+
+    /// The final list: reordered by `scores` (one per candidate, in candidate order) when
+    /// given, cut to `top_k`. `rerank_ms` is the time the scores took.
+    pub fn finish(self, scores: Option<Vec<RerankScore>>, rerank_ms: f64) -> Result<SearchResults> {
+        let Candidates {
+            mut hits,
+            top_k,
+            mut timings,
+            started,
+            ..
+        } = self;
+        let mut reranked = false;
+        if let Some(mut scores) = scores {
+            if scores.len() != hits.len() {
+                return Err(PipelineError::Internal(format!(
+                    "{} rerank scores for {} candidates",
+                    scores.len(),
+                    hits.len()
+                )));
+            }
+            for (h, s) in hits.iter_mut().zip(&scores) {
+                h.rerank_score = Some(s.score);
+                h.score = s.score;
+            }
+            sort_by_score(&mut scores);
+            let mut slots: Vec<Option<SearchHit>> = hits.into_iter().map(Some).collect();
+            hits = scores
+                .iter()
+                .filter_map(|s| slots.get_mut(s.index).and_then(Option::take))
+                .collect();
+            timings.rerank_ms = rerank_ms;
+            reranked = true;
+        }
+        hits.truncate(top_k);
+        for (i, h) in hits.iter_mut().enumerate() {
+            h.rank = i + 1;
+        }
+        timings.total_ms = ms(started);
+        Ok(SearchResults {
+            hits,
+            timings,
+            reranked,
+        })
+    }
+}
+
+impl Pipeline {
     /// Checks that `embedder` (when given) is the model the collection was built with.
     pub fn new(
         embedder: Option<Arc<Embedder>>,
-        reranker: Option<Arc<CrossEncoder>>,
-        backend: B,
+        reranker: Option<Arc<dyn Reranker>>,
+        backend: Box<dyn CollectionBackend>,
     ) -> Result<Self> {
         if let Some(e) = &embedder {
             check_model(e, backend.manifest())?;
@@ -162,25 +253,41 @@ impl<B: SearchBackend> Pipeline<B> {
         Ok(Pipeline {
             embedder,
             reranker,
+            policy: LongDocumentPolicy::default(),
             backend,
         })
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
+    /// The long-document rule the rerank stage applies (default: windows, best window).
+    pub fn with_policy(mut self, policy: LongDocumentPolicy) -> Result<Self> {
+        policy.validate()?;
+        self.policy = policy;
+        Ok(self)
     }
 
-    pub fn backend_mut(&mut self) -> &mut B {
-        &mut self.backend
+    pub fn policy(&self) -> &LongDocumentPolicy {
+        &self.policy
     }
 
-    pub fn into_backend(self) -> B {
+    pub fn backend(&self) -> &dyn CollectionBackend {
+        self.backend.as_ref()
+    }
+
+    pub fn backend_mut(&mut self) -> &mut dyn CollectionBackend {
+        self.backend.as_mut()
+    }
+
+    pub fn into_backend(self) -> Box<dyn CollectionBackend> {
         self.backend
     }
 
     /// Swaps the rerank stage (evaluation compares several rerankers over one collection).
-    pub fn set_reranker(&mut self, reranker: Option<Arc<CrossEncoder>>) {
+    pub fn set_reranker(&mut self, reranker: Option<Arc<dyn Reranker>>) {
         self.reranker = reranker;
+    }
+
+    pub fn reranker(&self) -> Option<&Arc<dyn Reranker>> {
+        self.reranker.as_ref()
     }
 
     pub fn has_reranker(&self) -> bool {
@@ -196,34 +303,75 @@ impl<B: SearchBackend> Pipeline<B> {
     /// Embeds and stores documents; see [`ingest`].
     pub fn ingest(
         &mut self,
-        docs: Vec<sift_index::Document>,
+        docs: Vec<Document>,
         batch_docs: usize,
         on_commit: &mut dyn FnMut(usize, usize),
     ) -> Result<IngestReport> {
         let embedder = self.embedder.clone().ok_or_else(|| {
             PipelineError::InvalidInput("indexing needs an embedding model".into())
         })?;
-        ingest(&embedder, &mut self.backend, docs, batch_docs, on_commit)
+        ingest(
+            &embedder,
+            self.backend.as_mut(),
+            docs,
+            batch_docs,
+            on_commit,
+        )
     }
 
-    /// Deletes documents by id in one batch; returns how many existed.
-    pub fn delete(&mut self, ids: &[String]) -> Result<usize> {
-        let existing: Vec<String> = ids
+    /// Deletes documents by id in one batch; returns the ids that existed (each once).
+    pub fn delete(&mut self, ids: &[String]) -> Result<Vec<String>> {
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<&str> = ids
             .iter()
-            .filter(|id| self.backend.document(id).is_some())
-            .cloned()
+            .map(String::as_str)
+            .filter(|id| seen.insert(*id))
             .collect();
-        let n = existing.len();
+        let stored = self.backend.documents(&unique)?;
+        let existing: Vec<String> = unique
+            .iter()
+            .zip(stored)
+            .filter(|(_, d)| d.is_some())
+            .map(|(id, _)| (*id).to_owned())
+            .collect();
         self.backend.commit(
             existing
-                .into_iter()
+                .iter()
+                .cloned()
                 .map(sift_index::Operation::Delete)
                 .collect(),
         )?;
-        Ok(n)
+        Ok(existing)
     }
 
+    /// Both stages: recall, then (when `options.rerank` and a reranker is set) rerank.
     pub fn search(&self, query: &str, options: &SearchOptions) -> Result<SearchResults> {
+        let reranker = self.reranker.as_deref().filter(|_| options.rerank);
+        let candidates = self.candidates(query, options, reranker.is_some())?;
+        match reranker {
+            Some(r) if candidates.wants_rerank() => {
+                let t = Instant::now();
+                let scores = score_documents(
+                    r,
+                    candidates.query(),
+                    candidates.rerank_texts(),
+                    &self.policy,
+                    &mut |_| {},
+                )?;
+                candidates.finish(Some(scores), ms(t))
+            }
+            _ => candidates.finish(None, 0.0),
+        }
+    }
+
+    /// The first stage: dense and BM25 recall fused by reciprocal rank fusion. With `for_rerank`
+    /// it keeps `options.candidates` hits (else `top_k`) and the text each is reranked on.
+    pub fn candidates(
+        &self,
+        query: &str,
+        options: &SearchOptions,
+        for_rerank: bool,
+    ) -> Result<Candidates> {
         let started = Instant::now();
         if query.trim().is_empty() {
             return Err(PipelineError::InvalidInput("the query is empty".into()));
@@ -238,7 +386,11 @@ impl<B: SearchBackend> Pipeline<B> {
 
         let (dense_order, dense) = if options.mode != SearchMode::Bm25 {
             let t = Instant::now();
-            let vector = self.embedder()?.embed(&[query], TextRole::Query)?.remove(0);
+            let vector = self
+                .embedder()?
+                .embed(&[query], TextRole::Query)?
+                .pop()
+                .ok_or_else(|| PipelineError::Internal("no query embedding".into()))?;
             timings.query_embedding_ms = ms(t);
             let t = Instant::now();
             let hits = self.backend.dense_search(&vector, fetch)?;
@@ -271,77 +423,78 @@ impl<B: SearchBackend> Pipeline<B> {
                 .map(|id| (id.clone(), bm25[id].score))
                 .collect(),
         };
-        let mut hits: Vec<SearchHit> = Vec::new();
-        let keep = if options.rerank && self.reranker.is_some() {
+        let keep = if for_rerank {
             options.candidates.max(options.top_k)
         } else {
             options.top_k
         };
-        for (i, (id, fused_score)) in fused.into_iter().take(keep).enumerate() {
-            let d = dense.get(&id).copied();
-            let b = bm25.get(&id).copied();
-            // The snippet comes from the leg that ranked the document higher.
-            let chunk = match (d, b) {
-                (Some(d), Some(b)) => {
-                    if d.rank <= b.rank {
-                        d.chunk
-                    } else {
-                        b.chunk
+        let fused: Vec<(String, f32)> = fused.into_iter().take(keep).collect();
+        let legs: Vec<(Option<LegHit>, Option<LegHit>)> = fused
+            .iter()
+            .map(|(id, _)| (dense.get(id).copied(), bm25.get(id).copied()))
+            .collect();
+        // The snippet comes from the leg that ranked the document higher.
+        let snippet_chunks: Vec<(&str, u32)> = fused
+            .iter()
+            .zip(&legs)
+            .map(|((id, _), leg)| {
+                let chunk = match *leg {
+                    (Some(d), Some(b)) => {
+                        if d.rank <= b.rank {
+                            d.chunk
+                        } else {
+                            b.chunk
+                        }
                     }
-                }
-                (Some(x), None) | (None, Some(x)) => x.chunk,
-                (None, None) => 0,
+                    (Some(x), None) | (None, Some(x)) => x.chunk,
+                    (None, None) => 0,
+                };
+                (id.as_str(), chunk)
+            })
+            .collect();
+        let details = self.backend.hit_details(&snippet_chunks)?;
+        let mut hits = Vec::with_capacity(fused.len());
+        let mut rerank_texts = Vec::new();
+        for (i, (((id, fused_score), (d, b)), detail)) in
+            fused.iter().zip(legs).zip(details).enumerate()
+        {
+            let (title, snippet, metadata, text) = match detail {
+                Some(x) => (
+                    x.document.title,
+                    x.chunk_text,
+                    x.document.metadata,
+                    x.document.text,
+                ),
+                // Deleted between the search and this read: skip rather than show nothing.
+                None => continue,
             };
-            let doc = self.backend.document(&id);
+            if for_rerank {
+                rerank_texts.push(embedding_text(title.as_deref(), &text));
+            }
             hits.push(SearchHit {
                 rank: i + 1,
-                snippet: self.backend.chunk_text(&id, chunk).unwrap_or_default(),
-                title: doc.as_ref().and_then(|d| d.title.clone()),
-                metadata: doc.and_then(|d| d.metadata),
-                id,
-                score: fused_score,
+                id: id.clone(),
+                title,
+                snippet,
+                score: *fused_score,
                 dense_rank: d.map(|x| x.rank),
                 dense_score: d.map(|x| x.score),
                 bm25_rank: b.map(|x| x.rank),
                 bm25_score: b.map(|x| x.score),
                 fused_rank: i + 1,
-                fused_score,
+                fused_score: *fused_score,
                 rerank_score: None,
+                metadata,
             });
         }
         timings.fusion_ms = ms(t);
-
-        let mut reranked = false;
-        if let (true, Some(reranker)) = (options.rerank, &self.reranker) {
-            if !hits.is_empty() {
-                let t = Instant::now();
-                let texts: Vec<String> = hits
-                    .iter()
-                    .map(|h| embedding_text(h.title.as_deref(), &h.snippet))
-                    .collect();
-                let scores = reranker.score(query, &texts)?;
-                for (h, s) in hits.iter_mut().zip(&scores) {
-                    h.rerank_score = Some(s.score);
-                    h.score = s.score;
-                }
-                let logits: Vec<f32> = scores.iter().map(|s| s.logit).collect();
-                let mut order: Vec<usize> = (0..hits.len()).collect();
-                order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-                let mut slots: Vec<Option<SearchHit>> = hits.into_iter().map(Some).collect();
-                hits = order.into_iter().filter_map(|i| slots[i].take()).collect();
-                timings.rerank_ms = ms(t);
-                reranked = true;
-            }
-        }
-        hits.truncate(options.top_k);
-        for (i, h) in hits.iter_mut().enumerate() {
-            h.rank = i + 1;
-        }
-        timings.total_ms = ms(started);
-        Ok(SearchResults {
+        Ok(Candidates {
+            query: query.to_owned(),
             hits,
+            rerank_texts,
+            top_k: options.top_k,
             timings,
-            reranked,
+            started,
         })
     }
 }

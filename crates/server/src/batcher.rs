@@ -14,14 +14,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use sift_models::{CrossEncoder, Embedder, Encoded, ModelError, RerankScore};
+use sift_models::{Embedder, Encoded, ModelError, RerankScore, Reranker};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 
 /// A model that turns a batch of tokenized inputs into one output per input, in order.
 ///
-/// Implemented by the two model kinds the server batches: embedders and cross-encoders.
+/// Implemented by the two model kinds the server batches: embedders and rerankers (any
+/// implementation of the [`Reranker`] seam).
 pub trait BatchModel: Send + Sync + 'static {
     type Output: Send + 'static;
     fn run(&self, inputs: &[Encoded]) -> Result<Vec<Self::Output>, ModelError>;
@@ -35,10 +36,14 @@ impl BatchModel for Embedder {
     }
 }
 
-impl BatchModel for CrossEncoder {
+/// A rerank model behind the queue. A sized wrapper rather than `dyn Reranker` itself: the
+/// compiler cannot prove handler futures `Send` for a trait object's elided lifetimes.
+pub struct RerankModel(pub Arc<dyn Reranker>);
+
+impl BatchModel for RerankModel {
     type Output = RerankScore;
     fn run(&self, inputs: &[Encoded]) -> Result<Vec<RerankScore>, ModelError> {
-        self.score_encoded(inputs, &mut |_| {})
+        self.0.score_pairs(inputs, &mut |_| {})
     }
 }
 
@@ -253,7 +258,18 @@ impl<M: BatchModel> Worker<M> {
             let started = Instant::now();
             let inputs: Vec<Encoded> = batch.iter().map(|q| q.input.clone()).collect();
             let tokens: usize = inputs.iter().map(|e| e.len()).sum();
-            let outcome = self.model.run(&inputs);
+            // A panicking model must not take the worker (and every later request) with it.
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.run(&inputs)))
+                    .unwrap_or_else(|_| Err(ModelError::Internal("the model panicked".into())));
+            let outcome = match outcome {
+                Ok(out) if out.len() != inputs.len() => Err(ModelError::Internal(format!(
+                    "{} outputs for {} inputs",
+                    out.len(),
+                    inputs.len()
+                ))),
+                other => other,
+            };
             self.metrics.batch(self.label, inputs.len(), tokens);
 
             let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,63 +1,42 @@
-//! The collections a server owns: subdirectories of `--collections DIR`, opened on first use and
-//! kept open for writing (a collection's lock is exclusive, so `sift index` cannot write to one
-//! while the server holds it — it gets a clear "in use" error instead of corrupting it).
+//! The collections a server owns, reached only through the collection store
+//! ([`sift_index::CollectionStore`]): opened on first use and kept open for writing (the local
+//! backend's lock is exclusive, so `sift index` cannot write to one while the server holds it —
+//! it gets a clear "in use" error instead of corrupting it).
 //!
 //! Searches share a read lock; upserts and deletes take the write lock. Collection requests run
-//! the pipeline's own model calls on blocking threads and are bounded by a semaphore (429 when
-//! all permits are taken) rather than going through the batching queues: a search embeds one
-//! query, an upsert a few chunks per document.
+//! on blocking threads, bounded by a semaphore (429 when all permits are taken). Their rerank
+//! stage goes through the server's rerank batching queue like `/rerank` does, so one scheduler
+//! shares the CPU between the two.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use sift_index::{AnnParams, Collection};
-use sift_models::{CrossEncoder, Embedder};
+use sift_index::{Access, CollectionStore, Location};
+use sift_models::Embedder;
 use sift_pipeline::Pipeline;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
-pub type SharedPipeline = Arc<RwLock<Pipeline<Collection>>>;
+pub type SharedPipeline = Arc<RwLock<Pipeline>>;
 
 pub struct Collections {
-    root: PathBuf,
+    store: CollectionStore,
     embedder: Option<Arc<Embedder>>,
-    reranker: Option<Arc<CrossEncoder>>,
     open: Mutex<HashMap<String, SharedPipeline>>,
     permits: Arc<Semaphore>,
 }
 
-/// Collection names become directory names: letters, digits, `-`, `_`, `.`; no leading dot.
-pub fn validate_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "collection name {name:?}: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
-        )))
-    }
-}
-
 impl Collections {
     pub fn new(
-        root: PathBuf,
+        location: Location,
         embedder: Option<Arc<Embedder>>,
-        reranker: Option<Arc<CrossEncoder>>,
         max_concurrent: usize,
-    ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&root)?;
+    ) -> Result<Self, ApiError> {
         Ok(Collections {
-            root,
+            store: CollectionStore::open(location)?,
             embedder,
-            reranker,
             open: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
         })
@@ -75,46 +54,62 @@ impl Collections {
         self.embedder.as_ref()
     }
 
-    /// Names of the collections on disk, sorted.
+    /// Names of the collections in the store, sorted.
     pub fn names(&self) -> Result<Vec<String>, ApiError> {
-        let mut names = Vec::new();
-        let entries = std::fs::read_dir(&self.root)
-            .map_err(|e| ApiError::internal(format!("reading {}: {e}", self.root.display())))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.path().join("collection.json").is_file() && validate_name(&name).is_ok() {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        Ok(self.store.list()?)
     }
 
-    /// The open collection `name`; opens it from disk, or creates it for the server's embedding
-    /// model when `create` is set. Blocking (opening reads the snapshot).
+    /// The open collection `name`; opens it from the store, or creates it for the server's
+    /// embedding model when `create` is set. Blocking (opening reads the snapshot).
     pub fn get(&self, name: &str, create: bool) -> Result<SharedPipeline, ApiError> {
-        validate_name(name)?;
+        sift_index::store::validate_name(name)?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = open.get(name) {
             return Ok(p.clone());
         }
-        let dir = self.root.join(name);
-        let collection = if dir.join("collection.json").is_file() {
-            Collection::open(&dir, AnnParams::default())?
+        let collection = if self.store.exists(name)? {
+            self.store.open_collection(name, Access::Write)?
         } else if create {
             let embedder = self.embedder.as_ref().ok_or_else(|| {
                 ApiError::unavailable("embedding model (creating a collection needs one)")
             })?;
             let manifest = sift_pipeline::manifest_for(embedder, None)?;
-            Collection::open_or_create(&dir, manifest, AnnParams::default())?
+            self.store.create(name, manifest)?
         } else {
             return Err(ApiError::not_found(format!("no collection named {name:?}")));
         };
         // The server's embedder serves the collection only if it is the model the collection
-        // was built with; Pipeline::new refuses a mismatch (409).
-        let pipeline = Pipeline::new(self.embedder.clone(), self.reranker.clone(), collection)?;
+        // was built with; Pipeline::new refuses a mismatch (409). No reranker: the routes rerank
+        // through the batching queue.
+        let pipeline = Pipeline::new(self.embedder.clone(), None, collection)?;
         let shared = Arc::new(RwLock::new(pipeline));
         open.insert(name.to_owned(), shared.clone());
         Ok(shared)
     }
+
+    /// Runs `f` on collection `name`; when it fails because the open handle became unusable (a
+    /// write failed half way), the handle is dropped so the next request reopens — and so
+    /// repairs — the collection from its log.
+    pub fn with<T>(
+        &self,
+        name: &str,
+        create: bool,
+        f: impl FnOnce(&SharedPipeline) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let pipeline = self.get(name, create)?;
+        let result = f(&pipeline);
+        if let Err(e) = &result {
+            if e.kind == UNUSABLE_KIND {
+                let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+                if open.get(name).is_some_and(|p| Arc::ptr_eq(p, &pipeline)) {
+                    open.remove(name);
+                }
+            }
+        }
+        result
+    }
 }
+
+/// The error kind of [`sift_index::IndexError::Unusable`] (mapped in `error.rs`): the request
+/// failed and the next one reopens the collection.
+pub const UNUSABLE_KIND: &str = "collection_unusable";

@@ -121,7 +121,13 @@ impl From<ModelError> for ApiError {
 impl From<IndexError> for ApiError {
     fn from(e: IndexError) -> Self {
         match e {
+            e @ IndexError::Unusable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::collections::UNUSABLE_KIND,
+                e.to_string(),
+            ),
             IndexError::InvalidInput(m) => ApiError::invalid(m),
+            e @ IndexError::NotACollection(_) => ApiError::not_found(e.to_string()),
             e @ IndexError::ModelMismatch { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
@@ -143,9 +149,18 @@ impl From<PipelineError> for ApiError {
             PipelineError::Model(e) => e.into(),
             PipelineError::Index(e) => e.into(),
             PipelineError::InvalidInput(m) => ApiError::invalid(m),
+            PipelineError::Internal(m) => ApiError::internal(m),
         }
     }
 }
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -15,14 +15,14 @@ mod metrics;
 mod middleware;
 mod routes;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, Method};
 use axum::Router;
-use sift_models::{CrossEncoder, Embedder};
+use sift_index::Location;
+use sift_models::{Embedder, LongDocumentPolicy, Reranker};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -73,8 +73,11 @@ pub struct ServerConfig {
     pub api_keys: Vec<String>,
     /// Origins allowed by CORS (`*` for any); empty means no CORS headers at all.
     pub cors_origins: Vec<String>,
-    /// Directory whose subdirectories are collections; `None` disables the collection routes.
-    pub collections_dir: Option<PathBuf>,
+    /// Where the served collections live (a directory of them); `None` disables the
+    /// collection routes.
+    pub collections: Option<Location>,
+    /// How every rerank route and collection search scores long documents.
+    pub long_documents: LongDocumentPolicy,
 }
 
 /// Models, queues and settings shared by every request.
@@ -85,27 +88,28 @@ pub struct AppState {
 
 struct Inner {
     embedder: Option<Batcher<Embedder>>,
-    reranker: Option<Batcher<CrossEncoder>>,
+    reranker: Option<Batcher<batcher::RerankModel>>,
     collections: Option<Collections>,
     limits: Limits,
+    long_documents: LongDocumentPolicy,
     batching: BatcherConfig,
     metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    /// Starts one batching worker per model. Fails when the collections directory cannot be
-    /// created.
+    /// Starts one batching worker per model. Fails when the collection store cannot be opened
+    /// (created, for a directory) or the long-document policy is invalid.
     pub fn new(
         embedder: Option<Arc<Embedder>>,
-        reranker: Option<Arc<CrossEncoder>>,
+        reranker: Option<Arc<dyn Reranker>>,
         config: &ServerConfig,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, ApiError> {
+        config.long_documents.validate()?;
         let metrics = Arc::new(Metrics::default());
-        let collections = match &config.collections_dir {
-            Some(dir) => Some(Collections::new(
-                dir.clone(),
+        let collections = match &config.collections {
+            Some(location) => Some(Collections::new(
+                location.clone(),
                 embedder.clone(),
-                reranker.clone(),
                 config.limits.max_concurrent_collection_requests,
             )?),
             None => None,
@@ -114,10 +118,13 @@ impl AppState {
             inner: Arc::new(Inner {
                 embedder: embedder
                     .map(|m| Batcher::start(m, config.batching, metrics.clone(), "embed")),
-                reranker: reranker
-                    .map(|m| Batcher::start(m, config.batching, metrics.clone(), "rerank")),
+                reranker: reranker.map(|m| {
+                    let model = Arc::new(batcher::RerankModel(m));
+                    Batcher::start(model, config.batching, metrics.clone(), "rerank")
+                }),
                 collections,
                 limits: config.limits.clone(),
+                long_documents: config.long_documents,
                 batching: config.batching,
                 metrics,
             }),

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use common::{assert_error, minilm, post, tiny_reranker};
 use serde_json::{json, Value};
-use sift_index::{AnnParams, Collection};
+use sift_index::store::{self, Access};
+use sift_index::Location;
 use sift_server::{AppState, Limits, ServerConfig};
 
 fn config(dir: &std::path::Path) -> ServerConfig {
     ServerConfig {
-        collections_dir: Some(dir.to_owned()),
+        collections: Some(Location::Local(dir.to_owned())),
         ..Default::default()
     }
 }
@@ -208,9 +209,9 @@ async fn shutdown_during_upsert_finishes_it() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["added"], 300);
     handle.await.unwrap();
-    let collection = Collection::open(&dir.path().join("c"), AnnParams::default()).unwrap();
+    let collection = store::open(&Location::Local(dir.path().join("c")), Access::Write).unwrap();
     collection.verify().unwrap();
-    assert_eq!(collection.len(), 300);
+    assert_eq!(collection.len().unwrap(), 300);
 }
 
 #[tokio::test]
@@ -231,10 +232,7 @@ async fn a_collection_of_another_model_is_a_conflict() {
     )
     .unwrap();
     let manifest = sift_pipeline::manifest_for(&other, None).unwrap();
-    drop(
-        Collection::open_or_create(&dir.path().join("old"), manifest, AnnParams::default())
-            .unwrap(),
-    );
+    drop(store::open_or_create(&Location::Local(dir.path().join("old")), manifest).unwrap());
     let (base, _stop, _h) = start(dir.path(), false).await;
     let (s, b) = post(&base, "/collections/old/search", json!({"query": "q"})).await;
     assert_error(s, &b, 409, "bert-encoder");

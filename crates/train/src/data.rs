@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sift_eval::{Dataset, Split};
 use sift_pipeline::ingest::embedding_text;
-use sift_pipeline::{Pipeline, SearchBackend, SearchMode, SearchOptions};
+use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
 
 use crate::error::{Result, TrainError};
 
@@ -117,8 +117,8 @@ pub fn labelled_queries(
 
 /// The first stage's ranking (document ids, best first) for each query: hard negatives for
 /// training, candidates for dev evaluation. Calls `progress(1)` per query.
-pub fn first_stage<B: SearchBackend>(
-    pipeline: &Pipeline<B>,
+pub fn first_stage(
+    pipeline: &Pipeline,
     queries: &[LabelledQuery],
     depth: usize,
     mode: SearchMode,

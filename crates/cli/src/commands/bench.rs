@@ -7,9 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
-use sift_models::{
-    CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, Encoded, EngineOptions,
-};
+use sift_models::{Embedder, EmbedderOptions, Encoded, EngineOptions, RerankerOptions};
 
 use crate::model_path::resolve;
 
@@ -61,13 +59,12 @@ pub struct BenchArgs {
     #[arg(long)]
     batch_tokens: Option<usize>,
 
-    /// Engine: auto, candle or onnx.
-    #[arg(long, default_value = "auto")]
-    engine: String,
-
     /// f32, or int8 (ONNX Runtime only).
     #[arg(long, default_value = "f32")]
-    precision: String,
+    precision: sift_models::Precision,
+
+    #[command(flatten)]
+    pub engine: crate::inference::EngineFlags,
 }
 
 #[derive(Deserialize)]
@@ -91,10 +88,10 @@ struct Report {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let threads = std::env::var("SIFT_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(sift_models::engine::default_threads);
+    let threads = args
+        .engine
+        .threads
+        .map_or_else(sift_models::engine::default_threads, |t| t.get());
     if args.peak {
         let (gflops, isa) = super::peak::f32_peak_gflops(threads, 2000);
         println!(
@@ -110,11 +107,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     let dir = resolve(model_arg)?;
-    let engine = EngineOptions {
-        engine: args.engine.parse()?,
-        precision: Some(args.precision.parse()?),
-        threads: None,
-    };
+    let engine = args.engine.options(args.precision);
     let model = Model::load(&dir, task, engine, args.batch_tokens)?;
     let sequences = match (&args.input, &args.synthetic) {
         (Some(path), _) => {
@@ -173,7 +166,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 enum Model {
     Embed(Embedder),
-    Rerank(CrossEncoder),
+    Rerank(std::sync::Arc<dyn sift_models::Reranker>),
 }
 
 impl Model {
@@ -192,9 +185,9 @@ impl Model {
                     ..Default::default()
                 },
             )?),
-            Task::Rerank => Model::Rerank(CrossEncoder::load(
+            Task::Rerank => Model::Rerank(sift_models::load_reranker(
                 dir,
-                CrossEncoderOptions {
+                RerankerOptions {
                     engine,
                     max_batch_tokens: batch_tokens,
                     ..Default::default()
@@ -221,7 +214,7 @@ impl Model {
     fn engine_name(&self) -> &'static str {
         match self {
             Model::Embed(m) => m.engine().name(),
-            Model::Rerank(m) => m.engine().name(),
+            Model::Rerank(m) => m.engine_name(),
         }
     }
 
@@ -231,7 +224,7 @@ impl Model {
                 m.embed_encoded(sequences, &mut |_| {})?;
             }
             Model::Rerank(m) => {
-                m.score_encoded(sequences, &mut |_| {})?;
+                m.score_pairs(sequences, &mut |_| {})?;
             }
         }
         Ok(())

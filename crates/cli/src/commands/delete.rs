@@ -1,37 +1,39 @@
 //! `sift delete`: remove documents by id.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Args;
-use sift_index::{AnnParams, Collection, Operation};
+use sift_index::store::{self, Access, Location};
+use sift_pipeline::Pipeline;
 
 /// Delete documents from a collection by id, in one committed batch. Unknown ids are reported
 /// and ignored.
 #[derive(Args)]
+#[command(after_help = "Example:\n  sift delete --collection scifact 4983 5836")]
 pub struct DeleteArgs {
     /// Ids to delete.
     #[arg(required = true)]
     ids: Vec<String>,
 
-    /// Collection directory.
+    /// Collection: a directory.
     #[arg(long, short)]
-    collection: PathBuf,
+    collection: Location,
 }
 
 pub fn run(args: DeleteArgs) -> Result<()> {
-    let mut c = Collection::open(&args.collection, AnnParams::default())?;
+    let backend = store::open(&args.collection, Access::Write)?;
+    let mut pipeline = Pipeline::new(None, None, backend)?;
     let mut ids = args.ids;
     ids.sort();
     ids.dedup();
-    let (present, missing): (Vec<String>, Vec<String>) =
-        ids.into_iter().partition(|id| c.get(id).is_some());
-    for id in &missing {
+    let deleted = pipeline.delete(&ids)?;
+    for id in ids.iter().filter(|id| !deleted.contains(id)) {
         eprintln!("not found: {id}");
     }
-    let n = present.len();
-    c.commit(present.into_iter().map(Operation::Delete).collect())?;
-    c.compact()?;
-    eprintln!("deleted {n} document(s); {} remain", c.len());
+    pipeline.backend_mut().compact()?;
+    eprintln!(
+        "deleted {} document(s); {} remain",
+        deleted.len(),
+        pipeline.backend().len()?
+    );
     Ok(())
 }

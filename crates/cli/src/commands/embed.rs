@@ -72,6 +72,12 @@ pub struct EmbedArgs {
     /// Padded tokens per forward pass.
     #[arg(long)]
     batch_tokens: Option<usize>,
+
+    #[command(flatten)]
+    pub engine: crate::inference::EngineFlags,
+
+    #[command(flatten)]
+    pub embed_precision: crate::inference::EmbedPrecisionFlag,
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
@@ -86,7 +92,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             query_prefix: args.query_prefix,
             passage_prefix: args.passage_prefix,
             max_batch_tokens: args.batch_tokens,
-            ..Default::default()
+            engine: args.engine.options(args.embed_precision.get()),
         },
     )
     .with_context(|| format!("loading {}", dir.display()))?;

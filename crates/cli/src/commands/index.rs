@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sift_index::{AnnParams, ChunkingConfig, Collection};
+use sift_index::store::{self, Location};
+use sift_index::ChunkingConfig;
 use sift_models::{Embedder, EmbedderOptions};
-use sift_pipeline::{manifest_for, Pipeline};
 
 use crate::documents::read_documents;
+use crate::inference::{EmbedPrecisionFlag, EngineFlags};
 use crate::model_path::resolve;
 
 /// Index documents into a collection (a local directory), creating it if needed.
@@ -33,9 +34,9 @@ pub struct IndexArgs {
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
 
-    /// Collection directory.
+    /// Collection: a directory (created if missing).
     #[arg(long, short)]
-    pub collection: PathBuf,
+    pub collection: Location,
 
     /// Embedding model (default: the collection's, or all-MiniLM-L6-v2 for a new one).
     #[arg(long)]
@@ -56,6 +57,12 @@ pub struct IndexArgs {
     /// Index the valid documents even if some lines are malformed (they are reported).
     #[arg(long)]
     pub skip_invalid: bool,
+
+    #[command(flatten)]
+    pub engine: EngineFlags,
+
+    #[command(flatten)]
+    pub embed_precision: EmbedPrecisionFlag,
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
@@ -83,74 +90,59 @@ pub fn run(args: IndexArgs) -> Result<()> {
         bail!("no documents to index");
     }
 
-    let existing = args.collection.join("collection.json").is_file();
-    let collection = if existing {
-        Some(Collection::open(&args.collection, AnnParams::default())?)
-    } else {
-        None
-    };
-    let model_name = match (&args.embed_model, &collection) {
+    let manifest = store::read_manifest(&args.collection)?;
+    let model_name = match (&args.embed_model, &manifest) {
         (Some(m), _) => m.clone(),
-        (None, Some(c)) => c.manifest().embedding.name.clone(),
+        (None, Some(m)) => m.embedding.name.clone(),
         (None, None) => "all-MiniLM-L6-v2".to_string(),
     };
     let model_dir = resolve(&model_name)?;
     let embedder = Arc::new(
-        Embedder::load(&model_dir, EmbedderOptions::default())
-            .with_context(|| format!("loading {}", model_dir.display()))?,
+        Embedder::load(
+            &model_dir,
+            EmbedderOptions {
+                engine: args.engine.options(args.embed_precision.get()),
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("loading {}", model_dir.display()))?,
     );
-    let collection = match collection {
-        // Pipeline::new refuses a model other than the collection's.
-        Some(c) => {
-            let chunking = c.manifest().chunking;
-            if args.chunk_tokens.is_some_and(|t| t != chunking.max_tokens) {
-                bail!(
-                    "{} was created with {}-token chunks; chunking is fixed when a collection is created (index into a new collection to change it)",
-                    args.collection.display(),
-                    chunking.max_tokens
-                );
-            }
-            c
-        }
-        None => {
-            let chunking = args.chunk_tokens.map(|t| ChunkingConfig {
-                max_tokens: t,
-                overlap_tokens: args.chunk_overlap,
-            });
-            let manifest = manifest_for(&embedder, chunking)?;
-            Collection::open_or_create(&args.collection, manifest, AnnParams::default())?
-        }
-    };
-    let mut pipeline = Pipeline::new(Some(embedder), None, collection)?;
-
+    let chunking = args.chunk_tokens.map(|t| ChunkingConfig {
+        max_tokens: t,
+        overlap_tokens: args.chunk_overlap,
+    });
     let total = parsed.docs.len();
     let bar = super::progress_bar(total, "docs");
     let plain_log = !std::io::stderr().is_terminal();
     let started = Instant::now();
-    let report = pipeline.ingest(parsed.docs, args.batch_size, &mut |done, total| {
-        bar.set_position(done as u64);
-        if plain_log {
-            eprintln!("committed {done}/{total} documents");
-        }
-    })?;
+    let (pipeline, report) = sift_pipeline::build::index_documents(
+        &args.collection,
+        embedder,
+        chunking,
+        parsed.docs,
+        args.batch_size,
+        &mut |done, total| {
+            bar.set_position(done as u64);
+            if plain_log {
+                eprintln!("committed {done}/{total} documents");
+            }
+        },
+    )?;
     bar.finish_and_clear();
-    let t = Instant::now();
-    pipeline.backend_mut().compact()?;
-    let compact_s = t.elapsed().as_secs_f64();
     let secs = started.elapsed().as_secs_f64();
-    let c = pipeline.backend();
+    let stats = pipeline.backend().stats()?;
     let embedded = report.added + report.updated;
     eprintln!(
         "indexed {total} documents into {} in {secs:.1}s: {} added, {} updated, {} unchanged; {} chunks embedded ({:.1} docs/s); collection: {} documents, {} chunks{}",
-        args.collection.display(),
+        args.collection,
         report.added,
         report.updated,
         report.unchanged,
         report.chunks,
-        embedded as f64 / (secs - compact_s).max(1e-9),
-        c.len(),
-        c.num_chunks(),
-        if c.uses_ann() { ", HNSW graph built" } else { ", exact vector search" },
+        embedded as f64 / secs.max(1e-9),
+        stats.documents,
+        stats.chunks,
+        if stats.approximate_vectors { ", HNSW graph built" } else { ", exact vector search" },
     );
     Ok(())
 }

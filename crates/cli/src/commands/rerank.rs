@@ -2,19 +2,23 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use sift_models::{CrossEncoder, CrossEncoderOptions};
+use sift_models::rerank::{prepare, sort_by_score};
+use sift_models::RerankerOptions;
 
+use crate::inference::{EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
 use crate::input::{read_texts, InputFormat};
-use crate::model_path::resolve;
+use crate::model_path::load_reranker;
 
 /// Rerank documents for a query with a cross-encoder; prints a JSON array sorted by score:
 /// [{"index", "score", "logit", "text", "id"?}].
 ///
 /// "score" is the probability of relevance (sigmoid of the logit; for two-label models the
 /// softmax of label 1), "logit" the raw model output. Query and document are encoded together;
-/// when the pair exceeds the max length the document is cut, not the query.
+/// a document longer than the model's window is scored by windows and gets its best window's
+/// score (--long-documents truncate scores only its beginning); the query is never cut unless
+/// it alone exceeds the window.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
 sift rerank --model ./ms-marco-MiniLM-L-6-v2 --query \"capital of France\" \"Paris is the capital\" \"Berlin is in Germany\"\n  \
@@ -50,26 +54,35 @@ pub struct RerankArgs {
     /// Padded tokens per forward pass.
     #[arg(long)]
     batch_tokens: Option<usize>,
+
+    #[command(flatten)]
+    long_documents: LongDocumentFlags,
+
+    #[command(flatten)]
+    pub engine: EngineFlags,
+
+    #[command(flatten)]
+    pub rerank_precision: RerankPrecisionFlag,
 }
 
 pub fn run(args: RerankArgs) -> Result<()> {
     let docs = read_texts(&args.documents, args.file.as_deref(), args.format)?;
-    let dir = resolve(&args.model)?;
-    let model = CrossEncoder::load(
-        &dir,
-        CrossEncoderOptions {
+    let policy = args.long_documents.policy()?;
+    let model = load_reranker(
+        &args.model,
+        RerankerOptions {
             max_length: args.max_length,
             max_batch_tokens: args.batch_tokens,
-            ..Default::default()
+            engine: args.engine.options(args.rerank_precision.get()),
         },
-    )
-    .with_context(|| format!("loading {}", dir.display()))?;
+    )?;
     let strings: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let pairs = model.encode(&args.query, &strings)?;
-    let bar = super::progress_bar(pairs.len(), "pairs");
-    let mut scores = model.score_encoded(&pairs, &mut |n| bar.inc(n as u64))?;
+    let prepared = prepare(model.as_ref(), &args.query, &strings, &policy)?;
+    let bar = super::progress_bar(prepared.pairs().len(), "pairs");
+    let windows = model.score_pairs(prepared.pairs(), &mut |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    sift_models::cross_encoder::sort_by_score(&mut scores);
+    let mut scores = prepared.document_scores(&windows)?;
+    sort_by_score(&mut scores);
     if let Some(k) = args.top_k {
         scores.truncate(k);
     }

@@ -1,19 +1,19 @@
 //! `sift search`: hybrid recall, optional rerank.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use sift_index::{AnnParams, Collection};
-use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions};
+use sift_index::store::{self, Access, Location};
+use sift_models::RerankerOptions;
 use sift_pipeline::{Pipeline, SearchMode, SearchOptions, SearchResults};
 
-use crate::model_path::resolve;
+use crate::inference::{EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
+use crate::model_path::{load_embedder, load_reranker};
 
 /// Search a collection: recall candidates with embeddings (dense) and BM25, fuse them with
-/// reciprocal rank fusion (k = 60), optionally rerank the top candidates with a cross-encoder.
+/// reciprocal rank fusion (k = 60), optionally rerank the top candidates with a rerank model
+/// (each candidate's title and whole text, long ones scored by windows: see --long-documents).
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
 sift search --collection scifact \"vitamin D lowers cancer risk\"\n  \
@@ -23,9 +23,9 @@ pub struct SearchArgs {
     /// The query.
     query: String,
 
-    /// Collection directory.
+    /// Collection: a directory.
     #[arg(long, short)]
-    collection: PathBuf,
+    collection: Location,
 
     /// Recall legs: dense, bm25 or hybrid.
     #[arg(long, default_value = "hybrid")]
@@ -62,11 +62,24 @@ pub struct SearchArgs {
     /// Print the time of each stage.
     #[arg(long)]
     timings: bool,
+
+    #[command(flatten)]
+    long_documents: LongDocumentFlags,
+
+    #[command(flatten)]
+    pub engine: EngineFlags,
+
+    #[command(flatten)]
+    pub embed_precision: EmbedPrecisionFlag,
+
+    #[command(flatten)]
+    pub rerank_precision: RerankPrecisionFlag,
 }
 
 pub fn run(args: SearchArgs) -> Result<()> {
     let load_started = Instant::now();
-    let collection = Collection::open_for_search(&args.collection, AnnParams::default())?;
+    let policy = args.long_documents.policy()?;
+    let collection = store::open(&args.collection, Access::Search)?;
     let embedder = if args.mode == SearchMode::Bm25 {
         None
     } else {
@@ -74,23 +87,22 @@ pub fn run(args: SearchArgs) -> Result<()> {
             .embed_model
             .clone()
             .unwrap_or_else(|| collection.manifest().embedding.name.clone());
-        let dir = resolve(&name)?;
-        Some(Arc::new(
-            Embedder::load(&dir, EmbedderOptions::default())
-                .with_context(|| format!("loading {}", dir.display()))?,
-        ))
+        Some(load_embedder(
+            &name,
+            args.engine.options(args.embed_precision.get()),
+        )?)
     };
     let reranker = match &args.rerank_model {
-        Some(name) => {
-            let dir = resolve(name)?;
-            Some(Arc::new(
-                CrossEncoder::load(&dir, CrossEncoderOptions::default())
-                    .with_context(|| format!("loading {}", dir.display()))?,
-            ))
-        }
+        Some(name) => Some(load_reranker(
+            name,
+            RerankerOptions {
+                engine: args.engine.options(args.rerank_precision.get()),
+                ..Default::default()
+            },
+        )?),
         None => None,
     };
-    let pipeline = Pipeline::new(embedder, reranker, collection)?;
+    let pipeline = Pipeline::new(embedder, reranker, collection)?.with_policy(policy)?;
     let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
     let options = SearchOptions {
         mode: args.mode,

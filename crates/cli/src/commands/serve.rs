@@ -1,15 +1,16 @@
 //! `sift serve`: the HTTP server.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions};
+use sift_index::Location;
+use sift_models::RerankerOptions;
 use sift_server::{AppState, BatcherConfig, Limits, ServerConfig};
 
-use crate::model_path::resolve;
+use crate::inference::{EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
+use crate::model_path::{load_embedder, load_reranker};
 
 /// Serve embedding, rerank and collection search over HTTP.
 ///
@@ -31,14 +32,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SIFT_EMBED_MODEL")]
     embed_model: Option<String>,
 
-    /// Cross-encoder (directory or name).
+    /// Rerank model (directory or name).
     #[arg(long, env = "SIFT_RERANK_MODEL")]
     rerank_model: Option<String>,
 
     /// Directory of collections served under /collections/{name} (created if missing). The
     /// server holds each collection it opens exclusively.
     #[arg(long, env = "SIFT_COLLECTIONS")]
-    collections: Option<PathBuf>,
+    collections: Option<Location>,
 
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, env = "SIFT_HOST", default_value = "127.0.0.1")]
@@ -92,6 +93,18 @@ pub struct ServeArgs {
     /// Collection requests (indexing, search) running at once; more get 429.
     #[arg(long, env = "SIFT_MAX_COLLECTION_REQUESTS", default_value_t = 4)]
     max_collection_requests: usize,
+
+    #[command(flatten)]
+    long_documents: LongDocumentFlags,
+
+    #[command(flatten)]
+    pub engine: EngineFlags,
+
+    #[command(flatten)]
+    pub embed_precision: EmbedPrecisionFlag,
+
+    #[command(flatten)]
+    pub rerank_precision: RerankPrecisionFlag,
 }
 
 fn api_keys(args: &ServeArgs) -> Result<Vec<String>> {
@@ -142,42 +155,31 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         api_keys: api_keys(&args)?,
         cors_origins: args.cors_origins.clone(),
-        collections_dir: args.collections.clone(),
+        collections: args.collections.clone(),
+        long_documents: args.long_documents.policy()?,
     };
     let embedder = match &args.embed_model {
-        Some(m) => {
-            let dir = resolve(m)?;
-            Some(Arc::new(
-                Embedder::load(&dir, EmbedderOptions::default())
-                    .with_context(|| format!("loading {}", dir.display()))?,
-            ))
-        }
+        Some(m) => Some(load_embedder(
+            m,
+            args.engine.options(args.embed_precision.get()),
+        )?),
         None => None,
     };
     let reranker = match &args.rerank_model {
-        Some(m) => {
-            let dir = resolve(m)?;
-            Some(Arc::new(
-                CrossEncoder::load(&dir, CrossEncoderOptions::default())
-                    .with_context(|| format!("loading {}", dir.display()))?,
-            ))
-        }
+        Some(m) => Some(load_reranker(
+            m,
+            RerankerOptions {
+                engine: args.engine.options(args.rerank_precision.get()),
+                ..Default::default()
+            },
+        )?),
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let state = AppState::new(embedder, reranker, &config).with_context(|| {
-            format!(
-                "creating the collections directory {}",
-                config
-                    .collections_dir
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new(""))
-                    .display()
-            )
-        })?;
+        let state = AppState::new(embedder, reranker, &config)?;
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await

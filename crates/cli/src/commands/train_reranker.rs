@@ -2,20 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sift_eval::{Dataset, Qrels, Split};
-use sift_index::{AnnParams, Collection};
-use sift_models::{Embedder, EmbedderOptions, ModelDir};
+use sift_index::store::{self, Access, Location};
+use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
 use sift_train::trainer::{peak_rss_bytes, read_checkpoint, recent_loss};
 use sift_train::{DevSet, Event, GroupRecipe, Loss, Recipe};
 
 use super::progress_bar;
-use crate::model_path::resolve;
+use crate::model_path::{load_embedder, resolve};
 
 /// Fine-tune a cross-encoder (reranker) on labelled pairs, on CPU.
 ///
@@ -58,7 +57,7 @@ pub struct TrainRerankerArgs {
 
     /// Collection of the corpus used to mine negatives and dev candidates (built if missing).
     #[arg(long, short)]
-    collection: PathBuf,
+    collection: Location,
 
     /// Embedding model of the collection (default: the one it was built with; for a new
     /// collection: all-MiniLM-L6-v2).
@@ -141,6 +140,12 @@ pub struct TrainRerankerArgs {
     /// First-stage candidates reranked per dev query.
     #[arg(long, default_value_t = 30)]
     dev_depth: usize,
+
+    #[command(flatten)]
+    pub engine: crate::inference::EngineFlags,
+
+    #[command(flatten)]
+    pub embed_precision: crate::inference::EmbedPrecisionFlag,
 }
 
 /// First-stage rankings, saved at the start so a resumed run trains on the same negatives.
@@ -150,36 +155,21 @@ struct FirstStage {
     dev: BTreeMap<String, Vec<String>>,
 }
 
-fn open_pipeline(args: &TrainRerankerArgs, corpus: &Path) -> Result<Pipeline<Collection>> {
-    if !args.collection.join("collection.json").is_file() {
-        eprintln!(
-            "building collection {} from {} (first stage for negatives)",
-            args.collection.display(),
-            corpus.display()
-        );
-        super::index::run(super::index::IndexArgs {
-            inputs: vec![corpus.to_owned()],
-            collection: args.collection.clone(),
-            embed_model: Some(
-                args.embed_model
-                    .clone()
-                    .unwrap_or_else(|| "all-MiniLM-L6-v2".into()),
-            ),
-            batch_size: 64,
-            chunk_tokens: None,
-            chunk_overlap: sift_pipeline::ingest::DEFAULT_OVERLAP_TOKENS,
-            skip_invalid: false,
-        })?;
-    }
-    let collection = Collection::open_for_search(&args.collection, AnnParams::default())?;
+fn open_pipeline(args: &TrainRerankerArgs, corpus: &Path) -> Result<Pipeline> {
+    let engine = args.engine.options(args.embed_precision.get());
+    crate::documents::ensure_collection(
+        &args.collection,
+        corpus,
+        args.embed_model.as_deref(),
+        engine,
+    )?;
+    let collection = store::open(&args.collection, Access::Search)?;
     let name = args
         .embed_model
         .clone()
         .unwrap_or_else(|| collection.manifest().embedding.name.clone());
-    let dir = resolve(&name)?;
-    let embedder = Embedder::load(&dir, EmbedderOptions::default())
-        .with_context(|| format!("loading {}", dir.display()))?;
-    Ok(Pipeline::new(Some(Arc::new(embedder)), None, collection)?)
+    let embedder = load_embedder(&name, engine)?;
+    Ok(Pipeline::new(Some(embedder), None, collection)?)
 }
 
 pub fn run(args: TrainRerankerArgs) -> Result<()> {

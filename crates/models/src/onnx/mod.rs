@@ -63,7 +63,7 @@ impl OnnxEncoder {
                     .head
                     .as_ref()
                     .ok_or_else(|| {
-                        ModelError::InvalidInput("model was loaded without its head".into())
+                        ModelError::Internal("model was loaded without its head".into())
                     })?
                     .weights(),
             )
@@ -126,7 +126,7 @@ impl OnnxEncoder {
         output: &str,
     ) -> Result<(Vec<usize>, Vec<f32>)> {
         let mut session = self.session.lock().map_err(|_| {
-            ModelError::InvalidInput("ONNX Runtime session poisoned by an earlier panic".into())
+            ModelError::Internal("ONNX Runtime session poisoned by an earlier panic".into())
         })?;
         let mut out = self.feeds.run(&mut session, rows, batch, &[output])?;
         Ok(out.remove(0))
@@ -224,7 +224,7 @@ fn calibrate(
     rows: &[Encoded],
 ) -> Result<calibrate::Calibration> {
     if rows.is_empty() {
-        return Err(ModelError::InvalidInput(
+        return Err(ModelError::Internal(
             "int8 needs calibration text and none was given".into(),
         ));
     }

@@ -1,26 +1,22 @@
 //! Cohere (and Jina, which shares the shape) `POST /v1/rerank` and `POST /v2/rerank`.
 //!
-//! Documents longer than the model's window are not just truncated: they are split into token
-//! windows, every window is scored with the query, and the document gets its best window's
-//! score — as Cohere documents for its own long-document handling. `max_chunks_per_doc` (v1,
-//! default 10) caps the windows per document; `max_tokens_per_doc` (v2, default 4096) caps the
-//! tokens considered per document.
+//! Long documents follow the server's one long-document policy
+//! ([`sift_models::LongDocumentPolicy`], by default: score every window, keep the best — as
+//! Cohere documents for its own API). `max_chunks_per_doc` (v1) overrides its windows per
+//! document and `max_tokens_per_doc` (v2) its tokens per document, for one request.
 
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sift_models::{CrossEncoder, Encoded, RerankScore};
-use sift_pipeline::chunking::token_windows;
+use std::sync::Arc;
+
 use utoipa::ToSchema;
 
-use super::{blocking, check_items, reranker};
+use super::{check_items, rerank_documents, reranker};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
 use crate::AppState;
-
-const DEFAULT_MAX_CHUNKS_PER_DOC: usize = 10;
-const DEFAULT_MAX_TOKENS_PER_DOC: usize = 4096;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -109,44 +105,6 @@ fn positive(name: &str, v: Option<i64>) -> Result<Option<usize>, ApiError> {
     }
 }
 
-/// Tokenized (query, window) pairs and, for each, the document it came from.
-fn chunked_pairs(
-    model: &CrossEncoder,
-    query: &str,
-    docs: &[String],
-    max_chunks: usize,
-    max_tokens: usize,
-) -> Result<(Vec<Encoded>, Vec<usize>), ApiError> {
-    let tok = model.tokenizer();
-    let max = tok.max_length();
-    let query_tokens = tok.count_tokens(query)?;
-    // Room for the document beside the query and up to four special tokens; a query that
-    // leaves less than 16 tokens is cut by the pair tokenizer anyway.
-    let room = max.saturating_sub(query_tokens + 4).max(16);
-    let mut pairs = Vec::new();
-    let mut owners = Vec::new();
-    for (i, doc) in docs.iter().enumerate() {
-        if doc.trim().is_empty() {
-            return Err(ApiError::invalid(format!("document {i} is empty")));
-        }
-        let offsets = tok.token_offsets(doc)?;
-        let windows = if offsets.len() <= room {
-            vec![(0, doc.len())]
-        } else {
-            let considered = &offsets[..offsets.len().min(max_tokens)];
-            let end = considered.last().map_or(doc.len(), |o| o.1);
-            let mut w = token_windows(&doc[..end], considered, room, room / 8);
-            w.truncate(max_chunks);
-            w
-        };
-        for (s, e) in windows {
-            pairs.push(tok.encode_pair(query, &doc[s..e])?);
-            owners.push(i);
-        }
-    }
-    Ok((pairs, owners))
-}
-
 async fn rerank(
     state: AppState,
     request_id: String,
@@ -156,10 +114,13 @@ async fn rerank(
 ) -> Result<Json<RerankResponse>, ApiError> {
     let batcher = reranker(&state)?;
     let top_n = positive("top_n", req.top_n)?;
-    let max_chunks = positive("max_chunks_per_doc", req.max_chunks_per_doc)?
-        .unwrap_or(DEFAULT_MAX_CHUNKS_PER_DOC);
-    let max_tokens = positive("max_tokens_per_doc", req.max_tokens_per_doc)?
-        .unwrap_or(DEFAULT_MAX_TOKENS_PER_DOC);
+    let mut policy = state.inner.long_documents;
+    if let Some(n) = positive("max_chunks_per_doc", req.max_chunks_per_doc)? {
+        policy.max_windows = n;
+    }
+    if let Some(n) = positive("max_tokens_per_doc", req.max_tokens_per_doc)? {
+        policy.max_document_tokens = n;
+    }
     if req.query.trim().is_empty() {
         return Err(ApiError::invalid("query is empty"));
     }
@@ -171,29 +132,13 @@ async fn rerank(
         })
         .collect();
     check_items(&state, docs.len(), "documents")?;
-    let model = batcher.model().clone();
-    let model_name = req.model.or_else(|| Some(model.model_dir().name()));
-    let n_docs = docs.len();
-    let (pairs, owners, docs) = blocking(move || {
-        let (pairs, owners) = chunked_pairs(&model, &req.query, &docs, max_chunks, max_tokens)?;
-        Ok((pairs, owners, docs))
-    })
-    .await?;
-    let tokens: usize = pairs.iter().map(|p| p.len()).sum();
-    let window_scores = batcher
-        .submit(pairs)
-        .await
-        .map_err(|e| ApiError::from_batch("rerank", e))?;
-    // Each document keeps its best window.
-    let mut best: Vec<Option<RerankScore>> = vec![None; n_docs];
-    for (owner, s) in owners.into_iter().zip(window_scores) {
-        let slot = &mut best[owner];
-        if slot.as_ref().is_none_or(|b| s.logit > b.logit) {
-            *slot = Some(RerankScore { index: owner, ..s });
-        }
-    }
-    let mut scores: Vec<RerankScore> = best.into_iter().flatten().collect();
-    sift_models::cross_encoder::sort_by_score(&mut scores);
+    let model_name = req
+        .model
+        .or_else(|| Some(batcher.model().0.model_dir().name()));
+    let docs = Arc::new(docs);
+    let (mut scores, tokens) =
+        rerank_documents(&state, req.query, docs.clone(), policy, false).await?;
+    sift_models::rerank::sort_by_score(&mut scores);
     if let Some(n) = top_n {
         scores.truncate(n);
     }

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use sift_pipeline::{SearchMode, SearchOptions};
 use utoipa::ToSchema;
 
-use super::{blocking, check_items};
+use std::sync::Arc;
+
+use super::{blocking, check_items, rerank_documents};
 use crate::collections::Collections;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
@@ -95,7 +97,6 @@ pub async fn upsert(
                 "embedding model (indexing needs one)",
             ));
         }
-        let pipeline = cols.get(&name, true)?;
         let docs = req
             .documents
             .into_iter()
@@ -106,14 +107,16 @@ pub async fn upsert(
                 metadata: d.metadata,
             })
             .collect();
-        let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
-        let report = pipeline.ingest(docs, 64, &mut |_, _| {})?;
-        Ok(Json(UpsertResponse {
-            added: report.added,
-            updated: report.updated,
-            unchanged: report.unchanged,
-            chunks: report.chunks,
-        }))
+        cols.with(&name, true, |pipeline| {
+            let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
+            let report = pipeline.ingest(docs, 64, &mut |_, _| {})?;
+            Ok(Json(UpsertResponse {
+                added: report.added,
+                updated: report.updated,
+                unchanged: report.unchanged,
+                chunks: report.chunks,
+            }))
+        })
     })
     .await
 }
@@ -140,14 +143,15 @@ pub async fn delete_document(
     let app = state.clone();
     blocking(move || {
         let _permit = permit;
-        let pipeline = collections(&app)?.get(&name, false)?;
-        let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
-        match pipeline.delete(std::slice::from_ref(&id))? {
-            0 => Err(ApiError::not_found(format!(
-                "collection {name:?} has no document {id:?}"
-            ))),
-            _ => Ok(Json(DeleteResponse { deleted: id })),
-        }
+        collections(&app)?.with(&name, false, |pipeline| {
+            let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
+            if pipeline.delete(std::slice::from_ref(&id))?.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "collection {name:?} has no document {id:?}"
+                )));
+            }
+            Ok(Json(DeleteResponse { deleted: id }))
+        })
     })
     .await
 }
@@ -222,7 +226,8 @@ fn bounded(name: &str, v: Option<i64>, default: usize) -> Result<usize, ApiError
     }
 }
 
-/// Two-stage search: dense and BM25 recall, reciprocal rank fusion, cross-encoder rerank.
+/// Two-stage search: dense and BM25 recall, reciprocal rank fusion, rerank (through the same
+/// batching queue as `/rerank`, under the same long-document policy).
 #[utoipa::path(post, path = "/collections/{name}/search", tag = "collections",
     params(("name" = String, Path)),
     request_body = SearchRequest,
@@ -248,12 +253,28 @@ pub async fn search(
         rerank: req.rerank.unwrap_or(defaults.rerank),
     };
     let permit = collections(&state)?.permit()?;
+    // Rerank when asked and the server has a rerank model; through its batching queue.
+    let rerank = options.rerank && state.inner.reranker.is_some();
     let app = state.clone();
-    blocking(move || {
-        let _permit = permit;
-        let pipeline = collections(&app)?.get(&name, false)?;
-        let pipeline = pipeline.read().unwrap_or_else(|p| p.into_inner());
-        let results = pipeline.search(&req.query, &options)?;
+    let candidates = blocking(move || {
+        collections(&app)?.with(&name, false, |pipeline| {
+            let pipeline = pipeline.read().unwrap_or_else(|p| p.into_inner());
+            Ok(pipeline.candidates(&req.query, &options, rerank)?)
+        })
+    })
+    .await?;
+    let results = if rerank && candidates.wants_rerank() {
+        let started = std::time::Instant::now();
+        let texts = Arc::new(candidates.rerank_texts().to_vec());
+        let policy = state.inner.long_documents;
+        let (scores, _) =
+            rerank_documents(&state, candidates.query().to_owned(), texts, policy, false).await?;
+        candidates.finish(Some(scores), started.elapsed().as_secs_f64() * 1000.0)?
+    } else {
+        candidates.finish(None, 0.0)?
+    };
+    drop(permit);
+    {
         let t = results.timings;
         Ok(Json(SearchResponse {
             reranked: results.reranked,
@@ -285,6 +306,5 @@ pub async fn search(
                 })
                 .collect(),
         }))
-    })
-    .await
+    }
 }

@@ -58,12 +58,12 @@ pub struct Info {
 
 fn describe(
     dir: &sift_models::ModelDir,
-    engine: &sift_models::Engine,
+    engine: &'static str,
     max: usize,
     dimensions: Option<usize>,
 ) -> ModelInfo {
     ModelInfo {
-        engine: engine.name(),
+        engine,
         model_id: dir.name(),
         architecture: dir.config.architecture_name.clone(),
         max_input_length: max,
@@ -81,14 +81,14 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
             let e = b.model();
             describe(
                 e.model_dir(),
-                e.engine(),
+                e.engine().name(),
                 e.tokenizer().max_length(),
                 Some(e.dim()),
             )
         }),
         rerank_model: s.reranker.as_ref().map(|b| {
             let r = b.model();
-            describe(r.model_dir(), r.engine(), r.tokenizer().max_length(), None)
+            describe(r.0.model_dir(), r.0.engine_name(), r.0.max_length(), None)
         }),
         max_client_batch_size: s.limits.max_items,
         max_body_bytes: s.limits.max_body_bytes,

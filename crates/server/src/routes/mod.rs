@@ -7,12 +7,14 @@ pub mod meta;
 pub mod openai;
 pub mod tei;
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use serde::Deserialize;
-use sift_models::{CrossEncoder, Embedder, Encoded, TextRole};
+use sift_models::{Embedder, Encoded, LongDocumentPolicy, RerankScore, Reranker};
 use utoipa::ToSchema;
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, RerankModel};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -41,7 +43,7 @@ fn embedder(state: &AppState) -> Result<&Batcher<Embedder>, ApiError> {
         .ok_or_else(|| ApiError::unavailable("embedding model"))
 }
 
-fn reranker(state: &AppState) -> Result<&Batcher<CrossEncoder>, ApiError> {
+fn reranker(state: &AppState) -> Result<&Batcher<RerankModel>, ApiError> {
     state
         .inner
         .reranker
@@ -78,26 +80,65 @@ fn too_long(i: usize, tokens: usize, max: usize) -> ApiError {
 }
 
 /// Tokenizes texts for embedding; with `truncate` off, refuses any longer than the model's
-/// maximum (413 naming the limit) instead of silently cutting it.
+/// maximum (413 naming the limit and the text's real token count) instead of silently cutting
+/// it. Whether a text was cut is read from the tokenizer's own output.
 fn encode_texts(
     embedder: &Embedder,
     texts: &[String],
     truncate: bool,
 ) -> Result<Vec<Encoded>, ApiError> {
-    let max = embedder.tokenizer().max_length();
-    let encoded = embedder.encode(texts, TextRole::Raw)?;
-    if !truncate {
-        for (i, (t, e)) in texts.iter().zip(&encoded).enumerate() {
-            // A full-length encoding may have been cut: count the untruncated tokens.
-            if e.len() == max {
-                let tokens = embedder.tokenizer().count_tokens(t)? + 2;
-                if tokens > max {
-                    return Err(too_long(i, tokens, max));
-                }
+    let tokenizer = embedder.tokenizer();
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.trim().is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "text {i} is empty; there is nothing to embed"
+                )));
+            }
+            let (encoded, cut) = tokenizer.encode_checked(t)?;
+            if cut && !truncate {
+                let tokens = tokenizer.len_untruncated(t)?;
+                return Err(too_long(i, tokens, tokenizer.max_length()));
+            }
+            Ok(encoded)
+        })
+        .collect()
+}
+
+/// Scores `documents` for `query` under `policy` through the rerank batching queue: one score
+/// per document, in input order, and the tokens scored. With `refuse_cut`, a document of which
+/// any text would go unscored is refused with 413 (TEI's `truncate: false`).
+async fn rerank_documents(
+    state: &AppState,
+    query: String,
+    documents: Arc<Vec<String>>,
+    policy: LongDocumentPolicy,
+    refuse_cut: bool,
+) -> Result<(Vec<RerankScore>, usize), ApiError> {
+    let batcher = reranker(state)?;
+    let model: Arc<dyn Reranker> = batcher.model().0.clone();
+    let (pairs, owners, tokens) = blocking(move || {
+        let prepared = sift_models::rerank::prepare(model.as_ref(), &query, &documents, &policy)?;
+        if refuse_cut {
+            if let Some(i) = prepared.first_truncated() {
+                let tokens = model
+                    .tokenizer()
+                    .pair_len_untruncated(&query, &documents[i])?;
+                return Err(too_long(i, tokens, model.max_length()));
             }
         }
-    }
-    Ok(encoded)
+        let tokens = prepared.tokens();
+        let (pairs, owners) = prepared.into_pairs();
+        Ok((pairs, owners, tokens))
+    })
+    .await?;
+    let windows = batcher
+        .submit(pairs)
+        .await
+        .map_err(|e| ApiError::from_batch("rerank", e))?;
+    Ok((owners.document_scores(&windows)?, tokens))
 }
 
 /// L2-normalises in place (zero vectors stay zero).

@@ -7,7 +7,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{blocking, check_items, embedder, encode_texts, l2_normalize, reranker, OneOrMany};
+use super::{
+    blocking, check_items, embedder, encode_texts, l2_normalize, rerank_documents, OneOrMany,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::AppState;
@@ -76,8 +78,9 @@ pub struct RerankRequest {
     raw_scores: bool,
     #[serde(default)]
     return_text: bool,
-    /// Cut pairs longer than the model's limit (the document is cut first) instead of answering
-    /// 413 (default: the server's --auto-truncate).
+    /// Accept documents of which some text goes unscored (beyond the server's long-document
+    /// limits, or past the window under `--long-documents truncate`) instead of answering 413
+    /// (default: the server's --auto-truncate).
     #[serde(default)]
     truncate: Option<bool>,
     #[serde(default)]
@@ -106,39 +109,15 @@ pub async fn rerank(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RerankRequest>,
 ) -> Result<Json<Vec<Rank>>, ApiError> {
-    let batcher = reranker(&state)?;
     check_items(&state, req.texts.len(), "texts")?;
     let truncate = req.truncate.unwrap_or(state.inner.limits.auto_truncate);
-    let model = batcher.model().clone();
     let texts = Arc::new(req.texts);
-    let query = req.query;
-    let pairs = {
-        let texts = texts.clone();
-        blocking(move || {
-            let pairs = model.encode(&query, &texts)?;
-            if !truncate {
-                let max = model.tokenizer().max_length();
-                let tok = model.tokenizer();
-                let query_tokens = tok.count_tokens(&query)?;
-                for (i, (t, p)) in texts.iter().zip(&pairs).enumerate() {
-                    if p.len() == max {
-                        // Pair specials: [CLS] q [SEP] d [SEP] (BERT) or <s> q </s></s> d </s>.
-                        let tokens = query_tokens + tok.count_tokens(t)? + 3;
-                        if tokens > max {
-                            return Err(super::too_long(i, tokens, max));
-                        }
-                    }
-                }
-            }
-            Ok(pairs)
-        })
-        .await?
-    };
-    let mut scores = batcher
-        .submit(pairs)
-        .await
-        .map_err(|e| ApiError::from_batch("rerank", e))?;
-    sift_models::cross_encoder::sort_by_score(&mut scores);
+    let policy = state.inner.long_documents;
+    // TEI's `truncate: false` refuses what the model cannot score whole; under the windows
+    // rule a long text is scored whole (by windows), so only text beyond the window limits is.
+    let (mut scores, _) =
+        rerank_documents(&state, req.query, texts.clone(), policy, !truncate).await?;
+    sift_models::rerank::sort_by_score(&mut scores);
     Ok(Json(
         scores
             .into_iter()
@@ -188,7 +167,7 @@ pub async fn tokenize(
 ) -> Result<Json<Vec<Vec<SimpleToken>>>, ApiError> {
     let tokenizer = match (&state.inner.embedder, &state.inner.reranker) {
         (Some(e), _) => e.model().tokenizer().clone(),
-        (None, Some(r)) => r.model().tokenizer().clone(),
+        (None, Some(r)) => r.model().0.tokenizer().clone(),
         (None, None) => return Err(ApiError::unavailable("embedding model")),
     };
     let texts = req.inputs.into_vec();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
-use sift_models::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions};
+use sift_models::{Embedder, EmbedderOptions, Reranker, RerankerOptions};
 use sift_server::{AppState, Limits, ServerConfig};
 
 pub fn workspace() -> PathBuf {
@@ -29,9 +29,9 @@ pub fn minilm() -> Arc<Embedder> {
     )
 }
 
-pub fn tiny_reranker() -> Arc<CrossEncoder> {
+pub fn tiny_reranker() -> Arc<dyn Reranker> {
     let dir = workspace().join("crates/models/tests/fixtures/golden/bert-classifier");
-    Arc::new(CrossEncoder::load(dir, CrossEncoderOptions::default()).unwrap())
+    sift_models::load_reranker(dir, RerankerOptions::default()).unwrap()
 }
 
 /// Starts a server on an ephemeral loopback port; returns its base URL.

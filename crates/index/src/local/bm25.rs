@@ -19,6 +19,12 @@ use crate::error::{IndexError, Result};
 const WRITER_HEAP_BYTES: usize = 50_000_000;
 const KEY_SEPARATOR: char = '\u{1f}';
 
+impl From<tantivy::TantivyError> for IndexError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        IndexError::Bm25(e.to_string())
+    }
+}
+
 /// One keyword match: a chunk of a document and its BM25 score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bm25Hit {

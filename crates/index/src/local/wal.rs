@@ -10,17 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::document::IndexedDocument;
+use crate::document::Operation;
 use crate::error::{IndexError, Result};
 
 const MAGIC: &[u8; 8] = b"SIFTWAL1";
-
-/// One change to the collection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Operation {
-    Upsert(IndexedDocument),
-    Delete(String),
-}
 
 /// A batch of operations: the commit unit. It is applied entirely or not at all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -116,10 +116,6 @@ impl VectorIndex {
         self.live
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
     /// Stores `v` (normalised) at the next slot and returns the slot.
     pub fn push(&mut self, v: &[f32]) -> u32 {
         self.vectors.push(Some(normalized(v)));
@@ -141,10 +137,6 @@ impl VectorIndex {
 
     pub fn params(&self) -> AnnParams {
         self.params
-    }
-
-    pub fn slots(&self) -> usize {
-        self.vectors.len()
     }
 
     pub fn has_graph(&self) -> bool {

@@ -1,0 +1,131 @@
+//! The inference settings a subcommand takes (`--engine`, `--threads`, `--embed-precision`,
+//! `--rerank-precision`), parsed into typed values by clap and handed to the model loaders as
+//! [`EngineOptions`]. Nothing here writes the process environment: the loaders get values, so a
+//! shell variable changes a run only through clap's `env` fallbacks, visibly, in `--help`.
+//!
+//! Each subcommand flattens only the groups it uses, so its `--help` lists only flags that
+//! matter to it. The same flags are still accepted before the subcommand (`sift --engine candle
+//! embed …`, as earlier releases documented); a value given after the subcommand wins.
+
+use std::num::NonZeroUsize;
+
+use clap::Args;
+use sift_models::{EngineChoice, EngineOptions, LongDocumentMode, LongDocumentPolicy, Precision};
+
+/// Engine and threads, for every subcommand that runs a model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EngineFlags {
+    /// Threads for inference [default: one per physical core].
+    #[arg(long, env = "SIFT_THREADS")]
+    pub threads: Option<NonZeroUsize>,
+
+    /// Inference engine: auto (ONNX Runtime when its library is installed, else candle), candle
+    /// or onnx [default: auto].
+    #[arg(long, env = "SIFT_ENGINE")]
+    pub engine: Option<EngineChoice>,
+}
+
+/// Precision of the embedding model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EmbedPrecisionFlag {
+    /// Precision of the embedding model: f32, or int8 (ONNX Runtime; cosine to f32 ≥ 0.995)
+    /// [default: f32].
+    #[arg(long, env = "SIFT_EMBED_PRECISION")]
+    pub embed_precision: Option<Precision>,
+}
+
+/// Precision of the rerank model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RerankPrecisionFlag {
+    /// Precision of the rerank model: f32, or int8 (ONNX Runtime; measured in docs/quality.md)
+    /// [default: f32].
+    #[arg(long, env = "SIFT_RERANK_PRECISION")]
+    pub rerank_precision: Option<Precision>,
+}
+
+/// The same flags before the subcommand, kept for compatibility and hidden from help.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LeadingFlags {
+    #[arg(long = "threads", hide = true)]
+    pub threads: Option<NonZeroUsize>,
+    #[arg(long = "engine", hide = true)]
+    pub engine: Option<EngineChoice>,
+    #[arg(long = "embed-precision", hide = true)]
+    pub embed_precision: Option<Precision>,
+    #[arg(long = "rerank-precision", hide = true)]
+    pub rerank_precision: Option<Precision>,
+}
+
+impl EngineFlags {
+    /// Fills what the subcommand left unset from the flags given before it.
+    pub fn inherit(&mut self, leading: &LeadingFlags) {
+        self.threads = self.threads.or(leading.threads);
+        self.engine = self.engine.or(leading.engine);
+    }
+
+    pub fn options(&self, precision: Precision) -> EngineOptions {
+        EngineOptions {
+            engine: self.engine.unwrap_or_default(),
+            precision,
+            threads: self.threads.map(NonZeroUsize::get),
+        }
+    }
+}
+
+impl EmbedPrecisionFlag {
+    pub fn inherit(&mut self, leading: &LeadingFlags) {
+        self.embed_precision = self.embed_precision.or(leading.embed_precision);
+    }
+    pub fn get(&self) -> Precision {
+        self.embed_precision.unwrap_or_default()
+    }
+}
+
+impl RerankPrecisionFlag {
+    pub fn inherit(&mut self, leading: &LeadingFlags) {
+        self.rerank_precision = self.rerank_precision.or(leading.rerank_precision);
+    }
+    pub fn get(&self) -> Precision {
+        self.rerank_precision.unwrap_or_default()
+    }
+}
+
+/// The long-document rule of the rerank stage (`sift_models::LongDocumentPolicy`): the same
+/// flags for `sift rerank`, `sift search`, `sift eval` and `sift serve`.
+#[derive(Args, Debug, Clone)]
+pub struct LongDocumentFlags {
+    /// Documents longer than the reranker's window: "windows" scores every window and keeps
+    /// the best (max over windows), "truncate" scores only the beginning that fits.
+    #[arg(long, default_value = "windows", value_name = "RULE")]
+    pub long_documents: LongDocumentMode,
+
+    /// Document tokens per window [default: all that fit beside the query].
+    #[arg(long, value_name = "TOKENS")]
+    pub window_tokens: Option<NonZeroUsize>,
+
+    /// Tokens from one window's start to the next [default: 7/8 of the window].
+    #[arg(long, value_name = "TOKENS")]
+    pub window_stride: Option<NonZeroUsize>,
+
+    /// Most windows scored per document.
+    #[arg(long, default_value_t = sift_models::rerank::DEFAULT_MAX_WINDOWS)]
+    pub max_windows: usize,
+
+    /// Most tokens of each document considered at all.
+    #[arg(long, default_value_t = sift_models::rerank::DEFAULT_MAX_DOCUMENT_TOKENS)]
+    pub max_document_tokens: usize,
+}
+
+impl LongDocumentFlags {
+    pub fn policy(&self) -> sift_models::Result<LongDocumentPolicy> {
+        let policy = LongDocumentPolicy {
+            mode: self.long_documents,
+            window_tokens: self.window_tokens.map(NonZeroUsize::get),
+            stride_tokens: self.window_stride.map(NonZeroUsize::get),
+            max_windows: self.max_windows,
+            max_document_tokens: self.max_document_tokens,
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+}

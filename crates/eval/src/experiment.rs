@@ -1,0 +1,190 @@
+//! The evaluation grid of `sift eval`: which queries are evaluated, and every (recall mode ×
+//! reranker) run of them through the pipeline, scored with trec_eval's metrics.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sift_models::Reranker;
+use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
+
+use crate::beir::{Dataset, Split};
+use crate::metrics::{evaluate, Evaluation, Metric};
+use crate::trec::{Qrels, Run};
+
+/// The metrics `sift eval` reports, in table order.
+pub const METRICS: [Metric; 8] = [
+    Metric::Ndcg(10),
+    Metric::ReciprocalRank(10),
+    Metric::Recall(10),
+    Metric::Recall(100),
+    Metric::Success(1),
+    Metric::Success(5),
+    Metric::Success(10),
+    Metric::AveragePrecision(100),
+];
+
+/// The queries to evaluate and their judgements, with what could not be evaluated (reported,
+/// not fatal).
+#[derive(Debug, Clone)]
+pub struct QuerySet {
+    /// (query id, text), by id.
+    pub queries: Vec<(String, String)>,
+    pub qrels: Qrels,
+    pub judged_without_text: usize,
+    /// Judged queries whose text is empty: kept in the judgements, so they count as 0.
+    pub empty_queries: usize,
+}
+
+impl QuerySet {
+    /// The judged queries of `split` (at most `max_queries`, the first by id).
+    pub fn select(data: &Dataset, split: Split, max_queries: Option<usize>) -> QuerySet {
+        let mut qrels = data.qrels.clone();
+        qrels.judgements.retain(|q, _| split.contains(q));
+        let judged_without_text = qrels
+            .judgements
+            .keys()
+            .filter(|q| !data.queries.contains_key(*q))
+            .count();
+        qrels.judgements.retain(|q, _| data.queries.contains_key(q));
+        let mut empty_queries = 0;
+        let mut queries = Vec::new();
+        for q in qrels.judgements.keys() {
+            let text = &data.queries[q];
+            if text.trim().is_empty() {
+                empty_queries += 1;
+            } else {
+                queries.push((q.clone(), text.clone()));
+            }
+        }
+        if let Some(n) = max_queries {
+            queries.truncate(n);
+            let kept: HashSet<&String> = queries.iter().map(|(q, _)| q).collect();
+            qrels.judgements.retain(|q, _| {
+                kept.contains(q) || data.queries.get(q).is_some_and(|t| t.trim().is_empty())
+            });
+        }
+        QuerySet {
+            queries,
+            qrels,
+            judged_without_text,
+            empty_queries,
+        }
+    }
+
+    /// Judged documents that `pipeline`'s collection does not hold (one batched read).
+    pub fn documents_missing_from(&self, pipeline: &Pipeline) -> sift_pipeline::Result<usize> {
+        let judged: Vec<&str> = self
+            .qrels
+            .judgements
+            .values()
+            .flat_map(|d| d.keys().map(String::as_str))
+            .collect();
+        Ok(pipeline
+            .backend()
+            .documents(&judged)?
+            .iter()
+            .filter(|d| d.is_none())
+            .count())
+    }
+}
+
+/// One run of the grid.
+#[derive(Debug, Clone)]
+pub struct GridRow {
+    /// `bm25`, `dense(model)` or `hybrid(bm25+model)`.
+    pub retriever: String,
+    /// The reranker's name, or `none`.
+    pub reranker: String,
+    pub evaluation: Evaluation,
+    pub ms_per_query: f64,
+    /// File-name-safe name of the run (`hybrid-all-MiniLM-L6-v2+my-reranker`).
+    pub name: String,
+    pub run: Run,
+}
+
+/// The recall depth and candidates of every run.
+#[derive(Debug, Clone, Copy)]
+pub struct GridOptions {
+    pub depth: usize,
+    pub candidates: usize,
+}
+
+/// Runs `queries` through `pipeline` for every reranker (`None`: no reranking) × mode.
+/// `progress(1)` after each query.
+pub fn run_grid(
+    pipeline: &mut Pipeline,
+    queries: &QuerySet,
+    modes: &[SearchMode],
+    rerankers: &[(String, Option<Arc<dyn Reranker>>)],
+    options: GridOptions,
+    progress: &mut dyn FnMut(usize),
+) -> sift_pipeline::Result<Vec<GridRow>> {
+    let embedding_name = pipeline.backend().manifest().embedding.name.clone();
+    let mut rows = Vec::new();
+    for (reranker_name, reranker) in rerankers {
+        pipeline.set_reranker(reranker.clone());
+        for &mode in modes {
+            let retriever = match mode {
+                SearchMode::Bm25 => "bm25".to_string(),
+                SearchMode::Dense => format!("dense({embedding_name})"),
+                SearchMode::Hybrid => format!("hybrid(bm25+{embedding_name})"),
+            };
+            let search = SearchOptions {
+                mode,
+                depth: options.depth,
+                candidates: options.candidates,
+                top_k: 100,
+                rerank: reranker.is_some(),
+            };
+            let started = Instant::now();
+            let mut run = Run::default();
+            for (qid, text) in &queries.queries {
+                let hits = pipeline.search(text, &search)?.hits;
+                let n = hits.len();
+                // Rank-derived scores keep sift's order under trec_eval's tie rule.
+                run.results.insert(
+                    qid.clone(),
+                    hits.into_iter()
+                        .enumerate()
+                        .map(|(i, h)| (h.id, (n - i) as f64))
+                        .collect(),
+                );
+                progress(1);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let mode_part = match mode {
+                SearchMode::Bm25 => "bm25".to_string(),
+                SearchMode::Dense => format!("dense-{}", sanitize(&embedding_name)),
+                SearchMode::Hybrid => format!("hybrid-{}", sanitize(&embedding_name)),
+            };
+            let rerank_part = if reranker.is_some() {
+                format!("+{}", sanitize(reranker_name))
+            } else {
+                String::new()
+            };
+            rows.push(GridRow {
+                retriever,
+                reranker: reranker_name.clone(),
+                evaluation: evaluate(&queries.qrels, &run, &METRICS),
+                ms_per_query: secs / queries.queries.len().max(1) as f64 * 1000.0,
+                name: format!("{mode_part}{rerank_part}"),
+                run,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// File-name-safe form of a model or run name.
+pub fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,94 @@
+//! The storage seam: what the retrieval pipeline needs from wherever a collection lives.
+//!
+//! The local directory ([`crate::local::LocalCollection`]) is the embedded default; a database
+//! backend (PostgreSQL + pgvector) implements the same trait. Callers reach a backend only
+//! through [`crate::store`], which returns a `Box<dyn CollectionBackend>` for an address.
+
+use crate::document::{ChunkHit, Document, HitDetails, Operation};
+use crate::error::Result;
+use crate::manifest::Manifest;
+
+/// What `sift index` reports about a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionStats {
+    pub documents: usize,
+    pub chunks: usize,
+    /// Dense search uses an approximate index (HNSW) rather than an exact scan.
+    pub approximate_vectors: bool,
+}
+
+/// A collection: documents, their embedded chunks, a vector index and a keyword index.
+///
+/// # Contract
+/// Every implementation passes [`crate::conformance`] and guarantees:
+///
+/// - **Batches are the unit of change.** [`CollectionBackend::commit`] applies a batch of
+///   operations entirely or not at all. It validates the whole batch first
+///   ([`crate::batch::validate_batch`]) and refuses it with [`crate::IndexError::InvalidInput`]
+///   without writing anything. Within a batch, operations apply in order; ids are unique.
+/// - **Durable when acknowledged.** When `commit` returns `Ok(seq)` the batch survives a crash,
+///   `kill -9` or power loss of the process; after an error, the batch is either entirely
+///   durable (then it is visible after reopening) or entirely absent.
+/// - **Sequence numbers.** Each non-empty committed batch gets the next number, strictly
+///   increasing by one from 1 in a new collection; an empty batch writes nothing and returns the
+///   current number. [`CollectionBackend::seq`] is the number of the last committed batch: two
+///   handles that report the same `seq` hold the same content.
+/// - **Visibility.** A committed batch is visible to every read of the handle that committed it
+///   as soon as `commit` returns; other handles see it when they reopen (the local backend) or at
+///   once (a database backend) — never a part of it.
+/// - **Reads are batched and fallible.** One search makes a constant number of calls whatever
+///   its depth (two searches, one [`CollectionBackend::hit_details`]), so a network backend does
+///   not pay a round trip per hit. Results come back in the order of the request, `None` where
+///   a document or chunk does not exist.
+/// - **Ordering of search results.** Best first: descending cosine similarity (dense) or BM25
+///   score (keyword), at most `k` chunks; equal scores in an unspecified but deterministic
+///   order.
+/// - **Errors are typed.** Bad input is `InvalidInput`; another process holding the collection
+///   is `Locked`; vectors of another model are `ModelMismatch`; a handle whose in-memory state
+///   may disagree with the log after a failed write is `Unusable` until reopened. Nothing
+///   panics on input.
+pub trait CollectionBackend: Send + Sync {
+    /// The embedding model and chunking the stored vectors were made with.
+    fn manifest(&self) -> &Manifest;
+
+    /// Where the collection lives, for messages (a path, or a URL without credentials).
+    fn location(&self) -> String;
+
+    /// Number of documents.
+    fn len(&self) -> Result<usize>;
+
+    /// Number of the last committed batch (0 for a new collection).
+    fn seq(&self) -> Result<u64>;
+
+    /// The stored documents with these ids, in request order.
+    fn documents(&self, ids: &[&str]) -> Result<Vec<Option<Document>>>;
+
+    /// For each `(document id, chunk)` the document and that chunk's text, in request order.
+    fn hit_details(&self, chunks: &[(&str, u32)]) -> Result<Vec<Option<HitDetails>>>;
+
+    /// For each document, whether it is stored with exactly this content (id, title, text,
+    /// metadata), so re-indexing it can be skipped.
+    fn unchanged(&self, documents: &[Document]) -> Result<Vec<bool>>;
+
+    /// Applies a batch atomically and durably; returns its sequence number.
+    fn commit(&mut self, operations: Vec<Operation>) -> Result<u64>;
+
+    /// Housekeeping after bulk changes (snapshots, index rebuilds). Never changes results.
+    fn compact(&mut self) -> Result<()>;
+
+    /// Nearest chunks to `vector` (the manifest's dimension) by cosine similarity.
+    fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>>;
+
+    /// Best chunks for `query` by BM25 over chunk text and title. Any string is a valid query.
+    fn keyword_search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>>;
+
+    /// Sizes and the vector search in use, for reports.
+    fn stats(&self) -> Result<CollectionStats>;
+
+    /// Checks that every derived part agrees with the documents (tests, `sift` diagnostics).
+    fn verify(&self) -> Result<()>;
+
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}

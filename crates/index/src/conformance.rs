@@ -1,0 +1,310 @@
+//! The conformance suite: what every [`CollectionBackend`] must do, as one set of checks run
+//! against each implementation (the local backend's run is `tests/conformance.rs`; a database
+//! backend runs the same [`run_all`] against its own addresses).
+//!
+//! Each check panics (with the check's name and the difference) when the backend breaks the
+//! contract written on [`CollectionBackend`]; it is meant to be called from a `#[test]`.
+
+use crate::backend::CollectionBackend;
+use crate::document::{Chunk, Document, IndexedDocument, Operation};
+use crate::error::IndexError;
+use crate::manifest::{ChunkingConfig, EmbeddingModelInfo, Manifest, FORMAT_VERSION};
+use crate::store::{self, Access, Location};
+
+/// Dimension of the suite's vectors.
+pub const DIM: usize = 4;
+
+/// The manifest the suite creates collections with (a made-up model).
+pub fn manifest(fingerprint: &str) -> Manifest {
+    Manifest {
+        format: FORMAT_VERSION,
+        embedding: EmbeddingModelInfo {
+            name: format!("conformance-{fingerprint}"),
+            fingerprint: fingerprint.into(),
+            dim: DIM,
+        },
+        chunking: ChunkingConfig {
+            max_tokens: 64,
+            overlap_tokens: 8,
+        },
+    }
+}
+
+fn unit(v: [f32; DIM]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
+/// A document whose chunks point along the given axes (one chunk per axis).
+pub fn upsert(id: &str, title: Option<&str>, chunks: &[(&str, usize)]) -> Operation {
+    Operation::Upsert(IndexedDocument {
+        document: Document {
+            id: id.into(),
+            text: chunks.iter().map(|c| c.0).collect::<Vec<_>>().join(" "),
+            title: title.map(str::to_owned),
+            metadata: Some(serde_json::json!({"id": id})),
+        },
+        chunks: chunks
+            .iter()
+            .map(|&(text, axis)| {
+                let mut v = [0.05; DIM];
+                v[axis % DIM] = 1.0;
+                Chunk {
+                    text: text.into(),
+                    vector: unit(v),
+                }
+            })
+            .collect(),
+    })
+}
+
+fn document(op: &Operation) -> Document {
+    match op {
+        Operation::Upsert(d) => d.document.clone(),
+        Operation::Delete(_) => unreachable!("the suite builds upserts only here"),
+    }
+}
+
+fn ids(hits: &[crate::ChunkHit]) -> Vec<&str> {
+    hits.iter().map(|h| h.doc_id.as_str()).collect()
+}
+
+/// Runs every check; `fresh()` must return a location where no collection exists yet (a new
+/// one per call).
+pub fn run_all(fresh: &mut dyn FnMut() -> Location) {
+    upserts_are_visible_at_once_and_numbered(&fresh());
+    upsert_replaces_every_chunk(&fresh());
+    deletes_remove_from_both_legs(&fresh());
+    bad_batches_are_refused_whole(&fresh());
+    committed_batches_survive_reopening(&fresh());
+    search_orders_best_first(&fresh());
+    another_model_is_refused(&fresh());
+    reads_are_batched_in_request_order(&fresh());
+}
+
+fn create(location: &Location) -> Box<dyn CollectionBackend> {
+    store::open_or_create(location, manifest("m1")).expect("creating a collection")
+}
+
+/// Sequence numbers start at 1, grow by one per non-empty batch; empty batches write nothing;
+/// a commit is visible to the same handle when it returns.
+pub fn upserts_are_visible_at_once_and_numbered(location: &Location) {
+    let mut c = create(location);
+    assert_eq!(c.seq().unwrap(), 0, "a new collection is at batch 0");
+    assert!(c.is_empty().unwrap());
+    let a = upsert("a", Some("Penguins"), &[("penguins live in the south", 0)]);
+    assert_eq!(c.commit(vec![a.clone()]).unwrap(), 1);
+    assert_eq!(
+        c.commit(Vec::new()).unwrap(),
+        1,
+        "an empty batch is no batch"
+    );
+    let b = upsert("b", None, &[("glaciers melt", 1)]);
+    assert_eq!(c.commit(vec![b]).unwrap(), 2);
+    assert_eq!(c.seq().unwrap(), 2);
+    assert_eq!(c.len().unwrap(), 2);
+    let docs = c.documents(&["a", "zzz"]).unwrap();
+    assert_eq!(docs[0].as_ref(), Some(&document(&a)));
+    assert_eq!(docs[1], None);
+    let mut changed = document(&a);
+    changed.text.push('!');
+    assert_eq!(
+        c.unchanged(&[document(&a), changed]).unwrap(),
+        vec![true, false],
+        "unchanged compares the whole content"
+    );
+    assert_eq!(ids(&c.keyword_search("penguin", 10).unwrap()), vec!["a"]);
+    c.verify().unwrap();
+}
+
+/// An upsert of a stored id replaces its document and all its chunks in both legs.
+pub fn upsert_replaces_every_chunk(location: &Location) {
+    let mut c = create(location);
+    c.commit(vec![upsert(
+        "a",
+        None,
+        &[("volcanoes erupt", 0), ("lava flows", 1)],
+    )])
+    .unwrap();
+    c.commit(vec![upsert("a", None, &[("tides rise", 2)])])
+        .unwrap();
+    assert_eq!(c.len().unwrap(), 1);
+    assert!(c.keyword_search("lava", 10).unwrap().is_empty());
+    assert_eq!(ids(&c.keyword_search("tides", 10).unwrap()), vec!["a"]);
+    let dense = c.dense_search(&unit([0.0, 1.0, 0.0, 0.0]), 10).unwrap();
+    assert_eq!(dense.len(), 1, "old chunk vectors are gone: {dense:?}");
+    assert_eq!(dense[0].chunk, 0);
+    assert!(c.hit_details(&[("a", 1)]).unwrap()[0].is_none());
+    c.verify().unwrap();
+}
+
+/// A delete removes the document from documents, dense and keyword search; absent ids are
+/// no-ops.
+pub fn deletes_remove_from_both_legs(location: &Location) {
+    let mut c = create(location);
+    c.commit(vec![
+        upsert("a", None, &[("comets have tails", 0)]),
+        upsert("b", None, &[("comets are icy", 1)]),
+    ])
+    .unwrap();
+    c.commit(vec![
+        Operation::Delete("a".into()),
+        Operation::Delete("never-there".into()),
+    ])
+    .unwrap();
+    assert_eq!(c.len().unwrap(), 1);
+    assert_eq!(ids(&c.keyword_search("comets", 10).unwrap()), vec!["b"]);
+    let dense = c.dense_search(&unit([1.0, 0.0, 0.0, 0.0]), 10).unwrap();
+    assert_eq!(ids(&dense), vec!["b"]);
+    assert_eq!(c.documents(&["a"]).unwrap(), vec![None]);
+    c.verify().unwrap();
+}
+
+/// Every invalid batch is refused as `InvalidInput` and changes nothing.
+pub fn bad_batches_are_refused_whole(location: &Location) {
+    let mut c = create(location);
+    c.commit(vec![upsert("a", None, &[("kept", 0)])]).unwrap();
+    let wrong_dim = Operation::Upsert(IndexedDocument {
+        document: document(&upsert("w", None, &[])),
+        chunks: vec![Chunk {
+            text: "w".into(),
+            vector: vec![1.0; DIM + 1],
+        }],
+    });
+    let nan = Operation::Upsert(IndexedDocument {
+        document: document(&upsert("n", None, &[])),
+        chunks: vec![Chunk {
+            text: "n".into(),
+            vector: vec![f32::NAN; DIM],
+        }],
+    });
+    let no_chunks = upsert("e", None, &[]);
+    let empty_id = upsert("", None, &[("x", 0)]);
+    let good = upsert("g", None, &[("good", 1)]);
+    let batches = vec![
+        vec![good.clone(), good.clone()],
+        vec![good.clone(), wrong_dim],
+        vec![good.clone(), nan],
+        vec![good.clone(), no_chunks],
+        vec![good.clone(), empty_id],
+    ];
+    for (i, batch) in batches.into_iter().enumerate() {
+        match c.commit(batch) {
+            Err(IndexError::InvalidInput(_)) => {}
+            other => panic!("bad batch {i}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    assert_eq!(c.seq().unwrap(), 1);
+    assert_eq!(c.len().unwrap(), 1);
+    assert!(c.keyword_search("good", 10).unwrap().is_empty());
+    assert!(matches!(
+        c.dense_search(&[1.0; DIM + 1], 3),
+        Err(IndexError::InvalidInput(_))
+    ));
+    c.verify().unwrap();
+}
+
+/// Everything acknowledged is there after the handle goes away, before and after compaction,
+/// for writers and searchers.
+pub fn committed_batches_survive_reopening(location: &Location) {
+    let mut c = create(location);
+    for i in 0..5 {
+        c.commit(vec![upsert(
+            &format!("d{i}"),
+            Some("reef"),
+            &[(&format!("coral number{i} bleaching"), i)],
+        )])
+        .unwrap();
+    }
+    c.commit(vec![Operation::Delete("d0".into())]).unwrap();
+    drop(c);
+    let check = |c: &dyn CollectionBackend, when: &str| {
+        assert_eq!(c.seq().unwrap(), 6, "{when}");
+        assert_eq!(c.len().unwrap(), 4, "{when}");
+        assert_eq!(c.keyword_search("coral", 10).unwrap().len(), 4, "{when}");
+        assert_eq!(ids(&c.keyword_search("number3", 10).unwrap()), vec!["d3"]);
+        assert!(c.documents(&["d0"]).unwrap()[0].is_none(), "{when}");
+        c.verify().unwrap();
+    };
+    let mut c = store::open(location, Access::Write).unwrap();
+    check(c.as_ref(), "reopened for writing");
+    c.compact().unwrap();
+    check(c.as_ref(), "after compaction");
+    drop(c);
+    let c = store::open(location, Access::Search).unwrap();
+    check(c.as_ref(), "reopened for searching after compaction");
+}
+
+/// Dense results by descending cosine, keyword results by descending BM25, at most k.
+pub fn search_orders_best_first(location: &Location) {
+    let mut c = create(location);
+    c.commit(vec![
+        upsert("x", None, &[("storm storm storm", 0)]),
+        upsert("y", None, &[("storm at sea", 1)]),
+        upsert(
+            "z",
+            None,
+            &[("calm day with one storm among many other words", 2)],
+        ),
+    ])
+    .unwrap();
+    let q = unit([1.0, 0.4, 0.0, 0.0]);
+    let dense = c.dense_search(&q, 10).unwrap();
+    assert_eq!(ids(&dense)[..2], ["x", "y"]);
+    assert!(
+        dense.windows(2).all(|w| w[0].score >= w[1].score),
+        "{dense:?}"
+    );
+    assert_eq!(c.dense_search(&q, 1).unwrap().len(), 1);
+    let kw = c.keyword_search("storm", 10).unwrap();
+    assert_eq!(kw.len(), 3);
+    assert_eq!(kw[0].doc_id, "x");
+    assert!(kw.windows(2).all(|w| w[0].score >= w[1].score), "{kw:?}");
+    assert_eq!(c.keyword_search("storm", 2).unwrap().len(), 2);
+    // Query syntax is not an error.
+    assert!(c.keyword_search("storm AND (\"unbalanced", 10).is_ok());
+    assert!(c.keyword_search("absentword", 10).unwrap().is_empty());
+}
+
+/// A collection refuses to be opened for another embedding model's vectors.
+pub fn another_model_is_refused(location: &Location) {
+    drop(create(location));
+    match store::open_or_create(location, manifest("m2")) {
+        Err(IndexError::ModelMismatch { .. }) => {}
+        other => panic!(
+            "expected ModelMismatch, got {:?}",
+            other.map(|c| c.location())
+        ),
+    }
+}
+
+/// Batched reads answer in request order, `None` for what does not exist.
+pub fn reads_are_batched_in_request_order(location: &Location) {
+    let mut c = create(location);
+    c.commit(vec![
+        upsert("a", Some("A"), &[("first", 0), ("second", 1)]),
+        upsert("b", None, &[("third", 2)]),
+    ])
+    .unwrap();
+    let details = c
+        .hit_details(&[("b", 0), ("a", 1), ("a", 7), ("q", 0), ("a", 0)])
+        .unwrap();
+    let texts: Vec<Option<&str>> = details
+        .iter()
+        .map(|d| d.as_ref().map(|d| d.chunk_text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![Some("third"), Some("second"), None, None, Some("first")]
+    );
+    assert_eq!(
+        details[1].as_ref().unwrap().document.title.as_deref(),
+        Some("A")
+    );
+    let docs = c.documents(&["b", "a", "b"]).unwrap();
+    let got: Vec<Option<&str>> = docs
+        .iter()
+        .map(|d| d.as_ref().map(|d| d.id.as_str()))
+        .collect();
+    assert_eq!(got, vec![Some("b"), Some("a"), Some("b")]);
+}

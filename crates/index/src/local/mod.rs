@@ -1,0 +1,510 @@
+//! The embedded backend: a collection in a local directory.
+//!
+//! ```text
+//! collection.json   what the collection was built with (model, dimension, chunking)
+//! wal.log           committed batches since the last snapshot: the source of truth
+//! snapshot.bin      every document and chunk vector as of a batch number
+//! ann.bin           HNSW graph over the snapshot's vectors (only for large collections)
+//! bm25/             tantivy index; its commit payload says which batch it reflects
+//! LOCK              held by the one process writing the collection (readers share it)
+//! ```
+//!
+//! **Commit unit: one batch** ([`LocalCollection::commit`]). A batch is durable once its WAL
+//! record is fsynced; then it is applied to memory (which cannot fail) and to the BM25 index.
+//! If anything fails after the WAL write began, the handle turns unusable
+//! ([`IndexError::Unusable`]) rather than serve a state the log does not describe; reopening
+//! replays the log. After a crash at any point, open loads the snapshot, replays the WAL (cutting
+//! a torn last record, which was never reported committed), and rebuilds the BM25 index or
+//! ignores the graph if they reflect another batch than the WAL does — so every part agrees
+//! again, and every acknowledged batch is there.
+
+mod bm25;
+mod files;
+mod snapshot;
+mod state;
+mod vectors;
+mod wal;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub use vectors::AnnParams;
+
+use self::bm25::Bm25Index;
+use self::files::{lock, write_atomic};
+use self::snapshot::{read_graph, read_snapshot, write_graph, write_snapshot};
+use self::state::Contents;
+use self::wal::{Record, Wal};
+use crate::backend::{CollectionBackend, CollectionStats};
+use crate::batch::validate_batch;
+use crate::document::{ChunkHit, Document, HitDetails, Operation};
+use crate::error::{IndexError, Result};
+use crate::manifest::{Manifest, FORMAT_VERSION};
+
+/// How a local collection is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Exclusive: the one writer; repairs derived parts after a crash.
+    Write,
+    /// Shared with other readers and no writer; fails with [`IndexError::NeedsRecovery`] when a
+    /// crash left derived parts behind.
+    ReadOnly,
+    /// Read-only when possible, for writing when recovery is needed (what searches use).
+    Search,
+}
+
+pub struct LocalCollection {
+    dir: PathBuf,
+    manifest: Manifest,
+    _lock: File,
+    /// `None` when opened read-only.
+    wal: Option<Wal>,
+    seq: u64,
+    /// Batch number the snapshot (and the slot numbering) reflects.
+    snapshot_seq: u64,
+    contents: Contents,
+    bm25: Bm25Index,
+    wal_records: usize,
+    /// Set when a write failed after its WAL record began: memory or BM25 may disagree with
+    /// the log, so every call refuses until the collection is reopened.
+    unusable: Option<String>,
+    #[cfg(test)]
+    fail_bm25_add_after: Option<usize>,
+}
+
+impl LocalCollection {
+    /// Creates the collection in `dir` with `manifest` (or opens it if it exists), for writing.
+    /// An existing collection built with another embedding model is refused.
+    pub fn open_or_create(dir: &Path, manifest: Manifest, ann: AnnParams) -> Result<Self> {
+        let manifest_path = dir.join("collection.json");
+        if !manifest_path.is_file() {
+            std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+            let lock = lock(dir, true)?;
+            let bytes = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+            write_atomic(&manifest_path, &bytes)?;
+            drop(lock);
+        }
+        let collection = Self::open(dir, OpenMode::Write, ann)?;
+        if !collection.manifest.same_model(&manifest.embedding) {
+            return Err(collection.manifest.mismatch(&manifest.embedding));
+        }
+        Ok(collection)
+    }
+
+    /// Opens an existing collection.
+    pub fn open(dir: &Path, mode: OpenMode, ann: AnnParams) -> Result<Self> {
+        match mode {
+            OpenMode::Write => Self::open_with(dir, ann, true),
+            OpenMode::ReadOnly => Self::open_with(dir, ann, false),
+            OpenMode::Search => match Self::open_with(dir, ann, false) {
+                Err(IndexError::NeedsRecovery(_)) => Self::open_with(dir, ann, true),
+                other => other,
+            },
+        }
+    }
+
+    fn open_with(dir: &Path, ann: AnnParams, writable: bool) -> Result<Self> {
+        let manifest_path = dir.join("collection.json");
+        if !manifest_path.is_file() {
+            return Err(IndexError::NotACollection(dir.to_owned()));
+        }
+        let lock = lock(dir, writable)?;
+        let manifest: Manifest = serde_json::from_slice(
+            &std::fs::read(&manifest_path).map_err(IndexError::io(&manifest_path))?,
+        )
+        .map_err(|e| IndexError::Corrupt {
+            path: manifest_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if manifest.format != FORMAT_VERSION {
+            return Err(IndexError::Corrupt {
+                path: manifest_path,
+                reason: format!(
+                    "format {} is not supported (expected {FORMAT_VERSION})",
+                    manifest.format
+                ),
+            });
+        }
+
+        let bm25_dir = dir.join("bm25");
+        let bm25 = if !writable {
+            Bm25Index::open_read_only(&bm25_dir)
+                .map_err(|_| IndexError::NeedsRecovery(dir.to_owned()))?
+        } else {
+            match Bm25Index::open_or_create(&bm25_dir) {
+                Ok(b) => b,
+                Err(IndexError::Bm25(e)) => {
+                    tracing::warn!("BM25 index unreadable ({e}); rebuilding it");
+                    std::fs::remove_dir_all(&bm25_dir).map_err(IndexError::io(&bm25_dir))?;
+                    Bm25Index::open_or_create(&bm25_dir)?
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let wal_path = dir.join("wal.log");
+        let (wal, records) = if writable {
+            let (w, r) = Wal::open(&wal_path)?;
+            (Some(w), r)
+        } else {
+            Wal::read(&wal_path)?
+        };
+        let (snapshot_seq, mut contents) = match read_snapshot(&dir.join("snapshot.bin"))? {
+            Some(s) => (s.seq, Contents::from_snapshot(s, ann)),
+            None => (0, Contents::new(ann)),
+        };
+        let mut seq = snapshot_seq;
+        let mut wal_records = 0;
+        for record in records {
+            if record.seq <= seq {
+                continue; // already in the snapshot (crash between snapshot and WAL reset)
+            }
+            seq = record.seq;
+            wal_records += 1;
+            for op in record.operations {
+                contents.apply(op);
+            }
+        }
+        let ann_path = dir.join("ann.bin");
+        if let Some(graph) = read_graph(&ann_path, snapshot_seq) {
+            if !contents.vectors.attach_graph(graph) {
+                tracing::warn!(
+                    "{}: graph does not fit the snapshot; searching exactly",
+                    ann_path.display()
+                );
+            }
+        }
+        let mut c = LocalCollection {
+            dir: dir.to_owned(),
+            manifest,
+            _lock: lock,
+            wal,
+            seq,
+            snapshot_seq,
+            contents,
+            bm25,
+            wal_records,
+            unusable: None,
+            #[cfg(test)]
+            fail_bm25_add_after: None,
+        };
+        if c.bm25.committed_seq()? != c.seq {
+            if !writable {
+                return Err(IndexError::NeedsRecovery(dir.to_owned()));
+            }
+            c.rebuild_bm25()?;
+        }
+        Ok(c)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn num_chunks(&self) -> usize {
+        self.contents.vectors.len()
+    }
+
+    /// Exact nearest chunks, bypassing the graph (the reference for ANN recall).
+    pub fn exact_dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {
+        self.usable()?;
+        Ok(self.chunk_hits(self.contents.vectors.exact_search(vector, k)))
+    }
+
+    /// True when dense search uses the HNSW graph.
+    pub fn uses_ann(&self) -> bool {
+        self.contents.vectors.has_graph()
+    }
+
+    fn usable(&self) -> Result<()> {
+        match &self.unusable {
+            None => Ok(()),
+            Some(reason) => Err(IndexError::Unusable {
+                path: self.dir.display().to_string(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    fn chunk_hits(&self, hits: Vec<vectors::VectorHit>) -> Vec<ChunkHit> {
+        hits.into_iter()
+            .filter_map(|h| {
+                let info = self.contents.slots.get(h.slot as usize)?.as_ref()?;
+                Some(ChunkHit {
+                    doc_id: info.doc_id.to_string(),
+                    chunk: info.ordinal,
+                    score: h.similarity,
+                })
+            })
+            .collect()
+    }
+
+    fn writable_wal(&mut self) -> Result<&mut Wal> {
+        self.wal
+            .as_mut()
+            .ok_or_else(|| IndexError::InvalidInput("the collection was opened read-only".into()))
+    }
+
+    /// The part of a commit after its record is durable: memory first (infallible), then the
+    /// BM25 index.
+    fn apply_durable(&mut self, record: Record) -> Result<()> {
+        for op in &record.operations {
+            self.bm25.delete_document(op.id())?;
+        }
+        for (added, (id, i, title, text)) in record
+            .operations
+            .iter()
+            .filter_map(|op| match op {
+                Operation::Upsert(d) => Some(d),
+                Operation::Delete(_) => None,
+            })
+            .flat_map(|d| {
+                d.chunks.iter().enumerate().map(|(i, c)| {
+                    (
+                        d.document.id.as_str(),
+                        i as u32,
+                        d.document.title.as_deref(),
+                        c.text.as_str(),
+                    )
+                })
+            })
+            .enumerate()
+        {
+            #[cfg(test)]
+            if self.fail_bm25_add_after.is_some_and(|n| added >= n) {
+                return Err(IndexError::Bm25("injected failure".into()));
+            }
+            #[cfg(not(test))]
+            let _ = added;
+            self.bm25.add_chunk(id, i, title, text)?;
+        }
+        self.bm25.commit(record.seq)
+    }
+
+    fn rebuild_bm25(&mut self) -> Result<()> {
+        tracing::info!("rebuilding the BM25 index to batch {}", self.seq);
+        self.bm25.delete_all()?;
+        for (id, d) in &self.contents.docs {
+            for (i, &slot) in d.slots.iter().enumerate() {
+                if let Some(info) = self.contents.slots[slot as usize].as_ref() {
+                    self.bm25
+                        .add_chunk(id, i as u32, d.document.title.as_deref(), &info.text)?;
+                }
+            }
+        }
+        self.bm25.commit(self.seq)
+    }
+}
+
+/// The manifest in `dir`, `None` when `dir` holds no collection.
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let path = dir.join("collection.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).map_err(IndexError::io(&path))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| IndexError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// The exclusive lock a drop of the collection in `dir` holds while deleting it.
+pub(crate) fn lock_for_drop(dir: &Path) -> Result<File> {
+    lock(dir, true)
+}
+
+impl CollectionBackend for LocalCollection {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn len(&self) -> Result<usize> {
+        self.usable()?;
+        Ok(self.contents.docs.len())
+    }
+
+    fn seq(&self) -> Result<u64> {
+        self.usable()?;
+        Ok(self.seq)
+    }
+
+    fn documents(&self, ids: &[&str]) -> Result<Vec<Option<Document>>> {
+        self.usable()?;
+        Ok(ids
+            .iter()
+            .map(|id| self.contents.docs.get(*id).map(|d| d.document.clone()))
+            .collect())
+    }
+
+    fn hit_details(&self, chunks: &[(&str, u32)]) -> Result<Vec<Option<HitDetails>>> {
+        self.usable()?;
+        Ok(chunks
+            .iter()
+            .map(|&(id, chunk)| {
+                let document = self.contents.docs.get(id)?.document.clone();
+                let chunk_text = self.contents.chunk_text(id, chunk)?.to_owned();
+                Some(HitDetails {
+                    document,
+                    chunk_text,
+                })
+            })
+            .collect())
+    }
+
+    fn unchanged(&self, documents: &[Document]) -> Result<Vec<bool>> {
+        self.usable()?;
+        Ok(documents
+            .iter()
+            .map(|doc| {
+                self.contents
+                    .docs
+                    .get(&doc.id)
+                    .is_some_and(|d| d.hash == doc.content_hash())
+            })
+            .collect())
+    }
+
+    /// Rejects the whole batch (writing nothing) when [`validate_batch`] does.
+    fn commit(&mut self, operations: Vec<Operation>) -> Result<u64> {
+        self.usable()?;
+        validate_batch(&operations, self.manifest.embedding.dim)?;
+        if operations.is_empty() {
+            return Ok(self.seq);
+        }
+        let record = Record {
+            seq: self.seq + 1,
+            operations,
+        };
+        if let Err(e) = self.writable_wal()?.append(&record) {
+            // The record may be partly on disk; only reopening (which cuts a torn tail) tells.
+            self.unusable = Some(format!("appending to the write-ahead log: {e}"));
+            return Err(e);
+        }
+        self.seq = record.seq;
+        self.wal_records += 1;
+        for op in record.operations.iter().cloned() {
+            self.contents.apply(op);
+        }
+        if let Err(e) = self.apply_durable(record) {
+            // Durable and in memory, but the keyword index lags: reopening rebuilds it.
+            self.unusable = Some(format!("updating the BM25 index: {e}"));
+            return Err(e);
+        }
+        Ok(self.seq)
+    }
+
+    /// Writes a snapshot, rebuilds the ANN graph when the collection is large enough, and empties
+    /// the WAL. Search results do not change; opening gets faster and deleted vectors are freed.
+    fn compact(&mut self) -> Result<()> {
+        self.usable()?;
+        self.writable_wal()?;
+        if self.wal_records == 0
+            && self.snapshot_seq == self.seq
+            && self.dir.join("snapshot.bin").is_file()
+        {
+            return Ok(());
+        }
+        let snapshot = self.contents.to_snapshot(self.seq);
+        write_snapshot(&self.dir.join("snapshot.bin"), &snapshot)?;
+        // Renumber slots densely, in snapshot order, exactly as the next open will.
+        let params = self.contents.vectors.params();
+        self.contents = Contents::from_snapshot(snapshot, params);
+        self.snapshot_seq = self.seq;
+        self.contents.vectors.rebuild_graph();
+        write_graph(
+            &self.dir.join("ann.bin"),
+            self.seq,
+            self.contents.vectors.graph(),
+        )?;
+        self.writable_wal()?.reset()?;
+        self.wal_records = 0;
+        Ok(())
+    }
+
+    fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {
+        self.usable()?;
+        let dim = self.manifest.embedding.dim;
+        if vector.len() != dim {
+            return Err(IndexError::InvalidInput(format!(
+                "query vector has {} dimensions, the collection {dim}",
+                vector.len()
+            )));
+        }
+        if vector.iter().any(|x| !x.is_finite()) {
+            return Err(IndexError::InvalidInput(
+                "query vector has NaN or infinite values".into(),
+            ));
+        }
+        Ok(self.chunk_hits(self.contents.vectors.search(vector, k)))
+    }
+
+    fn keyword_search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>> {
+        self.usable()?;
+        Ok(self
+            .bm25
+            .search(query, k)?
+            .into_iter()
+            .map(|h| ChunkHit {
+                doc_id: h.doc_id,
+                chunk: h.chunk,
+                score: h.score,
+            })
+            .collect())
+    }
+
+    fn stats(&self) -> Result<CollectionStats> {
+        self.usable()?;
+        Ok(CollectionStats {
+            documents: self.contents.docs.len(),
+            chunks: self.contents.vectors.len(),
+            approximate_vectors: self.uses_ann(),
+        })
+    }
+
+    /// Checks that every part agrees: documents, chunk slots, vectors and BM25 entries.
+    fn verify(&self) -> Result<()> {
+        self.usable()?;
+        let corrupt = |reason: String| IndexError::Corrupt {
+            path: self.dir.clone(),
+            reason,
+        };
+        let c = &self.contents;
+        let chunks: usize = c.docs.values().map(|d| d.slots.len()).sum();
+        if chunks != c.vectors.len() {
+            return Err(corrupt(format!(
+                "{chunks} chunks but {} vectors",
+                c.vectors.len()
+            )));
+        }
+        if self.bm25.num_chunks() as usize != chunks {
+            return Err(corrupt(format!(
+                "{chunks} chunks but {} in the BM25 index",
+                self.bm25.num_chunks()
+            )));
+        }
+        if self.bm25.committed_seq()? != self.seq {
+            return Err(corrupt("BM25 index reflects another batch".into()));
+        }
+        for (id, d) in &c.docs {
+            for (i, &slot) in d.slots.iter().enumerate() {
+                let info = c.slots.get(slot as usize).and_then(|s| s.as_ref());
+                if !info.is_some_and(|s| &*s.doc_id == id.as_str() && s.ordinal == i as u32)
+                    || c.vectors.get(slot).is_none()
+                {
+                    return Err(corrupt(format!("chunk {i} of {id} is missing")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

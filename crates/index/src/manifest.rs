@@ -1,0 +1,49 @@
+//! What a collection records about how its contents were made.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the manifest and of the local backend's file formats.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Identity of the embedding model a collection's vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingModelInfo {
+    /// Human-readable name (the model directory's name).
+    pub name: String,
+    /// Changes whenever the model's weights or tokenizer change.
+    pub fingerprint: String,
+    pub dim: usize,
+}
+
+/// How documents are split into token windows before embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkingConfig {
+    /// Tokens of text per window (special tokens excluded).
+    pub max_tokens: usize,
+    /// Tokens shared by consecutive windows.
+    pub overlap_tokens: usize,
+}
+
+/// A collection's manifest (`collection.json` in the local backend).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub embedding: EmbeddingModelInfo,
+    pub chunking: ChunkingConfig,
+}
+
+impl Manifest {
+    /// Whether vectors made for `other` may be mixed with this collection's: same model
+    /// fingerprint and dimension. Chunking may differ only where a caller allows it.
+    pub fn same_model(&self, other: &EmbeddingModelInfo) -> bool {
+        self.embedding.fingerprint == other.fingerprint && self.embedding.dim == other.dim
+    }
+
+    /// The refusal for vectors of `found`.
+    pub fn mismatch(&self, found: &EmbeddingModelInfo) -> crate::IndexError {
+        crate::IndexError::ModelMismatch {
+            expected: format!("{} (dim {})", self.embedding.name, self.embedding.dim),
+            found: format!("{} (dim {})", found.name, found.dim),
+        }
+    }
+}

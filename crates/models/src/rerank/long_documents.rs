@@ -1,0 +1,313 @@
+//! The one rule for documents longer than a rerank model's window.
+//!
+//! `Windows` (the default): the document is split into token windows that each fit beside the
+//! query, every window is scored, and the document gets its best window's score ("MaxP", the
+//! rule Cohere documents for its rerank API and Dai & Callan found best for BERT rerankers).
+//! `Truncate`: the document is cut to fit and only its beginning is scored. A document that
+//! fits is one pair under either rule, so the two agree on short documents exactly.
+
+use crate::error::{ModelError, Result};
+use crate::tokenize::Encoded;
+
+use super::{compare_logits, RerankScore, Reranker};
+
+/// Windows are never smaller than this many document tokens, even when a long query leaves
+/// less room (the pair tokenizer then cuts the query too).
+const MIN_WINDOW_TOKENS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongDocumentMode {
+    /// Score only the beginning that fits.
+    Truncate,
+    /// Score every window (up to `max_windows`); keep the best.
+    #[default]
+    Windows,
+}
+
+impl std::str::FromStr for LongDocumentMode {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "truncate" => Ok(LongDocumentMode::Truncate),
+            "windows" | "max" => Ok(LongDocumentMode::Windows),
+            other => Err(ModelError::InvalidInput(format!(
+                "unknown long-document mode {other:?}: use windows or truncate"
+            ))),
+        }
+    }
+}
+
+/// How documents longer than the model's window are scored. One value of this is given to every
+/// rerank call site; per-request API fields (Cohere's `max_chunks_per_doc`,
+/// `max_tokens_per_doc`) override its fields, never the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LongDocumentPolicy {
+    pub mode: LongDocumentMode,
+    /// Document tokens per window; `None`: as many as fit beside the query (the model's max
+    /// length minus the query, special tokens and template). Never more than that.
+    pub window_tokens: Option<usize>,
+    /// Tokens from one window's start to the next; `None`: 7/8 of the window (windows share
+    /// 1/8, so a sentence cut at one window's edge is whole in the next).
+    pub stride_tokens: Option<usize>,
+    /// Most windows scored per document (Cohere's `max_chunks_per_doc`); text beyond them is
+    /// not scored.
+    pub max_windows: usize,
+    /// Most document tokens considered at all (Cohere's `max_tokens_per_doc`).
+    pub max_document_tokens: usize,
+}
+
+/// Cohere's defaults: 10 windows per document, 4,096 tokens per document.
+pub const DEFAULT_MAX_WINDOWS: usize = 10;
+pub const DEFAULT_MAX_DOCUMENT_TOKENS: usize = 4096;
+
+impl Default for LongDocumentPolicy {
+    fn default() -> Self {
+        LongDocumentPolicy {
+            mode: LongDocumentMode::Windows,
+            window_tokens: None,
+            stride_tokens: None,
+            max_windows: DEFAULT_MAX_WINDOWS,
+            max_document_tokens: DEFAULT_MAX_DOCUMENT_TOKENS,
+        }
+    }
+}
+
+impl LongDocumentPolicy {
+    /// The truncating rule with otherwise default knobs.
+    pub fn truncate() -> Self {
+        LongDocumentPolicy {
+            mode: LongDocumentMode::Truncate,
+            ..Default::default()
+        }
+    }
+
+    /// Rejects knobs that cannot work (zero sizes, a stride longer than the window).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::InvalidInput(m));
+        if self.max_windows == 0 {
+            return bad("max windows per document must be at least 1".into());
+        }
+        if self.max_document_tokens == 0 {
+            return bad("max tokens per document must be at least 1".into());
+        }
+        if self.window_tokens == Some(0) || self.stride_tokens == Some(0) {
+            return bad("window and stride must be at least 1 token".into());
+        }
+        if let (Some(w), Some(s)) = (self.window_tokens, self.stride_tokens) {
+            if s > w {
+                return bad(format!(
+                    "a stride of {s} tokens would skip text between windows of {w}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tokenized (query, window) pairs of a set of documents, and which document each came from.
+#[derive(Debug, Clone)]
+pub struct PreparedPairs {
+    pairs: Vec<Encoded>,
+    owners: Vec<usize>,
+    documents: usize,
+    /// Per document: some of its text is not in any scored pair.
+    truncated: Vec<bool>,
+}
+
+impl PreparedPairs {
+    pub fn pairs(&self) -> &[Encoded] {
+        &self.pairs
+    }
+
+    pub fn into_pairs(self) -> (Vec<Encoded>, PairOwners) {
+        (
+            self.pairs,
+            PairOwners {
+                owners: self.owners,
+                documents: self.documents,
+                truncated: self.truncated,
+            },
+        )
+    }
+
+    /// Tokens of all pairs (what a usage report counts).
+    pub fn tokens(&self) -> usize {
+        self.pairs.iter().map(|p| p.len()).sum()
+    }
+
+    /// The first document whose text was not scored in full, if any.
+    pub fn first_truncated(&self) -> Option<usize> {
+        self.truncated.iter().position(|&t| t)
+    }
+
+    /// One score per document in input order: the best of its windows' scores.
+    pub fn document_scores(&self, window_scores: &[RerankScore]) -> Result<Vec<RerankScore>> {
+        best_per_document(&self.owners, self.documents, window_scores)
+    }
+}
+
+/// What [`PreparedPairs::document_scores`] needs once the pairs were handed off to be scored
+/// elsewhere (the server's batching queue).
+#[derive(Debug, Clone)]
+pub struct PairOwners {
+    owners: Vec<usize>,
+    documents: usize,
+    truncated: Vec<bool>,
+}
+
+impl PairOwners {
+    pub fn first_truncated(&self) -> Option<usize> {
+        self.truncated.iter().position(|&t| t)
+    }
+
+    pub fn document_scores(&self, window_scores: &[RerankScore]) -> Result<Vec<RerankScore>> {
+        best_per_document(&self.owners, self.documents, window_scores)
+    }
+}
+
+fn best_per_document(
+    owners: &[usize],
+    documents: usize,
+    window_scores: &[RerankScore],
+) -> Result<Vec<RerankScore>> {
+    if window_scores.len() != owners.len() {
+        return Err(ModelError::Internal(format!(
+            "{} scores for {} pairs",
+            window_scores.len(),
+            owners.len()
+        )));
+    }
+    let mut best: Vec<Option<RerankScore>> = vec![None; documents];
+    for (&owner, s) in owners.iter().zip(window_scores) {
+        let slot = &mut best[owner];
+        // Strictly better only: the earliest of equal windows wins; NaN never replaces a number.
+        if slot
+            .as_ref()
+            .is_none_or(|b| compare_logits(s.logit, b.logit).is_lt())
+        {
+            *slot = Some(RerankScore { index: owner, ..*s });
+        }
+    }
+    best.into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.ok_or_else(|| ModelError::Internal(format!("document {i} produced no pair")))
+        })
+        .collect()
+}
+
+/// Tokenizes `documents` against `query` under `policy`. Rejects an empty query or document
+/// (naming its position) before any work.
+pub fn prepare(
+    reranker: &dyn Reranker,
+    query: &str,
+    documents: &[impl AsRef<str>],
+    policy: &LongDocumentPolicy,
+) -> Result<PreparedPairs> {
+    policy.validate()?;
+    if query.trim().is_empty() {
+        return Err(ModelError::InvalidInput("the query is empty".into()));
+    }
+    if let Some(i) = documents.iter().position(|d| d.as_ref().trim().is_empty()) {
+        return Err(ModelError::InvalidInput(format!("document {i} is empty")));
+    }
+    let tokenizer = reranker.tokenizer();
+    let room = reranker
+        .max_length()
+        .saturating_sub(reranker.pair_overhead(query)?)
+        .max(MIN_WINDOW_TOKENS);
+    let window = policy.window_tokens.map_or(room, |w| w.min(room)).max(1);
+    let stride = policy
+        .stride_tokens
+        .map_or(window - window / 8, |s| s.min(window))
+        .max(1);
+    let mut out = PreparedPairs {
+        pairs: Vec::with_capacity(documents.len()),
+        owners: Vec::with_capacity(documents.len()),
+        documents: documents.len(),
+        truncated: Vec::with_capacity(documents.len()),
+    };
+    for (i, doc) in documents.iter().enumerate() {
+        let doc = doc.as_ref();
+        let offsets = tokenizer.token_offsets(doc)?;
+        let considered = offsets.len().min(policy.max_document_tokens);
+        let mut cut = considered < offsets.len();
+        // Text up to the last considered token.
+        let end = if cut {
+            offsets[considered - 1].1
+        } else {
+            doc.len()
+        };
+        let spans: Vec<(usize, usize)> =
+            if considered <= window || policy.mode == LongDocumentMode::Truncate {
+                vec![(0, end)]
+            } else {
+                let all = crate::windows::token_windows(
+                    &doc[..end],
+                    &offsets[..considered],
+                    window,
+                    window - stride,
+                );
+                cut |= all.len() > policy.max_windows;
+                all.into_iter().take(policy.max_windows).collect()
+            };
+        for (s, e) in spans {
+            let (pair, pair_cut) = reranker.encode_pair(query, &doc[s..e])?;
+            cut |= pair_cut;
+            out.pairs.push(pair);
+            out.owners.push(i);
+        }
+        out.truncated.push(cut);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(index: usize, logit: f32) -> RerankScore {
+        RerankScore {
+            index,
+            logit,
+            score: logit,
+        }
+    }
+
+    #[test]
+    fn documents_keep_their_best_window() {
+        let owners = [0, 0, 1, 2, 2, 2];
+        let scores = [
+            s(0, 1.0),
+            s(1, 3.0),
+            s(2, f32::NAN),
+            s(3, f32::NAN),
+            s(4, -1.0),
+            s(5, -1.0),
+        ];
+        let best = best_per_document(&owners, 3, &scores).unwrap();
+        assert_eq!(best[0].logit, 3.0);
+        assert_eq!(best[0].index, 0);
+        assert!(best[1].logit.is_nan());
+        assert_eq!((best[2].index, best[2].logit), (2, -1.0));
+        assert!(best_per_document(&owners, 3, &scores[..5]).is_err());
+    }
+
+    #[test]
+    fn knobs_that_cannot_work_are_refused() {
+        let p = |f: fn(&mut LongDocumentPolicy)| {
+            let mut p = LongDocumentPolicy::default();
+            f(&mut p);
+            p.validate()
+        };
+        assert!(p(|_| {}).is_ok());
+        assert!(p(|p| p.max_windows = 0).is_err());
+        assert!(p(|p| p.window_tokens = Some(0)).is_err());
+        assert!(p(|p| {
+            p.window_tokens = Some(10);
+            p.stride_tokens = Some(11)
+        })
+        .is_err());
+    }
+}

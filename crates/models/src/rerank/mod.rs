@@ -1,0 +1,179 @@
+//! The rerank stage's seam: one [`Reranker`] interface that every caller (the pipeline,
+//! `sift rerank`, `sift eval`, the server's TEI, Cohere and Jina routes) scores through, one
+//! long-document policy ([`LongDocumentPolicy`]) applied the same way for all of them, and one
+//! loader ([`load_reranker`]) that picks the implementation from the model directory.
+//!
+//! A caller goes: [`prepare`] the (query, document) pairs — windows of long documents under the
+//! policy — then score the pairs (directly with [`Reranker::score_pairs`], or through the
+//! server's batching queue), then [`PreparedPairs::document_scores`] folds window scores back
+//! into one score per document (the best window's).
+
+mod long_documents;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use long_documents::{
+    prepare, LongDocumentMode, LongDocumentPolicy, PairOwners, PreparedPairs,
+    DEFAULT_MAX_DOCUMENT_TOKENS, DEFAULT_MAX_WINDOWS,
+};
+
+use crate::config::Head;
+use crate::cross_encoder::CrossEncoder;
+use crate::error::{ModelError, Result};
+use crate::model_dir::ModelDir;
+use crate::tokenize::{Encoded, TextTokenizer};
+use crate::EngineOptions;
+
+/// How to load a rerank model; `None` keeps what the model directory says.
+#[derive(Debug, Clone, Default)]
+pub struct RerankerOptions {
+    /// Tokens per scored pair, special tokens and template included; the document is cut first.
+    pub max_length: Option<usize>,
+    /// Padded tokens per forward pass.
+    pub max_batch_tokens: Option<usize>,
+    pub engine: EngineOptions,
+}
+
+/// The score of one document (or one window of it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RerankScore {
+    /// Position of the document in the input.
+    pub index: usize,
+    /// The relevant label's raw logit (unbounded; comparable within one model).
+    pub logit: f32,
+    /// Probability of relevance in [0, 1]: sigmoid of the logit for one-label models, softmax
+    /// of the relevant label for two-label models.
+    pub score: f32,
+}
+
+/// A model that scores how relevant a document is to a query.
+///
+/// Contract, for every implementation:
+/// - [`Reranker::encode_pair`] is pure and deterministic: the same (query, document) gives the
+///   same tokens, so a pair prepared on one thread can be scored on another (the server
+///   tokenizes on request threads and scores on its batching worker).
+/// - [`Reranker::score_pairs`] returns exactly one score per input pair, in input order, with
+///   `index` = the pair's position; the score of a pair does not depend on which other pairs
+///   share its forward pass (padding is masked), so batching across requests is invisible.
+/// - Higher `logit` means more relevant; `score` is a monotone map of `logit` into [0, 1].
+/// - Failures are typed errors, never panics; an empty query or document is
+///   [`ModelError::InvalidInput`].
+///
+/// It is a trait, not an enum, because implementations differ in everything but this surface
+/// (encoder cross-encoders today; decoder LLM rerankers with prompt templates next) and the
+/// callers — pipeline, server, CLI, eval — must not change when one is added: they hold an
+/// `Arc<dyn Reranker>` from [`load_reranker`].
+pub trait Reranker: Send + Sync {
+    /// The directory the model was loaded from (its name is what APIs report).
+    fn model_dir(&self) -> &ModelDir;
+
+    /// `candle`, `onnx-f32` or `onnx-int8`.
+    fn engine_name(&self) -> &'static str;
+
+    /// The tokenizer, with this model's max length.
+    fn tokenizer(&self) -> &TextTokenizer;
+
+    /// Most tokens of one scored pair, everything included.
+    fn max_length(&self) -> usize {
+        self.tokenizer().max_length()
+    }
+
+    /// Tokens one pair with `query` spends besides the document's own tokens (the query,
+    /// special tokens, any prompt template): what the long-document policy subtracts from
+    /// [`Reranker::max_length`] to size windows.
+    fn pair_overhead(&self, query: &str) -> Result<usize>;
+
+    /// Tokens of one (query, document) input, the document cut to fit first; `true` when
+    /// anything was cut.
+    fn encode_pair(&self, query: &str, document: &str) -> Result<(Encoded, bool)>;
+
+    /// Scores prepared pairs in input order, calling `progress(n)` after each forward pass of
+    /// `n` pairs.
+    fn score_pairs(
+        &self,
+        pairs: &[Encoded],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<RerankScore>>;
+}
+
+/// Loads the rerank model in `dir`, choosing the implementation from its `config.json`:
+/// `*ForSequenceClassification` checkpoints are cross-encoders.
+pub fn load_reranker(dir: impl AsRef<Path>, options: RerankerOptions) -> Result<Arc<dyn Reranker>> {
+    let dir = ModelDir::open(dir)?;
+    match dir.config.head {
+        Head::SequenceClassification => Ok(Arc::new(CrossEncoder::from_dir(dir, options)?)),
+        Head::Encoder => Err(ModelError::NotACrossEncoder {
+            path: dir.path.clone(),
+            architectures: dir.config.architecture_name.clone(),
+        }),
+    }
+}
+
+/// Scores of `documents` for `query` under `policy`, one per document in input order.
+pub fn score_documents(
+    reranker: &dyn Reranker,
+    query: &str,
+    documents: &[impl AsRef<str>],
+    policy: &LongDocumentPolicy,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<RerankScore>> {
+    let prepared = prepare(reranker, query, documents, policy)?;
+    let windows = reranker.score_pairs(prepared.pairs(), progress)?;
+    prepared.document_scores(&windows)
+}
+
+/// Documents sorted by descending score ([`sort_by_score`]), cut to `top_k`.
+pub fn rerank(
+    reranker: &dyn Reranker,
+    query: &str,
+    documents: &[impl AsRef<str>],
+    policy: &LongDocumentPolicy,
+    top_k: Option<usize>,
+) -> Result<Vec<RerankScore>> {
+    let mut scores = score_documents(reranker, query, documents, policy, &mut |_| {})?;
+    sort_by_score(&mut scores);
+    if let Some(k) = top_k {
+        scores.truncate(k);
+    }
+    Ok(scores)
+}
+
+/// The one order of reranked results everywhere: descending logit, NaN last, ties by input
+/// position.
+pub fn sort_by_score(scores: &mut [RerankScore]) {
+    scores.sort_by(|a, b| compare_logits(a.logit, b.logit).then(a.index.cmp(&b.index)));
+}
+
+/// Descending order of two logits with NaN after every number (and equal to another NaN).
+pub fn compare_logits(a: f32, b: f32) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (false, false) => b.total_cmp(&a),
+        (a_nan, b_nan) => a_nan.cmp(&b_nan),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorting_is_descending_and_stable_with_nan_last() {
+        let mk = |index, logit| RerankScore {
+            index,
+            logit,
+            score: 0.0,
+        };
+        let mut v = vec![
+            mk(0, 1.0),
+            mk(1, f32::NAN),
+            mk(2, 5.0),
+            mk(3, 1.0),
+            mk(4, -f32::NAN),
+            mk(5, f32::NEG_INFINITY),
+        ];
+        sort_by_score(&mut v);
+        let order: Vec<usize> = v.iter().map(|s| s.index).collect();
+        assert_eq!(order, vec![2, 0, 3, 5, 1, 4]);
+    }
+}
