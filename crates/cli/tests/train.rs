@@ -257,3 +257,47 @@ fn a_killed_run_resumes_to_the_same_model() {
     let ranked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ranked.as_array().unwrap().len(), 2);
 }
+
+/// A collection holding documents the training corpus lacks (built from another file) must not
+/// crash the dev evaluation: those candidates are left out, as they are for negatives.
+#[test]
+fn a_collection_with_documents_outside_the_corpus_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let mut corpus = std::fs::read_to_string(data.join("corpus.jsonl")).unwrap();
+    corpus.push_str(
+        "{\"_id\": \"stray\", \"title\": \"enzyme\", \"text\": \"what is known about the enzyme: the enzyme, the enzyme\"}\n",
+    );
+    let bigger = tmp.path().join("bigger.jsonl");
+    std::fs::write(&bigger, corpus).unwrap();
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        tiny(),
+    );
+    let out = sift_cmd(&[
+        "index",
+        "--collection",
+        &c,
+        "--embed-model",
+        &t,
+        bigger.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = tmp.path().join("model").display().to_string();
+    let mut args = train_args(&d, &c, &model, &t);
+    let epochs = args.iter().position(|a| *a == "--epochs").unwrap();
+    args[epochs + 1] = "1";
+    let out = sift_cmd(&args).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("dev nDCG@10"), "{log}");
+}

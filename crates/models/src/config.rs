@@ -192,6 +192,20 @@ impl ModelConfig {
             Architecture::MpNet => 0,
             _ => raw.type_vocab_size.unwrap_or(2),
         };
+        let buckets = raw.relative_attention_num_buckets.unwrap_or(32);
+        // MPNet's bucketing halves the buckets per direction and keeps a quarter exact; fewer
+        // than 4 leaves no exact bucket and the log-spaced ones divide by zero.
+        if architecture == Architecture::MpNet && buckets < 4 {
+            return Err(invalid(format!(
+                "relative_attention_num_buckets {buckets} is too small (MPNet needs at least 4)"
+            )));
+        }
+        if raw.num_hidden_layers == 0 || raw.vocab_size == 0 || raw.max_position_embeddings == 0 {
+            return Err(invalid(
+                "num_hidden_layers, vocab_size and max_position_embeddings must be at least 1"
+                    .into(),
+            ));
+        }
         Ok(ModelConfig {
             architecture,
             head,
@@ -211,7 +225,7 @@ impl ModelConfig {
             } else {
                 Vec::new()
             },
-            relative_attention_num_buckets: raw.relative_attention_num_buckets.unwrap_or(32),
+            relative_attention_num_buckets: buckets,
         })
     }
 
@@ -269,6 +283,26 @@ mod tests {
     const BERT: &str = r#"{"architectures":["BertForSequenceClassification"],"model_type":"bert",
         "vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,
         "intermediate_size":16,"max_position_embeddings":32,"id2label":{"0":"LABEL_0"}}"#;
+
+    #[test]
+    fn configs_that_would_underflow_are_refused() {
+        let mpnet = BERT
+            .replace("BertFor", "MPNetFor")
+            .replace("\"bert\"", "\"mpnet\"");
+        assert!(parse(&mpnet).is_ok());
+        for buckets in [0, 1, 3] {
+            let bad = mpnet.replace(
+                "\"vocab_size\"",
+                &format!("\"relative_attention_num_buckets\":{buckets},\"vocab_size\""),
+            );
+            let e = parse(&bad).unwrap_err().to_string();
+            assert!(e.contains("relative_attention_num_buckets"), "{e}");
+        }
+        let e = parse(&BERT.replace("\"num_hidden_layers\":1", "\"num_hidden_layers\":0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_hidden_layers"), "{e}");
+    }
 
     #[test]
     fn reads_a_bert_classifier() {

@@ -74,9 +74,12 @@ impl DevSet {
             let Some(ids) = self.candidates.get(&q.id) else {
                 continue;
             };
+            // The collection may hold documents the training corpus lacks (it was built from
+            // another file): they cannot be scored, and are left out as negatives are.
+            let ids: Vec<&String> = ids.iter().filter(|d| corpus.contains_key(*d)).collect();
             let pairs = ids
                 .iter()
-                .map(|d| tokenizer.encode_pair(&q.text, &corpus[d]))
+                .map(|d| tokenizer.encode_pair(&q.text, &corpus[*d]))
                 .collect::<sift_models::Result<Vec<_>>>()?;
             let lengths: Vec<usize> = pairs.iter().map(|p| p.len()).collect();
             let mut scores = vec![0f64; pairs.len()];
@@ -89,7 +92,7 @@ impl DevSet {
                 }
             }
             run.results
-                .insert(q.id.clone(), ids.iter().cloned().zip(scores).collect());
+                .insert(q.id.clone(), ids.into_iter().cloned().zip(scores).collect());
         }
         Ok(summarise(&self.qrels, &run))
     }

@@ -14,7 +14,7 @@
 //! α = 0.5 (the square root) was chosen by simulation on the SciFact reranker: searching α per
 //! layer for the least output error did no better end to end (docs/performance.md).
 
-use super::graph::LINEAR_ROLES;
+use super::linear_roles::LINEAR_ROLES;
 
 /// Per layer, per linear role ([`LINEAR_ROLES`] order), the largest `|x_j|` seen on each input
 /// channel over the calibration tokens (padding excluded).

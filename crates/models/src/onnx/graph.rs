@@ -29,6 +29,7 @@ use ort::value::{Outlet, Tensor as OrtTensor};
 use ort::value::{Shape, SymbolicDimensions, TensorElementType, ValueType};
 
 use super::calibrate::{smoothing, Calibration};
+use super::linear_roles::Linear;
 use crate::arch::weights::{EncoderWeights, HeadWeights, LayerWeights, LinearWeights, NormWeights};
 use crate::config::Activation;
 
@@ -50,18 +51,6 @@ impl Precision {
         }
     }
 }
-
-/// The encoder's linear layers, by role; the discriminant indexes [`Calibration`] slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Linear {
-    Qkv = 0,
-    AttentionOutput = 1,
-    FfnIn = 2,
-    FfnOut = 3,
-}
-
-/// How many linear layers a transformer layer has ([`Linear`]'s variants).
-pub(crate) const LINEAR_ROLES: usize = 4;
 
 pub(crate) const MS_DOMAIN: &str = "com.microsoft";
 

@@ -10,6 +10,7 @@
 
 mod calibrate;
 pub mod graph;
+mod linear_roles;
 mod runtime;
 
 use std::sync::Mutex;
@@ -238,7 +239,7 @@ fn calibrate(
     let mut session = runtime::session(&probe_spec, threads)?;
     let layers = spec.weights.layers.len();
     let names: Vec<String> = (0..layers)
-        .flat_map(|l| (0..graph::LINEAR_ROLES).map(move |r| graph::io::probe(l, r)))
+        .flat_map(|l| (0..linear_roles::LINEAR_ROLES).map(move |r| graph::io::probe(l, r)))
         .collect();
     let mut wanted: Vec<&str> = vec![graph::io::HIDDEN];
     wanted.extend(names.iter().map(String::as_str));
@@ -249,7 +250,10 @@ fn calibrate(
         let batch = Batch::new(&refs, feeds.config.pad_token_id, &Device::Cpu)?;
         let outputs = feeds.run(&mut session, &refs, &batch, &wanted)?;
         for (i, (_, data)) in outputs.iter().skip(1).enumerate() {
-            let (layer, role) = (i / graph::LINEAR_ROLES, i % graph::LINEAR_ROLES);
+            let (layer, role) = (
+                i / linear_roles::LINEAR_ROLES,
+                i % linear_roles::LINEAR_ROLES,
+            );
             calibration.observe(layer, role, data, batch.seq_len(), &batch.lengths);
         }
     }

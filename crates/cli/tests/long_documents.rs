@@ -1,0 +1,242 @@
+//! One long-document policy everywhere: the same (query, long document) scored by `sift rerank`,
+//! `sift search`, and a live `sift serve`'s TEI `/rerank`, Cohere `/v1/rerank` and `/v2/rerank`
+//! and Jina `/v1/rerank` gets the same score, under the default rule (windows, best window)
+//! and under `--long-documents truncate` — and the two rules really differ on it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn golden(name: &str) -> String {
+    workspace()
+        .join("crates/models/tests/fixtures/golden")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn sift(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_sift"))
+        .args(args)
+        .env("SIFT_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sift {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_out(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const QUERY: &str = "which proteins bind the receptor";
+
+/// ~400 words: several windows of the 64-token test reranker.
+fn long_document() -> String {
+    let sentences = [
+        "The receptor is expressed in many tissues and its ligands vary.",
+        "Several proteins were screened for binding in cell culture.",
+        "Kinase activity rose after the treatment in most samples.",
+        "A second assay measured how strongly each protein bound the receptor.",
+        "Mice lacking the gene developed normally but aged faster.",
+        "The structure shows a pocket where small molecules attach.",
+    ];
+    (0..12)
+        .flat_map(|i| sentences.iter().map(move |s| format!("{s} ({i})")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sift"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--rerank-model",
+            &golden("bert-classifier"),
+        ])
+        .args(extra)
+        .env("SIFT_THREADS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("sift serve did not start");
+    Server { child, base }
+}
+
+fn post(base: &str, path: &str, body: Value) -> Value {
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-H", "content-type: application/json"])
+        .arg("--data-binary")
+        .arg(body.to_string())
+        .arg(format!("{base}{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {path}");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{path}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v.get("error").is_none(), "{path}: {v}");
+    v
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The score of the long document from every interface, under `policy_flags`.
+fn scores_everywhere(collection: &Path, doc: &str, policy_flags: &[&str]) -> Vec<(String, f64)> {
+    let mut scores = Vec::new();
+    let rerank_model = golden("bert-classifier");
+
+    let mut args = vec!["rerank", "--model", &rerank_model, "--query", QUERY, doc];
+    args.extend_from_slice(policy_flags);
+    let ranked = json_out(&sift(&args));
+    scores.push(("sift rerank".to_string(), f(&ranked[0]["score"])));
+
+    let col = collection.to_str().unwrap();
+    let mut args = vec![
+        "search",
+        "--collection",
+        col,
+        "--mode",
+        "bm25",
+        "--rerank-model",
+        &rerank_model,
+        "--json",
+        QUERY,
+    ];
+    args.extend_from_slice(policy_flags);
+    let results = json_out(&sift(&args));
+    let hit = results["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "long")
+        .expect("the long document is recalled");
+    scores.push(("sift search".to_string(), f(&hit["rerank_score"])));
+
+    let server = serve(policy_flags);
+    let b = &server.base;
+    // `truncate: true`: TEI's own flag for accepting text beyond what is scored (here, windows
+    // past the default limit of 10).
+    let tei = post(
+        b,
+        "/rerank",
+        json!({"query": QUERY, "texts": [doc, "short text"], "truncate": true}),
+    );
+    let tei = tei
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["index"] == 0)
+        .unwrap()
+        .clone();
+    scores.push(("TEI /rerank".to_string(), f(&tei["score"])));
+    let v1 = post(b, "/v1/rerank", json!({"query": QUERY, "documents": [doc]}));
+    scores.push((
+        "Cohere /v1/rerank".to_string(),
+        f(&v1["results"][0]["relevance_score"]),
+    ));
+    let v2 = post(
+        b,
+        "/v2/rerank",
+        json!({"model": "r", "query": QUERY, "documents": [doc]}),
+    );
+    scores.push((
+        "Cohere /v2/rerank".to_string(),
+        f(&v2["results"][0]["relevance_score"]),
+    ));
+    let jina = post(
+        b,
+        "/v1/rerank",
+        json!({"model": "jina-reranker", "query": QUERY, "documents": [{"text": doc}], "top_n": 1}),
+    );
+    scores.push((
+        "Jina /v1/rerank".to_string(),
+        f(&jina["results"][0]["relevance_score"]),
+    ));
+    scores
+}
+
+fn assert_all_equal(scores: &[(String, f64)]) {
+    let (first, want) = &scores[0];
+    for (who, got) in scores {
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{who} scored {got}, {first} {want}: {scores:?}"
+        );
+    }
+}
+
+#[test]
+fn every_interface_scores_a_long_document_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = long_document();
+    let corpus = dir.path().join("docs.jsonl");
+    std::fs::write(
+        &corpus,
+        format!(
+            "{}\n{}\n",
+            json!({"id": "long", "text": doc}),
+            json!({"id": "other", "text": "the receptor binds nothing here"})
+        ),
+    )
+    .unwrap();
+    let col = dir.path().join("col");
+    sift(&[
+        "index",
+        "--collection",
+        col.to_str().unwrap(),
+        "--embed-model",
+        &golden("bert-encoder"),
+        corpus.to_str().unwrap(),
+    ]);
+
+    let windows = scores_everywhere(&col, &doc, &[]);
+    assert_all_equal(&windows);
+    let truncated = scores_everywhere(&col, &doc, &["--long-documents", "truncate"]);
+    assert_all_equal(&truncated);
+    assert!(
+        (windows[0].1 - truncated[0].1).abs() > 1e-6,
+        "the document spans several windows, so the rules must differ: {} vs {}",
+        windows[0].1,
+        truncated[0].1
+    );
+}
