@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: fetches the test models if missing (idempotent), installs the official
 # OpenAI and Cohere SDKs from PyPI into target/sdk-venv for the server compatibility test,
-# checks formatting, runs every test of the workspace once (one build; dependencies are
-# optimised even in test builds).
+# checks formatting and clippy (warnings denied), runs every test of the workspace once (one
+# build; dependencies are optimised even in test builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --models-only
@@ -15,4 +15,5 @@ if [ ! -x target/sdk-venv/bin/python ] ||
   cp scripts/sdk-compat/requirements.txt target/sdk-venv/requirements.txt
 fi
 cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -165,6 +165,56 @@ fn parse_text_file(path: &Path, bytes: &[u8]) -> std::result::Result<Document, S
     })
 }
 
+/// Builds the collection at `location` from the corpus file `corpus` when it is missing, and
+/// completes it when an earlier build was interrupted (fewer documents than the corpus has):
+/// evaluating or mining negatives on a partial collection would count the missing documents as
+/// misses. `model` embeds a new collection; an existing one keeps its own.
+pub fn ensure_collection(
+    location: &sift_index::Location,
+    corpus: &std::path::Path,
+    model: Option<&str>,
+    engine: sift_models::EngineOptions,
+) -> Result<()> {
+    let parsed = read_documents(&[corpus.to_owned()])?;
+    if let Some(e) = parsed.errors.first() {
+        anyhow::bail!(
+            "{}: {} invalid line(s), the first: {e}",
+            corpus.display(),
+            parsed.errors.len()
+        );
+    }
+    if sift_pipeline::build::is_complete(location, parsed.docs.len())? {
+        return Ok(());
+    }
+    let existing = sift_index::store::read_manifest(location)?;
+    eprintln!(
+        "{} {location} from {}",
+        if existing.is_some() {
+            "completing"
+        } else {
+            "building"
+        },
+        corpus.display()
+    );
+    let name = match (&existing, model) {
+        (Some(m), _) => m.embedding.name.clone(),
+        (None, Some(m)) => m.to_owned(),
+        (None, None) => "all-MiniLM-L6-v2".to_owned(),
+    };
+    let embedder = crate::model_path::load_embedder(&name, engine)?;
+    let bar = crate::commands::progress_bar(parsed.docs.len(), "docs");
+    sift_pipeline::build::index_documents(
+        location,
+        embedder,
+        None,
+        parsed.docs,
+        64,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,54 +268,4 @@ mod tests {
         );
         assert_eq!(parsed.docs[1].title.as_deref(), Some("Title"));
     }
-}
-
-/// Builds the collection at `location` from the corpus file `corpus` when it is missing, and
-/// completes it when an earlier build was interrupted (fewer documents than the corpus has):
-/// evaluating or mining negatives on a partial collection would count the missing documents as
-/// misses. `model` embeds a new collection; an existing one keeps its own.
-pub fn ensure_collection(
-    location: &sift_index::Location,
-    corpus: &std::path::Path,
-    model: Option<&str>,
-    engine: sift_models::EngineOptions,
-) -> Result<()> {
-    let parsed = read_documents(&[corpus.to_owned()])?;
-    if let Some(e) = parsed.errors.first() {
-        anyhow::bail!(
-            "{}: {} invalid line(s), the first: {e}",
-            corpus.display(),
-            parsed.errors.len()
-        );
-    }
-    if sift_pipeline::build::is_complete(location, parsed.docs.len())? {
-        return Ok(());
-    }
-    let existing = sift_index::store::read_manifest(location)?;
-    eprintln!(
-        "{} {location} from {}",
-        if existing.is_some() {
-            "completing"
-        } else {
-            "building"
-        },
-        corpus.display()
-    );
-    let name = match (&existing, model) {
-        (Some(m), _) => m.embedding.name.clone(),
-        (None, Some(m)) => m.to_owned(),
-        (None, None) => "all-MiniLM-L6-v2".to_owned(),
-    };
-    let embedder = crate::model_path::load_embedder(&name, engine)?;
-    let bar = crate::commands::progress_bar(parsed.docs.len(), "docs");
-    sift_pipeline::build::index_documents(
-        location,
-        embedder,
-        None,
-        parsed.docs,
-        64,
-        &mut |done, _| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
-    Ok(())
 }

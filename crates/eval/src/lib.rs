@@ -3,6 +3,8 @@
 //! them — tested against ir-measures on committed fixtures — and the experiment grid `sift eval`
 //! runs through the retrieval pipeline ([`experiment`], [`report`]).
 
+#![forbid(unsafe_code)]
+
 pub mod beir;
 pub mod experiment;
 pub mod metrics;

@@ -150,7 +150,10 @@ fn empty_texts_are_rejected() {
         RerankerOptions::default(),
     )
     .unwrap();
-    assert!(ce.score("", &["doc"]).is_err());
+    assert!(matches!(
+        ce.score("", &["doc"]),
+        Err(ModelError::InvalidInput(m)) if m.contains("query")
+    ));
     assert!(ce
         .score("query", &["doc", ""])
         .unwrap_err()
@@ -197,4 +200,81 @@ fn max_length_beyond_the_model_is_an_error() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("exceeds"), "{err}");
+}
+
+/// Whether a text or pair was cut is read from the tokenizer's output: exactly at the limit is
+/// not cut, one token more is, for single texts and for pairs.
+#[test]
+fn truncation_is_detected_from_the_tokenizer() {
+    let ce = CrossEncoder::load(
+        fixture("golden/bert-classifier"),
+        RerankerOptions::default(),
+    )
+    .unwrap();
+    let tok = ce.tokenizer();
+    let max = tok.max_length();
+    let (short, cut) = tok.encode_pair_checked("the fox", "a dog").unwrap();
+    assert!(!cut && short.len() < max);
+    // Grow a document until the pair is exactly max tokens, then by one more word.
+    let mut exact = None;
+    for n in 1..max {
+        let doc = vec!["dog"; n].join(" ");
+        if tok.pair_len_untruncated("the fox", &doc).unwrap() == max {
+            exact = Some(doc);
+            break;
+        }
+    }
+    let exact = exact.expect("a document that fills the pair exactly");
+    let (enc, cut) = tok.encode_pair_checked("the fox", &exact).unwrap();
+    assert_eq!((enc.len(), cut), (max, false));
+    let longer = format!("{exact} dog");
+    let (enc, cut) = tok.encode_pair_checked("the fox", &longer).unwrap();
+    assert_eq!((enc.len(), cut), (max, true));
+    assert_eq!(
+        tok.pair_len_untruncated("the fox", &longer).unwrap(),
+        max + 1
+    );
+    let (_, cut) = tok.encode_checked(&longer.repeat(3)).unwrap();
+    assert!(cut);
+}
+
+/// The fingerprint covers every byte of the weights: a model that differs only at the end of
+/// its weight file (as a fine-tune with frozen embeddings does) is another model — the first-MiB
+/// hash collections used to record could not tell them apart.
+#[test]
+fn the_fingerprint_covers_all_the_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("golden/bert-encoder");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let original = sift_models::ModelDir::open(tmp.path()).unwrap();
+    let (fp, legacy) = (
+        original.fingerprint().unwrap(),
+        original.legacy_fingerprint().unwrap(),
+    );
+    let weights = tmp.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, &bytes).unwrap();
+    let changed = sift_models::ModelDir::open(tmp.path()).unwrap();
+    assert_ne!(changed.fingerprint().unwrap(), fp);
+    assert!(fp.starts_with("v2-"), "{fp}");
+    // The old hash read only the first MiB; within it, it did see this change.
+    if bytes.len() > 1 << 20 {
+        assert_eq!(changed.legacy_fingerprint().unwrap(), legacy);
+    } else {
+        assert_ne!(changed.legacy_fingerprint().unwrap(), legacy);
+    }
+    // Loading computes it once; the embedder accepts both its own forms.
+    let e = Embedder::load(tmp.path(), EmbedderOptions::default()).unwrap();
+    assert_eq!(e.fingerprint(), changed.fingerprint().unwrap());
+    assert!(e
+        .has_fingerprint(&changed.legacy_fingerprint().unwrap())
+        .unwrap());
+    assert!(!e.has_fingerprint(&fp).unwrap());
 }

@@ -43,6 +43,12 @@ fn fused_and_differentiable_kernels_agree() {
         let batch = Batch::new(&rows, dir.config.pad_token_id, &device).unwrap();
         let a: Vec<Vec<f32>> = fused.logits(&batch).unwrap().to_vec2().unwrap();
         let b: Vec<Vec<f32>> = diff.logits(&batch).unwrap().to_vec2().unwrap();
+        assert_eq!(a.len(), pairs.len(), "{name}: one logit row per pair");
+        assert_eq!(
+            a.iter().map(Vec::len).collect::<Vec<_>>(),
+            b.iter().map(Vec::len).collect::<Vec<_>>(),
+            "{name}: both kernels give the same shape"
+        );
         for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
             assert!((x - y).abs() < 1e-5, "{name}: {x} vs {y}");
         }
@@ -60,6 +66,8 @@ fn fused_and_differentiable_kernels_agree() {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
+        assert_eq!(ha.len(), hb.len(), "{name}: hidden state shapes");
+        assert!(!ha.is_empty(), "{name}: no hidden states");
         let worst = ha
             .iter()
             .zip(&hb)

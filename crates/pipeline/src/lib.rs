@@ -6,6 +6,8 @@
 //! ([`chunking`]) → embeddings → one committed batch at a time into a
 //! [`sift_index::CollectionBackend`].
 
+#![forbid(unsafe_code)]
+
 pub mod build;
 pub use sift_models::windows as chunking;
 pub mod error;

@@ -99,7 +99,7 @@ impl Collections {
         let pipeline = self.get(name, create)?;
         let result = f(&pipeline);
         if let Err(e) = &result {
-            if e.kind == UNUSABLE_KIND {
+            if e.kind == crate::error::UNUSABLE_KIND {
                 let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
                 if open.get(name).is_some_and(|p| Arc::ptr_eq(p, &pipeline)) {
                     open.remove(name);
@@ -109,7 +109,3 @@ impl Collections {
         result
     }
 }
-
-/// The error kind of [`sift_index::IndexError::Unusable`] (mapped in `error.rs`): the request
-/// failed and the next one reopens the collection.
-pub const UNUSABLE_KIND: &str = "collection_unusable";

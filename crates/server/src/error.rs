@@ -13,6 +13,10 @@ use utoipa::ToSchema;
 
 use crate::batcher::BatchError;
 
+/// The error kind of [`IndexError::Unusable`]: the request failed, and the server reopens (so
+/// repairs) the collection on the next one.
+pub const UNUSABLE_KIND: &str = "collection_unusable";
+
 /// The body of every error response.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -123,7 +127,7 @@ impl From<IndexError> for ApiError {
         match e {
             e @ IndexError::Unusable { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                crate::collections::UNUSABLE_KIND,
+                UNUSABLE_KIND,
                 e.to_string(),
             ),
             IndexError::InvalidInput(m) => ApiError::invalid(m),
@@ -178,5 +182,33 @@ impl IntoResponse for ApiError {
             }
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Faults of sift itself are 500s; only bad input is a 4xx.
+    #[test]
+    fn internal_failures_are_server_errors() {
+        let cases: Vec<(ApiError, u16)> = vec![
+            (ModelError::Internal("poisoned".into()).into(), 500),
+            (ModelError::InvalidInput("bad".into()).into(), 422),
+            (IndexError::Internal("serializing".into()).into(), 500),
+            (
+                IndexError::Unusable {
+                    path: "c".into(),
+                    reason: "r".into(),
+                }
+                .into(),
+                503,
+            ),
+            (PipelineError::Internal("x".into()).into(), 500),
+            (IndexError::InvalidInput("bad".into()).into(), 422),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status.as_u16(), status, "{e}");
+        }
     }
 }

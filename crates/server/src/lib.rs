@@ -7,6 +7,8 @@
 //! tokenization on a blocking thread → the model's [`batcher::Batcher`], which merges inputs of
 //! concurrent requests into token-budgeted forward passes.
 
+#![forbid(unsafe_code)]
+
 pub mod batcher;
 mod collections;
 mod error;

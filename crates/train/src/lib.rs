@@ -7,6 +7,8 @@
 //! `*ForSequenceClassification` directory that `sift rerank`, `sift search --rerank-model` and
 //! transformers load.
 
+#![forbid(unsafe_code)]
+
 pub mod data;
 pub mod error;
 pub mod evaluate;

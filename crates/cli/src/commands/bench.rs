@@ -165,7 +165,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 enum Model {
-    Embed(Embedder),
+    Embed(Box<Embedder>),
     Rerank(std::sync::Arc<dyn sift_models::Reranker>),
 }
 
@@ -177,14 +177,14 @@ impl Model {
         batch_tokens: Option<usize>,
     ) -> Result<Self> {
         Ok(match task {
-            Task::Embed => Model::Embed(Embedder::load(
+            Task::Embed => Model::Embed(Box::new(Embedder::load(
                 dir,
                 EmbedderOptions {
                     engine,
                     max_batch_tokens: batch_tokens,
                     ..Default::default()
                 },
-            )?),
+            )?)),
             Task::Rerank => Model::Rerank(sift_models::load_reranker(
                 dir,
                 RerankerOptions {

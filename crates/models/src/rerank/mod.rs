@@ -8,19 +8,16 @@
 //! server's batching queue), then [`PreparedPairs::document_scores`] folds window scores back
 //! into one score per document (the best window's).
 
+mod load;
 mod long_documents;
 
-use std::path::Path;
-use std::sync::Arc;
-
+pub use load::load_reranker;
 pub use long_documents::{
     prepare, LongDocumentMode, LongDocumentPolicy, PairOwners, PreparedPairs,
     DEFAULT_MAX_DOCUMENT_TOKENS, DEFAULT_MAX_WINDOWS,
 };
 
-use crate::config::Head;
-use crate::cross_encoder::CrossEncoder;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::model_dir::ModelDir;
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::EngineOptions;
@@ -58,7 +55,7 @@ pub struct RerankScore {
 ///   share its forward pass (padding is masked), so batching across requests is invisible.
 /// - Higher `logit` means more relevant; `score` is a monotone map of `logit` into [0, 1].
 /// - Failures are typed errors, never panics; an empty query or document is
-///   [`ModelError::InvalidInput`].
+///   [`crate::ModelError::InvalidInput`].
 ///
 /// It is a trait, not an enum, because implementations differ in everything but this surface
 /// (encoder cross-encoders today; decoder LLM rerankers with prompt templates next) and the
@@ -95,19 +92,6 @@ pub trait Reranker: Send + Sync {
         pairs: &[Encoded],
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<RerankScore>>;
-}
-
-/// Loads the rerank model in `dir`, choosing the implementation from its `config.json`:
-/// `*ForSequenceClassification` checkpoints are cross-encoders.
-pub fn load_reranker(dir: impl AsRef<Path>, options: RerankerOptions) -> Result<Arc<dyn Reranker>> {
-    let dir = ModelDir::open(dir)?;
-    match dir.config.head {
-        Head::SequenceClassification => Ok(Arc::new(CrossEncoder::from_dir(dir, options)?)),
-        Head::Encoder => Err(ModelError::NotACrossEncoder {
-            path: dir.path.clone(),
-            architectures: dir.config.architecture_name.clone(),
-        }),
-    }
 }
 
 /// Scores of `documents` for `query` under `policy`, one per document in input order.

@@ -1,0 +1,23 @@
+//! Picking the [`Reranker`] implementation for a model directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Reranker, RerankerOptions};
+use crate::config::Head;
+use crate::cross_encoder::CrossEncoder;
+use crate::error::{ModelError, Result};
+use crate::model_dir::ModelDir;
+
+/// Loads the rerank model in `dir`, choosing the implementation from its `config.json`:
+/// `*ForSequenceClassification` checkpoints are cross-encoders.
+pub fn load_reranker(dir: impl AsRef<Path>, options: RerankerOptions) -> Result<Arc<dyn Reranker>> {
+    let dir = ModelDir::open(dir)?;
+    match dir.config.head {
+        Head::SequenceClassification => Ok(Arc::new(CrossEncoder::from_dir(dir, options)?)),
+        Head::Encoder => Err(ModelError::NotACrossEncoder {
+            path: dir.path.clone(),
+            architectures: dir.config.architecture_name.clone(),
+        }),
+    }
+}
