@@ -46,7 +46,7 @@ pub struct Embedder {
     query_prefix: String,
     passage_prefix: String,
     max_batch_tokens: usize,
-    fingerprint: String,
+    fingerprint: std::sync::OnceLock<String>,
     legacy_fingerprint: std::sync::OnceLock<String>,
 }
 
@@ -66,9 +66,8 @@ impl Embedder {
             texts.map(|t| tokenizer.encode(t)).collect()
         })?;
         let st = &dir.sentence_transformers;
-        let fingerprint = dir.fingerprint()?;
         Ok(Embedder {
-            fingerprint,
+            fingerprint: std::sync::OnceLock::new(),
             legacy_fingerprint: std::sync::OnceLock::new(),
             pooling: options.pooling.or(st.pooling).unwrap_or(Pooling::Mean),
             normalize: options.normalize.unwrap_or(st.normalize),
@@ -107,9 +106,15 @@ impl Embedder {
         &self.dir
     }
 
-    /// What identifies this model's weights ([`ModelDir::fingerprint`]), computed at load.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+    /// What identifies this model's weights ([`ModelDir::fingerprint`]). It reads every weight
+    /// byte, so it is computed on first use (indexing, opening a collection), once per loaded
+    /// model — not at load, where `sift embed` and `/embed` would pay for it without need.
+    pub fn fingerprint(&self) -> Result<&str> {
+        if let Some(f) = self.fingerprint.get() {
+            return Ok(f);
+        }
+        let f = self.dir.fingerprint()?;
+        Ok(self.fingerprint.get_or_init(|| f))
     }
 
     /// Whether a collection that recorded `fingerprint` was made with this model. Also accepts
@@ -117,7 +122,7 @@ impl Embedder {
     /// then, on demand).
     pub fn has_fingerprint(&self, fingerprint: &str) -> Result<bool> {
         if fingerprint.starts_with(crate::model_dir::FINGERPRINT_V2) {
-            return Ok(fingerprint == self.fingerprint);
+            return Ok(fingerprint == self.fingerprint()?);
         }
         if let Some(legacy) = self.legacy_fingerprint.get() {
             return Ok(fingerprint == legacy);

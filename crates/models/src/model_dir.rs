@@ -95,7 +95,7 @@ impl ModelDir {
     /// refuse mixing vectors from different models. `v2-` + the first 128 bits of a SHA-256 over
     /// config.json, tokenizer.json and every weight file in full (a fine-tune that froze the
     /// embeddings differs only deep inside the weights). Reads every weight byte: compute it
-    /// once per loaded model ([`crate::Embedder::fingerprint`]); ~0.1 s per 400 MB here.
+    /// once per loaded model ([`crate::Embedder::fingerprint`]).
     pub fn fingerprint(&self) -> Result<String> {
         use sha2::Digest;
         let mut hasher = sha2::Sha256::new();

@@ -143,20 +143,6 @@ impl TextTokenizer {
         Ok(enc.len())
     }
 
-    /// Number of tokens `text` has before truncation, special tokens excluded (for usage reports).
-    pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        let enc = self
-            .single
-            .encode(self.clip(text), false)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().len()
-            + enc
-                .get_overflowing()
-                .iter()
-                .map(|o| o.get_ids().len())
-                .sum::<usize>())
-    }
-
     /// Byte ranges of every token of `text`, no special tokens, no truncation: what splitting a
     /// long document into token windows needs.
     pub fn token_offsets(&self, text: &str) -> Result<Vec<(usize, usize)>> {

@@ -270,9 +270,9 @@ fn the_fingerprint_covers_all_the_weights() {
     } else {
         assert_ne!(changed.legacy_fingerprint().unwrap(), legacy);
     }
-    // Loading computes it once; the embedder accepts both its own forms.
+    // The embedder computes it once, and accepts both its own forms.
     let e = Embedder::load(tmp.path(), EmbedderOptions::default()).unwrap();
-    assert_eq!(e.fingerprint(), changed.fingerprint().unwrap());
+    assert_eq!(e.fingerprint().unwrap(), changed.fingerprint().unwrap());
     assert!(e
         .has_fingerprint(&changed.legacy_fingerprint().unwrap())
         .unwrap());

@@ -35,18 +35,18 @@ pub fn manifest_for(embedder: &Embedder, chunking: Option<ChunkingConfig>) -> Re
     }
     Ok(Manifest {
         format: FORMAT_VERSION,
-        embedding: model_info(embedder),
+        embedding: model_info(embedder)?,
         chunking,
     })
 }
 
 /// How a collection records `embedder`.
-pub fn model_info(embedder: &Embedder) -> EmbeddingModelInfo {
-    EmbeddingModelInfo {
+pub fn model_info(embedder: &Embedder) -> Result<EmbeddingModelInfo> {
+    Ok(EmbeddingModelInfo {
         name: embedder.model_dir().name(),
-        fingerprint: embedder.fingerprint().to_owned(),
+        fingerprint: embedder.fingerprint()?.to_owned(),
         dim: embedder.dim(),
-    }
+    })
 }
 
 /// Fails unless `embedder` is the model the collection was built with.
@@ -55,7 +55,7 @@ pub fn check_model(embedder: &Embedder, manifest: &Manifest) -> Result<()> {
     let same = embedder.dim() == manifest.embedding.dim
         && embedder.has_fingerprint(&manifest.embedding.fingerprint)?;
     if !same {
-        return Err(manifest.mismatch(&model_info(embedder)).into());
+        return Err(manifest.mismatch(&model_info(embedder)?).into());
     }
     Ok(())
 }
