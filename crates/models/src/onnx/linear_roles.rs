@@ -13,3 +13,9 @@ pub(crate) enum Linear {
 
 /// How many linear layers a transformer layer has ([`Linear`]'s variants).
 pub(crate) const LINEAR_ROLES: usize = 4;
+
+/// Name of the graph output carrying the input of linear `role` in layer `layer`
+/// (`[b, t, in]` f32); only probe graphs have them.
+pub(crate) fn probe_output(layer: usize, role: usize) -> String {
+    format!("probe_{layer}_{role}")
+}

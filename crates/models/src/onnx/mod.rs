@@ -3,14 +3,16 @@
 //! Why a second engine: on CPU, ONNX Runtime's matrix kernels (MLAS) and fused transformer
 //! operators run BERT-family models about twice as fast as candle (measured in
 //! docs/performance.md, where the decision is written down). sift writes the graph itself from
-//! the checkpoint's weights ([`graph`]), so nothing is exported or converted ahead of time and
+//! the checkpoint's weights ([`encoder`]), so nothing is exported or converted ahead of time and
 //! any model directory sift can load runs on either engine. The runtime is loaded at run time
 //! from `libonnxruntime.so` (the one inside the PyPI `onnxruntime` wheel, fetched by
 //! `scripts/setup.sh`); without it sift falls back to candle.
 
 mod calibrate;
-pub mod graph;
+mod editor;
+mod encoder;
 mod linear_roles;
+mod quantize;
 mod runtime;
 
 use std::sync::Mutex;
@@ -26,7 +28,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::tokenize::Encoded;
 
-pub use graph::Precision;
+pub use quantize::Precision;
 pub use runtime::{runtime_library, RuntimeLibrary};
 
 /// One model compiled into an ONNX Runtime session.
@@ -78,7 +80,7 @@ impl OnnxEncoder {
             has_token_types: weights.token_type_embeddings.is_some(),
             relative: weights.relative_attention_bias.is_some(),
         };
-        let mut spec = graph::GraphSpec {
+        let mut spec = encoder::GraphSpec {
             weights: &weights,
             head: head.as_ref(),
             num_heads: model.config.num_heads,
@@ -107,7 +109,7 @@ impl OnnxEncoder {
     /// Token states `[b, t, hidden]` and the padded batch they belong to (for pooling).
     pub fn hidden_states(&self, rows: &[&Encoded]) -> Result<(Tensor, Batch)> {
         let batch = Batch::new(rows, self.feeds.config.pad_token_id, &Device::Cpu)?;
-        let (dims, data) = self.run(rows, &batch, graph::io::HIDDEN)?;
+        let (dims, data) = self.run(rows, &batch, encoder::io::HIDDEN)?;
         let hidden = Tensor::from_vec(data, dims, &Device::Cpu)?;
         Ok((hidden, batch))
     }
@@ -115,7 +117,7 @@ impl OnnxEncoder {
     /// Classification logits, one row per input.
     pub fn logits(&self, rows: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
         let batch = Batch::new(rows, self.feeds.config.pad_token_id, &Device::Cpu)?;
-        let (dims, data) = self.run(rows, &batch, graph::io::LOGITS)?;
+        let (dims, data) = self.run(rows, &batch, encoder::io::LOGITS)?;
         let labels = dims.last().copied().unwrap_or(1).max(1);
         Ok(data.chunks(labels).map(<[f32]>::to_vec).collect())
     }
@@ -164,27 +166,27 @@ impl Feeds {
         let shape = vec![b as i64, t as i64];
         let mut inputs: Vec<(&str, ort::session::SessionInputValue)> = vec![
             (
-                graph::io::INPUT_IDS,
+                encoder::io::INPUT_IDS,
                 OrtTensor::from_array((shape.clone(), ids))
                     .map_err(ort_err)?
                     .into(),
             ),
             (
-                graph::io::POSITION_IDS,
+                encoder::io::POSITION_IDS,
                 OrtTensor::from_array((shape.clone(), positions))
                     .map_err(ort_err)?
                     .into(),
             ),
         ];
         inputs.push((
-            graph::io::ATTENTION_MASK,
+            encoder::io::ATTENTION_MASK,
             OrtTensor::from_array((vec![b as i64, t as i64], mask))
                 .map_err(ort_err)?
                 .into(),
         ));
         if self.has_token_types {
             inputs.push((
-                graph::io::TOKEN_TYPE_IDS,
+                encoder::io::TOKEN_TYPE_IDS,
                 OrtTensor::from_array((shape, types))
                     .map_err(ort_err)?
                     .into(),
@@ -196,7 +198,7 @@ impl Feeds {
                 .map(i64::from)
                 .collect();
             inputs.push((
-                graph::io::RELATIVE_BUCKETS,
+                encoder::io::RELATIVE_BUCKETS,
                 OrtTensor::from_array((vec![t as i64, t as i64], buckets))
                     .map_err(ort_err)?
                     .into(),
@@ -219,7 +221,7 @@ impl Feeds {
 /// Runs `spec`'s network in f32, with probes, over the calibration rows and returns the input
 /// channel maxima of every linear layer.
 fn calibrate(
-    spec: &graph::GraphSpec,
+    spec: &encoder::GraphSpec,
     feeds: &Feeds,
     threads: usize,
     rows: &[Encoded],
@@ -229,7 +231,7 @@ fn calibrate(
             "int8 needs calibration text and none was given".into(),
         ));
     }
-    let probe_spec = graph::GraphSpec {
+    let probe_spec = encoder::GraphSpec {
         head: None,
         precision: Precision::F32,
         calibration: None,
@@ -239,9 +241,11 @@ fn calibrate(
     let mut session = runtime::session(&probe_spec, threads)?;
     let layers = spec.weights.layers.len();
     let names: Vec<String> = (0..layers)
-        .flat_map(|l| (0..linear_roles::LINEAR_ROLES).map(move |r| graph::io::probe(l, r)))
+        .flat_map(|l| {
+            (0..linear_roles::LINEAR_ROLES).map(move |r| linear_roles::probe_output(l, r))
+        })
         .collect();
-    let mut wanted: Vec<&str> = vec![graph::io::HIDDEN];
+    let mut wanted: Vec<&str> = vec![encoder::io::HIDDEN];
     wanted.extend(names.iter().map(String::as_str));
     let mut calibration = calibrate::Calibration::new(layers);
     // Small batches keep the probe outputs (every layer's activations) a few MiB.

@@ -7,7 +7,8 @@ use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
-use super::graph::{self, GraphSpec, MS_DOMAIN};
+use super::editor::{MS_DOMAIN, ONNX_OPSET};
+use super::encoder::{self, GraphSpec};
 use super::ort_err;
 use crate::error::{ModelError, Result};
 
@@ -81,9 +82,9 @@ fn load(path: &Path) -> std::result::Result<Environment, String> {
 /// Compiles the graph for `spec` into a session running on `threads` intra-op threads.
 pub(super) fn session(spec: &GraphSpec, threads: usize) -> Result<Session> {
     let env = environment()?;
-    let g = graph::build(spec).map_err(ort_err)?;
+    let g = encoder::build(spec).map_err(ort_err)?;
     let mut model = ort::editor::Model::new([
-        ort::editor::Opset::new(ort::editor::ONNX_DOMAIN, graph::ONNX_OPSET).map_err(ort_err)?,
+        ort::editor::Opset::new(ort::editor::ONNX_DOMAIN, ONNX_OPSET).map_err(ort_err)?,
         ort::editor::Opset::new(MS_DOMAIN, 1).map_err(ort_err)?,
     ])
     .map_err(ort_err)?;
