@@ -2,12 +2,11 @@
 //! `pad_token_id + 1` and (in practice) a single token type, so one implementation serves both.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
-use super::layers::{
-    attention_bias, layer_norm, linear, multi_head_attention, FeedForward, Kernels, Norm,
-};
-use super::weights::{EncoderWeights, LayerWeights};
+use super::encoder_layer::{load_layers, EncoderLayer, BERT_NAMES};
+use super::layers::{attention_bias, layer_norm, Kernels, Norm};
+use super::weights::EncoderWeights;
 use crate::batch::Batch;
 use crate::config::{Architecture, ModelConfig};
 
@@ -18,18 +17,9 @@ struct Embeddings {
     norm: Norm,
 }
 
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_output: Linear,
-    attention_norm: Norm,
-    feed_forward: FeedForward,
-}
-
 pub struct BertEncoder {
     embeddings: Embeddings,
-    layers: Vec<Layer>,
+    layers: Vec<EncoderLayer>,
     num_heads: usize,
     kernels: Kernels,
     /// First position id; 0 for BERT, `pad_token_id + 1` for RoBERTa.
@@ -60,30 +50,7 @@ impl BertEncoder {
             },
             norm: layer_norm(h, cfg.layer_norm_eps, e.pp("LayerNorm"), kernels)?,
         };
-        let layers = (0..cfg.num_layers)
-            .map(|i| {
-                let l = vb.pp(format!("encoder.layer.{i}"));
-                let a = l.pp("attention");
-                Ok(Layer {
-                    query: linear(h, h, a.pp("self.query"))?,
-                    key: linear(h, h, a.pp("self.key"))?,
-                    value: linear(h, h, a.pp("self.value"))?,
-                    attention_output: linear(h, h, a.pp("output.dense"))?,
-                    attention_norm: layer_norm(
-                        h,
-                        cfg.layer_norm_eps,
-                        a.pp("output.LayerNorm"),
-                        kernels,
-                    )?,
-                    feed_forward: FeedForward {
-                        intermediate: linear(h, cfg.intermediate_size, l.pp("intermediate.dense"))?,
-                        output: linear(cfg.intermediate_size, h, l.pp("output.dense"))?,
-                        norm: layer_norm(h, cfg.layer_norm_eps, l.pp("output.LayerNorm"), kernels)?,
-                        activation: cfg.activation,
-                    },
-                })
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let layers = load_layers(cfg, &vb, &BERT_NAMES, kernels)?;
         let (position_offset, pad_position) = match cfg.architecture {
             Architecture::XlmRoberta => (cfg.pad_token_id as usize + 1, cfg.pad_token_id),
             _ => (0, 0),
@@ -109,20 +76,7 @@ impl BertEncoder {
                 .map(|e| e.embeddings().clone()),
             embedding_norm: (&self.embeddings.norm).into(),
             relative_attention_bias: None,
-            layers: self
-                .layers
-                .iter()
-                .map(|l| LayerWeights {
-                    query: (&l.query).into(),
-                    key: (&l.key).into(),
-                    value: (&l.value).into(),
-                    attention_output: (&l.attention_output).into(),
-                    attention_norm: (&l.attention_norm).into(),
-                    intermediate: (&l.feed_forward.intermediate).into(),
-                    output: (&l.feed_forward.output).into(),
-                    output_norm: (&l.feed_forward.norm).into(),
-                })
-                .collect(),
+            layers: self.layers.iter().map(EncoderLayer::weights).collect(),
             position_offset: self.position_offset,
             pad_position: self.pad_position,
         }
@@ -145,21 +99,7 @@ impl BertEncoder {
 
         let bias = attention_bias(&batch.mask)?;
         for layer in &self.layers {
-            let ctx = multi_head_attention(
-                &layer.query.forward(&x)?,
-                &layer.key.forward(&x)?,
-                &layer.value.forward(&x)?,
-                b,
-                t,
-                self.num_heads,
-                &bias,
-                None,
-                self.kernels,
-            )?;
-            let attended = layer
-                .attention_norm
-                .forward(&(layer.attention_output.forward(&ctx)? + &x)?)?;
-            x = layer.feed_forward.forward(&attended)?;
+            x = layer.forward(&x, (b, t), self.num_heads, &bias, None, self.kernels)?;
         }
         x.reshape((b, t, hidden))
     }

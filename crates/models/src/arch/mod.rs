@@ -2,6 +2,7 @@
 //! inference over memory-mapped checkpoints and training over a `VarMap`.
 
 mod bert;
+mod encoder_layer;
 mod heads;
 mod layers;
 mod mpnet;

@@ -2,31 +2,21 @@
 //! all layers (T5-style log buckets).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::bert::position_ids;
-use super::layers::{
-    attention_bias, layer_norm, linear, multi_head_attention, FeedForward, Kernels, Norm,
-};
-use super::weights::{EncoderWeights, LayerWeights};
+use super::encoder_layer::{load_layers, EncoderLayer, MPNET_NAMES};
+use super::layers::{attention_bias, layer_norm, Kernels, Norm};
+use super::weights::EncoderWeights;
 use crate::batch::Batch;
 use crate::config::ModelConfig;
-
-struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    attention_norm: Norm,
-    feed_forward: FeedForward,
-}
 
 pub struct MpNetEncoder {
     word: Embedding,
     position: Embedding,
     norm: Norm,
     relative_attention_bias: Embedding,
-    layers: Vec<Layer>,
+    layers: Vec<EncoderLayer>,
     num_heads: usize,
     kernels: Kernels,
     num_buckets: usize,
@@ -40,25 +30,7 @@ impl MpNetEncoder {
     pub fn load(cfg: &ModelConfig, vb: VarBuilder, kernels: Kernels) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let e = vb.pp("embeddings");
-        let layers = (0..cfg.num_layers)
-            .map(|i| {
-                let l = vb.pp(format!("encoder.layer.{i}"));
-                let a = l.pp("attention");
-                Ok(Layer {
-                    q: linear(h, h, a.pp("attn.q"))?,
-                    k: linear(h, h, a.pp("attn.k"))?,
-                    v: linear(h, h, a.pp("attn.v"))?,
-                    o: linear(h, h, a.pp("attn.o"))?,
-                    attention_norm: layer_norm(h, cfg.layer_norm_eps, a.pp("LayerNorm"), kernels)?,
-                    feed_forward: FeedForward {
-                        intermediate: linear(h, cfg.intermediate_size, l.pp("intermediate.dense"))?,
-                        output: linear(cfg.intermediate_size, h, l.pp("output.dense"))?,
-                        norm: layer_norm(h, cfg.layer_norm_eps, l.pp("output.LayerNorm"), kernels)?,
-                        activation: cfg.activation,
-                    },
-                })
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let layers = load_layers(cfg, &vb, &MPNET_NAMES, kernels)?;
         Ok(MpNetEncoder {
             word: candle_nn::embedding(cfg.vocab_size, h, e.pp("word_embeddings"))?,
             position: candle_nn::embedding(
@@ -87,20 +59,7 @@ impl MpNetEncoder {
             token_type_embeddings: None,
             embedding_norm: (&self.norm).into(),
             relative_attention_bias: Some(self.relative_attention_bias.embeddings().clone()),
-            layers: self
-                .layers
-                .iter()
-                .map(|l| LayerWeights {
-                    query: (&l.q).into(),
-                    key: (&l.k).into(),
-                    value: (&l.v).into(),
-                    attention_output: (&l.o).into(),
-                    attention_norm: (&l.attention_norm).into(),
-                    intermediate: (&l.feed_forward.intermediate).into(),
-                    output: (&l.feed_forward.output).into(),
-                    output_norm: (&l.feed_forward.norm).into(),
-                })
-                .collect(),
+            layers: self.layers.iter().map(EncoderLayer::weights).collect(),
             position_offset: self.pad_token_id as usize + 1,
             pad_position: self.pad_token_id,
         }
@@ -126,21 +85,14 @@ impl MpNetEncoder {
             .contiguous()?;
         let bias = attention_bias(&batch.mask)?;
         for layer in &self.layers {
-            let ctx = multi_head_attention(
-                &layer.q.forward(&x)?,
-                &layer.k.forward(&x)?,
-                &layer.v.forward(&x)?,
-                b,
-                t,
+            x = layer.forward(
+                &x,
+                (b, t),
                 self.num_heads,
                 &bias,
                 Some(&position_bias),
                 self.kernels,
             )?;
-            let attended = layer
-                .attention_norm
-                .forward(&(layer.o.forward(&ctx)? + &x)?)?;
-            x = layer.feed_forward.forward(&attended)?;
         }
         x.reshape((b, t, hidden))
     }
