@@ -1,27 +1,13 @@
 //! The `sift` binary end to end: real processes, real models, real files.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn golden(name: &str) -> String {
-    workspace()
-        .join("crates/models/tests/fixtures/golden")
-        .join(name)
-        .display()
-        .to_string()
-}
+mod common;
+use common::{golden, sift_cmd};
 
 fn sift(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let models = std::env::var("SIFT_MODELS_DIR")
-        .unwrap_or_else(|_| workspace().join("models").display().to_string());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sift"))
-        .args(args)
-        .env("SIFT_MODELS_DIR", models)
+    let mut child = sift_cmd(args)
         .env("SIFT_THREADS", "2")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

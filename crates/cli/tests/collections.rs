@@ -4,39 +4,19 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sift_index::store::{self, Access};
 use sift_index::{CollectionBackend, Location};
 
+mod common;
+use common::{scifact, sift_cmd, workspace};
+
 /// Opens the collection in `dir` for writing, through the store as the CLI does.
 fn open_collection(dir: &std::path::Path) -> Box<dyn CollectionBackend> {
     store::open(&Location::Local(dir.to_owned()), Access::Write).unwrap()
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn scifact() -> PathBuf {
-    std::env::var_os("SIFT_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared"))
-        .join("data/scifact")
-}
-
-fn sift_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sift"));
-    cmd.args(args)
-        .env(
-            "SIFT_MODELS_DIR",
-            std::env::var("SIFT_MODELS_DIR")
-                .unwrap_or_else(|_| workspace().join("models").display().to_string()),
-        )
-        .stdin(Stdio::null());
-    cmd
 }
 
 fn sift(args: &[&str]) -> Output {

@@ -3,25 +3,13 @@
 //! and Jina `/v1/rerank` gets the same score, under the default rule (windows, best window)
 //! and under `--long-documents truncate` — and the two rules really differ on it.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn golden(name: &str) -> String {
-    workspace()
-        .join("crates/models/tests/fixtures/golden")
-        .join(name)
-        .display()
-        .to_string()
-}
+mod common;
+use common::{golden, Server};
 
 fn sift(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_sift"))
@@ -59,46 +47,11 @@ fn long_document() -> String {
         .join(" ")
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sift"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--rerank-model",
-            &golden("bert-classifier"),
-        ])
-        .args(extra)
-        .env("SIFT_THREADS", "2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("sift serve did not start");
-    Server { child, base }
+    let model = golden("bert-classifier");
+    let mut args = vec!["--rerank-model", model.as_str()];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
 fn post(base: &str, path: &str, body: Value) -> Value {

@@ -4,24 +4,14 @@
 //! What the SDKs return must equal sift's own results; the server must then stop cleanly on
 //! SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::Value;
 use sift_models::{Embedder, EmbedderOptions, LongDocumentPolicy, RerankerOptions, TextRole};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("SIFT_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models"))
-}
+mod common;
+use common::{golden, models_dir, workspace, Server};
 
 fn sdk_python() -> PathBuf {
     let python = std::env::var_os("SIFT_SDK_PYTHON")
@@ -50,35 +40,17 @@ fn close(a: &[f32], b: &[f32]) -> bool {
 #[test]
 fn openai_and_cohere_sdks_get_sifts_results() {
     let python = sdk_python();
-    let embed_dir = models_dir().join("all-MiniLM-L6-v2");
-    let rerank_dir = workspace().join("crates/models/tests/fixtures/golden/bert-classifier");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_sift"))
-        .args(["serve", "--port", "0", "--api-key", "test-key"])
-        .arg("--embed-model")
-        .arg(&embed_dir)
-        .arg("--rerank-model")
-        .arg(&rerank_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drain stderr for the whole run (request logs go there) and pick out the address.
-    let stderr = server.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let logs = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("sift serve did not start");
+    let embed_path = models_dir().join("all-MiniLM-L6-v2");
+    let embed_dir = embed_path.display().to_string();
+    let mut server = Server::start(&[
+        "--api-key",
+        "test-key",
+        "--embed-model",
+        &embed_dir,
+        "--rerank-model",
+        &golden("bert-classifier"),
+    ]);
+    let base = server.base.clone();
 
     let out = Command::new(&python)
         .arg(workspace().join("scripts/sdk-compat/check.py"))
@@ -97,7 +69,7 @@ fn openai_and_cohere_sdks_get_sifts_results() {
         "Quantum tunnelling in semiconductors",
         "Paris",
     ];
-    let embedder = Embedder::load(&embed_dir, EmbedderOptions::default()).unwrap();
+    let embedder = Embedder::load(&embed_path, EmbedderOptions::default()).unwrap();
     let want = embedder.embed(&texts, TextRole::Raw).unwrap();
     let default: Vec<Vec<f32>> = got["openai_default"]
         .as_array()
@@ -132,7 +104,11 @@ fn openai_and_cohere_sdks_get_sifts_results() {
         "Berlin is in Germany.",
         "Cats purr.",
     ];
-    let reranker = sift_models::load_reranker(&rerank_dir, RerankerOptions::default()).unwrap();
+    let reranker = sift_models::load_reranker(
+        std::path::Path::new(&golden("bert-classifier")),
+        RerankerOptions::default(),
+    )
+    .unwrap();
     let ranked = sift_models::rerank::rerank(
         reranker.as_ref(),
         query,
@@ -156,12 +132,13 @@ fn openai_and_cohere_sdks_get_sifts_results() {
 
     // SIGTERM: graceful stop, exit status 0.
     let status = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = server.wait().unwrap();
-    let logs = logs.join().unwrap();
+    let exit = server.child.wait().unwrap();
+    // The reader thread ends at the pipe's end of file, which ends the channel.
+    let logs: String = server.logs.iter().map(|l| l + "\n").collect();
     assert!(exit.success(), "{logs}");
     assert!(logs.contains("stopped"), "{logs}");
     assert!(

@@ -3,24 +3,14 @@
 //! an output directory that `sift rerank` loads.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{golden, sift_cmd};
 
 fn tiny() -> String {
-    workspace()
-        .join("crates/models/tests/fixtures/golden/bert-encoder")
-        .display()
-        .to_string()
-}
-
-fn sift_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sift"));
-    cmd.args(args).stdin(Stdio::null());
-    cmd
+    golden("bert-encoder")
 }
 
 fn fails(out: &Output, want: &str) {

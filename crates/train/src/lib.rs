@@ -9,17 +9,21 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod model;
 pub mod optim;
+pub mod recipe;
 pub mod trainer;
 
+pub use checkpoint::{read_checkpoint, TrainState};
 pub use data::{
     first_stage, labelled_queries, read_corpus, Corpus, GroupRecipe, LabelledQuery, TrainingSet,
 };
 pub use error::{Result, TrainError};
 pub use evaluate::{DevMetrics, DevSet};
 pub use model::TrainableCrossEncoder;
-pub use trainer::{train, Event, Loss, Recipe, TrainState};
+pub use recipe::{Loss, Recipe};
+pub use trainer::{train, Evaluation, Event, Job, StepReport, Trainer};

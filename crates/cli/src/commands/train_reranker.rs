@@ -10,8 +10,8 @@ use sift_eval::{Dataset, Qrels, Split};
 use sift_index::store::{self, Access, Location};
 use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
-use sift_train::trainer::{peak_rss_bytes, read_checkpoint, recent_loss};
-use sift_train::{DevSet, Event, GroupRecipe, Loss, Recipe};
+use sift_train::trainer::{peak_rss_bytes, recent_loss};
+use sift_train::{read_checkpoint, DevSet, Event, GroupRecipe, Job, Loss, Recipe};
 
 use super::progress_bar;
 use crate::model_path::{load_embedder, resolve};
@@ -357,16 +357,15 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
             }
         }
     };
-    let state = sift_train::train(
-        &base,
-        &data,
-        &dev,
-        &recipe,
-        &args.out,
-        args.resume,
-        args.checkpoint_every,
-        &mut on_event,
-    )?;
+    let job = Job {
+        base: &base,
+        data: &data,
+        dev: &dev,
+        recipe: recipe.clone(),
+        out: args.out.clone(),
+        resume: args.resume,
+    };
+    let state = sift_train::train(job, args.checkpoint_every, &mut on_event)?;
     bar.finish_and_clear();
     let peak = peak_rss_bytes();
     let summary = serde_json::json!({

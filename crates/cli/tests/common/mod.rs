@@ -1,0 +1,97 @@
+//! What the `sift` end-to-end tests share: where the repository, its fixtures, the installed
+//! models and the shared data are, and a live `sift serve` child process.
+//!
+//! Each test binary uses a different part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A tiny random-weight model whose expected outputs come from transformers
+/// (`crates/models/tests/fixtures/golden/`).
+pub fn golden(name: &str) -> String {
+    workspace()
+        .join("crates/models/tests/fixtures/golden")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The models `scripts/setup.sh` fetched, or `$SIFT_MODELS_DIR`.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("SIFT_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("models"))
+}
+
+/// SciFact in `../shared` (or `$SIFT_SHARED_DIR`), read in place, never copied.
+pub fn scifact() -> PathBuf {
+    std::env::var_os("SIFT_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared"))
+        .join("data/scifact")
+}
+
+/// The `sift` binary with the installed models and no stdin.
+pub fn sift_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sift"));
+    cmd.args(args)
+        .env("SIFT_MODELS_DIR", models_dir())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// A `sift serve --port 0` child, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, as the server printed it.
+    pub base: String,
+    /// The server's stderr lines after the one announcing the address.
+    pub logs: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `sift serve --port 0 ARGS…` and waits (up to 60 s) until it listens.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = sift_cmd(&["serve", "--port", "0"])
+            .args(args)
+            .env("SIFT_THREADS", "2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (url_tx, url_rx) = mpsc::channel();
+        let (log_tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                match line.strip_prefix("listening on ") {
+                    Some(url) => {
+                        let _ = url_tx.send(url.trim().to_owned());
+                    }
+                    None => {
+                        let _ = log_tx.send(line);
+                    }
+                }
+            }
+        });
+        let base = url_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("sift serve did not start");
+        Server { child, base, logs }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

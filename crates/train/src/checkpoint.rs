@@ -1,0 +1,79 @@
+//! Resumable state on disk: `out/checkpoint/` holds the model weights, the optimizer moments
+//! and `state.json`; it is replaced by a directory swap so that some complete checkpoint exists
+//! at every moment, whenever the process dies.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, TrainError};
+use crate::evaluate::DevMetrics;
+use crate::model::{write_atomic, TrainableCrossEncoder};
+use crate::optim::AdamW;
+use crate::recipe::Recipe;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EvalRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub metrics: DevMetrics,
+}
+
+/// The checkpoint's `state.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainState {
+    pub recipe: Recipe,
+    pub base: PathBuf,
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub total_steps: usize,
+    pub evals: Vec<EvalRecord>,
+    pub best: Option<EvalRecord>,
+    /// Mean loss of each completed step.
+    pub losses: Vec<f64>,
+    /// Seconds spent training before this checkpoint (across resumes).
+    pub seconds: f64,
+}
+
+/// Checkpoint layout inside the output directory.
+pub fn checkpoint_dir(out: &Path) -> PathBuf {
+    out.join("checkpoint")
+}
+
+pub(crate) fn save_checkpoint(
+    out: &Path,
+    model: &TrainableCrossEncoder,
+    opt: &AdamW,
+    state: &TrainState,
+) -> Result<()> {
+    let dir = checkpoint_dir(out);
+    let tmp = out.join("checkpoint.tmp");
+    let old = out.join("checkpoint.old");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    model.save_weights(&tmp.join("model.safetensors"))?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
+    let json =
+        serde_json::to_string_pretty(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    write_atomic(&tmp.join("state.json"), json.as_bytes())?;
+    // Swap directories so some complete checkpoint exists at every moment.
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(&dir, &old).map_err(|e| TrainError::io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&tmp, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Reads the newest complete checkpoint (`checkpoint/`, or `checkpoint.old/` when a crash hit
+/// between the two renames).
+pub fn read_checkpoint(out: &Path) -> Result<Option<(PathBuf, TrainState)>> {
+    for dir in [checkpoint_dir(out), out.join("checkpoint.old")] {
+        let path = dir.join("state.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let state: TrainState = serde_json::from_str(&text)
+                .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+            return Ok(Some((dir, state)));
+        }
+    }
+    Ok(None)
+}

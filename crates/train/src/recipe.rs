@@ -1,0 +1,115 @@
+//! What determines a training run: the loss and every hyperparameter, validated before a step
+//! is taken and saved with each checkpoint.
+
+use crate::data::GroupRecipe;
+use crate::error::{Result, TrainError};
+
+/// How the model learns from a group (one positive, then negatives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// Softmax cross-entropy over the group's logits, the positive as the target (listwise,
+    /// "multiple negatives ranking"): learns to rank the positive above every negative.
+    Listwise,
+    /// Binary cross-entropy per pair: positive → 1, negatives → 0 (pointwise).
+    Bce,
+}
+
+impl std::str::FromStr for Loss {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "listwise" => Ok(Loss::Listwise),
+            "bce" => Ok(Loss::Bce),
+            _ => Err(format!("unknown loss {s:?}; expected listwise or bce")),
+        }
+    }
+}
+
+/// Everything that determines the run. Saved with each checkpoint; `--resume` refuses a
+/// checkpoint made with a different recipe.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Recipe {
+    /// Longest (query, document) pair in tokens; longer pairs cut the document.
+    pub max_length: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// Learning-rate multiplier for freshly initialised parameters (a new classification
+    /// head): starting from random weights, they need larger steps than the pretrained encoder.
+    pub fresh_lr_scale: f64,
+    pub weight_decay: f64,
+    /// Share of the steps spent warming the learning rate up from 0.
+    pub warmup_ratio: f64,
+    /// Groups in one forward/backward pass.
+    pub groups_per_batch: usize,
+    /// Passes whose gradients are summed before one optimizer step.
+    pub accumulation_steps: usize,
+    pub groups: GroupRecipe,
+    pub loss: Loss,
+    pub seed: u64,
+    pub max_grad_norm: f64,
+    /// Stop after this many optimizer steps (a shorter run; the schedule still spans all).
+    pub max_steps: Option<usize>,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Recipe {
+            max_length: 160,
+            epochs: 2,
+            learning_rate: 1e-4,
+            fresh_lr_scale: 25.0,
+            weight_decay: 0.01,
+            warmup_ratio: 0.1,
+            groups_per_batch: 2,
+            accumulation_steps: 2,
+            groups: GroupRecipe {
+                hard_negatives: 6,
+                random_negatives: 1,
+                negative_depth: 30,
+            },
+            loss: Loss::Listwise,
+            seed: 42,
+            max_grad_norm: 1.0,
+            max_steps: None,
+        }
+    }
+}
+
+impl Recipe {
+    pub fn groups_per_step(&self) -> usize {
+        self.groups_per_batch * self.accumulation_steps
+    }
+
+    /// Optimizer steps the schedule spans.
+    pub fn total_steps(&self, examples: usize) -> usize {
+        (examples * self.epochs)
+            .div_ceil(self.groups_per_step())
+            .max(1)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Invalid(m.to_owned()));
+        if self.max_length < 8 {
+            return bad("--max-length must be at least 8 tokens");
+        }
+        if self.epochs == 0 || self.groups_per_batch == 0 || self.accumulation_steps == 0 {
+            return bad("--epochs, --groups-per-batch and --accumulation-steps must be at least 1");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad("--learning-rate must be a positive number");
+        }
+        if !(self.fresh_lr_scale > 0.0 && self.fresh_lr_scale.is_finite()) {
+            return bad("--fresh-lr-scale must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad("--warmup-ratio must be in [0, 1)");
+        }
+        if self.groups.hard_negatives + self.groups.random_negatives == 0 {
+            return bad(
+                "a group needs at least one negative (--hard-negatives, --random-negatives)",
+            );
+        }
+        Ok(())
+    }
+}
