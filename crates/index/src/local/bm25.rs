@@ -3,6 +3,12 @@
 //! Text and title are analysed with tantivy's `en_stem` pipeline (lowercase, English Snowball
 //! stemmer, no stop-word list). Each commit carries the write-ahead-log sequence number it
 //! reflects as its payload, so on open the collection knows whether this index is current.
+//!
+//! The index is derived data: whatever goes wrong with it is an [`IndexError::Bm25`], which the
+//! collection answers by rebuilding it from the log. That includes damage tantivy reports by
+//! panicking (a truncated segment trips an assertion in its file slices): every call into
+//! tantivy runs inside [`contained`], and opening verifies every segment file's checksum, so a
+//! damaged index is found when the collection opens, not by the first query that touches it.
 
 use std::path::Path;
 
@@ -18,6 +24,25 @@ use crate::error::{IndexError, Result};
 /// Writer heap for indexing, in bytes; tantivy's minimum is 15 MB per thread.
 const WRITER_HEAP_BYTES: usize = 50_000_000;
 const KEY_SEPARATOR: char = '\u{1f}';
+
+/// Runs `f`, turning a panic inside tantivy into an error of the keyword index.
+///
+/// Why not let it unwind: a panic there is a property of the files on disk (a damaged segment),
+/// not a bug of the caller, and the index can be rebuilt from the log. The closures only read
+/// or append to tantivy state that a failed call leaves to be rolled back or rebuilt, so
+/// observing it after the panic is sound.
+fn contained<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(IndexError::Bm25(format!(
+            "{what}: tantivy panicked: {message}"
+        )))
+    })
+}
 
 impl From<tantivy::TantivyError> for IndexError {
     fn from(e: tantivy::TantivyError) -> Self {
@@ -56,6 +81,10 @@ impl Bm25Index {
     }
 
     fn open_with(dir: &Path, writable: bool) -> Result<Self> {
+        contained("opening", || Self::open_unchecked(dir, writable))
+    }
+
+    fn open_unchecked(dir: &Path, writable: bool) -> Result<Self> {
         if !writable && !dir.join("meta.json").is_file() {
             return Err(IndexError::Corrupt {
                 path: dir.to_owned(),
@@ -80,10 +109,16 @@ impl Bm25Index {
             Index::create_in_dir(dir, schema.clone())?
         };
         if index.schema() != schema {
-            return Err(IndexError::Corrupt {
-                path: dir.to_owned(),
-                reason: "BM25 index has an unexpected schema".into(),
-            });
+            return Err(IndexError::Bm25("unexpected schema".into()));
+        }
+        let damaged = index.validate_checksum()?;
+        if !damaged.is_empty() {
+            let mut names: Vec<_> = damaged.iter().map(|p| p.display().to_string()).collect();
+            names.sort();
+            return Err(IndexError::Bm25(format!(
+                "damaged files: {}",
+                names.join(", ")
+            )));
         }
         let writer = if writable {
             Some(index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?)
@@ -111,12 +146,14 @@ impl Bm25Index {
 
     /// The write-ahead-log sequence number the last commit reflects (0 for a new index).
     pub fn committed_seq(&self) -> Result<u64> {
-        Ok(self
-            .index
-            .load_metas()?
-            .payload
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0))
+        contained("reading the commit", || {
+            Ok(self
+                .index
+                .load_metas()?
+                .payload
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0))
+        })
     }
 
     /// Removes every chunk of `doc_id` (no-op if absent). Takes effect at [`Bm25Index::commit`].
@@ -141,27 +178,45 @@ impl Bm25Index {
     ) -> Result<()> {
         let (key, doc_field, title_field, text_field) =
             (self.key, self.doc_id, self.title, self.text);
-        self.writer()?.add_document(doc!(
-            key => format!("{doc_id}{KEY_SEPARATOR}{chunk}"),
-            doc_field => doc_id,
-            title_field => title.unwrap_or(""),
-            text_field => text,
-        ))?;
-        Ok(())
+        let writer = self.writer()?;
+        contained("adding", || {
+            writer.add_document(doc!(
+                key => format!("{doc_id}{KEY_SEPARATOR}{chunk}"),
+                doc_field => doc_id,
+                title_field => title.unwrap_or(""),
+                text_field => text,
+            ))?;
+            Ok(())
+        })
     }
 
     pub fn delete_all(&mut self) -> Result<()> {
-        self.writer()?.delete_all_documents()?;
-        Ok(())
+        let writer = self.writer()?;
+        contained("clearing", || {
+            writer.delete_all_documents()?;
+            Ok(())
+        })
+    }
+
+    /// Drops every change since the last commit.
+    pub fn rollback(&mut self) -> Result<()> {
+        let writer = self.writer()?;
+        contained("rolling back", || {
+            writer.rollback()?;
+            Ok(())
+        })
     }
 
     /// Makes pending changes durable and visible, recording `seq`.
     pub fn commit(&mut self, seq: u64) -> Result<()> {
-        let mut prepared = self.writer()?.prepare_commit()?;
-        prepared.set_payload(&seq.to_string());
-        prepared.commit()?;
-        self.reader.reload()?;
-        Ok(())
+        let writer = self.writer()?;
+        contained("committing", || {
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&seq.to_string());
+            prepared.commit()?;
+            Ok(())
+        })?;
+        contained("reloading", || Ok(self.reader.reload()?))
     }
 
     /// Best `k` chunks for `query`. Query syntax errors never fail: the query is parsed
@@ -170,6 +225,10 @@ impl Bm25Index {
         if k == 0 {
             return Ok(Vec::new());
         }
+        contained("searching", || self.search_unchecked(query, k))
+    }
+
+    fn search_unchecked(&self, query: &str, k: usize) -> Result<Vec<Bm25Hit>> {
         let (q, _errors) = self.parser.parse_query_lenient(query);
         let searcher = self.reader.searcher();
         let top = searcher.search(&q, &TopDocs::with_limit(k).order_by_score())?;
@@ -194,8 +253,8 @@ impl Bm25Index {
     }
 
     /// Number of chunks visible to search.
-    pub fn num_chunks(&self) -> u64 {
-        self.reader.searcher().num_docs()
+    pub fn num_chunks(&self) -> Result<u64> {
+        contained("counting", || Ok(self.reader.searcher().num_docs()))
     }
 }
 
@@ -231,6 +290,6 @@ mod tests {
         drop(idx);
         let idx = Bm25Index::open_or_create(dir.path()).unwrap();
         assert_eq!(idx.committed_seq().unwrap(), 8);
-        assert_eq!(idx.num_chunks(), 1);
+        assert_eq!(idx.num_chunks().unwrap(), 1);
     }
 }

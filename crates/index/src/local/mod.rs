@@ -68,8 +68,9 @@ pub struct LocalCollection {
     /// Set when a write failed after its WAL record began: memory or BM25 may disagree with
     /// the log, so every call refuses until the collection is reopened.
     unusable: Option<String>,
+    /// Test hook: BM25 adds to let pass, then how many to fail.
     #[cfg(test)]
-    fail_bm25_add_after: Option<usize>,
+    bm25_failpoint: (usize, usize),
 }
 
 impl LocalCollection {
@@ -142,22 +143,48 @@ impl LocalCollection {
                 Err(e) => return Err(e),
             }
         };
+        let snapshot_path = dir.join("snapshot.bin");
+        let (snapshot_seq, mut contents) =
+            match read_snapshot(&snapshot_path, manifest.embedding.dim)? {
+                Some(s) => (s.seq, Contents::from_snapshot(s, ann)),
+                None => (0, Contents::new(ann)),
+            };
         let wal_path = dir.join("wal.log");
-        let (wal, records) = if writable {
-            let (w, r) = Wal::open(&wal_path)?;
-            (Some(w), r)
+        let (wal, log) = if writable {
+            let (w, log) = Wal::open(&wal_path, snapshot_seq)?;
+            (Some(w), log)
         } else {
-            Wal::read(&wal_path)?
+            (None, Wal::read(&wal_path)?.unwrap_or_default())
         };
-        let (snapshot_seq, mut contents) = match read_snapshot(&dir.join("snapshot.bin"))? {
-            Some(s) => (s.seq, Contents::from_snapshot(s, ann)),
-            None => (0, Contents::new(ann)),
-        };
+        if let Some(base) = log.base_seq.filter(|&base| base > snapshot_seq) {
+            let state = if snapshot_seq == 0 {
+                "is missing".to_owned()
+            } else {
+                format!("reflects only batch {snapshot_seq}")
+            };
+            return Err(IndexError::Corrupt {
+                path: snapshot_path,
+                reason: format!(
+                    "the log continues from batch {base} but the snapshot {state}: batches up to \
+                     {base} would be lost; restore snapshot.bin from a backup, or move the \
+                     collection aside and index it again"
+                ),
+            });
+        }
         let mut seq = snapshot_seq;
         let mut wal_records = 0;
-        for record in records {
+        for record in log.records {
             if record.seq <= seq {
                 continue; // already in the snapshot (crash between snapshot and WAL reset)
+            }
+            if record.seq != seq + 1 {
+                return Err(IndexError::Corrupt {
+                    path: wal_path,
+                    reason: format!(
+                        "the log resumes at batch {} after batch {seq}: batches are missing",
+                        record.seq
+                    ),
+                });
             }
             seq = record.seq;
             wal_records += 1;
@@ -165,6 +192,7 @@ impl LocalCollection {
                 contents.apply(op);
             }
         }
+        let wal_path = dir.join("wal.log");
         let ann_path = dir.join("ann.bin");
         if let Some(graph) = read_graph(&ann_path, snapshot_seq) {
             if !contents.vectors.attach_graph(graph) {
@@ -186,9 +214,24 @@ impl LocalCollection {
             wal_records,
             unusable: None,
             #[cfg(test)]
-            fail_bm25_add_after: None,
+            bm25_failpoint: (usize::MAX, 0),
         };
-        if c.bm25.committed_seq()? != c.seq {
+        let bm25_seq = c.bm25.committed_seq()?;
+        if bm25_seq > c.seq {
+            // The keyword index is committed only after a batch is in the log, so a log (and
+            // snapshot) that end earlier have lost acknowledged batches.
+            return Err(IndexError::Corrupt {
+                path: wal_path,
+                reason: format!(
+                    "the log and snapshot end at batch {} but the BM25 index holds batch \
+                     {bm25_seq}: acknowledged batches are missing (was wal.log truncated, emptied \
+                     or restored from an older copy?); nothing was changed. Restore the file \
+                     from a backup, or remove bm25/ to accept the loss",
+                    c.seq
+                ),
+            });
+        }
+        if bm25_seq != c.seq {
             if !writable {
                 return Err(IndexError::NeedsRecovery(dir.to_owned()));
             }
@@ -245,38 +288,27 @@ impl LocalCollection {
             .ok_or_else(|| IndexError::InvalidInput("the collection was opened read-only".into()))
     }
 
-    /// The part of a commit after its record is durable: memory first (infallible), then the
-    /// BM25 index.
+    /// The part of a commit after its record is durable: the BM25 index (memory is already
+    /// updated).
     fn apply_durable(&mut self, record: Record) -> Result<()> {
         for op in &record.operations {
             self.bm25.delete_document(op.id())?;
         }
-        for (added, (id, i, title, text)) in record
-            .operations
-            .iter()
-            .filter_map(|op| match op {
-                Operation::Upsert(d) => Some(d),
-                Operation::Delete(_) => None,
-            })
-            .flat_map(|d| {
-                d.chunks.iter().enumerate().map(|(i, c)| {
-                    (
-                        d.document.id.as_str(),
-                        i as u32,
-                        d.document.title.as_deref(),
-                        c.text.as_str(),
-                    )
-                })
-            })
-            .enumerate()
-        {
-            #[cfg(test)]
-            if self.fail_bm25_add_after.is_some_and(|n| added >= n) {
-                return Err(IndexError::Bm25("injected failure".into()));
+        for d in record.operations.iter().filter_map(|op| match op {
+            Operation::Upsert(d) => Some(d),
+            Operation::Delete(_) => None,
+        }) {
+            for (i, c) in d.chunks.iter().enumerate() {
+                Self::add_chunk(
+                    &mut self.bm25,
+                    #[cfg(test)]
+                    &mut self.bm25_failpoint,
+                    &d.document.id,
+                    i as u32,
+                    d.document.title.as_deref(),
+                    &c.text,
+                )?;
             }
-            #[cfg(not(test))]
-            let _ = added;
-            self.bm25.add_chunk(id, i, title, text)?;
         }
         self.bm25.commit(record.seq)
     }
@@ -287,12 +319,42 @@ impl LocalCollection {
         for (id, d) in &self.contents.docs {
             for (i, &slot) in d.slots.iter().enumerate() {
                 if let Some(info) = self.contents.slots[slot as usize].as_ref() {
-                    self.bm25
-                        .add_chunk(id, i as u32, d.document.title.as_deref(), &info.text)?;
+                    Self::add_chunk(
+                        &mut self.bm25,
+                        #[cfg(test)]
+                        &mut self.bm25_failpoint,
+                        id,
+                        i as u32,
+                        d.document.title.as_deref(),
+                        &info.text,
+                    )?;
                 }
             }
         }
         self.bm25.commit(self.seq)
+    }
+
+    /// One chunk into the keyword index (an associated function so callers can borrow the
+    /// documents they add from `self` at the same time).
+    fn add_chunk(
+        bm25: &mut Bm25Index,
+        #[cfg(test)] failpoint: &mut (usize, usize),
+        id: &str,
+        chunk: u32,
+        title: Option<&str>,
+        text: &str,
+    ) -> Result<()> {
+        #[cfg(test)]
+        {
+            let (pass, fail) = failpoint;
+            if *pass > 0 {
+                *pass -= 1;
+            } else if *fail > 0 {
+                *fail -= 1;
+                return Err(IndexError::Bm25("injected failure".into()));
+            }
+        }
+        bm25.add_chunk(id, chunk, title, text)
     }
 }
 
@@ -382,20 +444,31 @@ impl CollectionBackend for LocalCollection {
             seq: self.seq + 1,
             operations,
         };
-        if let Err(e) = self.writable_wal()?.append(&record) {
-            // The record may be partly on disk; only reopening (which cuts a torn tail) tells.
-            self.unusable = Some(format!("appending to the write-ahead log: {e}"));
+        let wal = self.writable_wal()?;
+        if let Err(e) = wal.append(&record) {
+            // Rolled back: nothing of the batch is in the log or in memory, unless the rollback
+            // itself failed, and then only reopening tells what is on disk.
+            if let Some(torn) = wal.torn() {
+                self.unusable = Some(torn.to_owned());
+            }
             return Err(e);
         }
+        // Committed: from here on the batch is acknowledged whatever else fails.
         self.seq = record.seq;
         self.wal_records += 1;
         for op in record.operations.iter().cloned() {
             self.contents.apply(op);
         }
         if let Err(e) = self.apply_durable(record) {
-            // Durable and in memory, but the keyword index lags: reopening rebuilds it.
-            self.unusable = Some(format!("updating the BM25 index: {e}"));
-            return Err(e);
+            // The keyword index lags the log: rebuild it from memory, which holds the batch.
+            tracing::warn!(
+                "{}: updating the BM25 index failed ({e}); rebuilding it",
+                self.dir.display()
+            );
+            if let Err(e) = self.bm25.rollback().and_then(|()| self.rebuild_bm25()) {
+                // Reopening replays the log and rebuilds the index again.
+                self.unusable = Some(format!("rebuilding the BM25 index: {e}"));
+            }
         }
         Ok(self.seq)
     }
@@ -423,7 +496,8 @@ impl CollectionBackend for LocalCollection {
             self.seq,
             self.contents.vectors.graph(),
         )?;
-        self.writable_wal()?.reset()?;
+        let seq = self.seq;
+        self.writable_wal()?.reset(seq)?;
         self.wal_records = 0;
         Ok(())
     }
@@ -483,10 +557,10 @@ impl CollectionBackend for LocalCollection {
                 c.vectors.len()
             )));
         }
-        if self.bm25.num_chunks() as usize != chunks {
+        let keyword_chunks = self.bm25.num_chunks()?;
+        if keyword_chunks as usize != chunks {
             return Err(corrupt(format!(
-                "{chunks} chunks but {} in the BM25 index",
-                self.bm25.num_chunks()
+                "{chunks} chunks but {keyword_chunks} in the BM25 index"
             )));
         }
         if self.bm25.committed_seq()? != self.seq {

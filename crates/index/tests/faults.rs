@@ -1,0 +1,288 @@
+//! Fault injection against the local backend: every persisted file damaged in every way a disk
+//! or an operator can damage it (single-byte flips, truncation, deletion), and a real full disk
+//! (a small tmpfs, grown again afterwards).
+//!
+//! The invariant each case checks, in every open mode: the collection either opens with exactly
+//! the acknowledged documents — every part agreeing, both search legs finding them — or refuses
+//! with a typed error; it never panics, and a writer's repair leaves a collection that readers
+//! then open consistently. Derived parts (the BM25 index, the ANN graph) are never a reason to
+//! refuse a writer: they are rebuilt or ignored.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use sift_index::local::{AnnParams, LocalCollection, OpenMode};
+use sift_index::{
+    Chunk, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo, IndexError,
+    IndexedDocument, Manifest, Operation, FORMAT_VERSION,
+};
+
+const DIM: usize = 16;
+
+fn manifest() -> Manifest {
+    Manifest {
+        format: FORMAT_VERSION,
+        embedding: EmbeddingModelInfo {
+            name: "faults".into(),
+            fingerprint: "faults".into(),
+            dim: DIM,
+        },
+        chunking: ChunkingConfig {
+            max_tokens: 64,
+            overlap_tokens: 8,
+        },
+    }
+}
+
+/// A graph even for a handful of vectors, so `ann.bin` exists and is exercised.
+fn ann() -> AnnParams {
+    AnnParams {
+        exact_below: 2,
+        ..AnnParams::default()
+    }
+}
+
+/// Document `n`: its text carries a word no other document has, its vector its own axis.
+fn doc(n: usize, version: usize, filler: usize) -> IndexedDocument {
+    let mut vector = vec![0.0; DIM];
+    vector[n % DIM] = 1.0;
+    let text = format!(
+        "uniq{n}v{version} shared words {}",
+        "padding ".repeat(filler)
+    );
+    IndexedDocument {
+        document: Document {
+            id: format!("doc-{n}"),
+            text: text.clone(),
+            title: Some(format!("title {n}")),
+            metadata: None,
+        },
+        chunks: vec![Chunk { text, vector }],
+    }
+}
+
+/// What the collection must hold: id → (document, its unique word, its axis).
+type Expected = BTreeMap<String, (Document, String, usize)>;
+
+fn apply(expected: &mut Expected, ops: &[Operation]) {
+    for op in ops {
+        match op {
+            Operation::Upsert(d) => {
+                let n: usize = d.document.id["doc-".len()..].parse().unwrap();
+                let word = d.document.text.split(' ').next().unwrap().to_owned();
+                expected.insert(d.document.id.clone(), (d.document.clone(), word, n % DIM));
+            }
+            Operation::Delete(id) => {
+                expected.remove(id);
+            }
+        }
+    }
+}
+
+/// Holds exactly `expected`, every part agreeing, both legs finding each document.
+fn check(c: &dyn CollectionBackend, expected: &Expected) {
+    c.verify().unwrap();
+    assert_eq!(c.len().unwrap(), expected.len(), "document count");
+    let ids: Vec<&str> = expected.keys().map(String::as_str).collect();
+    let found = c.documents(&ids).unwrap();
+    for ((id, (want, word, axis)), got) in expected.iter().zip(found) {
+        assert_eq!(got.as_ref(), Some(want), "{id}");
+        let hits = c.keyword_search(word, 3).unwrap();
+        assert_eq!(
+            hits.first().map(|h| h.doc_id.as_str()),
+            Some(id.as_str()),
+            "{word}"
+        );
+        let mut q = vec![0.0; DIM];
+        q[*axis] = 1.0;
+        let hits = c.dense_search(&q, 1).unwrap();
+        assert_eq!(
+            hits.first().map(|h| h.doc_id.as_str()),
+            Some(id.as_str()),
+            "axis {axis}"
+        );
+    }
+}
+
+/// A collection with a snapshot, a graph, log records after it, and a BM25 index; and what it
+/// must hold.
+fn build(dir: &Path) -> Expected {
+    let mut expected = Expected::new();
+    let mut c = LocalCollection::open_or_create(dir, manifest(), ann()).unwrap();
+    let batches: Vec<Vec<Operation>> = vec![
+        (0..5).map(|n| Operation::Upsert(doc(n, 0, 2))).collect(),
+        (5..10).map(|n| Operation::Upsert(doc(n, 0, 2))).collect(),
+        vec![
+            Operation::Delete("doc-2".into()),
+            Operation::Upsert(doc(0, 1, 3)),
+        ],
+    ];
+    for ops in batches {
+        c.commit(ops.clone()).unwrap();
+        apply(&mut expected, &ops);
+    }
+    c.compact().unwrap();
+    let batches: Vec<Vec<Operation>> = vec![
+        (10..13).map(|n| Operation::Upsert(doc(n, 0, 2))).collect(),
+        vec![Operation::Delete("doc-5".into())],
+        vec![Operation::Upsert(doc(11, 1, 1))],
+    ];
+    for ops in batches {
+        c.commit(ops.clone()).unwrap();
+        apply(&mut expected, &ops);
+    }
+    check(&c, &expected);
+    expected
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else if path.file_name().is_some_and(|n| n != "LOCK") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Flip(usize),
+    Truncate(usize),
+    Delete,
+}
+
+fn damage(path: &Path, how: Damage) {
+    match how {
+        Damage::Flip(at) => {
+            let mut bytes = std::fs::read(path).unwrap();
+            bytes[at] ^= 0x5a;
+            std::fs::write(path, bytes).unwrap();
+        }
+        Damage::Truncate(len) => {
+            let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            f.set_len(len as u64).unwrap();
+        }
+        Damage::Delete => std::fs::remove_file(path).unwrap(),
+    }
+}
+
+/// Byte offsets worth flipping in a file of `len` bytes: the first `header` bytes (each field
+/// of sift's own headers), the tail, and a spread through the middle.
+fn flip_offsets(len: usize, header: usize, spread: usize) -> Vec<usize> {
+    let mut at: Vec<usize> = (0..len.min(header)).collect();
+    at.extend(len.saturating_sub(4)..len);
+    at.extend((1..spread).map(|i| i * len / spread));
+    at.sort_unstable();
+    at.dedup();
+    at.retain(|&a| a < len);
+    at
+}
+
+fn truncations(len: usize, spread: usize) -> Vec<usize> {
+    let mut at = vec![0, 1, len / 2, len.saturating_sub(1)];
+    at.extend((1..spread).map(|i| i * len / spread));
+    at.sort_unstable();
+    at.dedup();
+    at.retain(|&a| a < len);
+    at
+}
+
+/// What opening in `mode` did; panics (with `case`) if opening or checking panicked or the
+/// opened collection breaks the invariant.
+fn open_and_check(dir: &Path, mode: OpenMode, expected: &Expected, case: &str) -> bool {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        match LocalCollection::open(dir, mode, ann()) {
+            Ok(c) => {
+                check(&c, expected);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }));
+    match outcome {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            assert!(!e.to_string().is_empty(), "{case}: empty error");
+            assert!(
+                !matches!(e, IndexError::Internal(_)),
+                "{case} ({mode:?}): an internal error is not a clear answer: {e}"
+            );
+            false
+        }
+        Err(_) => panic!("{case} ({mode:?}): panicked (or broke the invariant, see above)"),
+    }
+}
+
+#[test]
+fn every_damaged_file_is_survived_or_refused_never_misread() {
+    let root = tempfile::tempdir().unwrap();
+    let pristine = root.path().join("pristine");
+    let expected = build(&pristine);
+    let mut cases = 0;
+    let mut refused = 0;
+    for file in files(&pristine) {
+        let rel = file.strip_prefix(&pristine).unwrap().to_owned();
+        let len = std::fs::metadata(&file).unwrap().len() as usize;
+        let derived = rel.starts_with("bm25") || rel == Path::new("ann.bin");
+        // sift's own formats have 20-byte headers (magic, a length or batch number, a
+        // checksum); tantivy's many segment files get a lighter sample.
+        let (header, spread) = if rel.starts_with("bm25") {
+            (2, 3)
+        } else {
+            (20, 10)
+        };
+        let mut damages: Vec<Damage> = flip_offsets(len, header, spread)
+            .into_iter()
+            .map(Damage::Flip)
+            .collect();
+        damages.extend(truncations(len, spread).into_iter().map(Damage::Truncate));
+        damages.push(Damage::Delete);
+        for how in damages {
+            cases += 1;
+            let scratch = root.path().join(format!("case-{cases}"));
+            copy_dir(&pristine, &scratch);
+            damage(&scratch.join(&rel), how);
+            let case = format!("{} {how:?}", rel.display());
+            open_and_check(&scratch, OpenMode::ReadOnly, &expected, &case);
+            open_and_check(&scratch, OpenMode::Search, &expected, &case);
+            let opened = open_and_check(&scratch, OpenMode::Write, &expected, &case);
+            if derived {
+                assert!(
+                    opened,
+                    "{case}: a damaged derived part must be rebuilt, not refused"
+                );
+            }
+            if opened {
+                // The writer's repair is complete: readers now open it as it is.
+                assert!(
+                    open_and_check(&scratch, OpenMode::ReadOnly, &expected, &case),
+                    "{case}: read-only open after repair"
+                );
+            } else {
+                refused += 1;
+            }
+            std::fs::remove_dir_all(&scratch).unwrap();
+        }
+    }
+    eprintln!("{cases} damaged collections, {refused} refused with an error");
+    assert!(cases > 300, "only {cases} cases");
+}
