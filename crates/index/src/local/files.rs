@@ -28,14 +28,22 @@ pub fn lock(dir: &Path, exclusive: bool) -> Result<File> {
     }
 }
 
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file. A failed
+/// write removes its temporary file (on a full disk it holds the space the next write needs).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(IndexError::io(&tmp))?;
-    f.write_all(bytes).map_err(IndexError::io(&tmp))?;
-    f.sync_all().map_err(IndexError::io(&tmp))?;
-    drop(f);
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(IndexError::Io {
+            path: tmp,
+            source: e,
+        });
+    }
     std::fs::rename(&tmp, path).map_err(IndexError::io(path))?;
     if let Some(parent) = path.parent() {
         if let Ok(d) = File::open(parent) {
