@@ -109,6 +109,29 @@ fn bad_input_gives_clear_errors_not_panics() {
             "no sequence-classification head",
         ),
         (vec!["embed", "--threads", "0", "x"], None, "--threads"),
+        // Sizes are bounded at parse time, before anything is opened or allocated.
+        (
+            vec!["search", "-c", "/nonexistent", "--depth", "1000000000", "q"],
+            None,
+            "not in 1..=10000",
+        ),
+        (
+            vec![
+                "search",
+                "-c",
+                "/nonexistent",
+                "--depth",
+                "18446744073709551615",
+                "q",
+            ],
+            None,
+            "not in 1..=10000",
+        ),
+        (
+            vec!["search", "-c", "/nonexistent", "-k", "1000001", "q"],
+            None,
+            "not in 1..=1000",
+        ),
     ];
     for (args, input, want) in cases {
         let out = sift(&args, input);

@@ -2,10 +2,10 @@
 
 use std::collections::HashSet;
 
-use crate::document::Operation;
+use crate::document::{Operation, MAX_ID_BYTES};
 use crate::error::{IndexError, Result};
 
-/// Refuses the whole batch on an empty or repeated id, a document without chunks, or a vector
+/// Refuses the whole batch on an empty, too long ([`MAX_ID_BYTES`]) or repeated id, a document without chunks, or a vector
 /// of the wrong dimension or with non-finite values. Shared so that every backend refuses the
 /// same batches with the same messages.
 pub fn validate_batch(operations: &[Operation], dim: usize) -> Result<()> {
@@ -14,6 +14,9 @@ pub fn validate_batch(operations: &[Operation], dim: usize) -> Result<()> {
         let id = op.id();
         if id.is_empty() {
             return Err(IndexError::InvalidInput("a document id is empty".into()));
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(IndexError::InvalidInput(too_long_id(id)));
         }
         if !seen.insert(id) {
             return Err(IndexError::InvalidInput(format!(
@@ -42,4 +45,17 @@ pub fn validate_batch(operations: &[Operation], dim: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The message for an id over [`MAX_ID_BYTES`] (its start, so the user can find it).
+pub fn too_long_id(id: &str) -> String {
+    let mut end = 40.min(id.len());
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "document id {:?}… is {} bytes; ids are at most {MAX_ID_BYTES} bytes",
+        &id[..end],
+        id.len()
+    )
 }

@@ -180,6 +180,7 @@ pub fn bad_batches_are_refused_whole(location: &Location) {
     });
     let no_chunks = upsert("e", None, &[]);
     let empty_id = upsert("", None, &[("x", 0)]);
+    let long_id = upsert(&"é".repeat(crate::MAX_ID_BYTES / 2 + 1), None, &[("x", 0)]);
     let good = upsert("g", None, &[("good", 1)]);
     let batches = vec![
         vec![good.clone(), good.clone()],
@@ -187,6 +188,8 @@ pub fn bad_batches_are_refused_whole(location: &Location) {
         vec![good.clone(), nan],
         vec![good.clone(), no_chunks],
         vec![good.clone(), empty_id],
+        vec![good.clone(), long_id],
+        vec![Operation::Delete("x".repeat(crate::MAX_ID_BYTES + 1))],
     ];
     for (i, batch) in batches.into_iter().enumerate() {
         match c.commit(batch) {
@@ -201,6 +204,18 @@ pub fn bad_batches_are_refused_whole(location: &Location) {
         c.dense_search(&[1.0; DIM + 1], 3),
         Err(IndexError::InvalidInput(_))
     ));
+    c.verify().unwrap();
+    // The longest id allowed works everywhere, deletion included.
+    let longest = "x".repeat(crate::MAX_ID_BYTES);
+    c.commit(vec![upsert(&longest, None, &[("longest", 2)])])
+        .unwrap();
+    assert_eq!(
+        ids(&c.keyword_search("longest", 3).unwrap()),
+        [longest.as_str()]
+    );
+    c.commit(vec![Operation::Delete(longest.clone())]).unwrap();
+    assert!(c.keyword_search("longest", 3).unwrap().is_empty());
+    assert_eq!(c.documents(&[&longest]).unwrap(), [None]);
     c.verify().unwrap();
 }
 

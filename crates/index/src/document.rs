@@ -2,6 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Longest document id, in bytes of UTF-8. Why a bound: an id is a key in every part of a
+/// collection (tantivy refuses terms over 65,530 bytes, so a longer id could be added but never
+/// deleted) and a path segment in `DELETE /collections/{name}/documents/{id}`; 1,024 bytes holds
+/// any file path or URL users key documents by. Checked by [`crate::batch::validate_batch`] for
+/// every backend, and by the pipeline before any embedding work.
+pub const MAX_ID_BYTES: usize = 1024;
+
 /// A document as the user gave it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Document {

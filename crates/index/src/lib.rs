@@ -19,7 +19,9 @@ pub mod manifest;
 pub mod store;
 
 pub use backend::{CollectionBackend, CollectionStats};
-pub use document::{Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation};
+pub use document::{
+    Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation, MAX_ID_BYTES,
+};
 pub use error::{IndexError, Result};
 pub use manifest::{ChunkingConfig, EmbeddingModelInfo, Manifest, FORMAT_VERSION};
 pub use store::{Access, CollectionStore, Location};

@@ -117,6 +117,11 @@ pub fn ingest(
                 "a document has an empty id".into(),
             ));
         }
+        if d.id.len() > sift_index::MAX_ID_BYTES {
+            return Err(PipelineError::InvalidInput(sift_index::batch::too_long_id(
+                &d.id,
+            )));
+        }
         if d.text.trim().is_empty() {
             return Err(PipelineError::InvalidInput(format!(
                 "document {:?} has no text",

@@ -56,6 +56,35 @@ pub struct SearchOptions {
     pub rerank: bool,
 }
 
+/// Most documents one recall leg may return. Why a bound: each leg fetches several chunks per
+/// document and keeps them in memory, and a number from a request or a flag must not decide how
+/// much memory is allocated (an unbounded `--depth` once aborted on a 72 GB allocation).
+pub const MAX_DEPTH: usize = 10_000;
+/// Most candidates the reranker may score for one query (a top-1,000 rerank is ~13 s on 2 CPU
+/// cores with MiniLM-L6; more is a batch job, not a search).
+pub const MAX_CANDIDATES: usize = 1_000;
+/// Most documents one search may return.
+pub const MAX_TOP_K: usize = 1_000;
+
+impl SearchOptions {
+    /// Refuses values outside `1..=`[`MAX_DEPTH`], `1..=`[`MAX_TOP_K`] and `0..=`
+    /// [`MAX_CANDIDATES`], before any work.
+    pub fn validate(&self) -> Result<()> {
+        let check = |name: &str, value: usize, min: usize, max: usize| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(PipelineError::InvalidInput(format!(
+                    "{name} is {value}; it must be between {min} and {max}"
+                )))
+            }
+        };
+        check("depth", self.depth, 1, MAX_DEPTH)?;
+        check("top_k", self.top_k, 1, MAX_TOP_K)?;
+        check("candidates", self.candidates, 0, MAX_CANDIDATES)
+    }
+}
+
 impl Default for SearchOptions {
     fn default() -> Self {
         SearchOptions {
@@ -376,11 +405,7 @@ impl Pipeline {
         if query.trim().is_empty() {
             return Err(PipelineError::InvalidInput("the query is empty".into()));
         }
-        if options.top_k == 0 || options.depth == 0 {
-            return Err(PipelineError::InvalidInput(
-                "top_k and depth must be at least 1".into(),
-            ));
-        }
+        options.validate()?;
         let mut timings = Timings::default();
         let fetch = options.depth.saturating_mul(CHUNK_OVERFETCH);
 

@@ -138,6 +138,21 @@ async fn upsert_search_delete() {
     )
     .await;
     assert_error(s, &b, 422, "top_k");
+    // Sizes are bounded before any work (an unbounded depth once allocated 72 GB).
+    for (field, value) in [
+        ("depth", json!(1_000_000_000u64)),
+        ("depth", json!(i64::MAX)),
+        ("candidates", json!(1_000_000)),
+        ("top_k", json!(1_000_000)),
+    ] {
+        let (s, b) = post(
+            &base,
+            "/collections/geo/search",
+            json!({"query": "x", field: value}),
+        )
+        .await;
+        assert_error(s, &b, 422, field);
+    }
     let (s, b) = post(
         &base,
         "/collections/geo/search",
@@ -161,6 +176,13 @@ async fn upsert_search_delete() {
     )
     .await;
     assert_error(s, &b, 422, "empty id");
+    let (s, b) = post(
+        &base,
+        "/collections/geo/documents",
+        json!({"documents": [{"id": "x".repeat(sift_index::MAX_ID_BYTES + 1), "text": "x"}]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "at most 1024 bytes");
     // A rejected batch wrote nothing.
     let (_, r) = post(
         &base,

@@ -60,12 +60,12 @@ pub struct EvalArgs {
     #[arg(long)]
     rerank_model: Vec<String>,
 
-    /// Documents each recall leg returns.
-    #[arg(long, default_value_t = 100)]
+    /// Documents each recall leg returns (1–10,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     depth: usize,
 
-    /// Candidates the reranker scores.
-    #[arg(long, default_value_t = 100)]
+    /// Candidates the reranker scores (0–1,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=sift_pipeline::search::MAX_CANDIDATES as u64))]
     candidates: usize,
 
     /// Evaluate at most this many queries (the first by id), for quick runs.

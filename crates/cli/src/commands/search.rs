@@ -31,16 +31,16 @@ pub struct SearchArgs {
     #[arg(long, default_value = "hybrid")]
     mode: SearchMode,
 
-    /// Documents each recall leg returns.
-    #[arg(long, default_value_t = 100)]
+    /// Documents each recall leg returns (1–10,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     depth: usize,
 
-    /// Fused documents the reranker scores.
-    #[arg(long, default_value_t = 100)]
+    /// Fused documents the reranker scores (0–1,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=sift_pipeline::search::MAX_CANDIDATES as u64))]
     candidates: usize,
 
-    /// Documents to return.
-    #[arg(long, short = 'k', default_value_t = 10)]
+    /// Documents to return (1–1,000).
+    #[arg(long, short = 'k', default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_TOP_K as u64))]
     top_k: usize,
 
     /// Cross-encoder to rerank with (directory or name).

@@ -85,7 +85,7 @@ pub struct TrainRerankerArgs {
     random_negatives: usize,
 
     /// Hard negatives are drawn from this many top first-stage results.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     negative_depth: usize,
 
     /// listwise (softmax cross-entropy over each group) or bce (pointwise).
@@ -138,7 +138,7 @@ pub struct TrainRerankerArgs {
     dev_queries: usize,
 
     /// First-stage candidates reranked per dev query.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     dev_depth: usize,
 
     #[command(flatten)]

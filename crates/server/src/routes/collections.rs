@@ -15,9 +15,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::AppState;
 
-/// Most results (and candidates, and recall depth) one search may ask for.
-const MAX_SEARCH_DEPTH: usize = 1000;
-
 fn collections(state: &AppState) -> Result<&Collections, ApiError> {
     state
         .inner
@@ -164,13 +161,13 @@ pub struct SearchRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     mode: Option<SearchMode>,
-    /// Results returned (default 10).
+    /// Results returned (default 10; 1–1,000).
     #[serde(default)]
     top_k: Option<i64>,
-    /// Fused candidates the reranker scores (default 100).
+    /// Fused candidates the reranker scores (default 100; 0–1,000).
     #[serde(default)]
     candidates: Option<i64>,
-    /// Documents each recall leg returns (default 100).
+    /// Documents each recall leg returns (default 100; 1–10,000).
     #[serde(default)]
     depth: Option<i64>,
     /// Rerank when the server has a rerank model (default true).
@@ -216,13 +213,15 @@ pub struct SearchResponse {
     timings: StageTimings,
 }
 
+/// A size from the request; its range is checked with every other option by
+/// [`SearchOptions::validate`], the one definition the CLI shares.
 fn bounded(name: &str, v: Option<i64>, default: usize) -> Result<usize, ApiError> {
     match v {
         None => Ok(default),
-        Some(n) if n >= 1 && n as usize <= MAX_SEARCH_DEPTH => Ok(n as usize),
-        Some(n) => Err(ApiError::invalid(format!(
-            "{name} must be between 1 and {MAX_SEARCH_DEPTH}, got {n}"
+        Some(n) if n < 0 => Err(ApiError::invalid(format!(
+            "{name} is {n}; it must not be negative"
         ))),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
     }
 }
 
@@ -252,6 +251,9 @@ pub async fn search(
         depth: bounded("depth", req.depth, defaults.depth)?,
         rerank: req.rerank.unwrap_or(defaults.rerank),
     };
+    options
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let permit = collections(&state)?.permit()?;
     // Rerank when asked and the server has a rerank model; through its batching queue.
     let rerank = options.rerank && state.inner.reranker.is_some();
