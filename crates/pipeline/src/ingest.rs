@@ -98,20 +98,11 @@ pub fn chunk_document(
     .collect())
 }
 
-/// Embeds and commits `docs` in batches of `batch_docs` documents (the commit unit). Calls
-/// `on_commit(done, total)` after each durable batch. Documents already stored unchanged are
-/// skipped, so re-running an ingest is idempotent and cheap.
-pub fn ingest(
-    embedder: &Embedder,
-    backend: &mut dyn CollectionBackend,
-    docs: Vec<Document>,
-    batch_docs: usize,
-    on_commit: &mut dyn FnMut(usize, usize),
-) -> Result<IngestReport> {
-    check_model(embedder, backend.manifest())?;
-    let chunking = backend.manifest().chunking;
+/// Refuses input the collection must never see: an empty, too long or repeated id, or a
+/// document without text. Checked before anything is created, embedded or written.
+pub fn validate_documents(docs: &[Document]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
-    for d in &docs {
+    for d in docs {
         if d.id.is_empty() {
             return Err(PipelineError::InvalidInput(
                 "a document has an empty id".into(),
@@ -135,6 +126,27 @@ pub fn ingest(
             )));
         }
     }
+    Ok(())
+}
+
+/// Embeds and commits `docs` in batches of `batch_docs` documents (the commit unit). Calls
+/// `on_commit(done, total)` after each durable batch. Documents already stored unchanged are
+/// skipped, so re-running an ingest is idempotent and cheap.
+///
+/// With `commit_deadline`, a batch whose embedding ends after it is not committed:
+/// [`PipelineError::DeadlineExceeded`] then says how many earlier batches were. A commit that
+/// began is never abandoned, so the caller always learns the outcome.
+pub fn ingest(
+    embedder: &Embedder,
+    backend: &mut dyn CollectionBackend,
+    docs: Vec<Document>,
+    batch_docs: usize,
+    commit_deadline: Option<std::time::Instant>,
+    on_commit: &mut dyn FnMut(usize, usize),
+) -> Result<IngestReport> {
+    check_model(embedder, backend.manifest())?;
+    let chunking = backend.manifest().chunking;
+    validate_documents(&docs)?;
     let mut report = IngestReport::default();
     let total = docs.len();
     let mut done = 0;
@@ -179,6 +191,11 @@ pub fn ingest(
                 report.added += 1;
             }
             report.chunks += d.chunks.len();
+        }
+        if commit_deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return Err(PipelineError::DeadlineExceeded {
+                committed: report.batches,
+            });
         }
         backend.commit(docs.into_iter().map(Operation::Upsert).collect())?;
         report.batches += 1;

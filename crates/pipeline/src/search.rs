@@ -344,7 +344,30 @@ impl Pipeline {
             self.backend.as_mut(),
             docs,
             batch_docs,
+            None,
             on_commit,
+        )
+    }
+
+    /// Embeds and stores `docs` as one batch, committed only if the embedding ends before
+    /// `deadline` (what a server does for a request: all of it or none, and an answer that says
+    /// which).
+    pub fn ingest_one_batch(
+        &mut self,
+        docs: Vec<Document>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<IngestReport> {
+        let embedder = self.embedder.clone().ok_or_else(|| {
+            PipelineError::InvalidInput("indexing needs an embedding model".into())
+        })?;
+        let batch = docs.len().max(1);
+        ingest(
+            &embedder,
+            self.backend.as_mut(),
+            docs,
+            batch,
+            deadline,
+            &mut |_, _| {},
         )
     }
 

@@ -3,7 +3,9 @@
 //! backend's lock is exclusive, so `sift index` cannot write to one while the server holds it —
 //! it gets a clear "in use" error instead of corrupting it).
 //!
-//! Searches share a read lock; upserts and deletes take the write lock. Collection requests run
+//! At most `max_open` collections stay open: opening one more closes the least recently used
+//! one that no request is using (each open collection holds its vectors in memory, a BM25
+//! writer and its threads). Searches share a read lock; upserts and deletes take the write lock. Collection requests run
 //! on blocking threads, bounded by a semaphore (429 when all permits are taken). Their rerank
 //! stage goes through the server's rerank batching queue like `/rerank` does, so one scheduler
 //! shares the CPU between the two.
@@ -24,8 +26,47 @@ pub type SharedPipeline = Arc<RwLock<Pipeline>>;
 pub struct Collections {
     store: CollectionStore,
     embedder: Option<Arc<Embedder>>,
-    open: Mutex<HashMap<String, SharedPipeline>>,
+    open: Mutex<OpenCollections>,
     permits: Arc<Semaphore>,
+    max_open: usize,
+}
+
+/// The open handles and when each was last used (a counter, not a clock).
+#[derive(Default)]
+struct OpenCollections {
+    handles: HashMap<String, (SharedPipeline, u64)>,
+    uses: u64,
+}
+
+impl OpenCollections {
+    fn get(&mut self, name: &str) -> Option<SharedPipeline> {
+        self.uses += 1;
+        let uses = self.uses;
+        self.handles.get_mut(name).map(|(p, used)| {
+            *used = uses;
+            p.clone()
+        })
+    }
+
+    /// Closes least recently used handles that no request holds until fewer than `max` are
+    /// open (all of them may be in use; then none closes).
+    fn make_room(&mut self, max: usize) {
+        while self.handles.len() >= max {
+            let idle = self
+                .handles
+                .iter()
+                .filter(|(_, (p, _))| Arc::strong_count(p) == 1)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(name, _)| name.clone());
+            match idle {
+                Some(name) => {
+                    tracing::info!("closing collection {name:?} (least recently used)");
+                    self.handles.remove(&name);
+                }
+                None => break,
+            }
+        }
+    }
 }
 
 impl Collections {
@@ -33,13 +74,24 @@ impl Collections {
         location: Location,
         embedder: Option<Arc<Embedder>>,
         max_concurrent: usize,
+        max_open: usize,
     ) -> Result<Self, ApiError> {
         Ok(Collections {
             store: CollectionStore::open(location)?,
             embedder,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenCollections::default()),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            max_open: max_open.max(1),
         })
+    }
+
+    /// How many collections are open now.
+    pub fn open_count(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handles
+            .len()
     }
 
     /// A slot to run one collection request, or 429.
@@ -65,8 +117,9 @@ impl Collections {
         sift_index::store::validate_name(name)?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = open.get(name) {
-            return Ok(p.clone());
+            return Ok(p);
         }
+        open.make_room(self.max_open);
         let collection = if self.store.exists(name)? {
             self.store.open_collection(name, Access::Write)?
         } else if create {
@@ -83,8 +136,37 @@ impl Collections {
         // through the batching queue.
         let pipeline = Pipeline::new(self.embedder.clone(), None, collection)?;
         let shared = Arc::new(RwLock::new(pipeline));
-        open.insert(name.to_owned(), shared.clone());
+        let uses = open.uses;
+        open.handles.insert(name.to_owned(), (shared.clone(), uses));
         Ok(shared)
+    }
+
+    /// Creates collection `name` for the server's embedding model; `false` when it exists
+    /// already (built with that model; another model is a 409).
+    pub fn create(&self, name: &str) -> Result<bool, ApiError> {
+        sift_index::store::validate_name(name)?;
+        let existed = self.store.exists(name)?;
+        self.get(name, true)?;
+        Ok(!existed)
+    }
+
+    /// Closes and deletes collection `name`; 409 while a request is using it.
+    pub fn drop_collection(&self, name: &str) -> Result<(), ApiError> {
+        sift_index::store::validate_name(name)?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, _)) = open.handles.get(name) {
+            if Arc::strong_count(p) > 1 {
+                return Err(ApiError::conflict(format!(
+                    "collection {name:?} is in use by a request; retry when it finishes"
+                )));
+            }
+            open.handles.remove(name);
+        }
+        if !self.store.exists(name)? {
+            return Err(ApiError::not_found(format!("no collection named {name:?}")));
+        }
+        self.store.drop_collection(name)?;
+        Ok(())
     }
 
     /// Runs `f` on collection `name`; when it fails because the open handle became unusable (a
@@ -101,8 +183,12 @@ impl Collections {
         if let Err(e) = &result {
             if e.kind == crate::error::UNUSABLE_KIND {
                 let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-                if open.get(name).is_some_and(|p| Arc::ptr_eq(p, &pipeline)) {
-                    open.remove(name);
+                if open
+                    .handles
+                    .get(name)
+                    .is_some_and(|(p, _)| Arc::ptr_eq(p, &pipeline))
+                {
+                    open.handles.remove(name);
                 }
             }
         }

@@ -63,6 +63,10 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -135,8 +139,16 @@ impl From<IndexError> for ApiError {
             e @ IndexError::ModelMismatch { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            e @ IndexError::Locked { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            e @ IndexError::Locked { .. } => ApiError::conflict(e.to_string()),
+            IndexError::Io { path, source } if source.kind() == std::io::ErrorKind::StorageFull => {
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    format!(
+                        "{}: the disk is full; nothing of this request was written",
+                        path.display()
+                    ),
+                )
             }
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,6 +166,11 @@ impl From<PipelineError> for ApiError {
             PipelineError::Index(e) => e.into(),
             PipelineError::InvalidInput(m) => ApiError::invalid(m),
             PipelineError::Internal(m) => ApiError::internal(m),
+            e @ PipelineError::DeadlineExceeded { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request timed out: {e}"),
+            ),
         }
     }
 }

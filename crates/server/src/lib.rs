@@ -52,6 +52,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Collection requests (indexing, search) running at once; more get 429.
     pub max_concurrent_collection_requests: usize,
+    /// Collections kept open at once; opening another closes the least recently used idle one.
+    pub max_open_collections: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +64,7 @@ impl Default for Limits {
             auto_truncate: false,
             request_timeout: Duration::from_secs(60),
             max_concurrent_collection_requests: 4,
+            max_open_collections: 64,
         }
     }
 }
@@ -113,6 +116,7 @@ impl AppState {
                 location.clone(),
                 embedder.clone(),
                 config.limits.max_concurrent_collection_requests,
+                config.limits.max_open_collections,
             )?),
             None => None,
         };
@@ -173,6 +177,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::cohere::rerank_v1))
         .routes(routes!(routes::cohere::rerank_v2))
         .routes(routes!(routes::collections::list))
+        .routes(routes!(
+            routes::collections::create,
+            routes::collections::drop_collection
+        ))
         .routes(routes!(routes::collections::upsert))
         .routes(routes!(routes::collections::delete_document))
         .routes(routes!(routes::collections::search))
@@ -226,7 +234,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(origins)
-                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
         );
     }

@@ -101,7 +101,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one request. `route` is a matched route template (or `unmatched`) and `method`
+    /// is folded to the standard methods, so no client can create series at will.
     pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+        let method = METHODS
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("other");
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),

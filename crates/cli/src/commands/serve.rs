@@ -94,6 +94,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SIFT_MAX_COLLECTION_REQUESTS", default_value_t = 4)]
     max_collection_requests: usize,
 
+    /// Collections kept open at once; opening another closes the least recently used idle one.
+    #[arg(long, env = "SIFT_MAX_OPEN_COLLECTIONS", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    max_open_collections: usize,
+
     #[command(flatten)]
     long_documents: LongDocumentFlags,
 
@@ -147,6 +152,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             auto_truncate: args.auto_truncate,
             request_timeout: Duration::from_secs_f64(args.request_timeout),
             max_concurrent_collection_requests: args.max_collection_requests.max(1),
+            max_open_collections: args.max_open_collections,
         },
         batching: BatcherConfig {
             // A request may carry max_items inputs; the queue must admit at least one such.

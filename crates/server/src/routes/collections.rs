@@ -8,6 +8,7 @@ use sift_pipeline::{SearchMode, SearchOptions};
 use utoipa::ToSchema;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{blocking, check_items, rerank_documents};
 use crate::collections::Collections;
@@ -35,6 +36,78 @@ pub struct CollectionList {
 pub async fn list(State(state): State<AppState>) -> Result<Json<CollectionList>, ApiError> {
     let names = collections(&state)?.names()?;
     Ok(Json(CollectionList { collections: names }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CollectionCreated {
+    name: String,
+    /// False when the collection existed already (built with the server's embedding model).
+    created: bool,
+}
+
+/// Creates an empty collection for the server's embedding model (upserts also create one on
+/// first use). Idempotent: 200 with `created: false` when it exists with that model.
+#[utoipa::path(put, path = "/collections/{name}", tag = "collections",
+    params(("name" = String, Path, description = "collection name: letters, digits, '-', '_', '.'")),
+    responses(
+        (status = 201, body = CollectionCreated),
+        (status = 200, body = CollectionCreated),
+        (status = 409, description = "it exists, built with another embedding model", body = ErrorBody),
+        (status = 422, description = "invalid name", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(axum::http::StatusCode, Json<CollectionCreated>), ApiError> {
+    sift_index::store::validate_name(&name)?;
+    let permit = collections(&state)?.permit()?;
+    let app = state.clone();
+    blocking(move || {
+        let _permit = permit;
+        let cols = collections(&app)?;
+        if cols.embedder().is_none() {
+            return Err(ApiError::unavailable(
+                "embedding model (creating a collection needs one)",
+            ));
+        }
+        let created = cols.create(&name)?;
+        let status = if created {
+            axum::http::StatusCode::CREATED
+        } else {
+            axum::http::StatusCode::OK
+        };
+        Ok((status, Json(CollectionCreated { name, created })))
+    })
+    .await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CollectionDropped {
+    dropped: String,
+}
+
+/// Closes and deletes a collection with everything in it.
+#[utoipa::path(delete, path = "/collections/{name}", tag = "collections",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = CollectionDropped),
+        (status = 404, description = "no such collection", body = ErrorBody),
+        (status = 409, description = "a request is using it", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn drop_collection(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<CollectionDropped>, ApiError> {
+    let permit = collections(&state)?.permit()?;
+    let app = state.clone();
+    blocking(move || {
+        let _permit = permit;
+        collections(&app)?.drop_collection(&name)?;
+        Ok(Json(CollectionDropped { dropped: name }))
+    })
+    .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -83,7 +156,20 @@ pub async fn upsert(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<UpsertRequest>,
 ) -> Result<Json<UpsertResponse>, ApiError> {
+    let deadline = Instant::now() + state.inner.limits.request_timeout;
     check_items(&state, req.documents.len(), "documents")?;
+    let docs: Vec<sift_index::Document> = req
+        .documents
+        .into_iter()
+        .map(|d| sift_index::Document {
+            id: d.id,
+            text: d.text,
+            title: d.title,
+            metadata: d.metadata,
+        })
+        .collect();
+    // Refused input creates nothing: validated before the collection is opened or created.
+    sift_pipeline::ingest::validate_documents(&docs)?;
     let permit = collections(&state)?.permit()?;
     let app = state.clone();
     blocking(move || {
@@ -94,19 +180,11 @@ pub async fn upsert(
                 "embedding model (indexing needs one)",
             ));
         }
-        let docs = req
-            .documents
-            .into_iter()
-            .map(|d| sift_index::Document {
-                id: d.id,
-                text: d.text,
-                title: d.title,
-                metadata: d.metadata,
-            })
-            .collect();
         cols.with(&name, true, |pipeline| {
             let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
-            let report = pipeline.ingest(docs, 64, &mut |_, _| {})?;
+            // One batch: the request is committed whole or not at all, and only if its
+            // embedding ends before the request timeout.
+            let report = pipeline.ingest_one_batch(docs, Some(deadline))?;
             Ok(Json(UpsertResponse {
                 added: report.added,
                 updated: report.updated,
@@ -136,12 +214,17 @@ pub async fn delete_document(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
+    let deadline = Instant::now() + state.inner.limits.request_timeout;
     let permit = collections(&state)?.permit()?;
     let app = state.clone();
     blocking(move || {
         let _permit = permit;
         collections(&app)?.with(&name, false, |pipeline| {
             let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
+            // Waiting for the write lock may outlast the request; then nothing is deleted.
+            if Instant::now() > deadline {
+                return Err(sift_pipeline::PipelineError::DeadlineExceeded { committed: 0 }.into());
+            }
             if pipeline.delete(std::slice::from_ref(&id))?.is_empty() {
                 return Err(ApiError::not_found(format!(
                     "collection {name:?} has no document {id:?}"

@@ -54,6 +54,9 @@ pub struct Info {
     /// Request timeout, in milliseconds.
     request_timeout_ms: u128,
     collections_enabled: bool,
+    /// Collections open now, and the most kept open.
+    open_collections: usize,
+    max_open_collections: usize,
 }
 
 fn describe(
@@ -96,6 +99,8 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         auto_truncate: s.limits.auto_truncate,
         request_timeout_ms: s.limits.request_timeout.as_millis(),
         collections_enabled: s.collections.is_some(),
+        open_collections: s.collections.as_ref().map_or(0, |c| c.open_count()),
+        max_open_collections: s.limits.max_open_collections,
     })
 }
 
