@@ -422,3 +422,36 @@ fn a_full_disk_loses_no_acknowledged_batch() {
         expected.len()
     );
 }
+
+/// A collection on a read-only mount is searchable (the lock file cannot be created or opened
+/// for writing there); a writer is refused with the file system's error, not a panic.
+#[test]
+fn a_read_only_collection_can_be_searched() {
+    let Some(disk) = Tmpfs::mount(16 << 20) else {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    };
+    let with_lock = disk.dir.path().join("with-lock");
+    let expected = build(&with_lock);
+    // A collection copied without its LOCK file (e.g. an image built from a backup).
+    let without_lock = disk.dir.path().join("without-lock");
+    copy_dir(&with_lock, &without_lock);
+    std::fs::remove_file(without_lock.join("LOCK")).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(disk.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for dir in [&with_lock, &without_lock] {
+        for mode in [OpenMode::ReadOnly, OpenMode::Search] {
+            let c = LocalCollection::open(dir, mode, ann())
+                .unwrap_or_else(|e| panic!("{} {mode:?}: {e}", dir.display()));
+            check(&c, &expected);
+        }
+        match LocalCollection::open(dir, OpenMode::Write, ann()) {
+            Err(IndexError::Io { .. }) => {}
+            other => panic!("a writer on a read-only mount: {:?}", other.err()),
+        }
+    }
+}

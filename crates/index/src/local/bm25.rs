@@ -11,8 +11,13 @@
 //! damaged index is found when the collection opens, not by the first query that touches it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tantivy::collector::TopDocs;
+use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
+use tantivy::directory::{
+    Directory, DirectoryLock, FileHandle, Lock, MmapDirectory, WatchCallback, WatchHandle, WritePtr,
+};
 use tantivy::query::QueryParser;
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
@@ -47,6 +52,48 @@ fn contained<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 impl From<tantivy::TantivyError> for IndexError {
     fn from(e: tantivy::TantivyError) -> Self {
         IndexError::Bm25(e.to_string())
+    }
+}
+
+/// tantivy's memory-mapped directory without its lock files, for readers.
+///
+/// Why: a tantivy reader creates `.tantivy-meta.lock` while it opens segments, so that a
+/// concurrent writer's garbage collection cannot delete them under it. sift readers already hold
+/// the collection's shared `LOCK`, which no writer can hold at the same time, and on a read-only
+/// file system the lock file cannot be created at all.
+#[derive(Clone, Debug)]
+struct LocklessDirectory(MmapDirectory);
+
+impl Directory for LocklessDirectory {
+    fn get_file_handle(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<Arc<dyn FileHandle>, OpenReadError> {
+        self.0.get_file_handle(path)
+    }
+    fn delete(&self, path: &Path) -> std::result::Result<(), DeleteError> {
+        self.0.delete(path)
+    }
+    fn exists(&self, path: &Path) -> std::result::Result<bool, OpenReadError> {
+        self.0.exists(path)
+    }
+    fn open_write(&self, path: &Path) -> std::result::Result<WritePtr, OpenWriteError> {
+        self.0.open_write(path)
+    }
+    fn atomic_read(&self, path: &Path) -> std::result::Result<Vec<u8>, OpenReadError> {
+        self.0.atomic_read(path)
+    }
+    fn atomic_write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        self.0.atomic_write(path, data)
+    }
+    fn sync_directory(&self) -> std::io::Result<()> {
+        self.0.sync_directory()
+    }
+    fn acquire_lock(&self, _lock: &Lock) -> std::result::Result<DirectoryLock, LockError> {
+        Ok(DirectoryLock::from(Box::new(())))
+    }
+    fn watch(&self, callback: WatchCallback) -> tantivy::Result<WatchHandle> {
+        self.0.watch(callback)
     }
 }
 
@@ -91,7 +138,9 @@ impl Bm25Index {
                 reason: "BM25 index missing".into(),
             });
         }
-        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+        if writable {
+            std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+        }
         let mut builder = Schema::builder();
         let key = builder.add_text_field("key", STRING | STORED);
         let doc_id = builder.add_text_field("doc_id", STRING);
@@ -103,7 +152,11 @@ impl Bm25Index {
         let title = builder.add_text_field("title", analysed.clone());
         let text = builder.add_text_field("text", analysed);
         let schema = builder.build();
-        let index = if dir.join("meta.json").is_file() {
+        let index = if !writable {
+            let directory =
+                MmapDirectory::open(dir).map_err(|e| IndexError::Bm25(e.to_string()))?;
+            Index::open(LocklessDirectory(directory))?
+        } else if dir.join("meta.json").is_file() {
             Index::open_in_dir(dir)?
         } else {
             Index::create_in_dir(dir, schema.clone())?

@@ -6,26 +6,46 @@ use std::path::Path;
 use crate::error::{IndexError, Result};
 
 /// Writers hold `dir/LOCK` exclusively, readers share it; the lock lives as long as the file.
-pub fn lock(dir: &Path, exclusive: bool) -> Result<File> {
+///
+/// A reader on a read-only file system (a read-only mount, a snapshot, a container layer)
+/// cannot create or open the file for writing: it takes the shared lock through a read-only
+/// handle, and when there is no `LOCK` at all (no writer ever opened the collection there) it
+/// reads without one — `None`. Writers always need the lock.
+pub fn lock(dir: &Path, exclusive: bool) -> Result<Option<File>> {
     let path = dir.join("LOCK");
-    let file = File::options()
+    let opened = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(IndexError::io(&path))?;
+        .open(&path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if !exclusive && read_only_fs(&e) => match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(IndexError::Io { path, source: e }),
+        },
+        Err(e) => return Err(IndexError::Io { path, source: e }),
+    };
     let locked = if exclusive {
         file.try_lock()
     } else {
         file.try_lock_shared()
     };
     match locked {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Locked {
             path: dir.to_owned(),
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io { path, source: e }),
     }
+}
+
+fn read_only_fs(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file. A failed

@@ -56,7 +56,8 @@ pub enum OpenMode {
 pub struct LocalCollection {
     dir: PathBuf,
     manifest: Manifest,
-    _lock: File,
+    /// `None` only for a reader on a read-only file system without a `LOCK` file.
+    _lock: Option<File>,
     /// `None` when opened read-only.
     wal: Option<Wal>,
     seq: u64,
@@ -130,8 +131,10 @@ impl LocalCollection {
 
         let bm25_dir = dir.join("bm25");
         let bm25 = if !writable {
-            Bm25Index::open_read_only(&bm25_dir)
-                .map_err(|_| IndexError::NeedsRecovery(dir.to_owned()))?
+            Bm25Index::open_read_only(&bm25_dir).map_err(|e| {
+                tracing::debug!("{}: {e}", bm25_dir.display());
+                IndexError::NeedsRecovery(dir.to_owned())
+            })?
         } else {
             match Bm25Index::open_or_create(&bm25_dir) {
                 Ok(b) => b,
@@ -374,7 +377,7 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
 }
 
 /// The exclusive lock a drop of the collection in `dir` holds while deleting it.
-pub(crate) fn lock_for_drop(dir: &Path) -> Result<File> {
+pub(crate) fn lock_for_drop(dir: &Path) -> Result<Option<File>> {
     lock(dir, true)
 }
 
