@@ -76,6 +76,13 @@ pub trait CollectionBackend: Send + Sync {
     /// Housekeeping after bulk changes (snapshots, index rebuilds). Never changes results.
     fn compact(&mut self) -> Result<()>;
 
+    /// Compacts when the backend's own policy says the housekeeping has become worth its cost
+    /// (for the local backend: when the log outgrew a share of the snapshot); returns whether
+    /// it did. Long-lived writers (the server) call it after their writes, so what a collection
+    /// keeps on disk stays proportional to what it holds. Never changes results; a failure
+    /// leaves every committed batch in place.
+    fn compact_if_due(&mut self) -> Result<bool>;
+
     /// Nearest chunks to `vector` (the manifest's dimension) by cosine similarity.
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>>;
 

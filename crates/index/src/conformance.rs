@@ -243,6 +243,8 @@ pub fn committed_batches_survive_reopening(location: &Location) {
     };
     let mut c = store::open(location, Access::Write).unwrap();
     check(c.as_ref(), "reopened for writing");
+    c.compact_if_due().unwrap();
+    check(c.as_ref(), "after compaction when due");
     c.compact().unwrap();
     check(c.as_ref(), "after compaction");
     drop(c);

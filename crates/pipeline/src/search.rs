@@ -393,6 +393,7 @@ impl Pipeline {
                 .map(sift_index::Operation::Delete)
                 .collect(),
         )?;
+        crate::ingest::compact_if_due(self.backend.as_mut());
         Ok(existing)
     }
 

@@ -41,6 +41,26 @@ use crate::document::{ChunkHit, Document, HitDetails, Operation};
 use crate::error::{IndexError, Result};
 use crate::manifest::{Manifest, FORMAT_VERSION};
 
+/// When a writer compacts on its own ([`CollectionBackend::compact_if_due`]): once the log is
+/// larger than both `min_log_bytes` and `log_to_snapshot` × the snapshot's size. The ratio makes
+/// the cost of compaction (rewriting the snapshot, rebuilding the graph) proportional to the
+/// bytes written since the last one — amortized O(1) per byte, as in an LSM tree — and the
+/// floor keeps small collections from compacting at every write.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionPolicy {
+    pub min_log_bytes: u64,
+    pub log_to_snapshot: f64,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            min_log_bytes: 8 << 20,
+            log_to_snapshot: 0.5,
+        }
+    }
+}
+
 /// How a local collection is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -66,6 +86,9 @@ pub struct LocalCollection {
     contents: Contents,
     bm25: Bm25Index,
     wal_records: usize,
+    /// Bytes of `snapshot.bin` (0 without one), for the compaction policy.
+    snapshot_bytes: u64,
+    compaction: CompactionPolicy,
     /// Set when a write failed after its WAL record began: memory or BM25 may disagree with
     /// the log, so every call refuses until the collection is reopened.
     unusable: Option<String>,
@@ -215,6 +238,8 @@ impl LocalCollection {
             contents,
             bm25,
             wal_records,
+            snapshot_bytes: std::fs::metadata(&snapshot_path).map_or(0, |m| m.len()),
+            compaction: CompactionPolicy::default(),
             unusable: None,
             #[cfg(test)]
             bm25_failpoint: (usize::MAX, 0),
@@ -241,6 +266,16 @@ impl LocalCollection {
             c.rebuild_bm25()?;
         }
         Ok(c)
+    }
+
+    /// Replaces the compaction policy (the default suits servers; tests use small floors).
+    pub fn set_compaction_policy(&mut self, policy: CompactionPolicy) {
+        self.compaction = policy;
+    }
+
+    /// Bytes of the write-ahead log (0 when opened read-only).
+    pub fn log_bytes(&self) -> u64 {
+        self.wal.as_ref().map_or(0, Wal::len)
     }
 
     pub fn dir(&self) -> &Path {
@@ -499,10 +534,23 @@ impl CollectionBackend for LocalCollection {
             self.seq,
             self.contents.vectors.graph(),
         )?;
+        self.snapshot_bytes =
+            std::fs::metadata(self.dir.join("snapshot.bin")).map_or(0, |m| m.len());
         let seq = self.seq;
         self.writable_wal()?.reset(seq)?;
         self.wal_records = 0;
         Ok(())
+    }
+
+    fn compact_if_due(&mut self) -> Result<bool> {
+        self.usable()?;
+        let log = self.log_bytes();
+        let due = log > self.compaction.min_log_bytes
+            && log as f64 > self.compaction.log_to_snapshot * self.snapshot_bytes as f64;
+        if due {
+            self.compact()?;
+        }
+        Ok(due)
     }
 
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {

@@ -174,6 +174,11 @@ impl Wal {
         Ok(())
     }
 
+    /// Bytes of the log on disk (header and records).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
     /// The partial record a failed append may have left, when it could not be removed.
     pub fn torn(&self) -> Option<&str> {
         self.torn.as_deref()
