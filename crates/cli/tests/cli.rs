@@ -132,6 +132,21 @@ fn bad_input_gives_clear_errors_not_panics() {
             None,
             "not in 1..=1000",
         ),
+        (
+            vec!["serve", "--embed-model", "x", "--request-timeout", "1e300"],
+            None,
+            "--request-timeout must be between",
+        ),
+        (
+            vec!["serve", "--embed-model", "x", "--request-timeout=-1"],
+            None,
+            "--request-timeout must be between",
+        ),
+        (
+            vec!["serve", "--embed-model", "x", "--max-items", "0"],
+            None,
+            "not in 1..=100000",
+        ),
     ];
     for (args, input, want) in cases {
         let out = sift(&args, input);

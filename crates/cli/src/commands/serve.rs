@@ -65,12 +65,12 @@ pub struct ServeArgs {
     #[arg(long = "cors-origin", env = "SIFT_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
 
-    /// Largest request body, in bytes.
-    #[arg(long, env = "SIFT_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    /// Largest request body, in bytes (1 KiB–1 GiB).
+    #[arg(long, env = "SIFT_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1 << 30))]
     max_body_bytes: usize,
 
-    /// Most texts or documents in one request.
-    #[arg(long, env = "SIFT_MAX_ITEMS", default_value_t = 2048)]
+    /// Most texts or documents in one request (1–100,000).
+    #[arg(long, env = "SIFT_MAX_ITEMS", default_value_t = 2048, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     max_items: usize,
 
     /// Cut inputs longer than the model's limit instead of answering 413 (TEI's `truncate`
@@ -78,20 +78,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SIFT_AUTO_TRUNCATE")]
     auto_truncate: bool,
 
-    /// Most inputs waiting per model before requests get 429.
-    #[arg(long, env = "SIFT_MAX_QUEUED_INPUTS", default_value_t = 4096)]
+    /// Most inputs waiting per model before requests get 429 (1–1,000,000).
+    #[arg(long, env = "SIFT_MAX_QUEUED_INPUTS", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_queued_inputs: usize,
 
-    /// Most tokens (unpadded) in one forward pass of the batching worker.
-    #[arg(long, env = "SIFT_MAX_BATCH_TOKENS", default_value_t = 16384)]
+    /// Most tokens (unpadded) in one forward pass of the batching worker (1–1,048,576).
+    #[arg(long, env = "SIFT_MAX_BATCH_TOKENS", default_value_t = 16384, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 20))]
     max_batch_tokens: usize,
 
-    /// Requests running longer get 503, in seconds.
+    /// Requests running longer get 503, in seconds (0.001–86,400). Writes are checked at their
+    /// commit point: a timed-out write wrote nothing.
     #[arg(long, env = "SIFT_REQUEST_TIMEOUT", default_value_t = 60.0)]
     request_timeout: f64,
 
-    /// Collection requests (indexing, search) running at once; more get 429.
-    #[arg(long, env = "SIFT_MAX_COLLECTION_REQUESTS", default_value_t = 4)]
+    /// Collection requests (indexing, search) running at once; more get 429 (1–1,024).
+    #[arg(long, env = "SIFT_MAX_COLLECTION_REQUESTS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     max_collection_requests: usize,
 
     /// Collections kept open at once; opening another closes the least recently used idle one.
@@ -139,8 +140,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.embed_model.is_none() && args.rerank_model.is_none() {
         bail!("give --embed-model, --rerank-model or both");
     }
-    if !(args.request_timeout > 0.0 && args.request_timeout.is_finite()) {
-        bail!("--request-timeout must be a positive number of seconds");
+    if !(0.001..=86_400.0).contains(&args.request_timeout) {
+        bail!("--request-timeout must be between 0.001 and 86400 seconds");
     }
     if args.max_items == 0 || args.max_queued_inputs == 0 || args.max_batch_tokens == 0 {
         bail!("--max-items, --max-queued-inputs and --max-batch-tokens must be at least 1");
