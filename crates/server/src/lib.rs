@@ -241,15 +241,81 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
     app.with_state(state)
 }
 
+/// Longest a client may take to send a request's headers, and longest an idle keep-alive
+/// connection stays open, in seconds. Why sift runs its own accept loop for this: `axum::serve`
+/// gives hyper no timer, so neither is enforced there and slow or idle clients hold a
+/// connection (and delay a graceful stop) for as long as they like.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves until `shutdown` resolves, then finishes in-flight requests (collection writes commit
-/// whole batches, so a stop never leaves a collection half-written).
+/// whole batches, so a stop never leaves a collection half-written) and closes idle
+/// connections at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(
+        listener,
+        router(state, config),
+        HEADER_READ_TIMEOUT,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] for any router, with the header-read (and keep-alive idle) timeout given.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_read_timeout)
+        .keep_alive_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            hyper_util::service::TowerToHyperService::new(app.clone().map_request(
+                |r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+            ));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

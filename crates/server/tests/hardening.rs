@@ -194,3 +194,64 @@ async fn clients_cannot_create_metrics_series() {
     stop.send(()).unwrap();
     server.await.unwrap();
 }
+
+/// Whether the server closed `stream` within `within` (a read returns end of file).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a response; keep reading until the close
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Slow (slowloris) and idle clients are cut off after the header-read timeout, and a graceful
+/// stop does not wait for them; before, both stayed open for minutes and SIGTERM waited.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_and_do_not_delay_a_stop() {
+    use tokio::io::AsyncWriteExt;
+    let config = ServerConfig::default();
+    let state = AppState::new(Some(minilm()), None, &config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let timeout = Duration::from_millis(300);
+    let server = tokio::spawn(sift_server::serve_with(
+        listener,
+        sift_server::router(state, &config),
+        timeout,
+        async {
+            let _ = rx.await;
+        },
+    ));
+
+    // Half a request header, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut slow, Duration::from_secs(3)).await);
+
+    // One request, answered, then an idle keep-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(3)).await);
+
+    // A stop with a fresh idle connection open returns at once.
+    let _held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("the stop waited for an idle client")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
