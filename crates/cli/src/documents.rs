@@ -268,4 +268,45 @@ mod tests {
         );
         assert_eq!(parsed.docs[1].title.as_deref(), Some("Title"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any bytes: every line is a document or an error naming its line; never a panic.
+            #[test]
+            fn any_bytes_give_documents_or_located_errors(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                for (location, _) in parse_jsonl("f.jsonl", &bytes) {
+                    prop_assert!(location.starts_with("f.jsonl:"));
+                }
+            }
+
+            /// A document written as a JSONL line reads back as written.
+            #[test]
+            fn documents_round_trip(
+                id in "\\PC{1,20}",
+                text in "\\PC{0,60}[a-z]",
+                title in proptest::option::of("\\PC{0,10}[a-z]"),
+                year in proptest::option::of(any::<i32>()),
+            ) {
+                let mut line = serde_json::json!({"id": id, "text": text});
+                if let Some(t) = &title {
+                    line["title"] = serde_json::json!(t);
+                }
+                if let Some(y) = year {
+                    line["metadata"] = serde_json::json!({"year": y});
+                }
+                let parsed = parse_jsonl("f", format!("{line}\n").as_bytes());
+                prop_assert_eq!(parsed.len(), 1);
+                let doc = parsed[0].1.clone().unwrap();
+                prop_assert_eq!(doc.id, id);
+                prop_assert_eq!(doc.text, text);
+                prop_assert_eq!(doc.title, title);
+                prop_assert_eq!(doc.metadata.map(|m| m["year"].clone()), year.map(|y| serde_json::json!(y)));
+            }
+        }
+    }
 }

@@ -140,4 +140,74 @@ mod tests {
         let order = |r: &Run| ranked(&r.results["q1"]);
         assert_eq!(order(&back), order(&run));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Ids as BEIR and TREC files carry them: no whitespace.
+        fn id() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_.:/-]{1,12}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any text: parsed or refused with a line number, never a panic.
+            #[test]
+            fn any_text_is_parsed_or_refused(text in "\\PC{0,200}") {
+                if let Err(e) = Qrels::parse("q", &text) {
+                    prop_assert!(e.line >= 1);
+                }
+                if let Err(e) = Run::parse("r", &text) {
+                    prop_assert!(e.line >= 1);
+                }
+            }
+
+            /// Qrels written in either layout read back as written.
+            #[test]
+            fn qrels_round_trip(
+                judgements in proptest::collection::btree_map(
+                    id(),
+                    proptest::collection::btree_map(id(), -2i32..4, 1..4),
+                    0..5,
+                ),
+                trec in any::<bool>(),
+            ) {
+                let mut text = String::new();
+                for (q, docs) in &judgements {
+                    for (d, rel) in docs {
+                        if trec {
+                            text.push_str(&format!("{q} 0 {d} {rel}\n"));
+                        } else {
+                            text.push_str(&format!("{q}\t{d}\t{rel}\n"));
+                        }
+                    }
+                }
+                prop_assert_eq!(Qrels::parse("q", &text).unwrap().judgements, judgements);
+            }
+
+            /// A run written with `to_trec` reads back with the same scores.
+            #[test]
+            fn runs_round_trip(
+                results in proptest::collection::btree_map(
+                    id(),
+                    proptest::collection::btree_map(id(), -1e6f64..1e6, 1..5),
+                    0..4,
+                ),
+            ) {
+                let run = Run {
+                    results: results
+                        .iter()
+                        .map(|(q, docs)| (q.clone(), docs.iter().map(|(d, s)| (d.clone(), *s)).collect()))
+                        .collect(),
+                };
+                let back = Run::parse("r", &run.to_trec("tag")).unwrap();
+                for (q, docs) in &results {
+                    let got: BTreeMap<String, f64> = back.results[q].iter().cloned().collect();
+                    prop_assert_eq!(&got, docs);
+                }
+            }
+        }
+    }
 }
