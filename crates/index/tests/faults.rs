@@ -455,3 +455,132 @@ fn a_read_only_collection_can_be_searched() {
         }
     }
 }
+
+/// Every step of a commit and of a compaction where a `kill -9` can land.
+const CRASH_STEPS: [&str; 6] = [
+    "log-appended",
+    "bm25-added",
+    "committed",
+    "snapshot-written",
+    "graph-written",
+    "log-reset",
+];
+
+/// Six batches (upserts, a replacement, a delete) with a compaction after the third.
+fn workload() -> Vec<Vec<Operation>> {
+    let mut batches: Vec<Vec<Operation>> = (0..5)
+        .map(|b| {
+            (0..3)
+                .map(|j| Operation::Upsert(doc(b * 3 + j, 0, 2)))
+                .collect()
+        })
+        .collect();
+    batches.push(vec![
+        Operation::Delete("doc-1".into()),
+        Operation::Upsert(doc(4, 1, 1)),
+    ]);
+    batches
+}
+
+/// The child side of [`a_kill_at_any_step_loses_no_acknowledged_batch`]: runs the workload in
+/// `SIFT_CRASH_DIR`, printing each acknowledged batch, and aborts at the `SIFT_CRASH_NTH`th time
+/// it reaches step `SIFT_CRASH_STEP`. Does nothing when run as an ordinary test.
+#[test]
+fn crash_child() {
+    let Some(dir) = std::env::var_os("SIFT_CRASH_DIR") else {
+        return;
+    };
+    fn hook(step: &'static str) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        let want = std::env::var("SIFT_CRASH_STEP").unwrap_or_default();
+        let nth: usize = std::env::var("SIFT_CRASH_NTH")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        if step == want && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+            // What kill -9 does: no destructors, no flushes.
+            std::process::abort();
+        }
+    }
+    let mut c = LocalCollection::open_or_create(Path::new(&dir), manifest(), ann()).unwrap();
+    c.set_crash_hook(hook);
+    for (i, ops) in workload().into_iter().enumerate() {
+        c.commit(ops).unwrap();
+        println!("acknowledged {}", i + 1);
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        if i == 2 {
+            c.compact().unwrap();
+        }
+    }
+}
+
+/// `kill -9` at each step of a commit and of a compaction, in early and late batches: after
+/// reopening, every acknowledged batch is there and the batch in flight is there whole or not at
+/// all, in every open mode.
+#[test]
+fn a_kill_at_any_step_loses_no_acknowledged_batch() {
+    let batches = workload();
+    let state_after = |n: usize| {
+        let mut expected = Expected::new();
+        for ops in &batches[..n] {
+            apply(&mut expected, ops);
+        }
+        expected
+    };
+    let holds = |dir: &Path, mode: OpenMode, expected: &Expected| {
+        catch_unwind(AssertUnwindSafe(|| {
+            let c = LocalCollection::open(dir, mode, ann()).unwrap();
+            check(&c, expected);
+        }))
+        .is_ok()
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut crashes = 0;
+    for step in CRASH_STEPS {
+        // Commit steps are reached once per batch; compaction steps once.
+        let nths: &[usize] =
+            if step.contains("log-appended") || step.contains("bm25") || step == "committed" {
+                &[1, 4, 6]
+            } else {
+                &[1]
+            };
+        for &nth in nths {
+            let dir = root.path().join(format!("{step}-{nth}"));
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "crash_child",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env("SIFT_CRASH_DIR", &dir)
+                .env("SIFT_CRASH_STEP", step)
+                .env("SIFT_CRASH_NTH", nth.to_string())
+                .output()
+                .unwrap();
+            assert!(
+                !out.status.success(),
+                "{step} #{nth}: the child was not killed"
+            );
+            crashes += 1;
+            let acknowledged = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("acknowledged "))
+                .filter_map(|n| n.trim().parse::<usize>().ok())
+                .max()
+                .unwrap_or(0);
+            let before = state_after(acknowledged);
+            let after = state_after((acknowledged + 1).min(batches.len()));
+            for mode in [OpenMode::Search, OpenMode::Write, OpenMode::ReadOnly] {
+                assert!(
+                    holds(&dir, mode, &before) || holds(&dir, mode, &after),
+                    "{step} #{nth} ({mode:?}): neither the {acknowledged} acknowledged batches nor one more"
+                );
+            }
+        }
+    }
+    assert_eq!(crashes, 12);
+}

@@ -92,6 +92,9 @@ pub struct LocalCollection {
     /// Set when a write failed after its WAL record began: memory or BM25 may disagree with
     /// the log, so every call refuses until the collection is reopened.
     unusable: Option<String>,
+    /// Called at each named step of a commit or a compaction (feature `failpoints`).
+    #[cfg(feature = "failpoints")]
+    crash_hook: Option<fn(&'static str)>,
     /// Test hook: BM25 adds to let pass, then how many to fail.
     #[cfg(test)]
     bm25_failpoint: (usize, usize),
@@ -241,6 +244,8 @@ impl LocalCollection {
             snapshot_bytes: std::fs::metadata(&snapshot_path).map_or(0, |m| m.len()),
             compaction: CompactionPolicy::default(),
             unusable: None,
+            #[cfg(feature = "failpoints")]
+            crash_hook: None,
             #[cfg(test)]
             bm25_failpoint: (usize::MAX, 0),
         };
@@ -266,6 +271,22 @@ impl LocalCollection {
             c.rebuild_bm25()?;
         }
         Ok(c)
+    }
+
+    /// Sets the function called at each step of a commit or compaction: `log-appended`,
+    /// `bm25-added`, `committed`, `snapshot-written`, `graph-written`, `log-reset`. The
+    /// fault suite aborts the process there to test `kill -9` at every step.
+    #[cfg(feature = "failpoints")]
+    pub fn set_crash_hook(&mut self, hook: fn(&'static str)) {
+        self.crash_hook = Some(hook);
+    }
+
+    #[inline]
+    fn step(&self, _name: &'static str) {
+        #[cfg(feature = "failpoints")]
+        if let Some(hook) = self.crash_hook {
+            hook(_name);
+        }
     }
 
     /// Replaces the compaction policy (the default suits servers; tests use small floors).
@@ -348,6 +369,7 @@ impl LocalCollection {
                 )?;
             }
         }
+        self.step("bm25-added");
         self.bm25.commit(record.seq)
     }
 
@@ -492,6 +514,7 @@ impl CollectionBackend for LocalCollection {
             return Err(e);
         }
         // Committed: from here on the batch is acknowledged whatever else fails.
+        self.step("log-appended");
         self.seq = record.seq;
         self.wal_records += 1;
         for op in record.operations.iter().cloned() {
@@ -508,6 +531,7 @@ impl CollectionBackend for LocalCollection {
                 self.unusable = Some(format!("rebuilding the BM25 index: {e}"));
             }
         }
+        self.step("committed");
         Ok(self.seq)
     }
 
@@ -524,6 +548,7 @@ impl CollectionBackend for LocalCollection {
         }
         let snapshot = self.contents.to_snapshot(self.seq);
         write_snapshot(&self.dir.join("snapshot.bin"), &snapshot)?;
+        self.step("snapshot-written");
         // Renumber slots densely, in snapshot order, exactly as the next open will.
         let params = self.contents.vectors.params();
         self.contents = Contents::from_snapshot(snapshot, params);
@@ -534,10 +559,12 @@ impl CollectionBackend for LocalCollection {
             self.seq,
             self.contents.vectors.graph(),
         )?;
+        self.step("graph-written");
         self.snapshot_bytes =
             std::fs::metadata(self.dir.join("snapshot.bin")).map_or(0, |m| m.len());
         let seq = self.seq;
         self.writable_wal()?.reset(seq)?;
+        self.step("log-reset");
         self.wal_records = 0;
         Ok(())
     }
