@@ -584,3 +584,58 @@ fn a_kill_at_any_step_loses_no_acknowledged_batch() {
     }
     assert_eq!(crashes, 12);
 }
+
+/// One writer at a time: a second writer, and readers while a writer holds the collection, are
+/// refused with `Locked` (never a shared write); many readers share it; and two processes racing
+/// to create the same collection end with one collection that opens.
+#[test]
+fn concurrent_writers_are_refused_not_interleaved() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("c");
+    let expected = build(&dir);
+    let writer = LocalCollection::open(&dir, OpenMode::Write, ann()).unwrap();
+    for mode in [OpenMode::Write, OpenMode::ReadOnly, OpenMode::Search] {
+        match LocalCollection::open(&dir, mode, ann()) {
+            Err(IndexError::Locked { .. }) => {}
+            other => panic!("{mode:?} beside a writer: {:?}", other.err()),
+        }
+    }
+    drop(writer);
+    let readers: Vec<_> = (0..3)
+        .map(|_| LocalCollection::open(&dir, OpenMode::ReadOnly, ann()).unwrap())
+        .collect();
+    for r in &readers {
+        check(r, &expected);
+    }
+    assert!(matches!(
+        LocalCollection::open(&dir, OpenMode::Write, ann()),
+        Err(IndexError::Locked { .. })
+    ));
+    drop(readers);
+
+    // Eight threads race to create one new collection and write to it.
+    let fresh = root.path().join("raced");
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let fresh = fresh.clone();
+                s.spawn(move || {
+                    LocalCollection::open_or_create(&fresh, manifest(), ann())
+                        .and_then(|mut c| c.commit(vec![Operation::Upsert(doc(i, 0, 1))]))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut expected = Expected::new();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(_) => apply(&mut expected, &[Operation::Upsert(doc(i, 0, 1))]),
+            Err(IndexError::Locked { .. }) => {}
+            Err(e) => panic!("thread {i}: {e}"),
+        }
+    }
+    assert!(!expected.is_empty());
+    let c = LocalCollection::open(&fresh, OpenMode::ReadOnly, ann()).unwrap();
+    check(&c, &expected);
+}
