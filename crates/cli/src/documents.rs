@@ -90,7 +90,7 @@ fn parse_jsonl(name: &str, bytes: &[u8]) -> Vec<(String, std::result::Result<Doc
                 "not valid UTF-8 (invalid byte at column {})",
                 e.valid_up_to() + 1
             )),
-            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) if sift_models::is_blank(line) => continue,
             Ok(line) => parse_json_document(line),
         };
         out.push((location, doc));
@@ -114,15 +114,15 @@ fn parse_json_document(line: &str) -> std::result::Result<Document, String> {
         _ => return Err(format!("document {id:?}: missing string field \"text\"")),
     };
     let title = match map.remove("title") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+        Some(Value::String(s)) if !sift_models::is_blank(&s) => Some(s),
         Some(Value::String(_)) | Some(Value::Null) | None => None,
         Some(_) => return Err(format!("document {id:?}: \"title\" must be a string")),
     };
-    if text.trim().is_empty() && title.is_none() {
+    if sift_models::is_blank(&text) && title.is_none() {
         return Err(format!("document {id:?} has no text"));
     }
     // A document with a title but no text is searchable by its title.
-    let text = if text.trim().is_empty() {
+    let text = if sift_models::is_blank(&text) {
         title.clone().unwrap_or_default()
     } else {
         text
@@ -147,7 +147,7 @@ fn parse_text_file(path: &Path, bytes: &[u8]) -> std::result::Result<Document, S
             e.valid_up_to()
         )
     })?;
-    if text.trim().is_empty() {
+    if sift_models::is_blank(text) {
         return Err("file is empty".into());
     }
     let title = if path.extension().is_some_and(|e| e == "md") {

@@ -75,7 +75,7 @@ fn parse(name: &str, bytes: &[u8], jsonl: bool) -> Result<Vec<InputText>> {
             )
         })?;
         let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
+        if sift_models::is_blank(line) {
             continue;
         }
         if !jsonl {

@@ -151,7 +151,7 @@ impl Dataset {
             let text =
                 std::fs::read_to_string(path).map_err(|e| DatasetError::Io(path.clone(), e))?;
             for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
+                if sift_models::is_blank(line) {
                     continue;
                 }
                 let q: QueryLine =

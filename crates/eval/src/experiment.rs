@@ -51,7 +51,7 @@ impl QuerySet {
         let mut queries = Vec::new();
         for q in qrels.judgements.keys() {
             let text = &data.queries[q];
-            if text.trim().is_empty() {
+            if sift_models::is_blank(text) {
                 empty_queries += 1;
             } else {
                 queries.push((q.clone(), text.clone()));
@@ -61,7 +61,11 @@ impl QuerySet {
             queries.truncate(n);
             let kept: HashSet<&String> = queries.iter().map(|(q, _)| q).collect();
             qrels.judgements.retain(|q, _| {
-                kept.contains(q) || data.queries.get(q).is_some_and(|t| t.trim().is_empty())
+                kept.contains(q)
+                    || data
+                        .queries
+                        .get(q)
+                        .is_some_and(|t| sift_models::is_blank(t))
             });
         }
         QuerySet {

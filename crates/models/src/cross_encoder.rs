@@ -84,7 +84,7 @@ impl CrossEncoder {
 
     /// Tokenizes each (query, document) pair; rejects an empty query or document.
     pub fn encode(&self, query: &str, documents: &[impl AsRef<str>]) -> Result<Vec<Encoded>> {
-        if query.trim().is_empty() {
+        if crate::is_blank(query) {
             return Err(ModelError::InvalidInput("the query is empty".into()));
         }
         documents
@@ -92,7 +92,7 @@ impl CrossEncoder {
             .enumerate()
             .map(|(i, d)| {
                 let d = d.as_ref();
-                if d.trim().is_empty() {
+                if crate::is_blank(d) {
                     return Err(ModelError::InvalidInput(format!("document {i} is empty")));
                 }
                 self.tokenizer.encode_pair(query, d)
@@ -188,10 +188,10 @@ impl Reranker for CrossEncoder {
     }
 
     fn encode_pair(&self, query: &str, document: &str) -> Result<(Encoded, bool)> {
-        if query.trim().is_empty() {
+        if crate::is_blank(query) {
             return Err(ModelError::InvalidInput("the query is empty".into()));
         }
-        if document.trim().is_empty() {
+        if crate::is_blank(document) {
             return Err(ModelError::InvalidInput("a document is empty".into()));
         }
         self.tokenizer.encode_pair_checked(query, document)

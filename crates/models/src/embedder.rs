@@ -155,7 +155,7 @@ impl Embedder {
             .enumerate()
             .map(|(i, t)| {
                 let t = t.as_ref();
-                if t.trim().is_empty() {
+                if crate::is_blank(t) {
                     return Err(ModelError::InvalidInput(format!(
                         "text {i} is empty; there is nothing to embed"
                     )));

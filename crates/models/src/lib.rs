@@ -23,6 +23,13 @@ pub mod tokenize;
 pub mod windows;
 
 pub use config::{Architecture, Head, ModelConfig};
+
+/// The one meaning of "empty" for a text anywhere in sift — a query, a document, an input to
+/// embed, rerank or index: nothing but whitespace (Unicode `White_Space`, as `str::trim`).
+/// Such a text is refused where it is an input and skipped where it is a line of a file.
+pub fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
+}
 pub use cross_encoder::CrossEncoder;
 pub use embedder::{Embedder, EmbedderOptions, TextRole};
 pub use engine::{Engine, EngineChoice, EngineOptions};

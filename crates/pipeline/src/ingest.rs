@@ -75,7 +75,7 @@ pub struct IngestReport {
 /// what the document is about.
 pub fn embedding_text(title: Option<&str>, chunk: &str) -> String {
     match title {
-        Some(t) if !t.trim().is_empty() => format!("{t}\n{chunk}"),
+        Some(t) if !sift_models::is_blank(t) => format!("{t}\n{chunk}"),
         _ => chunk.to_owned(),
     }
 }
@@ -113,7 +113,7 @@ pub fn validate_documents(docs: &[Document]) -> Result<()> {
                 &d.id,
             )));
         }
-        if d.text.trim().is_empty() {
+        if sift_models::is_blank(&d.text) {
             return Err(PipelineError::InvalidInput(format!(
                 "document {:?} has no text",
                 d.id

@@ -426,7 +426,7 @@ impl Pipeline {
         for_rerank: bool,
     ) -> Result<Candidates> {
         let started = Instant::now();
-        if query.trim().is_empty() {
+        if sift_models::is_blank(query) {
             return Err(PipelineError::InvalidInput("the query is empty".into()));
         }
         options.validate()?;

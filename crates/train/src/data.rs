@@ -30,7 +30,7 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
     let mut corpus = Corpus::new();
     for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+        if sift_models::is_blank(line) {
             continue;
         }
         let d: CorpusLine = serde_json::from_str(line)

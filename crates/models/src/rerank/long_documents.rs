@@ -206,10 +206,10 @@ pub fn prepare(
     policy: &LongDocumentPolicy,
 ) -> Result<PreparedPairs> {
     policy.validate()?;
-    if query.trim().is_empty() {
+    if crate::is_blank(query) {
         return Err(ModelError::InvalidInput("the query is empty".into()));
     }
-    if let Some(i) = documents.iter().position(|d| d.as_ref().trim().is_empty()) {
+    if let Some(i) = documents.iter().position(|d| crate::is_blank(d.as_ref())) {
         return Err(ModelError::InvalidInput(format!("document {i} is empty")));
     }
     let tokenizer = reranker.tokenizer();

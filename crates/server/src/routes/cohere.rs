@@ -121,7 +121,7 @@ async fn rerank(
     if let Some(n) = positive("max_tokens_per_doc", req.max_tokens_per_doc)? {
         policy.max_document_tokens = n;
     }
-    if req.query.trim().is_empty() {
+    if sift_models::is_blank(&req.query) {
         return Err(ApiError::invalid("query is empty"));
     }
     let docs: Vec<String> = req

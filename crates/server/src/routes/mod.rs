@@ -92,7 +92,7 @@ fn encode_texts(
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            if t.trim().is_empty() {
+            if sift_models::is_blank(t) {
                 return Err(ApiError::invalid(format!(
                     "text {i} is empty; there is nothing to embed"
                 )));
