@@ -553,4 +553,36 @@ fn eval_reports_metrics_runs_and_data_problems() {
         hybrid["metrics"]["Success@10"].as_f64().unwrap() >= 0.6,
         "{hybrid}"
     );
+    assert!(
+        summary["seen_unseen"].is_null(),
+        "no training judgements given"
+    );
+
+    // Given training judgements, every run is also reported on the queries whose relevant
+    // documents were training positives ("seen") and the others.
+    let train_qrels = dir.path().join("train.tsv");
+    let first = s.queries[0].1.iter().min().unwrap();
+    std::fs::write(&train_qrels, format!("t1\t{first}\t1\n")).unwrap();
+    let result = sift(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--collection",
+        dir.path().join("col").to_str().unwrap(),
+        "--modes",
+        "bm25",
+        "--train-qrels",
+        train_qrels.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let table = ok(&result);
+    assert!(
+        table.contains("seen: 1 queries, unseen: 4") && table.contains("unseen nDCG@10"),
+        "{table}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["seen_queries"], 1);
+    assert_eq!(summary["seen_unseen"].as_array().unwrap().len(), 1);
 }

@@ -20,7 +20,7 @@ fn fails(out: &Output, want: &str) {
     assert!(e.contains(want), "{e:?} should mention {want:?}");
 }
 
-/// A small BEIR folder: 40 documents on 20 topics, 20 queries (ids 5, 10, 15, 20 are dev).
+/// A small BEIR folder: 40 documents on 20 topics, 20 queries (dev by the default split rule).
 fn dataset(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let topics = [

@@ -27,38 +27,6 @@ pub enum DatasetError {
     },
 }
 
-/// Which queries to evaluate. sift's dev split of a BEIR train set is every query whose numeric
-/// id is divisible by 5 (≈ 20%); training uses the others, so dev numbers are never trained on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    All,
-    Dev,
-    Train,
-}
-
-impl Split {
-    pub fn contains(self, query_id: &str) -> bool {
-        let dev = query_id.parse::<u64>().map(|n| n % 5 == 0).unwrap_or(false);
-        match self {
-            Split::All => true,
-            Split::Dev => dev,
-            Split::Train => !dev,
-        }
-    }
-}
-
-impl std::str::FromStr for Split {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "all" => Ok(Split::All),
-            "dev" => Ok(Split::Dev),
-            "train" => Ok(Split::Train),
-            _ => Err(format!("unknown split {s:?}; expected all, dev or train")),
-        }
-    }
-}
-
 /// Queries and judgements of a dataset (the corpus is indexed separately, by path).
 pub struct Dataset {
     pub corpus: PathBuf,
@@ -181,17 +149,5 @@ impl Dataset {
             queries,
             qrels,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dev_split_is_every_fifth_numeric_id() {
-        assert!(Split::Dev.contains("10") && !Split::Dev.contains("11"));
-        assert!(Split::Train.contains("11") && !Split::Train.contains("10"));
-        assert!(Split::All.contains("x"));
     }
 }

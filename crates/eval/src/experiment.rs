@@ -1,15 +1,16 @@
 //! The evaluation grid of `sift eval`: which queries are evaluated, and every (recall mode ×
 //! reranker) run of them through the pipeline, scored with trec_eval's metrics.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use sift_models::Reranker;
 use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
 
-use crate::beir::{Dataset, Split};
+use crate::beir::Dataset;
 use crate::metrics::{evaluate, Evaluation, Metric};
+use crate::split::{DevSplit, Split, SplitRule};
 use crate::trec::{Qrels, Run};
 
 /// The metrics `sift eval` reports, in table order.
@@ -37,10 +38,16 @@ pub struct QuerySet {
 }
 
 impl QuerySet {
-    /// The judged queries of `split` (at most `max_queries`, the first by id).
-    pub fn select(data: &Dataset, split: Split, max_queries: Option<usize>) -> QuerySet {
+    /// The judged queries of `split` under `rule` (at most `max_queries`, the first by id).
+    pub fn select(
+        data: &Dataset,
+        split: Split,
+        rule: SplitRule,
+        max_queries: Option<usize>,
+    ) -> QuerySet {
+        let sides = DevSplit::new(&data.qrels, rule);
         let mut qrels = data.qrels.clone();
-        qrels.judgements.retain(|q, _| split.contains(q));
+        qrels.judgements.retain(|q, _| sides.contains(split, q));
         let judged_without_text = qrels
             .judgements
             .keys()
@@ -189,6 +196,40 @@ pub fn sanitize(name: &str) -> String {
             } else {
                 '_'
             }
+        })
+        .collect()
+}
+
+/// One run's metrics on the queries a training set could have taught it ("seen": a relevant
+/// document was a training positive) and on the others ("unseen").
+#[derive(Debug, Clone)]
+pub struct SeenUnseen {
+    pub retriever: String,
+    pub reranker: String,
+    pub seen: Evaluation,
+    pub unseen: Evaluation,
+    pub seen_queries: usize,
+    pub unseen_queries: usize,
+}
+
+/// Splits every row's evaluation by `seen` (see [`crate::split::seen_queries`]): a reranker
+/// that learned which documents are relevant, rather than what relevance is, gains on the
+/// seen queries and loses on the unseen ones, and the mean over both hides it.
+pub fn seen_unseen(rows: &[GridRow], qrels: &Qrels, seen: &BTreeSet<String>) -> Vec<SeenUnseen> {
+    let part = |keep_seen: bool| {
+        let mut q = qrels.clone();
+        q.judgements.retain(|id, _| seen.contains(id) == keep_seen);
+        q
+    };
+    let (seen_qrels, unseen_qrels) = (part(true), part(false));
+    rows.iter()
+        .map(|r| SeenUnseen {
+            retriever: r.retriever.clone(),
+            reranker: r.reranker.clone(),
+            seen: evaluate(&seen_qrels, &r.run, &METRICS),
+            unseen: evaluate(&unseen_qrels, &r.run, &METRICS),
+            seen_queries: seen_qrels.judgements.len(),
+            unseen_queries: unseen_qrels.judgements.len(),
         })
         .collect()
 }

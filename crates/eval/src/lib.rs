@@ -9,8 +9,10 @@ pub mod beir;
 pub mod experiment;
 pub mod metrics;
 pub mod report;
+pub mod split;
 pub mod trec;
 
-pub use beir::{Dataset, DatasetError, Split};
+pub use beir::{Dataset, DatasetError};
 pub use metrics::{evaluate, Evaluation, Metric};
+pub use split::{seen_queries, DevSplit, Split, SplitRule};
 pub use trec::{Qrels, Run, TrecError};

@@ -41,6 +41,39 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The seen/unseen table: nDCG@10, MRR@10 and R@100 of every run on each group.
+pub fn print_seen_unseen(rows: &[crate::experiment::SeenUnseen]) {
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let shown = [
+        Metric::Ndcg(10),
+        Metric::ReciprocalRank(10),
+        Metric::Recall(100),
+    ];
+    println!(
+        "\nby whether a relevant document was a training positive (seen: {} queries, unseen: {}):",
+        first.seen_queries, first.unseen_queries
+    );
+    print!("| retriever | reranker |");
+    for group in ["seen", "unseen"] {
+        for m in shown {
+            print!(" {group} {} |", label(m));
+        }
+    }
+    println!();
+    println!("|---|---|{}", "---|".repeat(2 * shown.len()));
+    for r in rows {
+        print!("| {} | {} |", r.retriever, r.reranker);
+        for e in [&r.seen, &r.unseen] {
+            for m in shown {
+                print!(" {:.4} |", e.mean.get(&m.name()).copied().unwrap_or(0.0));
+            }
+        }
+        println!();
+    }
+}
+
 /// One self-contained HTML page: the table and a horizontal bar chart per metric (inline SVG,
 /// no scripts or external assets).
 pub fn html_report(rows: &[GridRow], queries: usize, data: &str) -> String {

@@ -7,7 +7,7 @@ use std::path::Path;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sift_eval::{Dataset, Split};
+use sift_eval::{Dataset, DevSplit, Split, SplitRule};
 use sift_pipeline::ingest::embedding_text;
 use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
 
@@ -59,13 +59,15 @@ pub struct LabelledQuery {
 }
 
 /// Checks the judgements against the queries and the corpus, then returns the labelled queries
-/// of `split`. Judged ids missing from the corpus or the queries are errors: training on them
+/// of `split` under `rule`. Judged ids missing from the corpus or the queries are errors: training on them
 /// would silently drop labels.
 pub fn labelled_queries(
     dataset: &Dataset,
     corpus: &Corpus,
     split: Split,
+    rule: SplitRule,
 ) -> Result<Vec<LabelledQuery>> {
+    let sides = DevSplit::new(&dataset.qrels, rule);
     let mut missing_docs = BTreeSet::new();
     let mut missing_queries = BTreeSet::new();
     for (q, docs) in &dataset.qrels.judgements {
@@ -97,7 +99,7 @@ pub fn labelled_queries(
         .qrels
         .judgements
         .iter()
-        .filter(|(q, _)| split.contains(q))
+        .filter(|(q, _)| sides.contains(split, q))
         .filter_map(|(q, docs)| {
             let relevant: Vec<String> = docs
                 .iter()

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sift_eval::experiment::{run_grid, sanitize, GridOptions, GridRow, QuerySet};
-use sift_eval::report::{html_report, print_table};
-use sift_eval::{Dataset, Split};
+use sift_eval::experiment::{run_grid, sanitize, seen_unseen, GridOptions, GridRow, QuerySet};
+use sift_eval::report::{html_report, print_seen_unseen, print_table};
+use sift_eval::{Dataset, DevSplit, Qrels, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
 use sift_models::{Reranker, RerankerOptions};
 use sift_pipeline::{Pipeline, SearchMode};
@@ -51,6 +51,20 @@ pub struct EvalArgs {
     /// Queries to evaluate: all, dev or train.
     #[arg(long, default_value = "all")]
     split: Split,
+
+    /// How dev and train queries are divided: families (default: queries sharing a relevant
+    /// document stay on one side, so no dev query's relevant document is a training positive),
+    /// documents (each relevant document drawn to a side; queries with both are left out), or
+    /// ids-leaky (every fifth query id; lets a document prior inflate dev numbers, kept only to
+    /// compare with old results).
+    #[arg(long, default_value = "families")]
+    split_rule: SplitRule,
+
+    /// Qrels a reranker was trained on: every metric is then also reported for the queries with
+    /// a relevant document among those training positives ("seen") and the others ("unseen").
+    /// With --split dev the dataset's own train side is used when this is not given.
+    #[arg(long, value_name = "QRELS")]
+    train_qrels: Option<PathBuf>,
 
     /// Recall modes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "bm25,dense,hybrid")]
@@ -117,7 +131,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )?;
     }
 
-    let queries = QuerySet::select(&data, args.split, args.max_queries);
+    let queries = QuerySet::select(&data, args.split, args.split_rule, args.max_queries);
+    let training = match &args.train_qrels {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(Qrels::parse(&path.display().to_string(), &text)?)
+        }
+        None if args.split == Split::Dev => {
+            let sides = DevSplit::new(&data.qrels, args.split_rule);
+            let mut train = data.qrels.clone();
+            train
+                .judgements
+                .retain(|q, _| sides.contains(Split::Train, q));
+            Some(train)
+        }
+        None => None,
+    };
+    let seen = training
+        .as_ref()
+        .map(|t| sift_eval::seen_queries(&queries.qrels, t));
     if queries.queries.is_empty() {
         bail!(
             "no queries to evaluate (split {:?}, {} judged queries)",
@@ -191,10 +224,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 
     print_table(&rows);
+    let breakdown = seen
+        .as_ref()
+        .map(|seen| seen_unseen(&rows, &queries.qrels, seen));
+    if let Some(b) = &breakdown {
+        print_seen_unseen(b);
+    }
     let summary = serde_json::json!({
         "data": args.data.display().to_string(),
         "collection": args.collection.to_string(),
         "split": format!("{:?}", args.split).to_lowercase(),
+        "split_rule": format!("{:?}", args.split_rule).to_lowercase(),
+        "seen_queries": seen.as_ref().map(|s| s.len()),
+        "seen_unseen": breakdown.as_ref().map(|b| b.iter().map(|r| serde_json::json!({
+            "retriever": r.retriever,
+            "reranker": r.reranker,
+            "seen": r.seen.mean,
+            "unseen": r.unseen.mean,
+        })).collect::<Vec<_>>()),
         "queries": queries.queries.len(),
         "judged_queries_without_text": queries.judged_without_text,
         "judged_documents_not_in_collection": missing_docs,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sift_eval::{Dataset, Qrels, Split};
+use sift_eval::{Dataset, Qrels, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
 use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
@@ -137,6 +137,13 @@ pub struct TrainRerankerArgs {
     #[arg(long, default_value_t = 60)]
     dev_queries: usize,
 
+    /// How dev queries are held out of training: families (default: queries sharing a relevant
+    /// document stay on one side, so no dev query's relevant document is a training positive),
+    /// documents (each relevant document drawn to a side; queries with both are left out) or
+    /// ids-leaky (every fifth query id; lets a document prior inflate dev numbers).
+    #[arg(long, default_value = "families")]
+    split_rule: SplitRule,
+
     /// First-stage candidates reranked per dev query.
     #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     dev_depth: usize,
@@ -218,8 +225,10 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         )?,
     };
     let corpus = sift_train::read_corpus(&dataset.corpus)?;
-    let train_queries = sift_train::labelled_queries(&dataset, &corpus, Split::Train)?;
-    let mut dev_queries = sift_train::labelled_queries(&dataset, &corpus, Split::Dev)?;
+    let train_queries =
+        sift_train::labelled_queries(&dataset, &corpus, Split::Train, args.split_rule)?;
+    let mut dev_queries =
+        sift_train::labelled_queries(&dataset, &corpus, Split::Dev, args.split_rule)?;
     dev_queries.truncate(args.dev_queries);
     eprintln!(
         "{} documents; {} training queries ({} relevant pairs); {} dev queries",
@@ -371,6 +380,7 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
     let summary = serde_json::json!({
         "base": base.path.display().to_string(),
         "recipe": recipe,
+        "split_rule": format!("{:?}", args.split_rule).to_lowercase(),
         "steps": state.step,
         "total_steps": state.total_steps,
         "training_seconds": state.seconds,
