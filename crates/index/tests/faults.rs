@@ -80,29 +80,45 @@ fn apply(expected: &mut Expected, ops: &[Operation]) {
     }
 }
 
-/// Holds exactly `expected`, every part agreeing, both legs finding each document.
+/// How the collection differs from holding exactly `expected` (every part agreeing, both legs
+/// finding each document); `None` when it does not. Errors count as differences.
+fn difference(c: &dyn CollectionBackend, expected: &Expected) -> Option<String> {
+    let found = (|| -> Result<Option<String>, IndexError> {
+        c.verify()?;
+        if c.len()? != expected.len() {
+            return Ok(Some(format!(
+                "{} documents, expected {}",
+                c.len()?,
+                expected.len()
+            )));
+        }
+        let ids: Vec<&str> = expected.keys().map(String::as_str).collect();
+        let found = c.documents(&ids)?;
+        for ((id, (want, word, axis)), got) in expected.iter().zip(found) {
+            if got.as_ref() != Some(want) {
+                return Ok(Some(format!("{id}: {got:?}")));
+            }
+            let hits = c.keyword_search(word, 3)?;
+            if hits.first().map(|h| h.doc_id.as_str()) != Some(id.as_str()) {
+                return Ok(Some(format!("keyword {word} does not find {id} first")));
+            }
+            // Documents share an axis every DIM documents; all of them score 1.
+            let mut q = vec![0.0; DIM];
+            q[*axis] = 1.0;
+            let on_axis = expected.values().filter(|e| e.2 == *axis).count();
+            if !c.dense_search(&q, on_axis)?.iter().any(|h| &h.doc_id == id) {
+                return Ok(Some(format!("{id} not found on axis {axis}")));
+            }
+        }
+        Ok(None)
+    })();
+    found.unwrap_or_else(|e| Some(format!("error: {e}")))
+}
+
+/// Holds exactly `expected`; panics with the difference.
 fn check(c: &dyn CollectionBackend, expected: &Expected) {
-    c.verify().unwrap();
-    assert_eq!(c.len().unwrap(), expected.len(), "document count");
-    let ids: Vec<&str> = expected.keys().map(String::as_str).collect();
-    let found = c.documents(&ids).unwrap();
-    for ((id, (want, word, axis)), got) in expected.iter().zip(found) {
-        assert_eq!(got.as_ref(), Some(want), "{id}");
-        let hits = c.keyword_search(word, 3).unwrap();
-        assert_eq!(
-            hits.first().map(|h| h.doc_id.as_str()),
-            Some(id.as_str()),
-            "{word}"
-        );
-        // Documents share an axis every DIM documents; all of them score 1.
-        let mut q = vec![0.0; DIM];
-        q[*axis] = 1.0;
-        let on_axis = expected.values().filter(|e| e.2 == *axis).count();
-        let hits = c.dense_search(&q, on_axis).unwrap();
-        assert!(
-            hits.iter().any(|h| &h.doc_id == id),
-            "{id} not found on axis {axis}"
-        );
+    if let Some(d) = difference(c, expected) {
+        panic!("{d}");
     }
 }
 
@@ -530,11 +546,7 @@ fn a_kill_at_any_step_loses_no_acknowledged_batch() {
         expected
     };
     let holds = |dir: &Path, mode: OpenMode, expected: &Expected| {
-        catch_unwind(AssertUnwindSafe(|| {
-            let c = LocalCollection::open(dir, mode, ann()).unwrap();
-            check(&c, expected);
-        }))
-        .is_ok()
+        LocalCollection::open(dir, mode, ann()).is_ok_and(|c| difference(&c, expected).is_none())
     };
     let root = tempfile::tempdir().unwrap();
     let mut crashes = 0;
