@@ -50,8 +50,30 @@ fn contained<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 impl From<tantivy::TantivyError> for IndexError {
+    /// File-system failures keep their `io::Error` (a full disk stays a full disk — the server
+    /// answers 507 and a rebuild is not attempted into no space) and read as `path: error`
+    /// instead of tantivy's `Debug` dump; everything else is a keyword-index error.
     fn from(e: tantivy::TantivyError) -> Self {
-        IndexError::Bm25(e.to_string())
+        use tantivy::directory::error::{OpenReadError, OpenWriteError};
+        use tantivy::TantivyError;
+        let io = match &e {
+            TantivyError::OpenWriteError(OpenWriteError::IoError { io_error, filepath })
+            | TantivyError::OpenReadError(OpenReadError::IoError { io_error, filepath }) => {
+                Some((io_error.clone(), filepath.clone()))
+            }
+            TantivyError::IoError(io_error) => Some((io_error.clone(), "bm25".into())),
+            _ => None,
+        };
+        match io {
+            Some((io_error, path)) if io_error.kind() == std::io::ErrorKind::StorageFull => {
+                IndexError::Io {
+                    path,
+                    source: std::io::Error::new(io_error.kind(), io_error.to_string()),
+                }
+            }
+            Some((io_error, path)) => IndexError::Bm25(format!("{}: {io_error}", path.display())),
+            None => IndexError::Bm25(e.to_string()),
+        }
     }
 }
 
