@@ -150,6 +150,12 @@ pub struct GroupRecipe {
     /// Negatives drawn uniformly from the whole corpus.
     pub random_negatives: usize,
     pub negative_depth: usize,
+    /// Negatives drawn from the positives of *other* training queries: a document that is
+    /// relevant somewhere is then also a negative elsewhere, so "this document is often
+    /// relevant" stops being a shortcut the model can learn (the document prior the
+    /// reranker-generalization issue measured). 0 keeps the first recipe.
+    #[serde(default)]
+    pub prior_negatives: usize,
 }
 
 /// One training group: a query, its positive first, then negatives (document texts).
@@ -167,6 +173,8 @@ pub struct TrainingSet {
     /// First-stage ranking per training query.
     pub mined: BTreeMap<String, Vec<String>>,
     doc_ids: Vec<String>,
+    /// Every training positive, sorted: the pool of prior negatives.
+    positives: Vec<String>,
 }
 
 impl TrainingSet {
@@ -195,11 +203,13 @@ impl TrainingSet {
                 "the corpus has no document that could serve as a negative".into(),
             ));
         }
+        let positives: BTreeSet<String> = examples.iter().map(|(_, d)| d.clone()).collect();
         Ok(TrainingSet {
             corpus,
             examples,
             mined,
             doc_ids,
+            positives: positives.into_iter().collect(),
         })
     }
 
@@ -236,7 +246,22 @@ impl TrainingSet {
             .choose_multiple(&mut rng, recipe.hard_negatives.min(pool.len()))
             .copied()
             .collect();
-        let wanted = recipe.hard_negatives + recipe.random_negatives;
+        // Drawn after the hard negatives and before the random ones, and only when asked for,
+        // so groups of the first recipe are unchanged (a resumed run must see the same groups).
+        if recipe.prior_negatives > 0 {
+            let others: Vec<&str> = self
+                .positives
+                .iter()
+                .map(String::as_str)
+                .filter(|d| !relevant.contains(d) && !negatives.contains(d))
+                .collect();
+            negatives.extend(
+                others
+                    .choose_multiple(&mut rng, recipe.prior_negatives.min(others.len()))
+                    .copied(),
+            );
+        }
+        let wanted = recipe.hard_negatives + recipe.prior_negatives + recipe.random_negatives;
         let mut attempts = 0;
         while negatives.len() < wanted && attempts < wanted * 20 {
             attempts += 1;
@@ -262,6 +287,60 @@ impl TrainingSet {
     }
 
     pub fn group_size(recipe: &GroupRecipe) -> usize {
-        1 + recipe.hard_negatives + recipe.random_negatives
+        1 + recipe.hard_negatives + recipe.prior_negatives + recipe.random_negatives
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(id: &str, relevant: &[&str]) -> LabelledQuery {
+        LabelledQuery {
+            id: id.into(),
+            text: format!("query {id}"),
+            relevant: relevant.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+
+    /// Prior negatives are other queries' positives, never this query's.
+    #[test]
+    fn prior_negatives_are_other_queries_positives() {
+        let corpus: Corpus = (0..30)
+            .map(|i| (format!("d{i}"), format!("text of document {i}")))
+            .collect();
+        let queries = vec![
+            query("a", &["d0"]),
+            query("b", &["d1"]),
+            query("c", &["d2", "d3"]),
+        ];
+        let set = TrainingSet::new(corpus, &queries, BTreeMap::new()).unwrap();
+        let base = GroupRecipe {
+            hard_negatives: 0,
+            random_negatives: 2,
+            negative_depth: 10,
+            prior_negatives: 0,
+        };
+        let with_prior = GroupRecipe {
+            prior_negatives: 2,
+            ..base
+        };
+        for index in 0..set.examples.len() {
+            let (q, _) = &set.examples[index];
+            let g = set.group(index, 0, 7, &with_prior);
+            assert_eq!(g.documents.len(), TrainingSet::group_size(&with_prior));
+            let own: Vec<&str> = q.relevant.iter().map(|d| set.corpus[d].as_str()).collect();
+            let others: Vec<&str> = ["d0", "d1", "d2", "d3"]
+                .iter()
+                .filter(|d| !q.relevant.iter().any(|r| r == *d))
+                .map(|d| set.corpus[*d].as_str())
+                .collect();
+            for text in &g.documents[1..3] {
+                assert!(others.contains(text) && !own.contains(text), "{text}");
+            }
+            // Without prior negatives the group has the first recipe's size.
+            let plain = set.group(index, 0, 7, &base);
+            assert_eq!(plain.documents.len(), 3);
+        }
     }
 }

@@ -67,6 +67,7 @@ impl Default for Recipe {
                 hard_negatives: 6,
                 random_negatives: 1,
                 negative_depth: 30,
+                prior_negatives: 0,
             },
             loss: Loss::Listwise,
             seed: 42,
@@ -105,7 +106,9 @@ impl Recipe {
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return bad("--warmup-ratio must be in [0, 1)");
         }
-        if self.groups.hard_negatives + self.groups.random_negatives == 0 {
+        if self.groups.hard_negatives + self.groups.random_negatives + self.groups.prior_negatives
+            == 0
+        {
             return bad(
                 "a group needs at least one negative (--hard-negatives, --random-negatives)",
             );

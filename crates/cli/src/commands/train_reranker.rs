@@ -84,6 +84,11 @@ pub struct TrainRerankerArgs {
     #[arg(long, default_value_t = 1)]
     random_negatives: usize,
 
+    /// Negatives per group drawn from other training queries' positives, so a document that is
+    /// often relevant is also often a negative (counters a learned document prior).
+    #[arg(long, default_value_t = 0)]
+    prior_negatives: usize,
+
     /// Hard negatives are drawn from this many top first-stage results.
     #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     negative_depth: usize,
@@ -209,6 +214,7 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
             hard_negatives: args.hard_negatives,
             random_negatives: args.random_negatives,
             negative_depth: args.negative_depth,
+            prior_negatives: args.prior_negatives,
         },
         loss: args.loss,
         seed: args.seed,
