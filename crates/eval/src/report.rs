@@ -65,9 +65,12 @@ pub fn print_seen_unseen(rows: &[crate::experiment::SeenUnseen]) {
     println!("|---|---|{}", "---|".repeat(2 * shown.len()));
     for r in rows {
         print!("| {} | {} |", r.retriever, r.reranker);
-        for e in [&r.seen, &r.unseen] {
+        for (e, n) in [(&r.seen, r.seen_queries), (&r.unseen, r.unseen_queries)] {
             for m in shown {
-                print!(" {:.4} |", e.mean.get(&m.name()).copied().unwrap_or(0.0));
+                match e.mean.get(&m.name()) {
+                    Some(v) if n > 0 => print!(" {v:.4} |"),
+                    _ => print!(" – |"),
+                }
             }
         }
         println!();
