@@ -493,21 +493,29 @@ fn eval_reports_metrics_runs_and_data_problems() {
     std::fs::write(data.join("qrels.test.tsv"), qrels).unwrap();
 
     let out = dir.path().join("out");
+    let collection = dir.path().join("col");
+    // `sift eval` of this dataset and collection, writing to `out`, with `extra` flags.
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--data",
+            data.to_str().unwrap(),
+            "--collection",
+            collection.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        sift(&args)
+    };
     let reranker = workspace().join("crates/models/tests/fixtures/golden/bert-classifier");
-    let result = sift(&[
-        "eval",
-        "--data",
-        data.to_str().unwrap(),
-        "--collection",
-        dir.path().join("col").to_str().unwrap(),
+    let result = eval(&[
         "--modes",
         "bm25,hybrid",
         "--rerank-model",
         reranker.to_str().unwrap(),
         "--candidates",
         "10",
-        "--out",
-        out.to_str().unwrap(),
     ]);
     let table = ok(&result);
     let stderr = String::from_utf8_lossy(&result.stderr);
@@ -563,18 +571,11 @@ fn eval_reports_metrics_runs_and_data_problems() {
     let train_qrels = dir.path().join("train.tsv");
     let first = s.queries[0].1.iter().min().unwrap();
     std::fs::write(&train_qrels, format!("t1\t{first}\t1\n")).unwrap();
-    let result = sift(&[
-        "eval",
-        "--data",
-        data.to_str().unwrap(),
-        "--collection",
-        dir.path().join("col").to_str().unwrap(),
+    let result = eval(&[
         "--modes",
         "bm25",
         "--train-qrels",
         train_qrels.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
     ]);
     let table = ok(&result);
     assert!(

@@ -17,6 +17,8 @@ pub mod error;
 pub mod local;
 pub mod manifest;
 pub mod store;
+#[cfg(feature = "failpoints")]
+pub mod tmpfs;
 
 pub use backend::{CollectionBackend, CollectionStats};
 pub use document::{

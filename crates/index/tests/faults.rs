@@ -13,6 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use sift_index::local::{AnnParams, LocalCollection, OpenMode};
+use sift_index::tmpfs::Tmpfs;
 use sift_index::{
     Chunk, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo, IndexError,
     IndexedDocument, Manifest, Operation, FORMAT_VERSION,
@@ -304,47 +305,6 @@ fn every_damaged_file_is_survived_or_refused_never_misread() {
     assert!(cases > 300, "only {cases} cases");
 }
 
-/// A tmpfs of a chosen size: a real file system that really fills up.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` when this process may not mount (not root); a mount that fails as root panics.
-    fn mount(bytes: u64) -> Option<Tmpfs> {
-        let uid = std::process::Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount -t tmpfs failed as root");
-        Some(Tmpfs { dir })
-    }
-
-    fn resize(&self, bytes: u64) {
-        let status = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={bytes}")])
-            .arg(self.dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount failed");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// The full-disk repro: writes until the disk is full (log appends, BM25 commits and
 /// compactions all fail somewhere), grows the disk, writes again, reopens. Every batch that was
 /// acknowledged is there, none that failed is, and the open handle never serves a state the
@@ -356,7 +316,7 @@ fn a_full_disk_loses_no_acknowledged_batch() {
         eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
         return;
     };
-    let dir = disk.dir.path().join("c");
+    let dir = disk.path().join("c");
     // `None` after the handle turned unusable and a reopen failed (on a full disk the reopen's
     // BM25 rebuild needs space too): what the server does is drop it and reopen on next use.
     let mut handle = Some(LocalCollection::open_or_create(&dir, manifest(), ann()).unwrap());
@@ -447,18 +407,13 @@ fn a_read_only_collection_can_be_searched() {
         eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
         return;
     };
-    let with_lock = disk.dir.path().join("with-lock");
+    let with_lock = disk.path().join("with-lock");
     let expected = build(&with_lock);
     // A collection copied without its LOCK file (e.g. an image built from a backup).
-    let without_lock = disk.dir.path().join("without-lock");
+    let without_lock = disk.path().join("without-lock");
     copy_dir(&with_lock, &without_lock);
     std::fs::remove_file(without_lock.join("LOCK")).unwrap();
-    let status = std::process::Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(disk.dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    disk.make_read_only();
     for dir in [&with_lock, &without_lock] {
         for mode in [OpenMode::ReadOnly, OpenMode::Search] {
             let c = LocalCollection::open(dir, mode, ann())

@@ -5,20 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_error, minilm, post, tiny_reranker};
+use common::{assert_error, post};
 use serde_json::{json, Value};
 use sift_index::store::{self, Access};
 use sift_index::Location;
-use sift_server::{AppState, Limits, ServerConfig};
+use sift_server::Limits;
 
-fn config(dir: &std::path::Path) -> ServerConfig {
-    ServerConfig {
-        collections: Some(Location::Local(dir.to_owned())),
-        ..Default::default()
-    }
-}
-
-/// A server over `dir`; the returned sender stops it gracefully.
+/// A server over `dir` with default limits; the sender stops it gracefully.
 async fn start(
     dir: &std::path::Path,
     with_reranker: bool,
@@ -27,19 +20,8 @@ async fn start(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let config = config(dir);
-    let state = AppState::new(Some(minilm()), with_reranker.then(tiny_reranker), &config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        sift_server::serve(listener, state, &config, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (format!("http://{addr}"), tx, handle)
+    let s = common::start_collections(dir, with_reranker, Limits::default()).await;
+    (s.base, s.stop, s.task)
 }
 
 fn docs() -> Value {

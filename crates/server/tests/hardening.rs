@@ -7,9 +7,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{assert_error, minilm, post};
-use serde_json::{json, Value};
+use common::{assert_error, get_json, minilm, post};
+use serde_json::json;
 use sift_index::store::{self, Access};
+use sift_index::tmpfs::Tmpfs;
 use sift_index::Location;
 use sift_server::{AppState, Limits, ServerConfig};
 
@@ -22,23 +23,8 @@ async fn start(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let config = ServerConfig {
-        collections: Some(Location::Local(dir.to_owned())),
-        limits,
-        ..Default::default()
-    };
-    let state = AppState::new(Some(minilm()), None, &config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        sift_server::serve(listener, state, &config, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (format!("http://{addr}"), tx, handle)
+    let s = common::start_collections(dir, false, limits).await;
+    (s.base, s.stop, s.task)
 }
 
 async fn send(method: &str, url: String) -> (u16, String) {
@@ -92,12 +78,7 @@ async fn rejected_requests_create_nothing_and_open_collections_are_bounded() {
         )
         .await;
         assert_eq!(s, 200, "{b}");
-        let info: Value = reqwest::get(format!("{base}/info"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info = get_json(&format!("{base}/info")).await;
         assert!(info["open_collections"].as_u64().unwrap() <= 3, "{info}");
     }
     for i in 0..6 {
@@ -127,12 +108,7 @@ async fn rejected_requests_create_nothing_and_open_collections_are_bounded() {
     assert_eq!(s, 404, "{b}");
     let (s, b) = send("DELETE", format!("{base}/collections/c0")).await;
     assert_eq!(s, 200, "{b}");
-    let listed: Value = reqwest::get(format!("{base}/collections"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_json(&format!("{base}/collections")).await;
     assert_eq!(listed["collections"], json!(["c1", "c2", "c3", "c4", "c5"]));
 
     stop.send(()).unwrap();
@@ -256,46 +232,6 @@ async fn slow_and_idle_connections_are_closed_and_do_not_delay_a_stop() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped; `None` when not root.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Option<Tmpfs> {
-        let uid = std::process::Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount -t tmpfs failed as root");
-        Some(Tmpfs(dir))
-    }
-
-    fn resize(&self, bytes: u64) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={bytes}")])
-            .arg(self.0.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "remount failed");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 /// The repro, over HTTP: a collection served from a 1 MiB tmpfs takes upserts until the
 /// disk is full (answered 5xx), the disk grows, more upserts are answered 200, the server
 /// restarts — and every document answered 200 is there. Before the fix the upserts after the
@@ -306,7 +242,7 @@ async fn a_full_disk_under_a_server_loses_no_acknowledged_upsert() {
         eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
         return;
     };
-    let dir = disk.0.path().join("collections");
+    let dir = disk.path().join("collections");
     std::fs::create_dir(&dir).unwrap();
     let (base, stop, server) = start(&dir, Limits::default()).await;
     let mut acknowledged = Vec::new();

@@ -37,16 +37,12 @@ fn doc(id: &str, chunks: &[&str]) -> Operation {
     })
 }
 
-/// A BM25 failure in the middle of a commit comes after the batch is durable: the batch is
-/// committed (and answered so), the keyword index is rebuilt from memory at once, and every
-/// part agrees, open or reopened.
-#[test]
-fn a_failed_bm25_write_is_repaired_and_the_batch_stays_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c =
-        LocalCollection::open_or_create(dir.path(), manifest(), AnnParams::default()).unwrap();
+/// A collection in `dir` holding batch 1, then batch 2 committed while BM25 adds fail as
+/// `failpoint` says (adds to let pass, then adds to fail); batch 2 must still be acknowledged.
+fn commit_while_bm25_fails(dir: &Path, failpoint: (usize, usize)) -> LocalCollection {
+    let mut c = LocalCollection::open_or_create(dir, manifest(), AnnParams::default()).unwrap();
     c.commit(vec![doc("a", &["alpha words"])]).unwrap();
-    c.bm25_failpoint = (1, 1);
+    c.bm25_failpoint = failpoint;
     let seq = c
         .commit(vec![
             doc("b", &["beta words", "gamma words"]),
@@ -54,6 +50,16 @@ fn a_failed_bm25_write_is_repaired_and_the_batch_stays_committed() {
         ])
         .unwrap();
     assert_eq!(seq, 2);
+    c
+}
+
+/// A BM25 failure in the middle of a commit comes after the batch is durable: the batch is
+/// committed (and answered so), the keyword index is rebuilt from memory at once, and every
+/// part agrees, open or reopened.
+#[test]
+fn a_failed_bm25_write_is_repaired_and_the_batch_stays_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = commit_while_bm25_fails(dir.path(), (1, 1));
     let check = |c: &LocalCollection| {
         c.verify().unwrap();
         assert_eq!(c.seq().unwrap(), 2);
@@ -77,17 +83,7 @@ fn a_failed_bm25_write_is_repaired_and_the_batch_stays_committed() {
 #[test]
 fn a_bm25_index_that_cannot_be_rebuilt_makes_the_handle_unusable_until_reopened() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c =
-        LocalCollection::open_or_create(dir.path(), manifest(), AnnParams::default()).unwrap();
-    c.commit(vec![doc("a", &["alpha words"])]).unwrap();
-    c.bm25_failpoint = (1, usize::MAX);
-    let seq = c
-        .commit(vec![
-            doc("b", &["beta words", "gamma words"]),
-            doc("a", &["delta"]),
-        ])
-        .unwrap();
-    assert_eq!(seq, 2);
+    let mut c = commit_while_bm25_fails(dir.path(), (1, usize::MAX));
     for e in [
         c.len().unwrap_err(),
         c.keyword_search("beta", 10).unwrap_err(),

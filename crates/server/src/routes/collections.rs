@@ -16,6 +16,21 @@ use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::AppState;
 
+/// Runs `f` on the server's collections on a blocking thread, holding one of the collection
+/// request permits (429 when none is free) for as long as it runs.
+async fn on_collections<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Collections) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = collections(state)?.permit()?;
+    let app = state.clone();
+    blocking(move || {
+        let _permit = permit;
+        f(collections(&app)?)
+    })
+    .await
+}
+
 fn collections(state: &AppState) -> Result<&Collections, ApiError> {
     state
         .inner
@@ -61,11 +76,7 @@ pub async fn create(
     Path(name): Path<String>,
 ) -> Result<(axum::http::StatusCode, Json<CollectionCreated>), ApiError> {
     sift_index::store::validate_name(&name)?;
-    let permit = collections(&state)?.permit()?;
-    let app = state.clone();
-    blocking(move || {
-        let _permit = permit;
-        let cols = collections(&app)?;
+    on_collections(&state, move |cols| {
         if cols.embedder().is_none() {
             return Err(ApiError::unavailable(
                 "embedding model (creating a collection needs one)",
@@ -100,11 +111,8 @@ pub async fn drop_collection(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<CollectionDropped>, ApiError> {
-    let permit = collections(&state)?.permit()?;
-    let app = state.clone();
-    blocking(move || {
-        let _permit = permit;
-        collections(&app)?.drop_collection(&name)?;
+    on_collections(&state, move |cols| {
+        cols.drop_collection(&name)?;
         Ok(Json(CollectionDropped { dropped: name }))
     })
     .await
@@ -170,11 +178,7 @@ pub async fn upsert(
         .collect();
     // Refused input creates nothing: validated before the collection is opened or created.
     sift_pipeline::ingest::validate_documents(&docs)?;
-    let permit = collections(&state)?.permit()?;
-    let app = state.clone();
-    blocking(move || {
-        let _permit = permit;
-        let cols = collections(&app)?;
+    on_collections(&state, move |cols| {
         if cols.embedder().is_none() {
             return Err(ApiError::unavailable(
                 "embedding model (indexing needs one)",
@@ -215,11 +219,8 @@ pub async fn delete_document(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let deadline = Instant::now() + state.inner.limits.request_timeout;
-    let permit = collections(&state)?.permit()?;
-    let app = state.clone();
-    blocking(move || {
-        let _permit = permit;
-        collections(&app)?.with(&name, false, |pipeline| {
+    on_collections(&state, move |cols| {
+        cols.with(&name, false, |pipeline| {
             let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
             // Waiting for the write lock may outlast the request; then nothing is deleted.
             if Instant::now() > deadline {

@@ -57,6 +57,49 @@ pub async fn start(with_reranker: bool, limits: Limits) -> String {
     .await
 }
 
+/// A running server over the collections directory `dir`: its base URL, the sender that stops
+/// it gracefully, and the task to await for the stop to finish.
+pub struct CollectionServer {
+    pub base: String,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a server with all-MiniLM-L6-v2 (and the tiny reranker when asked) over the
+/// collections directory `dir`.
+pub async fn start_collections(
+    dir: &std::path::Path,
+    with_reranker: bool,
+    limits: Limits,
+) -> CollectionServer {
+    let config = ServerConfig {
+        collections: Some(sift_index::Location::Local(dir.to_owned())),
+        limits,
+        ..Default::default()
+    };
+    let state = AppState::new(Some(minilm()), with_reranker.then(tiny_reranker), &config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        sift_server::serve(listener, state, &config, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    CollectionServer {
+        base: format!("http://{addr}"),
+        stop,
+        task,
+    }
+}
+
+/// GETs `url` and parses the body as JSON.
+pub async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 pub async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{base}{path}"))
