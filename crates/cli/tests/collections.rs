@@ -516,6 +516,8 @@ fn eval_reports_metrics_runs_and_data_problems() {
         reranker.to_str().unwrap(),
         "--candidates",
         "10",
+        "--first-stage-weights",
+        "1",
     ]);
     let table = ok(&result);
     let stderr = String::from_utf8_lossy(&result.stderr);
@@ -536,7 +538,35 @@ fn eval_reports_metrics_runs_and_data_problems() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let runs = summary["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 4, "2 modes × (no reranker + 1 reranker)");
+    assert_eq!(
+        runs.len(),
+        6,
+        "2 modes × (no reranker + 1 reranker alone + blended at weight 1)"
+    );
+    // Weight 1 keeps the first stage's order, and only the top 10 are reranked: past them the
+    // reranker alone leaves the first stage's order too.
+    let ranking = |file: &str| -> Vec<String> {
+        std::fs::read_to_string(out.join(file))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let first_stage = ranking("hybrid-all-MiniLM-L6-v2.trec");
+    assert_eq!(
+        ranking("hybrid-all-MiniLM-L6-v2+bert-classifier+first1.00.trec"),
+        first_stage
+    );
+    let alone = ranking("hybrid-all-MiniLM-L6-v2+bert-classifier.trec");
+    let per_query = |r: &[String], q: &str| -> Vec<String> {
+        r.iter()
+            .filter(|l| l.starts_with(&format!("{q} ")))
+            .cloned()
+            .collect()
+    };
+    let (a, f) = (per_query(&alone, "0"), per_query(&first_stage, "0"));
+    assert!(a.len() > 10, "{a:?}");
+    assert_eq!(a[10..], f[10..]);
     for r in runs {
         for (name, v) in r["metrics"].as_object().unwrap() {
             let v = v.as_f64().unwrap();

@@ -246,6 +246,72 @@ fn a_killed_run_resumes_to_the_same_model() {
     );
     let ranked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ranked.as_array().unwrap().len(), 2);
+
+    // The blend weight chosen on dev is saved beside the weights (the same for the resumed
+    // run) and search applies it, or the weight a user asks for.
+    let weight = |dir: &str| -> f64 {
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(dir).join("sift_rerank.json")).unwrap(),
+        )
+        .unwrap();
+        s["first_stage_weight"].as_f64().unwrap()
+    };
+    let w = weight(&whole);
+    assert!((0.0..=1.0).contains(&w), "{w}");
+    assert_eq!(w, weight(&resumed));
+    let search = |w: &str| -> Vec<serde_json::Value> {
+        let out = sift_cmd(&[
+            "search",
+            "--collection",
+            &c,
+            "--embed-model",
+            &t,
+            "--rerank-model",
+            &whole,
+            "--first-stage-weight",
+            w,
+            "--json",
+            "-k",
+            "20",
+            "what is known about the comet",
+        ])
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["hits"].as_array().unwrap().clone()
+    };
+    let first_stage_only = search("1");
+    assert!(first_stage_only.len() > 2);
+    assert!(first_stage_only
+        .iter()
+        .all(|h| h["rank"] == h["fused_rank"]));
+    let reranker_only: Vec<f64> = search("0")
+        .iter()
+        .map(|h| h["rerank_score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(reranker_only.len(), first_stage_only.len());
+    assert!(
+        reranker_only.windows(2).all(|p| p[0] >= p[1]),
+        "{reranker_only:?}"
+    );
+    let out = sift_cmd(&[
+        "search",
+        "--collection",
+        &c,
+        "--rerank-model",
+        &whole,
+        "--first-stage-weight",
+        "1.5",
+        "comet",
+    ])
+    .output()
+    .unwrap();
+    fails(&out, "between 0 and 1");
 }
 
 /// A collection holding documents the training corpus lacks (built from another file) must not
@@ -290,4 +356,133 @@ fn a_collection_with_documents_outside_the_corpus_trains() {
     assert!(out.status.success(), "{log}");
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("dev nDCG@10"), "{log}");
+}
+
+/// A planted document prior: three "hub" documents, unrelated in wording to any query, are
+/// relevant to most training queries. A reranker learns that prior (alone it puts a hub first
+/// for queries it never saw); the recipe measures that on the leak-free dev side and blends
+/// the first stage back in, so search by default does not rank a hub first for those queries.
+#[test]
+fn a_planted_document_prior_does_not_lead_unrelated_queries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let topics = [
+        "paris",
+        "dog",
+        "fox",
+        "cafe",
+        "tumour",
+        "vaccines",
+        "disease",
+        "cells",
+        "hypoxia",
+        "gene",
+        "france",
+        "emoji",
+        "facade",
+        "angstrom",
+        "brown",
+        "adults",
+        "risk",
+        "chat",
+        "reranker",
+        "retrieval",
+        "severe",
+        "older",
+        "express",
+        "brow",
+        "deja",
+    ];
+    let hubs = [
+        "lazy quick lazy quick",
+        "jumps over jumps over",
+        "good naive good naive",
+    ];
+    let mut corpus = String::new();
+    let mut queries = String::new();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    for (i, t) in topics.iter().enumerate() {
+        corpus.push_str(&format!(
+            "{{\"_id\": \"d{i}\", \"title\": \"the {t}\", \"text\": \"the {t} is studied here; the {t} shows changes.\"}}\n\
+             {{\"_id\": \"x{i}\", \"title\": \"notes\", \"text\": \"under older adults number {i}.\"}}\n"
+        ));
+        let q = i + 1;
+        queries.push_str(&format!(
+            "{{\"_id\": \"{q}\", \"text\": \"what is known about the {t}\"}}\n"
+        ));
+        qrels.push_str(&format!("{q}\td{i}\t1\n"));
+        // Query ids divisible by 5 are the dev side under the ids rule used below; only the
+        // training side is relevant to hubs, so this split is document-disjoint by design.
+        if q % 5 != 0 {
+            qrels.push_str(&format!("{q}\thub{}\t1\n", q % 3));
+        }
+    }
+    for (j, h) in hubs.iter().enumerate() {
+        corpus.push_str(&format!(
+            "{{\"_id\": \"hub{j}\", \"title\": \"review\", \"text\": \"a review: {h}.\"}}\n"
+        ));
+    }
+    std::fs::write(data.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(data.join("queries.jsonl"), queries).unwrap();
+    std::fs::write(data.join("qrels.tsv"), qrels).unwrap();
+
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        tiny(),
+    );
+    let out = tmp.path().join("out").display().to_string();
+    let mut args = train_args(&d, &c, &out, &t);
+    let epochs = args.iter().position(|a| *a == "--epochs").unwrap() + 1;
+    args[epochs] = "4";
+    args.extend(["--split-rule", "ids-leaky"]);
+    let run = sift_cmd(&args).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let top = |topic: &str, weight: Option<&str>| -> String {
+        let query = format!("what is known about the {topic}");
+        let mut args = vec![
+            "search",
+            "--collection",
+            &c,
+            "--embed-model",
+            &t,
+            "--rerank-model",
+            &out,
+            "--json",
+        ];
+        if let Some(w) = weight {
+            args.extend(["--first-stage-weight", w]);
+        }
+        args.push(&query);
+        let out = sift_cmd(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["hits"][0]["id"].as_str().unwrap().to_string()
+    };
+    let dev_topics: Vec<&str> = (5..=topics.len())
+        .step_by(5)
+        .map(|q| topics[q - 1])
+        .collect();
+    let hub_first_alone = dev_topics
+        .iter()
+        .filter(|t| top(t, Some("0")).starts_with("hub"))
+        .count();
+    assert!(
+        hub_first_alone >= 3,
+        "the planted prior should be learned (a hub first for {hub_first_alone} of 5 unseen queries)"
+    );
+    for topic in &dev_topics {
+        let first = top(topic, None);
+        assert!(!first.starts_with("hub"), "{topic}: {first} leads");
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use sift_models::rerank::score_documents;
 use sift_models::Reranker;
 use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
 
@@ -114,17 +115,41 @@ pub struct GridRow {
     pub run: Run,
 }
 
-/// The recall depth and candidates of every run.
-#[derive(Debug, Clone, Copy)]
+/// The recall depth and candidates of every run, and the first-stage weights swept.
+#[derive(Debug, Clone, Default)]
 pub struct GridOptions {
     pub depth: usize,
     pub candidates: usize,
+    /// Weights of the first stage's ranking in the reranked order evaluated for every reranker,
+    /// besides 0 (the reranker alone) and the weight the model recommends
+    /// ([`Reranker::first_stage_weight`]). Scores are computed once and reused for each.
+    pub first_stage_weights: Vec<f32>,
 }
 
-/// Runs `queries` through `pipeline` for every reranker (`None`: no reranking) × mode.
-/// `progress(1)` after each query.
+/// The weights evaluated for `reranker`: 0, its recommendation, then `extra`, each once.
+fn weights_for(reranker: &dyn Reranker, extra: &[f32]) -> Vec<f32> {
+    let mut weights = vec![0.0];
+    for w in std::iter::once(reranker.first_stage_weight()).chain(extra.iter().copied()) {
+        if !weights.iter().any(|x| (x - w).abs() < 1e-6) {
+            weights.push(w);
+        }
+    }
+    weights
+}
+
+/// The reranker column of a row: its name, and the blend weight when the first stage keeps one.
+fn reranker_label(name: &str, weight: f32) -> String {
+    if weight > 0.0 {
+        format!("{name} ⊕ first stage {weight:.2}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Runs `queries` through `pipeline` for every reranker (`None`: no reranking) × mode × blend
+/// weight. `progress(1)` after each query of each (reranker, mode).
 pub fn run_grid(
-    pipeline: &mut Pipeline,
+    pipeline: &Pipeline,
     queries: &QuerySet,
     modes: &[SearchMode],
     rerankers: &[(String, Option<Arc<dyn Reranker>>)],
@@ -134,7 +159,10 @@ pub fn run_grid(
     let embedding_name = pipeline.backend().manifest().embedding.name.clone();
     let mut rows = Vec::new();
     for (reranker_name, reranker) in rerankers {
-        pipeline.set_reranker(reranker.clone());
+        let weights = match reranker {
+            Some(r) => weights_for(r.as_ref(), &options.first_stage_weights),
+            None => vec![0.0],
+        };
         for &mode in modes {
             let retriever = match mode {
                 SearchMode::Bm25 => "bm25".to_string(),
@@ -147,20 +175,38 @@ pub fn run_grid(
                 candidates: options.candidates,
                 top_k: 100,
                 rerank: reranker.is_some(),
+                first_stage_weight: None,
             };
             let started = Instant::now();
-            let mut run = Run::default();
+            let mut runs = vec![Run::default(); weights.len()];
             for (qid, text) in &queries.queries {
-                let hits = pipeline.search(text, &search)?.hits;
-                let n = hits.len();
-                // Rank-derived scores keep sift's order under trec_eval's tie rule.
-                run.results.insert(
-                    qid.clone(),
-                    hits.into_iter()
-                        .enumerate()
-                        .map(|(i, h)| (h.id, (n - i) as f64))
-                        .collect(),
-                );
+                let candidates = pipeline.candidates(text, &search, reranker.is_some())?;
+                let scores = match reranker {
+                    Some(r) if candidates.wants_rerank() => Some(score_documents(
+                        r.as_ref(),
+                        candidates.query(),
+                        candidates.rerank_texts(),
+                        pipeline.policy(),
+                        &mut |_| {},
+                    )?),
+                    _ => None,
+                };
+                for (run, &w) in runs.iter_mut().zip(&weights) {
+                    let hits = candidates
+                        .clone()
+                        .with_first_stage_weight(w)
+                        .finish(reranker.as_deref().zip(scores.clone()), 0.0)?
+                        .hits;
+                    let n = hits.len();
+                    // Rank-derived scores keep sift's order under trec_eval's tie rule.
+                    run.results.insert(
+                        qid.clone(),
+                        hits.into_iter()
+                            .enumerate()
+                            .map(|(i, h)| (h.id, (n - i) as f64))
+                            .collect(),
+                    );
+                }
                 progress(1);
             }
             let secs = started.elapsed().as_secs_f64();
@@ -169,19 +215,21 @@ pub fn run_grid(
                 SearchMode::Dense => format!("dense-{}", sanitize(&embedding_name)),
                 SearchMode::Hybrid => format!("hybrid-{}", sanitize(&embedding_name)),
             };
-            let rerank_part = if reranker.is_some() {
-                format!("+{}", sanitize(reranker_name))
-            } else {
-                String::new()
-            };
-            rows.push(GridRow {
-                retriever,
-                reranker: reranker_name.clone(),
-                evaluation: evaluate(&queries.qrels, &run, &METRICS),
-                ms_per_query: secs / queries.queries.len().max(1) as f64 * 1000.0,
-                name: format!("{mode_part}{rerank_part}"),
-                run,
-            });
+            for (run, &w) in runs.into_iter().zip(&weights) {
+                let rerank_part = match reranker {
+                    Some(_) if w > 0.0 => format!("+{}+first{w:.2}", sanitize(reranker_name)),
+                    Some(_) => format!("+{}", sanitize(reranker_name)),
+                    None => String::new(),
+                };
+                rows.push(GridRow {
+                    retriever: retriever.clone(),
+                    reranker: reranker_label(reranker_name, w),
+                    evaluation: evaluate(&queries.qrels, &run, &METRICS),
+                    ms_per_query: secs / queries.queries.len().max(1) as f64 * 1000.0,
+                    name: format!("{mode_part}{rerank_part}"),
+                    run,
+                });
+            }
         }
     }
     Ok(rows)

@@ -37,6 +37,8 @@ pub struct ModelDir {
     pub path: PathBuf,
     pub config: ModelConfig,
     pub sentence_transformers: SentenceTransformersConfig,
+    /// sift's own notes on using the model as a reranker (`sift_rerank.json`; default if absent).
+    pub rerank_settings: crate::rerank::RerankSettings,
 }
 
 impl ModelDir {
@@ -55,10 +57,12 @@ impl ModelDir {
         }
         let config = ModelConfig::from_file(&config_path)?;
         let sentence_transformers = SentenceTransformersConfig::from_dir(&path)?;
+        let rerank_settings = crate::rerank::RerankSettings::from_dir(&path)?;
         Ok(ModelDir {
             path,
             config,
             sentence_transformers,
+            rerank_settings,
         })
     }
 

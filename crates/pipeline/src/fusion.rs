@@ -1,6 +1,10 @@
-//! Reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009).
+//! Reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009): of the recall legs, and of
+//! the reranker with the first stage.
 
 use std::collections::HashMap;
+
+use sift_models::rerank::sort_by_score;
+use sift_models::RerankScore;
 
 /// The `k` of RRF. 60 is the value of the original paper and of most search engines: it damps
 /// the advantage of the very first ranks so that agreement between lists matters more.
@@ -26,9 +30,78 @@ pub fn reciprocal_rank_fusion<'a>(lists: &[&'a [String]], k: f32) -> Vec<(&'a st
     fused.into_iter().map(|(id, s, _)| (id, s)).collect()
 }
 
+/// The reranked order when the first stage keeps a say: weighted RRF of the reranker's ranking
+/// and the first stage's, `(1 − w) / (k + rerank rank) + w / (k + first-stage rank)` with
+/// `w = first_stage_weight` and k = [`RRF_K`].
+///
+/// `scores` are the reranker's, one per candidate, in first-stage order (`index` = position, so
+/// the first-stage rank is `index + 1`). Returns `(index, blended score)` best first; ties keep
+/// first-stage order. `w = 0` is the reranker's own order ([`sort_by_score`]).
+///
+/// Why ranks and not scores: the reranker's logits and the first stage's scores (RRF, cosine or
+/// BM25, by mode) live on unrelated scales that shift per query, and ranks need no per-query
+/// normalization to be comparable. Why at all: a reranker fine-tuned on a few hundred queries can
+/// be confidently wrong on queries unlike its training ones, and the first stage's ranking is a
+/// prior that training cannot destroy (issue #15; the weight is chosen on the dev split).
+pub fn blend_with_first_stage(
+    scores: &[RerankScore],
+    first_stage_weight: f32,
+) -> Vec<(usize, f32)> {
+    let w = first_stage_weight.clamp(0.0, 1.0);
+    let mut by_rerank = scores.to_vec();
+    sort_by_score(&mut by_rerank);
+    let mut blended: Vec<(usize, f32)> = by_rerank
+        .iter()
+        .enumerate()
+        .map(|(rerank_rank, s)| {
+            let r = rerank_rank as f32 + 1.0;
+            let f = s.index as f32 + 1.0;
+            (s.index, (1.0 - w) / (RRF_K + r) + w / (RRF_K + f))
+        })
+        .collect();
+    if w > 0.0 {
+        blended.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    }
+    blended
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scores(logits: &[f32]) -> Vec<RerankScore> {
+        logits
+            .iter()
+            .enumerate()
+            .map(|(index, &logit)| RerankScore {
+                index,
+                logit,
+                score: logit,
+            })
+            .collect()
+    }
+
+    fn order(blended: &[(usize, f32)]) -> Vec<usize> {
+        blended.iter().map(|b| b.0).collect()
+    }
+
+    #[test]
+    fn weight_zero_is_the_rerankers_order_and_one_the_first_stages() {
+        let s = scores(&[0.1, 0.9, f32::NAN, 0.5]);
+        assert_eq!(order(&blend_with_first_stage(&s, 0.0)), vec![1, 3, 0, 2]);
+        assert_eq!(order(&blend_with_first_stage(&s, 1.0)), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn an_even_blend_lets_agreement_win() {
+        // The reranker puts candidate 3 first and candidate 0 second; the first stage had 0
+        // first and 3 last. Candidate 0 is near the top of both lists, so it leads the blend.
+        let s = scores(&[0.8, 0.1, 0.2, 0.9]);
+        let blended = blend_with_first_stage(&s, 0.5);
+        assert_eq!(order(&blended)[0], 0);
+        let expected = 0.5 / (RRF_K + 2.0) + 0.5 / (RRF_K + 1.0);
+        assert!((blended[0].1 - expected).abs() < 1e-7);
+    }
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

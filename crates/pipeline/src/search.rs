@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 use sift_index::{ChunkHit, CollectionBackend, Document};
-use sift_models::rerank::{score_documents, sort_by_score, PreparedPairs};
+use sift_models::rerank::{score_documents, PreparedPairs};
 use sift_models::{Embedder, LongDocumentPolicy, RerankScore, Reranker, TextRole};
 
 use crate::error::{PipelineError, Result};
-use crate::fusion::{reciprocal_rank_fusion, RRF_K};
+use crate::fusion::{blend_with_first_stage, reciprocal_rank_fusion, RRF_K};
 use crate::ingest::{check_model, embedding_text, ingest, IngestReport};
 
 /// Which recall legs run.
@@ -54,6 +54,10 @@ pub struct SearchOptions {
     pub top_k: usize,
     /// Rerank when a reranker is available.
     pub rerank: bool,
+    /// Weight of the first stage's ranking in the reranked order
+    /// ([`crate::fusion::blend_with_first_stage`]); `None`: what the rerank model recommends
+    /// ([`Reranker::first_stage_weight`], 0 unless `sift train-reranker` chose one).
+    pub first_stage_weight: Option<f32>,
 }
 
 /// Most documents one recall leg may return. Why a bound: each leg fetches several chunks per
@@ -81,7 +85,13 @@ impl SearchOptions {
         };
         check("depth", self.depth, 1, MAX_DEPTH)?;
         check("top_k", self.top_k, 1, MAX_TOP_K)?;
-        check("candidates", self.candidates, 0, MAX_CANDIDATES)
+        check("candidates", self.candidates, 0, MAX_CANDIDATES)?;
+        match self.first_stage_weight {
+            Some(w) if !(0.0..=1.0).contains(&w) => Err(PipelineError::InvalidInput(format!(
+                "first_stage_weight is {w}; it must be between 0 and 1"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -93,6 +103,7 @@ impl Default for SearchOptions {
             candidates: 100,
             top_k: 10,
             rerank: true,
+            first_stage_weight: None,
         }
     }
 }
@@ -105,8 +116,9 @@ pub struct SearchHit {
     pub title: Option<String>,
     /// The document's best-matching chunk.
     pub snippet: String,
-    /// The score that ordered this list: rerank probability, else RRF score (hybrid), cosine
-    /// similarity (dense) or BM25 score.
+    /// The score that ordered this list: rerank probability (or, when the first stage keeps a
+    /// weight in the order, the blended RRF score), else RRF score (hybrid), cosine similarity
+    /// (dense) or BM25 score.
     pub score: f32,
     pub dense_rank: Option<usize>,
     pub dense_score: Option<f32>,
@@ -186,11 +198,13 @@ const CHUNK_OVERFETCH: usize = 3;
 /// The first stage's result: fused hits (best first) and, when they are to be reranked, the
 /// text the reranker reads for each (title and the whole document; the long-document policy
 /// decides what of it is scored).
+#[derive(Clone)]
 pub struct Candidates {
     query: String,
     hits: Vec<SearchHit>,
     rerank_texts: Vec<String>,
     top_k: usize,
+    first_stage_weight: Option<f32>,
     timings: Timings,
     started: Instant,
 }
@@ -198,6 +212,13 @@ pub struct Candidates {
 impl Candidates {
     pub fn query(&self) -> &str {
         &self.query
+    }
+
+    /// Sets the first stage's weight in the reranked order, whatever the search options said
+    /// (evaluation scores candidates once and finishes them under several weights).
+    pub fn with_first_stage_weight(mut self, weight: f32) -> Self {
+        self.first_stage_weight = Some(weight);
+        self
     }
 
     /// Whether these candidates were gathered for reranking (and there is anything to rerank).
@@ -224,35 +245,54 @@ impl Candidates {
         )?)
     }
 
-    /// The final list: reordered by `scores` (one per candidate, in candidate order) when
-    /// given, cut to `top_k`. `rerank_ms` is the time the scores took.
-    pub fn finish(self, scores: Option<Vec<RerankScore>>, rerank_ms: f64) -> Result<SearchResults> {
+    /// The final list: reordered by the scores `reranker` gave (one per entry of
+    /// [`Candidates::rerank_texts`], in candidate order) when given — blended with the first stage's order by the search's
+    /// `first_stage_weight`, else the reranker's recommended one — cut to `top_k`. `rerank_ms`
+    /// is the time the scores took.
+    pub fn finish(
+        self,
+        reranked_by: Option<(&dyn Reranker, Vec<RerankScore>)>,
+        rerank_ms: f64,
+    ) -> Result<SearchResults> {
         let Candidates {
             mut hits,
+            rerank_texts,
             top_k,
+            first_stage_weight,
             mut timings,
             started,
             ..
         } = self;
         let mut reranked = false;
-        if let Some(mut scores) = scores {
-            if scores.len() != hits.len() {
+        if let Some((reranker, scores)) = reranked_by {
+            if scores.len() != rerank_texts.len() {
                 return Err(PipelineError::Internal(format!(
                     "{} rerank scores for {} candidates",
                     scores.len(),
-                    hits.len()
+                    rerank_texts.len()
                 )));
             }
+            let weight = first_stage_weight.unwrap_or_else(|| reranker.first_stage_weight());
+            // The reranked candidates lead, in their new order; hits past them (kept because
+            // more were asked for than were reranked) follow in first-stage order.
+            let tail = hits.split_off(scores.len());
             for (h, s) in hits.iter_mut().zip(&scores) {
                 h.rerank_score = Some(s.score);
                 h.score = s.score;
             }
-            sort_by_score(&mut scores);
+            let order = blend_with_first_stage(&scores, weight);
             let mut slots: Vec<Option<SearchHit>> = hits.into_iter().map(Some).collect();
-            hits = scores
+            hits = order
                 .iter()
-                .filter_map(|s| slots.get_mut(s.index).and_then(Option::take))
+                .filter_map(|&(index, blended)| {
+                    let mut hit = slots.get_mut(index).and_then(Option::take)?;
+                    if weight > 0.0 {
+                        hit.score = blended;
+                    }
+                    Some(hit)
+                })
                 .collect();
+            hits.extend(tail);
             timings.rerank_ms = rerank_ms;
             reranked = true;
         }
@@ -308,11 +348,6 @@ impl Pipeline {
 
     pub fn into_backend(self) -> Box<dyn CollectionBackend> {
         self.backend
-    }
-
-    /// Swaps the rerank stage (evaluation compares several rerankers over one collection).
-    pub fn set_reranker(&mut self, reranker: Option<Arc<dyn Reranker>>) {
-        self.reranker = reranker;
     }
 
     pub fn reranker(&self) -> Option<&Arc<dyn Reranker>> {
@@ -411,14 +446,15 @@ impl Pipeline {
                     &self.policy,
                     &mut |_| {},
                 )?;
-                candidates.finish(Some(scores), ms(t))
+                candidates.finish(Some((r, scores)), ms(t))
             }
             _ => candidates.finish(None, 0.0),
         }
     }
 
     /// The first stage: dense and BM25 recall fused by reciprocal rank fusion. With `for_rerank`
-    /// it keeps `options.candidates` hits (else `top_k`) and the text each is reranked on.
+    /// it keeps `max(options.candidates, top_k)` hits (else `top_k`) and the text the reranker
+    /// reads for the first `options.candidates` of them.
     pub fn candidates(
         &self,
         query: &str,
@@ -517,7 +553,7 @@ impl Pipeline {
                 // Deleted between the search and this read: skip rather than show nothing.
                 None => continue,
             };
-            if for_rerank {
+            if for_rerank && rerank_texts.len() < options.candidates {
                 rerank_texts.push(embedding_text(title.as_deref(), &text));
             }
             hits.push(SearchHit {
@@ -542,6 +578,7 @@ impl Pipeline {
             hits,
             rerank_texts,
             top_k: options.top_k,
+            first_stage_weight: options.first_stage_weight,
             timings,
             started,
         })

@@ -14,7 +14,21 @@ use crate::recipe::Recipe;
 pub struct EvalRecord {
     pub epoch: usize,
     pub step: usize,
+    /// The reranker alone.
     pub metrics: DevMetrics,
+    /// Blended with the first stage at `first_stage_weight` (absent in checkpoints written
+    /// before blending was measured: they read as weight 0, the reranker alone).
+    #[serde(default)]
+    pub first_stage_weight: f32,
+    #[serde(default)]
+    pub blended: Option<DevMetrics>,
+}
+
+impl EvalRecord {
+    /// What a user of the saved model gets by default: the blend its settings file names.
+    pub fn delivered(&self) -> DevMetrics {
+        self.blended.unwrap_or(self.metrics)
+    }
 }
 
 /// The checkpoint's `state.json`.

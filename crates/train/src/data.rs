@@ -132,6 +132,7 @@ pub fn first_stage(
         candidates: depth,
         top_k: depth,
         rerank: false,
+        first_stage_weight: None,
     };
     let mut out = BTreeMap::new();
     for q in queries {

@@ -23,7 +23,7 @@ pub use data::{
     first_stage, labelled_queries, read_corpus, Corpus, GroupRecipe, LabelledQuery, TrainingSet,
 };
 pub use error::{Result, TrainError};
-pub use evaluate::{DevMetrics, DevSet};
+pub use evaluate::{DevEvaluation, DevMetrics, DevSet, BLEND_WEIGHTS};
 pub use model::TrainableCrossEncoder;
 pub use recipe::{Loss, Recipe};
 pub use trainer::{train, Evaluation, Event, Job, StepReport, Trainer};

@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use sift_models::batch::Batch;
+use sift_models::rerank::RerankSettings;
 use sift_models::{ModelDir, TextTokenizer};
 
 use crate::checkpoint::{read_checkpoint, save_checkpoint, EvalRecord, TrainState};
 use crate::data::TrainingSet;
 use crate::error::{Result, TrainError};
-use crate::evaluate::{DevMetrics, DevSet};
-use crate::model::TrainableCrossEncoder;
+use crate::evaluate::{DevEvaluation, DevSet};
+use crate::model::{write_atomic, TrainableCrossEncoder};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
 use crate::recipe::{Loss, Recipe};
 
@@ -48,7 +49,7 @@ pub enum Event {
     Evaluated {
         epoch: usize,
         step: usize,
-        metrics: DevMetrics,
+        evaluation: DevEvaluation,
         best: bool,
     },
 }
@@ -67,7 +68,7 @@ pub struct StepReport {
 #[derive(Debug, Clone, Copy)]
 pub struct Evaluation {
     pub epoch: usize,
-    pub metrics: DevMetrics,
+    pub metrics: DevEvaluation,
     /// Better than every earlier evaluation: the model in `out` is now this one.
     pub best: bool,
 }
@@ -299,15 +300,19 @@ impl<'a> Trainer<'a> {
         let record = EvalRecord {
             epoch: self.state.step.div_ceil(self.schedule.steps_per_epoch),
             step: self.state.step,
-            metrics,
+            metrics: metrics.alone,
+            first_stage_weight: metrics.first_stage_weight,
+            blended: Some(metrics.blended),
         };
+        // Models compete on what a user gets from them: each with its own best blend.
         let best = self
             .state
             .best
             .as_ref()
-            .is_none_or(|b| metrics.ndcg_at_10 > b.metrics.ndcg_at_10);
+            .is_none_or(|b| record.delivered().ndcg_at_10 > b.delivered().ndcg_at_10);
         if best {
             self.save_model()?;
+            self.save_settings(&record)?;
             self.state.best = Some(record.clone());
         }
         self.state.evals.push(record.clone());
@@ -337,6 +342,25 @@ impl<'a> Trainer<'a> {
         self.model
             .save_pretrained(&self.out, &self.base.path, self.tokenizer.max_length())
     }
+
+    /// `sift_rerank.json`: the blend weight chosen on dev, which search then applies by default.
+    fn save_settings(&self, record: &EvalRecord) -> Result<()> {
+        let settings = RerankSettings {
+            first_stage_weight: Some(record.first_stage_weight),
+            chosen_by: Some(format!(
+                "dev nDCG@10 over {} queries (top {} first-stage candidates), epoch {}: {:.4} alone, {:.4} blended",
+                self.dev.queries.len(),
+                self.dev.candidates.values().map(Vec::len).max().unwrap_or(0),
+                record.epoch,
+                record.metrics.ndcg_at_10,
+                record.delivered().ndcg_at_10,
+            )),
+        };
+        write_atomic(
+            &self.out.join(sift_models::rerank::RERANK_SETTINGS_FILE),
+            settings.to_json().as_bytes(),
+        )
+    }
 }
 
 /// Runs (or resumes) `job` to the end of its schedule, checkpointing every `checkpoint_every`
@@ -364,7 +388,7 @@ pub fn train(
                 on_event(Event::Evaluated {
                     epoch: e.epoch,
                     step: report.step,
-                    metrics: e.metrics,
+                    evaluation: e.metrics,
                     best: e.best,
                 });
             }

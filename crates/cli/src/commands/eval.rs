@@ -82,6 +82,13 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=sift_pipeline::search::MAX_CANDIDATES as u64))]
     candidates: usize,
 
+    /// Weights of the first stage's ranking blended into each reranker's order, to compare
+    /// (comma-separated, 0–1). Every reranker is always evaluated alone (0) and with the weight
+    /// its directory recommends (sift_rerank.json, written by train-reranker); the rerank
+    /// scores are computed once for all weights.
+    #[arg(long, value_delimiter = ',', value_parser = parse_weight)]
+    first_stage_weights: Vec<f32>,
+
     /// Evaluate at most this many queries (the first by id), for quick runs.
     #[arg(long)]
     max_queries: Option<usize>,
@@ -101,6 +108,15 @@ pub struct EvalArgs {
 
     #[command(flatten)]
     pub rerank_precision: RerankPrecisionFlag,
+}
+
+/// A blend weight in [0, 1].
+pub(crate) fn parse_weight(s: &str) -> std::result::Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(w) if (0.0..=1.0).contains(&w) => Ok(w),
+        Ok(w) => Err(format!("{w} is not between 0 and 1")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -189,7 +205,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         } else {
             None
         };
-        let mut pipeline = Pipeline::new(embedder, None, collection)?.with_policy(policy)?;
+        let pipeline = Pipeline::new(embedder, None, collection)?.with_policy(policy)?;
         if index == 0 {
             missing_docs = queries.documents_missing_from(&pipeline)?;
             eprintln!(
@@ -204,13 +220,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let runs = modes.len() * rerankers.len();
         let bar = super::progress_bar(runs * queries.queries.len(), "queries");
         let grid = run_grid(
-            &mut pipeline,
+            &pipeline,
             &queries,
             &modes,
             &rerankers,
             GridOptions {
                 depth: args.depth,
                 candidates: args.candidates,
+                first_stage_weights: args.first_stage_weights.clone(),
             },
             &mut |n| bar.inc(n as u64),
         )?;

@@ -47,6 +47,11 @@ pub struct SearchArgs {
     #[arg(long, env = "SIFT_RERANK_MODEL")]
     rerank_model: Option<String>,
 
+    /// Weight of the first stage's ranking blended into the reranked order, 0–1 (default: what
+    /// the rerank model's sift_rerank.json recommends, else 0 — the reranker alone).
+    #[arg(long, value_parser = super::eval::parse_weight)]
+    first_stage_weight: Option<f32>,
+
     /// Embedding model (default: the one the collection was built with).
     #[arg(long)]
     embed_model: Option<String>,
@@ -110,6 +115,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         candidates: args.candidates,
         top_k: args.top_k,
         rerank: true,
+        first_stage_weight: args.first_stage_weight,
     };
     let results = pipeline.search(&args.query, &options)?;
     if args.json {

@@ -354,15 +354,17 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         }
         Event::Evaluated {
             epoch,
-            metrics,
+            evaluation: e,
             best,
             ..
         } => {
             let line = format!(
-                "epoch {epoch}: dev nDCG@10 {:.4}  MRR@10 {:.4}  R@10 {:.4}{}",
-                metrics.ndcg_at_10,
-                metrics.mrr_at_10,
-                metrics.recall_at_10,
+                "epoch {epoch}: dev nDCG@10 {:.4}  MRR@10 {:.4}  R@10 {:.4} alone; nDCG@10 {:.4} with the first stage at weight {:.1}{}",
+                e.alone.ndcg_at_10,
+                e.alone.mrr_at_10,
+                e.alone.recall_at_10,
+                e.blended.ndcg_at_10,
+                e.first_stage_weight,
                 if best { "  (best so far: saved)" } else { "" }
             );
             if quiet {
@@ -410,8 +412,11 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
     );
     if let (Some(b), Some(best)) = (&baseline, &state.best) {
         eprintln!(
-            "dev nDCG@10: first stage {:.4} → reranked {:.4}",
-            b.ndcg_at_10, best.metrics.ndcg_at_10
+            "dev nDCG@10: first stage {:.4} → reranked {:.4} alone, {:.4} blended with the first stage at weight {:.1} (the default the model's sift_rerank.json now sets)",
+            b.ndcg_at_10,
+            best.metrics.ndcg_at_10,
+            best.delivered().ndcg_at_10,
+            best.first_stage_weight
         );
     }
     Ok(())

@@ -10,12 +10,14 @@
 
 mod load;
 mod long_documents;
+mod settings;
 
 pub use load::load_reranker;
 pub use long_documents::{
     prepare, LongDocumentMode, LongDocumentPolicy, PairOwners, PreparedPairs,
     DEFAULT_MAX_DOCUMENT_TOKENS, DEFAULT_MAX_WINDOWS,
 };
+pub use settings::{RerankSettings, RERANK_SETTINGS_FILE};
 
 use crate::error::Result;
 use crate::model_dir::ModelDir;
@@ -64,6 +66,15 @@ pub struct RerankScore {
 pub trait Reranker: Send + Sync {
     /// The directory the model was loaded from (its name is what APIs report).
     fn model_dir(&self) -> &ModelDir;
+
+    /// Weight of the first stage's ranking in the final order that this model's directory
+    /// recommends ([`RerankSettings`]); 0 (the reranker alone) when it says nothing.
+    fn first_stage_weight(&self) -> f32 {
+        self.model_dir()
+            .rerank_settings
+            .first_stage_weight
+            .unwrap_or(0.0)
+    }
 
     /// `candle`, `onnx-f32` or `onnx-int8`.
     fn engine_name(&self) -> &'static str;

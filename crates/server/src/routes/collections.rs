@@ -257,6 +257,10 @@ pub struct SearchRequest {
     /// Rerank when the server has a rerank model (default true).
     #[serde(default)]
     rerank: Option<bool>,
+    /// Weight of the first stage's ranking blended into the reranked order, 0–1 (default: what
+    /// the rerank model's sift_rerank.json recommends, else 0 — the reranker alone).
+    #[serde(default)]
+    first_stage_weight: Option<f32>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -266,7 +270,8 @@ pub struct Hit {
     title: Option<String>,
     /// The best-matching chunk of the document.
     snippet: String,
-    /// The final score: the rerank score when reranked, else the fused (or single-leg) score.
+    /// The final score: the rerank score when reranked (the blended RRF score when the first
+    /// stage keeps a weight), else the fused (or single-leg) score.
     score: f32,
     dense_rank: Option<usize>,
     dense_score: Option<f32>,
@@ -334,6 +339,7 @@ pub async fn search(
         candidates: bounded("candidates", req.candidates, defaults.candidates)?,
         depth: bounded("depth", req.depth, defaults.depth)?,
         rerank: req.rerank.unwrap_or(defaults.rerank),
+        first_stage_weight: req.first_stage_weight,
     };
     options
         .validate()
@@ -355,7 +361,16 @@ pub async fn search(
         let policy = state.inner.long_documents;
         let (scores, _) =
             rerank_documents(&state, candidates.query().to_owned(), texts, policy, false).await?;
-        candidates.finish(Some(scores), started.elapsed().as_secs_f64() * 1000.0)?
+        let model = state
+            .inner
+            .reranker
+            .as_ref()
+            .map(|b| b.model().0.clone())
+            .ok_or_else(|| ApiError::internal("the rerank model went away".to_string()))?;
+        candidates.finish(
+            Some((model.as_ref(), scores)),
+            started.elapsed().as_secs_f64() * 1000.0,
+        )?
     } else {
         candidates.finish(None, 0.0)?
     };
