@@ -8,6 +8,16 @@ use crate::document::{ChunkHit, Document, HitDetails, Operation};
 use crate::error::Result;
 use crate::manifest::Manifest;
 
+/// The expensive middle of a compaction ([`CollectionBackend::begin_compaction`]). It owns
+/// copies of what it needs and reaches the collection only through its files, so it runs on any
+/// thread without the caller's lock.
+pub trait CompactionJob: Send {
+    fn run(&mut self) -> Result<()>;
+
+    /// For [`CollectionBackend::finish_compaction`] to recover its own job type.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
+}
+
 /// What `sift index` reports about a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CollectionStats {
@@ -73,15 +83,45 @@ pub trait CollectionBackend: Send + Sync {
     /// Applies a batch atomically and durably; returns its sequence number.
     fn commit(&mut self, operations: Vec<Operation>) -> Result<u64>;
 
-    /// Housekeeping after bulk changes (snapshots, index rebuilds). Never changes results.
-    fn compact(&mut self) -> Result<()>;
+    /// Starts a compaction (housekeeping after bulk changes: snapshots, index rebuilds) and
+    /// returns its expensive part as a [`CompactionJob`]; `None` when there is nothing to do,
+    /// when `only_if_due` and the backend's own policy says it is not yet worth its cost (for
+    /// the local backend: the log outgrew a share of the snapshot), or when another compaction
+    /// of this handle is in flight.
+    ///
+    /// Compaction is split so that a caller sharing the collection behind a lock (the server)
+    /// holds it only briefly: `begin` needs shared access (it copies what is to be written),
+    /// [`CompactionJob::run`] needs none (it writes files and builds indexes while commits and
+    /// searches go on), [`CollectionBackend::finish_compaction`] needs exclusive access and is
+    /// cheap. Commits made while the job runs are kept. Never changes results; a failure at any
+    /// step, or a job that is dropped, leaves every committed batch in place.
+    fn begin_compaction(&self, only_if_due: bool) -> Result<Option<Box<dyn CompactionJob>>>;
 
-    /// Compacts when the backend's own policy says the housekeeping has become worth its cost
-    /// (for the local backend: when the log outgrew a share of the snapshot); returns whether
-    /// it did. Long-lived writers (the server) call it after their writes, so what a collection
-    /// keeps on disk stays proportional to what it holds. Never changes results; a failure
-    /// leaves every committed batch in place.
-    fn compact_if_due(&mut self) -> Result<bool>;
+    /// Puts a job's result in place (a job of another handle is refused).
+    fn finish_compaction(&mut self, job: Box<dyn CompactionJob>) -> Result<()>;
+
+    /// Compacts now, all three steps in the caller's hands.
+    fn compact(&mut self) -> Result<()> {
+        if let Some(mut job) = self.begin_compaction(false)? {
+            job.run()?;
+            self.finish_compaction(job)?;
+        }
+        Ok(())
+    }
+
+    /// Compacts when the backend's policy says so; returns whether it did. Long-lived writers
+    /// call it (or its split form) after their writes, so what a collection keeps on disk stays
+    /// proportional to what it holds.
+    fn compact_if_due(&mut self) -> Result<bool> {
+        match self.begin_compaction(true)? {
+            Some(mut job) => {
+                job.run()?;
+                self.finish_compaction(job)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 
     /// Nearest chunks to `vector` (the manifest's dimension) by cosine similarity.
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>>;

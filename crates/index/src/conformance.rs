@@ -77,6 +77,7 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Location) {
     deletes_remove_from_both_legs(&fresh());
     bad_batches_are_refused_whole(&fresh());
     committed_batches_survive_reopening(&fresh());
+    commits_during_a_compaction_are_kept(&fresh());
     search_orders_best_first(&fresh());
     another_model_is_refused(&fresh());
     reads_are_batched_in_request_order(&fresh());
@@ -250,6 +251,93 @@ pub fn committed_batches_survive_reopening(location: &Location) {
     drop(c);
     let c = store::open(location, Access::Search).unwrap();
     check(c.as_ref(), "reopened for searching after compaction");
+}
+
+/// The split compaction: batches committed between `begin_compaction` and
+/// `finish_compaction` (upserts, a replacement and a delete of documents the job copied) are
+/// all there after it, and after reopening; one compaction at a time per handle, and a job
+/// that is dropped unfinished blocks nothing.
+pub fn commits_during_a_compaction_are_kept(location: &Location) {
+    let mut c = create(location);
+    for i in 0..4 {
+        c.commit(vec![upsert(
+            &format!("d{i}"),
+            None,
+            &[(&format!("kelp{i} forest"), i)],
+        )])
+        .unwrap();
+    }
+    let mut job = c
+        .begin_compaction(false)
+        .unwrap()
+        .expect("there is a log to compact");
+    assert!(
+        c.begin_compaction(false).unwrap().is_none(),
+        "a second compaction while one is in flight"
+    );
+    c.commit(vec![upsert("d4", None, &[("kelp4 forest", 0)])])
+        .unwrap();
+    c.commit(vec![
+        upsert("d1", None, &[("urchin barren", 1)]),
+        Operation::Delete("d2".into()),
+    ])
+    .unwrap();
+    job.run().unwrap();
+    // The job's files are on disk; this handle still answers from its own state.
+    assert_eq!(c.len().unwrap(), 4);
+    c.commit(vec![upsert("d5", None, &[("kelp5 forest", 2)])])
+        .unwrap();
+    c.finish_compaction(job).unwrap();
+    let check = |c: &dyn CollectionBackend, when: &str| {
+        assert_eq!(c.seq().unwrap(), 7, "{when}");
+        assert_eq!(c.len().unwrap(), 5, "{when}");
+        let mut forest = ids(&c.keyword_search("forest", 10).unwrap())
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        forest.sort();
+        assert_eq!(forest, ["d0", "d3", "d4", "d5"], "{when}");
+        assert_eq!(
+            ids(&c.keyword_search("urchin", 10).unwrap()),
+            ["d1"],
+            "{when}"
+        );
+        assert!(c.documents(&["d2"]).unwrap()[0].is_none(), "{when}");
+        let dense = c.dense_search(&unit([0.0, 1.0, 0.0, 0.0]), 1).unwrap();
+        assert_eq!(ids(&dense), ["d1"], "{when}");
+        c.verify().unwrap();
+    };
+    check(c.as_ref(), "after the compaction finished");
+    // Abandoned after begin, and after run: neither blocks the next compaction.
+    drop(c.begin_compaction(false).unwrap());
+    let mut abandoned = c.begin_compaction(false).unwrap();
+    if let Some(job) = abandoned.as_mut() {
+        job.run().unwrap();
+    }
+    drop(abandoned);
+    c.commit(vec![Operation::Delete("d5".into())]).unwrap();
+    c.compact().unwrap();
+    drop(c);
+    let c = store::open(location, Access::Search).unwrap();
+    assert_eq!(c.seq().unwrap(), 8);
+    assert_eq!(c.len().unwrap(), 4);
+    assert!(c.documents(&["d5"]).unwrap()[0].is_none());
+    c.verify().unwrap();
+    drop(c);
+    // And a compaction whose job was run but never finished left files that open correctly.
+    let mut c = store::open(location, Access::Write).unwrap();
+    c.commit(vec![upsert("d6", None, &[("kelp6 forest", 3)])])
+        .unwrap();
+    let mut job = c.begin_compaction(false).unwrap().unwrap();
+    job.run().unwrap();
+    c.commit(vec![upsert("d7", None, &[("kelp7 forest", 3)])])
+        .unwrap();
+    drop(job);
+    drop(c);
+    let c = store::open(location, Access::Search).unwrap();
+    assert_eq!(c.seq().unwrap(), 10);
+    assert_eq!(c.len().unwrap(), 6);
+    c.verify().unwrap();
 }
 
 /// Dense results by descending cosine, keyword results by descending BM25, at most k.

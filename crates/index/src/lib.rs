@@ -20,7 +20,7 @@ pub mod store;
 #[cfg(feature = "failpoints")]
 pub mod tmpfs;
 
-pub use backend::{CollectionBackend, CollectionStats};
+pub use backend::{CollectionBackend, CollectionStats, CompactionJob};
 pub use document::{
     Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation, MAX_ID_BYTES,
 };

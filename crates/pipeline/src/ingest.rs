@@ -202,18 +202,5 @@ pub fn ingest(
         done += batch.len();
         on_commit(done, total);
     }
-    if report.batches > 0 {
-        compact_if_due(backend);
-    }
     Ok(report)
-}
-
-/// Lets the backend compact when its policy says so, after committed writes. A failure is
-/// logged, not returned: the writes are committed, and compaction leaves them in place.
-pub(crate) fn compact_if_due(backend: &mut dyn CollectionBackend) {
-    match backend.compact_if_due() {
-        Ok(true) => tracing::info!("{}: compacted", backend.location()),
-        Ok(false) => {}
-        Err(e) => tracing::warn!("{}: compaction failed: {e}", backend.location()),
-    }
 }

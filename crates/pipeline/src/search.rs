@@ -154,6 +154,9 @@ pub struct Pipeline {
     reranker: Option<Arc<dyn Reranker>>,
     policy: LongDocumentPolicy,
     backend: Box<dyn CollectionBackend>,
+    /// Compact (when due) at the end of each write, under the caller's `&mut`; off for callers
+    /// that compact in the background ([`Pipeline::with_background_compaction`]).
+    inline_compaction: bool,
 }
 
 /// A document's best chunk in one recall leg.
@@ -324,6 +327,7 @@ impl Pipeline {
             reranker,
             policy: LongDocumentPolicy::default(),
             backend,
+            inline_compaction: true,
         })
     }
 
@@ -332,6 +336,28 @@ impl Pipeline {
         policy.validate()?;
         self.policy = policy;
         Ok(self)
+    }
+
+    /// Writes no longer compact: the caller runs the split compaction
+    /// ([`CollectionBackend::begin_compaction`]) itself, its expensive part outside whatever
+    /// lock it shares the pipeline behind (the server: a write lock held through a compaction
+    /// stalled every request to the collection, ~57 s at 20k chunks).
+    pub fn with_background_compaction(mut self) -> Self {
+        self.inline_compaction = false;
+        self
+    }
+
+    /// Lets the backend compact when its policy says so, after committed writes. A failure is
+    /// logged, not returned: the writes are committed, and compaction leaves them in place.
+    fn compact_if_due(&mut self) {
+        if !self.inline_compaction {
+            return;
+        }
+        match self.backend.compact_if_due() {
+            Ok(true) => tracing::info!("{}: compacted", self.backend.location()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{}: compaction failed: {e}", self.backend.location()),
+        }
     }
 
     pub fn policy(&self) -> &LongDocumentPolicy {
@@ -374,14 +400,18 @@ impl Pipeline {
         let embedder = self.embedder.clone().ok_or_else(|| {
             PipelineError::InvalidInput("indexing needs an embedding model".into())
         })?;
-        ingest(
+        let report = ingest(
             &embedder,
             self.backend.as_mut(),
             docs,
             batch_docs,
             None,
             on_commit,
-        )
+        )?;
+        if report.batches > 0 {
+            self.compact_if_due();
+        }
+        Ok(report)
     }
 
     /// Embeds and stores `docs` as one batch, committed only if the embedding ends before
@@ -396,14 +426,18 @@ impl Pipeline {
             PipelineError::InvalidInput("indexing needs an embedding model".into())
         })?;
         let batch = docs.len().max(1);
-        ingest(
+        let report = ingest(
             &embedder,
             self.backend.as_mut(),
             docs,
             batch,
             deadline,
             &mut |_, _| {},
-        )
+        )?;
+        if report.batches > 0 {
+            self.compact_if_due();
+        }
+        Ok(report)
     }
 
     /// Deletes documents by id in one batch; returns the ids that existed (each once).
@@ -428,7 +462,7 @@ impl Pipeline {
                 .map(sift_index::Operation::Delete)
                 .collect(),
         )?;
-        crate::ingest::compact_if_due(self.backend.as_mut());
+        self.compact_if_due();
         Ok(existing)
     }
 

@@ -134,7 +134,8 @@ impl Collections {
         // The server's embedder serves the collection only if it is the model the collection
         // was built with; Pipeline::new refuses a mismatch (409). No reranker: the routes rerank
         // through the batching queue.
-        let pipeline = Pipeline::new(self.embedder.clone(), None, collection)?;
+        let pipeline =
+            Pipeline::new(self.embedder.clone(), None, collection)?.with_background_compaction();
         let shared = Arc::new(RwLock::new(pipeline));
         let uses = open.uses;
         open.handles.insert(name.to_owned(), (shared.clone(), uses));
@@ -167,6 +168,50 @@ impl Collections {
         }
         self.store.drop_collection(name)?;
         Ok(())
+    }
+
+    /// Starts compacting the collection on a thread of its own when its policy says it is due:
+    /// the copy is taken under the read lock, the expensive part (snapshot, graph build) runs
+    /// under no lock while requests go on, and only the swap takes the write lock. Call it
+    /// after a write, with no lock held. The thread holds the collection open until it ends.
+    pub fn compact_in_background(pipeline: &SharedPipeline) {
+        let begun = {
+            let p = pipeline.read().unwrap_or_else(|p| p.into_inner());
+            p.backend()
+                .begin_compaction(true)
+                .map(|job| job.map(|j| (j, p.backend().location())))
+        };
+        let (mut job, location) = match begun {
+            Ok(Some(begun)) => begun,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("compaction could not start: {e}");
+                return;
+            }
+        };
+        let pipeline = pipeline.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sift-compaction".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                if let Err(e) = job.run() {
+                    tracing::warn!("{location}: compaction failed: {e}");
+                    return;
+                }
+                let mut p = pipeline.write().unwrap_or_else(|p| p.into_inner());
+                let swap = std::time::Instant::now();
+                match p.backend_mut().finish_compaction(job) {
+                    Ok(()) => tracing::info!(
+                        "{location}: compacted in {:.1} s (write lock held {:.1} ms)",
+                        started.elapsed().as_secs_f64(),
+                        swap.elapsed().as_secs_f64() * 1000.0
+                    ),
+                    Err(e) => tracing::warn!("{location}: compaction failed: {e}"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("compaction thread could not start: {e}");
+        }
     }
 
     /// Runs `f` on collection `name`; when it fails because the open handle became unusable (a

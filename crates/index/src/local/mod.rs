@@ -19,6 +19,7 @@
 //! again, and every acknowledged batch is there.
 
 mod bm25;
+mod compaction;
 mod files;
 mod snapshot;
 mod state;
@@ -27,15 +28,18 @@ mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 pub use vectors::AnnParams;
 
 use self::bm25::Bm25Index;
+use self::compaction::{InFlight, LocalCompaction};
 use self::files::{lock, write_atomic};
-use self::snapshot::{read_graph, read_snapshot, write_graph, write_snapshot};
+use self::snapshot::{read_graph, read_snapshot};
 use self::state::Contents;
 use self::wal::{Record, Wal};
-use crate::backend::{CollectionBackend, CollectionStats};
+use crate::backend::{CollectionBackend, CollectionStats, CompactionJob};
 use crate::batch::validate_batch;
 use crate::document::{ChunkHit, Document, HitDetails, Operation};
 use crate::error::{IndexError, Result};
@@ -89,6 +93,8 @@ pub struct LocalCollection {
     /// Bytes of `snapshot.bin` (0 without one), for the compaction policy.
     snapshot_bytes: u64,
     compaction: CompactionPolicy,
+    /// Set while a compaction job of this handle exists ([`InFlight`]).
+    compacting: Arc<AtomicBool>,
     /// Set when a write failed after its WAL record began: memory or BM25 may disagree with
     /// the log, so every call refuses until the collection is reopened.
     unusable: Option<String>,
@@ -243,6 +249,7 @@ impl LocalCollection {
             wal_records,
             snapshot_bytes: std::fs::metadata(&snapshot_path).map_or(0, |m| m.len()),
             compaction: CompactionPolicy::default(),
+            compacting: Arc::new(AtomicBool::new(false)),
             unusable: None,
             #[cfg(feature = "failpoints")]
             crash_hook: None,
@@ -535,49 +542,73 @@ impl CollectionBackend for LocalCollection {
         Ok(self.seq)
     }
 
-    /// Writes a snapshot, rebuilds the ANN graph when the collection is large enough, and empties
-    /// the WAL. Search results do not change; opening gets faster and deleted vectors are freed.
-    fn compact(&mut self) -> Result<()> {
+    /// A snapshot, the ANN graph rebuilt when the collection is large enough, and a log that
+    /// keeps only the batches after the snapshot (see [`compaction`]). Search results do not
+    /// change; opening gets faster and deleted vectors are freed.
+    fn begin_compaction(&self, only_if_due: bool) -> Result<Option<Box<dyn CompactionJob>>> {
         self.usable()?;
-        self.writable_wal()?;
-        if self.wal_records == 0
+        let log_offset = match &self.wal {
+            Some(wal) => wal.len(),
+            None => {
+                return Err(IndexError::InvalidInput(
+                    "the collection was opened read-only".into(),
+                ))
+            }
+        };
+        let nothing_to_do = self.wal_records == 0
             && self.snapshot_seq == self.seq
-            && self.dir.join("snapshot.bin").is_file()
-        {
-            return Ok(());
-        }
-        let snapshot = self.contents.to_snapshot(self.seq);
-        write_snapshot(&self.dir.join("snapshot.bin"), &snapshot)?;
-        self.step("snapshot-written");
-        // Renumber slots densely, in snapshot order, exactly as the next open will.
-        let params = self.contents.vectors.params();
-        self.contents = Contents::from_snapshot(snapshot, params);
-        self.snapshot_seq = self.seq;
-        self.contents.vectors.rebuild_graph();
-        write_graph(
-            &self.dir.join("ann.bin"),
-            self.seq,
-            self.contents.vectors.graph(),
-        )?;
-        self.step("graph-written");
-        self.snapshot_bytes =
-            std::fs::metadata(self.dir.join("snapshot.bin")).map_or(0, |m| m.len());
-        let seq = self.seq;
-        self.writable_wal()?.reset(seq)?;
-        self.step("log-reset");
-        self.wal_records = 0;
-        Ok(())
-    }
-
-    fn compact_if_due(&mut self) -> Result<bool> {
-        self.usable()?;
+            && self.dir.join("snapshot.bin").is_file();
         let log = self.log_bytes();
         let due = log > self.compaction.min_log_bytes
             && log as f64 > self.compaction.log_to_snapshot * self.snapshot_bytes as f64;
-        if due {
-            self.compact()?;
+        if nothing_to_do || (only_if_due && !due) {
+            return Ok(None);
         }
-        Ok(due)
+        let Some(in_flight) = InFlight::claim(&self.compacting) else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(LocalCompaction {
+            dir: self.dir.clone(),
+            seq: self.seq,
+            log_offset,
+            params: self.contents.vectors.params(),
+            snapshot: Some(self.contents.to_snapshot(self.seq)),
+            contents: None,
+            snapshot_bytes: 0,
+            in_flight,
+            #[cfg(feature = "failpoints")]
+            crash_hook: self.crash_hook,
+        })))
+    }
+
+    fn finish_compaction(&mut self, job: Box<dyn CompactionJob>) -> Result<()> {
+        self.usable()?;
+        let job = job
+            .into_any()
+            .downcast::<LocalCompaction>()
+            .map_err(|_| IndexError::InvalidInput("a compaction of another backend".into()))?;
+        if job.dir != self.dir || !Arc::ptr_eq(job.in_flight.flag(), &self.compacting) {
+            return Err(IndexError::InvalidInput(format!(
+                "a compaction of another handle ({}) cannot finish on {}",
+                job.dir.display(),
+                self.dir.display()
+            )));
+        }
+        let (mut contents, seq, log_offset, snapshot_bytes) = job.into_contents()?;
+        let kept = self.writable_wal()?.restart_from(seq, log_offset)?;
+        self.step("log-reset");
+        // The batches committed while the job ran, onto the compacted contents: what the next
+        // open rebuilds from snapshot and log, so memory and disk agree slot for slot.
+        self.wal_records = kept.len();
+        for record in kept {
+            for op in record.operations {
+                contents.apply(op);
+            }
+        }
+        self.contents = contents;
+        self.snapshot_seq = seq;
+        self.snapshot_bytes = snapshot_bytes;
+        Ok(())
     }
 
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {

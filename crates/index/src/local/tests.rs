@@ -141,3 +141,75 @@ fn the_log_of_a_long_lived_writer_stays_bounded() {
     assert_eq!(c.seq().unwrap(), 200);
     c.verify().unwrap();
 }
+
+/// With an HNSW graph in use, batches committed while a compaction job ran are replayed onto
+/// the compacted slots: graph search finds what exact search finds, the same after reopening
+/// (where the graph is read from ann.bin and the log replayed over it).
+#[test]
+fn a_split_compaction_keeps_the_graph_consistent_with_later_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = AnnParams {
+        exact_below: 10,
+        ..AnnParams::default()
+    };
+    let vector = |i: usize| {
+        let a = i as f32 * 0.37;
+        vec![a.cos(), a.sin()]
+    };
+    let upsert = |id: String, i: usize| {
+        Operation::Upsert(IndexedDocument {
+            document: Document {
+                id,
+                text: format!("chunk {i}"),
+                title: None,
+                metadata: None,
+            },
+            chunks: vec![Chunk {
+                text: format!("chunk {i}"),
+                vector: vector(i),
+            }],
+        })
+    };
+    let mut c = LocalCollection::open_or_create(dir.path(), manifest(), ann).unwrap();
+    c.commit((0..40).map(|i| upsert(format!("d{i}"), i)).collect())
+        .unwrap();
+    let mut job = c.begin_compaction(false).unwrap().unwrap();
+    // While the job runs: deletes and replacements of copied documents, and new ones.
+    c.commit(
+        (0..10)
+            .map(|i| Operation::Delete(format!("d{i}")))
+            .chain((10..15).map(|i| upsert(format!("d{i}"), i + 100)))
+            .collect(),
+    )
+    .unwrap();
+    job.run().unwrap();
+    c.commit((40..50).map(|i| upsert(format!("d{i}"), i)).collect())
+        .unwrap();
+    c.finish_compaction(job).unwrap();
+    assert!(c.uses_ann());
+    let same = |c: &LocalCollection, when: &str| {
+        for i in 0..60 {
+            let q = vector(i * 7);
+            let got: Vec<String> = c
+                .dense_search(&q, 5)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.doc_id)
+                .collect();
+            let want: Vec<String> = c
+                .exact_dense_search(&q, 5)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.doc_id)
+                .collect();
+            assert_eq!(got, want, "{when}, query {i}");
+        }
+        assert_eq!(c.contents.docs.len(), 40, "{when}");
+        c.verify().unwrap();
+    };
+    same(&c, "after finishing");
+    drop(c);
+    let c = LocalCollection::open(dir.path(), OpenMode::ReadOnly, ann).unwrap();
+    assert!(c.uses_ann());
+    same(&c, "reopened");
+}

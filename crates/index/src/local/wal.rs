@@ -184,19 +184,61 @@ impl Wal {
         self.torn.as_deref()
     }
 
-    /// Replaces the log with an empty one continuing from `base_seq`, after a snapshot of that
-    /// batch made its records redundant. Atomic: a crash leaves the old log or the new one.
-    pub fn reset(&mut self, base_seq: u64) -> Result<()> {
-        let header = header(base_seq);
-        write_atomic(&self.path, &header)?;
+    /// Replaces the log with one continuing from `base_seq` that keeps the records from byte
+    /// `keep_from` on (a compaction snapshotted batch `base_seq`, whose record ends there, while
+    /// later batches were committed); returns those records. Atomic: a crash leaves the old log
+    /// or the new one. The kept bytes (only they are read) are copied as they are, after
+    /// checking that they are whole records continuing from `base_seq`.
+    pub fn restart_from(&mut self, base_seq: u64, keep_from: u64) -> Result<Vec<Record>> {
+        if let Some(reason) = &self.torn {
+            return Err(IndexError::Unusable {
+                path: self.path.display().to_string(),
+                reason: reason.clone(),
+            });
+        }
+        if keep_from < HEADER_BYTES as u64 || keep_from > self.len {
+            return Err(IndexError::Internal(format!(
+                "{}: compaction kept the log from byte {keep_from}, but it holds {} bytes",
+                self.path.display(),
+                self.len
+            )));
+        }
+        let mut tail = vec![0u8; (self.len - keep_from) as usize];
+        let read = File::open(&self.path).and_then(|mut f| {
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::Start(keep_from))?;
+            f.read_exact(&mut tail)
+        });
+        read.map_err(IndexError::io(&self.path))?;
+        let tail = tail.as_slice();
+        let mut records = Vec::new();
+        let mut pos = 0;
+        while pos < tail.len() {
+            let expected = base_seq + records.len() as u64 + 1;
+            match record_at(tail, pos) {
+                Some((record, end)) if record.seq == expected => {
+                    records.push(record);
+                    pos = end;
+                }
+                _ => {
+                    return Err(IndexError::Internal(format!(
+                        "{}: byte {} is not batch {expected}, which compaction expected there",
+                        self.path.display(),
+                        keep_from as usize + pos
+                    )))
+                }
+            }
+        }
+        let mut restarted = header(base_seq);
+        restarted.extend_from_slice(tail);
+        write_atomic(&self.path, &restarted)?;
         self.file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&self.path)
             .map_err(IndexError::io(&self.path))?;
-        self.len = header.len() as u64;
-        self.torn = None;
-        Ok(())
+        self.len = restarted.len() as u64;
+        Ok(records)
     }
 }
 
@@ -418,12 +460,32 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_log_keeps_the_records_after_its_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.log");
+        let starts = log_with(&path, 5);
+        let (mut wal, _) = Wal::open(&path, 0).unwrap();
+        // A compaction snapshotted batch 3, whose record ends where record 4 starts.
+        let kept = wal.restart_from(3, starts[3] as u64).unwrap();
+        assert_eq!(kept.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5]);
+        wal.append(&record(6)).unwrap();
+        let c = Wal::read(&path).unwrap().unwrap();
+        assert_eq!(c.base_seq, Some(3));
+        assert_eq!(seqs(&c), vec![4, 5, 6]);
+        // An offset that is not a record boundary is refused and changes nothing.
+        let before = std::fs::read(&path).unwrap();
+        assert!(wal.restart_from(3, 5).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
     fn a_reset_log_remembers_its_base() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal.log");
         let (mut wal, _) = Wal::open(&path, 0).unwrap();
         wal.append(&record(1)).unwrap();
-        wal.reset(1).unwrap();
+        let end = wal.len();
+        assert!(wal.restart_from(1, end).unwrap().is_empty());
         wal.append(&record(2)).unwrap();
         drop(wal);
         let contents = Wal::read(&path).unwrap().unwrap();

@@ -184,11 +184,13 @@ pub async fn upsert(
                 "embedding model (indexing needs one)",
             ));
         }
-        cols.with(&name, true, |pipeline| {
-            let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
+        cols.with(&name, true, |shared| {
+            let mut pipeline = shared.write().unwrap_or_else(|p| p.into_inner());
             // One batch: the request is committed whole or not at all, and only if its
             // embedding ends before the request timeout.
             let report = pipeline.ingest_one_batch(docs, Some(deadline))?;
+            drop(pipeline);
+            Collections::compact_in_background(shared);
             Ok(Json(UpsertResponse {
                 added: report.added,
                 updated: report.updated,
@@ -220,17 +222,20 @@ pub async fn delete_document(
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let deadline = Instant::now() + state.inner.limits.request_timeout;
     on_collections(&state, move |cols| {
-        cols.with(&name, false, |pipeline| {
-            let mut pipeline = pipeline.write().unwrap_or_else(|p| p.into_inner());
+        cols.with(&name, false, |shared| {
+            let mut pipeline = shared.write().unwrap_or_else(|p| p.into_inner());
             // Waiting for the write lock may outlast the request; then nothing is deleted.
             if Instant::now() > deadline {
                 return Err(sift_pipeline::PipelineError::DeadlineExceeded { committed: 0 }.into());
             }
-            if pipeline.delete(std::slice::from_ref(&id))?.is_empty() {
+            let deleted = pipeline.delete(std::slice::from_ref(&id))?;
+            drop(pipeline);
+            if deleted.is_empty() {
                 return Err(ApiError::not_found(format!(
                     "collection {name:?} has no document {id:?}"
                 )));
             }
+            Collections::compact_in_background(shared);
             Ok(Json(DeleteResponse { deleted: id }))
         })
     })
