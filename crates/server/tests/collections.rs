@@ -82,6 +82,24 @@ async fn upsert_search_delete() {
     assert!(hit["rerank_score"].is_f64() && hit["fused_rank"].is_u64());
     assert_eq!(hit["metadata"]["lang"], "en");
     assert!(r["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    // The first stage's weight in the reranked order: 1 keeps its order, 0 the reranker's.
+    for (weight, key) in [(1.0, "fused_rank"), (0.0, "rerank_score")] {
+        let (s, r) = post(
+            &base,
+            "/collections/geo/search",
+            json!({"query": "capital of France", "first_stage_weight": weight}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        let hits = r["hits"].as_array().unwrap();
+        let keys: Vec<f64> = hits.iter().map(|h| h[key].as_f64().unwrap()).collect();
+        let ordered = if key == "fused_rank" {
+            keys.windows(2).all(|p| p[0] < p[1])
+        } else {
+            keys.windows(2).all(|p| p[0] >= p[1])
+        };
+        assert!(ordered, "weight {weight}: {keys:?}");
+    }
 
     let client = reqwest::Client::new();
     let r = client
@@ -126,6 +144,8 @@ async fn upsert_search_delete() {
         ("depth", json!(i64::MAX)),
         ("candidates", json!(1_000_000)),
         ("top_k", json!(1_000_000)),
+        ("first_stage_weight", json!(1.5)),
+        ("first_stage_weight", json!(-0.1)),
     ] {
         let (s, b) = post(
             &base,
