@@ -616,4 +616,19 @@ fn eval_reports_metrics_runs_and_data_problems() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["seen_queries"], 1);
     assert_eq!(summary["seen_unseen"].as_array().unwrap().len(), 1);
+
+    // A window of the queries by id: the first two skipped, then one.
+    let result = eval(&[
+        "--modes",
+        "bm25",
+        "--skip-queries",
+        "2",
+        "--max-queries",
+        "1",
+    ]);
+    ok(&result);
+    let run = std::fs::read_to_string(out.join("bm25.trec")).unwrap();
+    let queries: std::collections::BTreeSet<&str> =
+        run.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(queries.into_iter().collect::<Vec<_>>(), ["2"]);
 }

@@ -39,11 +39,13 @@ pub struct QuerySet {
 }
 
 impl QuerySet {
-    /// The judged queries of `split` under `rule` (at most `max_queries`, the first by id).
+    /// The judged queries of `split` under `rule`, by id: the first `skip` left out, then at
+    /// most `max_queries`.
     pub fn select(
         data: &Dataset,
         split: Split,
         rule: SplitRule,
+        skip: usize,
         max_queries: Option<usize>,
     ) -> QuerySet {
         let sides = DevSplit::new(&data.qrels, rule);
@@ -65,8 +67,9 @@ impl QuerySet {
                 queries.push((q.clone(), text.clone()));
             }
         }
-        if let Some(n) = max_queries {
-            queries.truncate(n);
+        if skip > 0 || max_queries.is_some() {
+            queries.drain(..skip.min(queries.len()));
+            queries.truncate(max_queries.unwrap_or(usize::MAX));
             let kept: HashSet<&String> = queries.iter().map(|(q, _)| q).collect();
             qrels.judgements.retain(|q, _| {
                 kept.contains(q)

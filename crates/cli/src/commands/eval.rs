@@ -21,7 +21,9 @@ use crate::model_path::{load_embedder, load_reranker};
 /// configuration and summary.json to --out.
 ///
 /// The collection is built from the corpus when it does not exist yet. --split dev evaluates
-/// sift's dev carve of a train set (query ids divisible by 5), which training never sees.
+/// sift's dev carve of a train set (--split-rule says how it is drawn), which training never
+/// trains on. A reranker trained by sift is evaluated alone and blended with the first stage
+/// at the weight its training chose (sift_rerank.json).
 #[derive(Args)]
 #[command(after_help = "Example:\n  \
 sift eval --data ../shared/data/scifact --collection scifact --split dev --modes bm25,dense,hybrid")]
@@ -89,9 +91,16 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_weight)]
     first_stage_weights: Vec<f32>,
 
-    /// Evaluate at most this many queries (the first by id), for quick runs.
+    /// Evaluate at most this many queries (the first by id, after --skip-queries), for quick
+    /// runs.
     #[arg(long)]
     max_queries: Option<usize>,
+
+    /// Leave out the first N queries by id. `sift train-reranker` picks its epoch and blend
+    /// weight on the first --dev-queries (60) dev queries: `--split dev --skip-queries 60`
+    /// evaluates the ones no step of training saw.
+    #[arg(long, default_value_t = 0)]
+    skip_queries: usize,
 
     /// Folder for TREC run files and summary.json.
     #[arg(long, default_value = "eval-out")]
@@ -147,7 +156,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )?;
     }
 
-    let queries = QuerySet::select(&data, args.split, args.split_rule, args.max_queries);
+    let queries = QuerySet::select(
+        &data,
+        args.split,
+        args.split_rule,
+        args.skip_queries,
+        args.max_queries,
+    );
     let training = match &args.train_qrels {
         Some(path) => {
             let text = std::fs::read_to_string(path)

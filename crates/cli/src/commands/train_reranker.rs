@@ -21,12 +21,14 @@ use crate::model_path::{load_embedder, resolve};
 /// Starts from any supported encoder (BERT, XLM-R, MPNet; a fresh one-label head is added) or
 /// cross-encoder (training continues). Each training group is a query, one relevant document
 /// and negatives: hard ones from sift's first stage over the corpus (top --negative-depth of
-/// hybrid recall, minus the judged-relevant) and random ones. The query split is sift's:
-/// training uses the train split (query ids not divisible by 5; `sift eval --split dev`
-/// evaluates the others); at the end of each epoch the model reranks the first stage's top
-/// --dev-depth for --dev-queries of the dev split, and the best model by nDCG@10 is written to
-/// --out in the Hugging Face layout. --out/checkpoint holds the latest state: rerun with
-/// --resume after an interruption.
+/// hybrid recall, minus the judged-relevant), random ones and, with --prior-negatives, other
+/// queries' positives. The query split is sift's (--split-rule; `sift eval --split dev`
+/// evaluates the dev side). At the end of each epoch the model reranks the first stage's top
+/// --dev-depth for the first --dev-queries dev queries, alone and blended with the first
+/// stage's order at weights 0, 0.1, …, 1; the best model by its best blend's nDCG@10 is written
+/// to --out in the Hugging Face layout, with the weight in sift_rerank.json (search applies it
+/// by default). --out/checkpoint holds the latest state: rerun with --resume after an
+/// interruption.
 #[derive(Args)]
 #[command(
     after_help = "Example (the default recipe on SciFact: 53 min on 2 cores):\n  \
