@@ -51,7 +51,7 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
 }
 
 /// Queries of one split with their relevant documents (relevance > 0).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LabelledQuery {
     pub id: String,
     pub text: String,
@@ -176,6 +176,8 @@ pub struct TrainingSet {
     doc_ids: Vec<String>,
     /// Every training positive, sorted: the pool of prior negatives.
     positives: Vec<String>,
+    /// Positive texts of synthetic examples, by their key (not documents: never negatives).
+    synthetic_texts: HashMap<String, String>,
 }
 
 impl TrainingSet {
@@ -211,7 +213,25 @@ impl TrainingSet {
             mined,
             doc_ids,
             positives: positives.into_iter().collect(),
+            synthetic_texts: HashMap::new(),
         })
+    }
+
+    /// Adds synthetic examples ([`crate::synthetic`]), each with its hard negatives in
+    /// `mined` under its query id. Their positives are not documents of the corpus, so they are
+    /// never drawn as negatives or as prior negatives.
+    pub fn with_synthetic(
+        mut self,
+        synthetic: Vec<crate::synthetic::SyntheticQuery>,
+        mined: BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        self.mined.extend(mined);
+        for s in synthetic {
+            let key = s.query.id.clone();
+            self.synthetic_texts.insert(key.clone(), s.positive_text);
+            self.examples.push((s.query, key));
+        }
+        self
     }
 
     /// Example indices in the order epoch `epoch` visits them.
@@ -279,7 +299,12 @@ impl TrainingSet {
                 None => break,
             }
         }
-        let mut documents = vec![self.corpus[positive].as_str()];
+        let positive = self
+            .corpus
+            .get(positive)
+            .or_else(|| self.synthetic_texts.get(positive))
+            .map_or("", String::as_str);
+        let mut documents = vec![positive];
         documents.extend(negatives.iter().map(|d| self.corpus[*d].as_str()));
         Group {
             query: &query.text,
@@ -342,6 +367,47 @@ mod tests {
             // Without prior negatives the group has the first recipe's size.
             let plain = set.group(index, 0, 7, &base);
             assert_eq!(plain.documents.len(), 3);
+        }
+    }
+
+    /// Synthetic examples train on their own positive text; it is never anyone's negative, and
+    /// their source document is not a negative of its own query.
+    #[test]
+    fn synthetic_examples_bring_their_positive_and_never_serve_as_negatives() {
+        let corpus: Corpus = (0..12)
+            .map(|i| (format!("d{i}"), format!("text of document {i}")))
+            .collect();
+        let set = TrainingSet::new(corpus, &[query("a", &["d0"])], BTreeMap::new()).unwrap();
+        let synthetic = crate::synthetic::SyntheticQuery {
+            query: LabelledQuery {
+                id: "ict:d5".into(),
+                text: "a held-out sentence".into(),
+                relevant: vec!["d5".into()],
+            },
+            positive_text: "document five without its sentence".into(),
+        };
+        let mined = BTreeMap::from([("ict:d5".to_string(), vec!["d5".into(), "d7".into()])]);
+        let set = set.with_synthetic(vec![synthetic], mined);
+        assert_eq!(set.examples.len(), 2);
+        let recipe = GroupRecipe {
+            hard_negatives: 1,
+            random_negatives: 8,
+            negative_depth: 10,
+            prior_negatives: 0,
+        };
+        for epoch in 0..5 {
+            let g = set.group(1, epoch, 3, &recipe);
+            assert_eq!(g.query, "a held-out sentence");
+            assert_eq!(g.documents[0], "document five without its sentence");
+            assert_eq!(
+                g.documents[1], "text of document 7",
+                "the one hard negative"
+            );
+            assert!(!g.documents[1..].contains(&"text of document 5"));
+            let other = set.group(0, epoch, 3, &recipe);
+            assert!(!other
+                .documents
+                .contains(&"document five without its sentence"));
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod model;
 pub mod optim;
 pub mod recipe;
+pub mod synthetic;
 pub mod trainer;
 
 pub use checkpoint::{read_checkpoint, TrainState};
@@ -26,4 +27,5 @@ pub use error::{Result, TrainError};
 pub use evaluate::{DevEvaluation, DevMetrics, DevSet, BLEND_WEIGHTS};
 pub use model::TrainableCrossEncoder;
 pub use recipe::{Loss, Recipe};
+pub use synthetic::{inverse_cloze, SyntheticQuery};
 pub use trainer::{train, Evaluation, Event, Job, StepReport, Trainer};

@@ -50,6 +50,9 @@ pub struct Recipe {
     pub max_grad_norm: f64,
     /// Stop after this many optimizer steps (a shorter run; the schedule still spans all).
     pub max_steps: Option<usize>,
+    /// Inverse-cloze examples added to the labelled ones ([`crate::synthetic`]).
+    #[serde(default)]
+    pub synthetic_queries: usize,
 }
 
 impl Default for Recipe {
@@ -73,6 +76,7 @@ impl Default for Recipe {
             seed: 42,
             max_grad_norm: 1.0,
             max_steps: None,
+            synthetic_queries: 0,
         }
     }
 }

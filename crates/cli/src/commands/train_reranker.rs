@@ -1,12 +1,12 @@
 //! `sift train-reranker`: fine-tune a cross-encoder on labelled query–document pairs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sift_eval::{Dataset, Qrels, Split, SplitRule};
+use sift_eval::{Dataset, DevSplit, Qrels, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
 use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
@@ -91,6 +91,12 @@ pub struct TrainRerankerArgs {
     #[arg(long, default_value_t = 0)]
     prior_negatives: usize,
 
+    /// Inverse-cloze examples added to the labelled ones: a sentence of a corpus document as
+    /// the query, the rest of the document as its positive (each document at most once; never
+    /// a document relevant to a dev query). Relevance signal spread over the whole corpus.
+    #[arg(long, default_value_t = 0)]
+    synthetic_queries: usize,
+
     /// Hard negatives are drawn from this many top first-stage results.
     #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     negative_depth: usize,
@@ -167,6 +173,9 @@ pub struct TrainRerankerArgs {
 struct FirstStage {
     train: BTreeMap<String, Vec<String>>,
     dev: BTreeMap<String, Vec<String>>,
+    /// Of the synthetic queries (absent in runs made before they existed).
+    #[serde(default)]
+    synthetic: BTreeMap<String, Vec<String>>,
 }
 
 fn open_pipeline(args: &TrainRerankerArgs, corpus: &Path) -> Result<Pipeline> {
@@ -222,6 +231,7 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         seed: args.seed,
         max_grad_norm: 1.0,
         max_steps: args.max_steps,
+        synthetic_queries: args.synthetic_queries,
     };
     recipe.validate()?;
     let dataset = match &args.data {
@@ -238,14 +248,29 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
     let mut dev_queries =
         sift_train::labelled_queries(&dataset, &corpus, Split::Dev, args.split_rule)?;
     dev_queries.truncate(args.dev_queries);
+    // Documents a query outside the training side is relevant to never become synthetic
+    // positives: dev numbers must not see a prior for them.
+    let sides = DevSplit::new(&dataset.qrels, args.split_rule);
+    let held_out: BTreeSet<String> = dataset
+        .qrels
+        .judgements
+        .iter()
+        .filter(|(q, _)| !sides.contains(Split::Train, q))
+        .flat_map(|(_, docs)| docs.keys().cloned())
+        .collect();
+    let synthetic =
+        sift_train::inverse_cloze(&corpus, &held_out, args.synthetic_queries, args.seed);
+    let synthetic_queries: Vec<sift_train::LabelledQuery> =
+        synthetic.iter().map(|s| s.query.clone()).collect();
     eprintln!(
-        "{} documents; {} training queries ({} relevant pairs); {} dev queries",
+        "{} documents; {} training queries ({} relevant pairs); {} synthetic queries; {} dev queries",
         corpus.len(),
         train_queries.len(),
         train_queries
             .iter()
             .map(|q| q.relevant.len())
             .sum::<usize>(),
+        synthetic.len(),
         dev_queries.len()
     );
     let started = Instant::now();
@@ -256,12 +281,22 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         serde_json::from_str(&text).with_context(|| first_stage_path.display().to_string())?
     } else {
         let pipeline = open_pipeline(&args, &dataset.corpus)?;
-        let bar = progress_bar(train_queries.len() + dev_queries.len(), "queries");
+        let bar = progress_bar(
+            train_queries.len() + synthetic_queries.len() + dev_queries.len(),
+            "queries",
+        );
         bar.set_message("mining");
         let mut tick = |n: usize| bar.inc(n as u64);
         let train = sift_train::first_stage(
             &pipeline,
             &train_queries,
+            args.negative_depth,
+            args.first_stage,
+            &mut tick,
+        )?;
+        let synthetic = sift_train::first_stage(
+            &pipeline,
+            &synthetic_queries,
             args.negative_depth,
             args.first_stage,
             &mut tick,
@@ -275,7 +310,11 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         )?;
         bar.finish_and_clear();
         std::fs::create_dir_all(&args.out)?;
-        let fs = FirstStage { train, dev };
+        let fs = FirstStage {
+            train,
+            dev,
+            synthetic,
+        };
         std::fs::write(&first_stage_path, serde_json::to_string(&fs)?)?;
         fs
     };
@@ -302,7 +341,8 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
             b.recall_at_10
         );
     }
-    let data = sift_train::TrainingSet::new(corpus, &train_queries, first_stage.train)?;
+    let data = sift_train::TrainingSet::new(corpus, &train_queries, first_stage.train)?
+        .with_synthetic(synthetic, first_stage.synthetic);
     let total = recipe.total_steps(data.examples.len());
     eprintln!(
         "training {} steps of {} groups × {} pairs ({} epoch(s), {:?} loss)",
