@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn queries_are_held_out_sentences_deterministic_and_skip_excluded_documents() {
-        let long = |w: &str| vec![w; 9].join(" ");
+        let long = |w: &str| [w; 9].join(" ");
         let mut corpus = Corpus::new();
         for i in 0..20 {
             corpus.insert(
