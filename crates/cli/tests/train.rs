@@ -13,6 +13,17 @@ fn tiny() -> String {
     golden("bert-encoder")
 }
 
+/// Runs sift, expects success, and parses its stdout as JSON.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = sift_cmd(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn fails(out: &Output, want: &str) {
     assert!(!out.status.success(), "should have failed");
     let e = String::from_utf8_lossy(&out.stderr);
@@ -228,7 +239,7 @@ fn a_killed_run_resumes_to_the_same_model() {
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
     assert_eq!(config["id2label"]["0"], "LABEL_0");
     assert!(Path::new(&whole).join("tokenizer.json").is_file());
-    let out = sift_cmd(&[
+    let ranked = json_of(&[
         "rerank",
         "--model",
         &whole,
@@ -236,15 +247,7 @@ fn a_killed_run_resumes_to_the_same_model() {
         "what is known about the volcano",
         "The volcano is studied here.",
         "Unrelated remarks about daily life.",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ranked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ]);
     assert_eq!(ranked.as_array().unwrap().len(), 2);
 
     // The blend weight chosen on dev is saved beside the weights (the same for the resumed
@@ -260,7 +263,7 @@ fn a_killed_run_resumes_to_the_same_model() {
     assert!((0.0..=1.0).contains(&w), "{w}");
     assert_eq!(w, weight(&resumed));
     let search = |w: &str| -> Vec<serde_json::Value> {
-        let out = sift_cmd(&[
+        json_of(&[
             "search",
             "--collection",
             &c,
@@ -274,16 +277,10 @@ fn a_killed_run_resumes_to_the_same_model() {
             "-k",
             "20",
             "what is known about the comet",
-        ])
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["hits"].as_array().unwrap().clone()
+        ])["hits"]
+            .as_array()
+            .unwrap()
+            .clone()
     };
     let first_stage_only = search("1");
     assert!(first_stage_only.len() > 2);
@@ -460,14 +457,10 @@ fn a_planted_document_prior_does_not_lead_unrelated_queries() {
             args.extend(["--first-stage-weight", w]);
         }
         args.push(&query);
-        let out = sift_cmd(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["hits"][0]["id"].as_str().unwrap().to_string()
+        json_of(&args)["hits"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let dev_topics: Vec<&str> = (5..=topics.len())
         .step_by(5)
