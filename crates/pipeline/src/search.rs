@@ -249,9 +249,9 @@ impl Candidates {
     }
 
     /// The final list: reordered by the scores `reranker` gave (one per entry of
-    /// [`Candidates::rerank_texts`], in candidate order) when given — blended with the first stage's order by the search's
-    /// `first_stage_weight`, else the reranker's recommended one — cut to `top_k`. `rerank_ms`
-    /// is the time the scores took.
+    /// [`Candidates::rerank_texts`], in candidate order) when given — blended with the first
+    /// stage's order by the search's `first_stage_weight`, else the reranker's recommended one —
+    /// cut to `top_k`. `rerank_ms` is the time the scores took.
     pub fn finish(
         self,
         reranked_by: Option<(&dyn Reranker, Vec<RerankScore>)>,
