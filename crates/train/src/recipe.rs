@@ -59,7 +59,7 @@ impl Default for Recipe {
     fn default() -> Self {
         Recipe {
             max_length: 160,
-            epochs: 2,
+            epochs: 1,
             learning_rate: 1e-4,
             fresh_lr_scale: 25.0,
             weight_decay: 0.01,
