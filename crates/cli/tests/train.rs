@@ -24,6 +24,35 @@ fn json_of(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `sift search --json` hits of `query` over `collection` reranked by `model`, at the model's
+/// own first-stage weight unless `weight` is given.
+fn search_hits(
+    collection: &str,
+    embed_model: &str,
+    model: &str,
+    weight: Option<&str>,
+    top_k: &str,
+    query: &str,
+) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "search",
+        "--collection",
+        collection,
+        "--embed-model",
+        embed_model,
+        "--rerank-model",
+        model,
+        "--json",
+        "-k",
+        top_k,
+    ];
+    if let Some(w) = weight {
+        args.extend(["--first-stage-weight", w]);
+    }
+    args.push(query);
+    json_of(&args)["hits"].as_array().unwrap().clone()
+}
+
 fn fails(out: &Output, want: &str) {
     assert!(!out.status.success(), "should have failed");
     let e = String::from_utf8_lossy(&out.stderr);
@@ -252,35 +281,24 @@ fn a_killed_run_resumes_to_the_same_model() {
 
     // The blend weight chosen on dev is saved beside the weights (the same for the resumed
     // run) and search applies it, or the weight a user asks for.
-    let weight = |dir: &str| -> f64 {
-        let s: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(Path::new(dir).join("sift_rerank.json")).unwrap(),
-        )
-        .unwrap();
-        s["first_stage_weight"].as_f64().unwrap()
+    let weight = |dir: &str| {
+        sift_models::rerank::RerankSettings::from_dir(Path::new(dir))
+            .unwrap()
+            .first_stage_weight
+            .expect("sift_rerank.json names a weight")
     };
     let w = weight(&whole);
     assert!((0.0..=1.0).contains(&w), "{w}");
     assert_eq!(w, weight(&resumed));
-    let search = |w: &str| -> Vec<serde_json::Value> {
-        json_of(&[
-            "search",
-            "--collection",
+    let search = |w: &str| {
+        search_hits(
             &c,
-            "--embed-model",
             &t,
-            "--rerank-model",
             &whole,
-            "--first-stage-weight",
-            w,
-            "--json",
-            "-k",
+            Some(w),
             "20",
             "what is known about the comet",
-        ])["hits"]
-            .as_array()
-            .unwrap()
-            .clone()
+        )
     };
     let first_stage_only = search("1");
     assert!(first_stage_only.len() > 2);
@@ -443,21 +461,7 @@ fn a_planted_document_prior_does_not_lead_unrelated_queries() {
 
     let top = |topic: &str, weight: Option<&str>| -> String {
         let query = format!("what is known about the {topic}");
-        let mut args = vec![
-            "search",
-            "--collection",
-            &c,
-            "--embed-model",
-            &t,
-            "--rerank-model",
-            &out,
-            "--json",
-        ];
-        if let Some(w) = weight {
-            args.extend(["--first-stage-weight", w]);
-        }
-        args.push(&query);
-        json_of(&args)["hits"][0]["id"]
+        search_hits(&c, &t, &out, weight, "10", &query)[0]["id"]
             .as_str()
             .unwrap()
             .to_string()

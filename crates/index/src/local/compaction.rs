@@ -73,21 +73,6 @@ impl LocalCompaction {
             hook(_name);
         }
     }
-
-    /// The compacted contents, once run has succeeded.
-    pub fn into_contents(self) -> Result<(Contents, u64, u64, u64)> {
-        let LocalCompaction {
-            seq,
-            log_offset,
-            contents,
-            snapshot_bytes,
-            ..
-        } = self;
-        let contents = contents.ok_or_else(|| {
-            IndexError::Internal("a compaction was finished before it was run".into())
-        })?;
-        Ok((contents, seq, log_offset, snapshot_bytes))
-    }
 }
 
 impl CompactionJob for LocalCompaction {

@@ -587,14 +587,25 @@ impl CollectionBackend for LocalCollection {
             .into_any()
             .downcast::<LocalCompaction>()
             .map_err(|_| IndexError::InvalidInput("a compaction of another backend".into()))?;
-        if job.dir != self.dir || !Arc::ptr_eq(job.in_flight.flag(), &self.compacting) {
+        // The in-flight flag is the handle's own: sharing it means the job was begun here.
+        if !Arc::ptr_eq(job.in_flight.flag(), &self.compacting) {
             return Err(IndexError::InvalidInput(format!(
                 "a compaction of another handle ({}) cannot finish on {}",
                 job.dir.display(),
                 self.dir.display()
             )));
         }
-        let (mut contents, seq, log_offset, snapshot_bytes) = job.into_contents()?;
+        let LocalCompaction {
+            seq,
+            log_offset,
+            contents,
+            snapshot_bytes,
+            in_flight: _in_flight,
+            ..
+        } = *job;
+        let mut contents = contents.ok_or_else(|| {
+            IndexError::Internal("a compaction was finished before it was run".into())
+        })?;
         let kept = self.writable_wal()?.restart_from(seq, log_offset)?;
         self.step("log-reset");
         // The batches committed while the job ran, onto the compacted contents: what the next
