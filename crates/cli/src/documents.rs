@@ -207,6 +207,7 @@ pub fn ensure_collection(
         location,
         embedder,
         None,
+        None,
         parsed.docs,
         64,
         &mut |done, _| bar.set_position(done as u64),

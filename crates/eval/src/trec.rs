@@ -53,6 +53,18 @@ impl Qrels {
         }
         Ok(Qrels { judgements })
     }
+
+    /// BEIR's TSV with its header: what [`Qrels::parse`] reads back, and what scripts that
+    /// evaluate other systems on the same queries read (scripts/eval/bm25s_reference.py).
+    pub fn to_tsv(&self) -> String {
+        let mut out = String::from("query-id\tcorpus-id\tscore\n");
+        for (q, docs) in &self.judgements {
+            for (d, rel) in docs {
+                let _ = writeln!(out, "{q}\t{d}\t{rel}");
+            }
+        }
+        out
+    }
 }
 
 /// Documents in trec_eval's order: score descending, ties by id descending.
@@ -164,7 +176,7 @@ mod tests {
                 }
             }
 
-            /// Qrels written in either layout read back as written.
+            /// Qrels written in either layout, or by `to_tsv`, read back as written.
             #[test]
             fn qrels_round_trip(
                 judgements in proptest::collection::btree_map(
@@ -184,7 +196,9 @@ mod tests {
                         }
                     }
                 }
-                prop_assert_eq!(Qrels::parse("q", &text).unwrap().judgements, judgements);
+                prop_assert_eq!(&Qrels::parse("q", &text).unwrap().judgements, &judgements);
+                let written = Qrels { judgements: judgements.clone() }.to_tsv();
+                prop_assert_eq!(Qrels::parse("q", &written).unwrap().judgements, judgements);
             }
 
             /// A run written with `to_trec` reads back with the same scores.

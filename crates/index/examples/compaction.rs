@@ -65,6 +65,7 @@ fn main() {
             max_tokens: 256,
             overlap_tokens: 32,
         },
+        analyzer: sift_index::Analyzer::English,
     };
     let ann = AnnParams {
         exact_below: 20_000.min(chunks as usize),

@@ -4,6 +4,7 @@
 //! backend (PostgreSQL + pgvector) implements the same trait. Callers reach a backend only
 //! through [`crate::store`], which returns a `Box<dyn CollectionBackend>` for an address.
 
+use crate::analysis::Analyzer;
 use crate::document::{ChunkHit, Document, HitDetails, Operation};
 use crate::error::Result;
 use crate::manifest::Manifest;
@@ -58,7 +59,8 @@ pub struct CollectionStats {
 ///   may disagree with the log after a failed write is `Unusable` until reopened. Nothing
 ///   panics on input.
 pub trait CollectionBackend: Send + Sync {
-    /// The embedding model and chunking the stored vectors were made with.
+    /// The embedding model and chunking the stored vectors were made with, and the keyword
+    /// analyzer.
     fn manifest(&self) -> &Manifest;
 
     /// Where the collection lives, for messages (a path, or a URL without credentials).
@@ -79,6 +81,12 @@ pub trait CollectionBackend: Send + Sync {
     /// For each document, whether it is stored with exactly this content (id, title, text,
     /// metadata), so re-indexing it can be skipped.
     fn unchanged(&self, documents: &[Document]) -> Result<Vec<bool>>;
+
+    /// Re-cuts the keyword index with `analyzer` and records it in the manifest (a no-op when
+    /// it is the collection's already). Vectors and documents are untouched. Durable when it
+    /// returns; a crash part-way leaves the collection answering with the old analyzer or the
+    /// new one, never a mix of both, and nothing committed is lost.
+    fn set_analyzer(&mut self, analyzer: Analyzer) -> Result<()>;
 
     /// Applies a batch atomically and durably; returns its sequence number.
     fn commit(&mut self, operations: Vec<Operation>) -> Result<u64>;
@@ -126,7 +134,8 @@ pub trait CollectionBackend: Send + Sync {
     /// Nearest chunks to `vector` (the manifest's dimension) by cosine similarity.
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>>;
 
-    /// Best chunks for `query` by BM25 over chunk text and title. Any string is a valid query.
+    /// Best chunks for `query` by BM25 over chunk title and text, both cut by the manifest's
+    /// [`Analyzer`]. Any string is a valid query.
     fn keyword_search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>>;
 
     /// Sizes and the vector search in use, for reports.

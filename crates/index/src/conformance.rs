@@ -5,6 +5,7 @@
 //! Each check panics (with the check's name and the difference) when the backend breaks the
 //! contract written on [`CollectionBackend`]; it is meant to be called from a `#[test]`.
 
+use crate::analysis::Analyzer;
 use crate::backend::CollectionBackend;
 use crate::document::{Chunk, Document, IndexedDocument, Operation};
 use crate::error::IndexError;
@@ -27,6 +28,7 @@ pub fn manifest(fingerprint: &str) -> Manifest {
             max_tokens: 64,
             overlap_tokens: 8,
         },
+        analyzer: Analyzer::English,
     }
 }
 
@@ -81,6 +83,7 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Location) {
     search_orders_best_first(&fresh());
     another_model_is_refused(&fresh());
     reads_are_batched_in_request_order(&fresh());
+    the_analyzer_is_the_manifests_and_can_change(&fresh());
 }
 
 fn create(location: &Location) -> Box<dyn CollectionBackend> {
@@ -412,4 +415,39 @@ pub fn reads_are_batched_in_request_order(location: &Location) {
         .map(|d| d.as_ref().map(|d| d.id.as_str()))
         .collect();
     assert_eq!(got, vec![Some("b"), Some("a"), Some("b")]);
+}
+
+/// Keyword search cuts queries and documents with the manifest's analyzer; changing it
+/// re-cuts what is stored (documents, vectors and the batch number untouched) and survives
+/// reopening.
+pub fn the_analyzer_is_the_manifests_and_can_change(location: &Location) {
+    let mut c = create(location);
+    let zh = upsert("zh", Some("北京大学"), &[("我们在北京大学学习自然科学", 0)]);
+    let en = upsert(
+        "en",
+        None,
+        &[("The patients' vaccinations were delayed", 1)],
+    );
+    c.commit(vec![zh, en]).unwrap();
+    assert_eq!(c.manifest().analyzer, Analyzer::English);
+    assert_eq!(
+        ids(&c.keyword_search("vaccination delays", 10).unwrap()),
+        vec!["en"],
+        "English terms are stemmed"
+    );
+    c.set_analyzer(Analyzer::Chinese).unwrap();
+    assert_eq!(c.manifest().analyzer, Analyzer::Chinese);
+    assert_eq!(ids(&c.keyword_search("自然科学", 10).unwrap()), vec!["zh"]);
+    assert_eq!(c.seq().unwrap(), 1, "changing the analyzer is not a batch");
+    c.set_analyzer(Analyzer::Chinese).unwrap();
+    drop(c);
+    let c = store::open(location, Access::Search).unwrap();
+    assert_eq!(c.manifest().analyzer, Analyzer::Chinese);
+    assert_eq!(ids(&c.keyword_search("北京", 10).unwrap()), vec!["zh"]);
+    assert_eq!(c.len().unwrap(), 2);
+    assert!(
+        c.keyword_search("vaccination", 10).unwrap().is_empty(),
+        "the Chinese analyzer does not stem English"
+    );
+    c.verify().unwrap();
 }

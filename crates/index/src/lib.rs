@@ -1,7 +1,8 @@
 //! Collection storage for sift.
 //!
 //! The root holds the seam every backend shares: the [`CollectionBackend`] trait and its
-//! contract ([`backend`]), the vocabulary it speaks ([`document`], [`manifest`]), the batch checks
+//! contract ([`backend`]), the vocabulary it speaks ([`document`], [`manifest`], and the keyword
+//! [`analysis`] every backend applies the same way), the batch checks
 //! ([`batch`]), the [`store`] that callers open collections through, and the [`conformance`]
 //! suite every backend must pass. [`local`] is the embedded backend (a directory: write-ahead
 //! log, snapshot, exact + HNSW vectors, tantivy BM25); nothing at the root depends on it except
@@ -9,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod backend;
 pub mod batch;
 pub mod conformance;
@@ -20,9 +22,11 @@ pub mod store;
 #[cfg(feature = "failpoints")]
 pub mod tmpfs;
 
+pub use analysis::Analyzer;
 pub use backend::{CollectionBackend, CollectionStats, CompactionJob};
 pub use document::{
-    Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation, MAX_ID_BYTES,
+    keyword_passages, Chunk, ChunkHit, Document, HitDetails, IndexedDocument, KeywordPassage,
+    Operation, MAX_ID_BYTES, PASSAGE_BYTES,
 };
 pub use error::{IndexError, Result};
 pub use manifest::{ChunkingConfig, EmbeddingModelInfo, Manifest, FORMAT_VERSION};

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::Analyzer;
+
 /// Version of the manifest and of the local backend's file formats.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -30,6 +32,11 @@ pub struct Manifest {
     pub format: u32,
     pub embedding: EmbeddingModelInfo,
     pub chunking: ChunkingConfig,
+    /// How the keyword index cuts text into terms. Manifests written before analyzers were
+    /// recorded have none: their collections were English-stemmed, so they read as English
+    /// (their BM25 part is rebuilt with the current English analyzer when first opened).
+    #[serde(default)]
+    pub analyzer: Analyzer,
 }
 
 impl Manifest {

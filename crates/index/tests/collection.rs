@@ -22,6 +22,7 @@ fn manifest(fingerprint: &str, dim: usize) -> Manifest {
             max_tokens: 128,
             overlap_tokens: 16,
         },
+        analyzer: sift_index::Analyzer::English,
     }
 }
 
@@ -285,4 +286,28 @@ fn readers_share_a_collection_and_cannot_write() {
     let c = LocalCollection::open(dir.path(), OpenMode::Search, AnnParams::default()).unwrap();
     c.verify().unwrap();
     assert_eq!(c.len().unwrap(), 2);
+}
+
+/// A manifest written before analyzers were recorded reads as English, and a keyword index cut
+/// by another analyzer than the manifest's is rebuilt from the log when the collection opens.
+#[test]
+fn a_manifest_without_an_analyzer_is_english_and_a_mismatched_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut neutral = manifest("fp", DIM);
+    neutral.analyzer = sift_index::Analyzer::Neutral;
+    let mut c = LocalCollection::open_or_create(dir.path(), neutral, AnnParams::default()).unwrap();
+    c.commit(vec![doc("a", "vaccinations were delayed", 1)])
+        .unwrap();
+    assert!(c.keyword_search("vaccination", 10).unwrap().is_empty());
+    drop(c);
+    let path = dir.path().join("collection.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("analyzer");
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let c = LocalCollection::open(dir.path(), OpenMode::Search, AnnParams::default()).unwrap();
+    assert_eq!(c.manifest().analyzer, sift_index::Analyzer::English);
+    let hits = c.keyword_search("vaccination delay", 10).unwrap();
+    assert_eq!(hits.len(), 1, "rebuilt with the English stemmer");
+    c.verify().unwrap();
 }

@@ -33,6 +33,7 @@ fn manifest() -> Manifest {
             max_tokens: 64,
             overlap_tokens: 8,
         },
+        analyzer: sift_index::Analyzer::English,
     }
 }
 

@@ -1,8 +1,8 @@
 //! Documents in, chunks embedded, batches committed.
 
 use sift_index::{
-    Chunk, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo, IndexedDocument,
-    Manifest, Operation, FORMAT_VERSION,
+    Analyzer, Chunk, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo,
+    IndexedDocument, Manifest, Operation, FORMAT_VERSION,
 };
 use sift_models::windows::token_windows;
 use sift_models::{Embedder, TextRole};
@@ -15,9 +15,13 @@ pub const TITLE_TOKEN_RESERVE: usize = 32;
 /// Default overlap between windows, in tokens.
 pub const DEFAULT_OVERLAP_TOKENS: usize = 32;
 
-/// The manifest a new collection gets for `embedder`: chunk windows fill the model's max length
-/// minus the special tokens and a title reserve.
-pub fn manifest_for(embedder: &Embedder, chunking: Option<ChunkingConfig>) -> Result<Manifest> {
+/// The manifest a new collection gets for `embedder` and keyword `analyzer`: chunk windows fill
+/// the model's max length minus the special tokens and a title reserve.
+pub fn manifest_for(
+    embedder: &Embedder,
+    chunking: Option<ChunkingConfig>,
+    analyzer: Analyzer,
+) -> Result<Manifest> {
     let room = embedder.tokenizer().max_length().saturating_sub(2);
     let chunking = chunking.unwrap_or_else(|| {
         let max_tokens = room.saturating_sub(TITLE_TOKEN_RESERVE).max(16);
@@ -37,6 +41,7 @@ pub fn manifest_for(embedder: &Embedder, chunking: Option<ChunkingConfig>) -> Re
         format: FORMAT_VERSION,
         embedding: model_info(embedder)?,
         chunking,
+        analyzer,
     })
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use sift_index::{Access, CollectionStore, Location};
+use sift_index::{Access, Analyzer, CollectionStore, Location};
 use sift_models::Embedder;
 use sift_pipeline::Pipeline;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -112,8 +112,9 @@ impl Collections {
     }
 
     /// The open collection `name`; opens it from the store, or creates it for the server's
-    /// embedding model when `create` is set. Blocking (opening reads the snapshot).
-    pub fn get(&self, name: &str, create: bool) -> Result<SharedPipeline, ApiError> {
+    /// embedding model with keyword analyzer `create` when that is given. Blocking (opening
+    /// reads the snapshot).
+    pub fn get(&self, name: &str, create: Option<Analyzer>) -> Result<SharedPipeline, ApiError> {
         sift_index::store::validate_name(name)?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = open.get(name) {
@@ -122,11 +123,11 @@ impl Collections {
         open.make_room(self.max_open);
         let collection = if self.store.exists(name)? {
             self.store.open_collection(name, Access::Write)?
-        } else if create {
+        } else if let Some(analyzer) = create {
             let embedder = self.embedder.as_ref().ok_or_else(|| {
                 ApiError::unavailable("embedding model (creating a collection needs one)")
             })?;
-            let manifest = sift_pipeline::manifest_for(embedder, None)?;
+            let manifest = sift_pipeline::manifest_for(embedder, None, analyzer)?;
             self.store.create(name, manifest)?
         } else {
             return Err(ApiError::not_found(format!("no collection named {name:?}")));
@@ -142,13 +143,18 @@ impl Collections {
         Ok(shared)
     }
 
-    /// Creates collection `name` for the server's embedding model; `false` when it exists
-    /// already (built with that model; another model is a 409).
-    pub fn create(&self, name: &str) -> Result<bool, ApiError> {
+    /// Creates collection `name` for the server's embedding model with `analyzer`; `false` when
+    /// it exists already (built with that model; another model is a 409). An existing
+    /// collection asked for another analyzer has its keyword index rebuilt with it.
+    pub fn create(&self, name: &str, analyzer: Analyzer) -> Result<(bool, Analyzer), ApiError> {
         sift_index::store::validate_name(name)?;
         let existed = self.store.exists(name)?;
-        self.get(name, true)?;
-        Ok(!existed)
+        let shared = self.get(name, Some(analyzer))?;
+        let mut pipeline = shared.write().unwrap_or_else(|p| p.into_inner());
+        if existed && pipeline.backend().manifest().analyzer != analyzer {
+            pipeline.backend_mut().set_analyzer(analyzer)?;
+        }
+        Ok((!existed, pipeline.backend().manifest().analyzer))
     }
 
     /// Closes and deletes collection `name`; 409 while a request is using it.
@@ -220,7 +226,7 @@ impl Collections {
     pub fn with<T>(
         &self,
         name: &str,
-        create: bool,
+        create: Option<Analyzer>,
         f: impl FnOnce(&SharedPipeline) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let pipeline = self.get(name, create)?;

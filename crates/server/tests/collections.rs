@@ -255,7 +255,8 @@ async fn a_collection_of_another_model_is_a_conflict() {
         sift_models::EmbedderOptions::default(),
     )
     .unwrap();
-    let manifest = sift_pipeline::manifest_for(&other, None).unwrap();
+    let manifest =
+        sift_pipeline::manifest_for(&other, None, sift_index::Analyzer::English).unwrap();
     drop(store::open_or_create(&Location::Local(dir.path().join("old")), manifest).unwrap());
     let (base, _stop, _h) = start(dir.path(), false).await;
     let (s, b) = post(&base, "/collections/old/search", json!({"query": "q"})).await;

@@ -98,6 +98,27 @@ async fn rejected_requests_create_nothing_and_open_collections_are_bounded() {
     let (s, b) = send("PUT", format!("{base}/collections/made")).await;
     assert_eq!(s, 200, "{b}");
     assert!(b.contains("\"created\":false"), "{b}");
+    assert!(b.contains("\"language\":\"neutral\""), "{b}");
+    // A language re-cuts the keyword index of the existing collection; a bad one is refused.
+    let put = |body: &'static str| {
+        let url = format!("{base}/collections/made");
+        async move {
+            let r = reqwest::Client::new()
+                .put(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, b) = put(r#"{"language": "zh"}"#).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("\"language\":\"chinese\""), "{b}");
+    let (s, b) = put(r#"{"language": "klingon"}"#).await;
+    assert_eq!(s, 422, "{b}");
+    let (s, b) = put(r#"{"langauge": "en"}"#).await;
+    assert_eq!(s, 422, "{b}");
     let (s, b) = send("PUT", format!("{base}/collections/..%2Fescape")).await;
     assert_eq!(s, 422, "{b}");
     assert!(dir.path().join("made").join("collection.json").is_file());

@@ -102,7 +102,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     skip_queries: usize,
 
-    /// Folder for TREC run files and summary.json.
+    /// Folder for TREC run files, summary.json, report.html and qrels.tsv (the judgements of
+    /// the evaluated queries).
     #[arg(long, default_value = "eval-out")]
     out: PathBuf,
 
@@ -202,6 +203,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // The judgements of exactly the evaluated queries, so other systems can be scored on them.
+    std::fs::write(args.out.join("qrels.tsv"), queries.qrels.to_tsv())
+        .context("writing qrels.tsv")?;
 
     let mut rows: Vec<GridRow> = Vec::new();
     let mut missing_docs = 0;

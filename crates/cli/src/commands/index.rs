@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sift_index::store::{self, Location};
-use sift_index::ChunkingConfig;
+use sift_index::{Analyzer, ChunkingConfig};
 use sift_models::{Embedder, EmbedderOptions};
 
 use crate::documents::read_documents;
@@ -54,6 +54,13 @@ pub struct IndexArgs {
     #[arg(long, default_value_t = sift_pipeline::ingest::DEFAULT_OVERLAP_TOKENS)]
     pub chunk_overlap: usize,
 
+    /// How BM25 cuts text into terms: english (stop words, Snowball stemmer), chinese (jieba
+    /// dictionary words), neutral (any language: words, CJK character bigrams), or auto (new
+    /// collections: chosen from the documents' script and function words). Recorded in the
+    /// collection; giving another for an existing collection rebuilds its BM25 index only.
+    #[arg(long, default_value = "auto")]
+    pub language: Language,
+
     /// Index the valid documents even if some lines are malformed (they are reported).
     #[arg(long)]
     pub skip_invalid: bool,
@@ -63,6 +70,21 @@ pub struct IndexArgs {
 
     #[command(flatten)]
     pub embed_precision: EmbedPrecisionFlag,
+}
+
+/// `--language`: `auto` (`None`: detected for a new collection, kept for an existing one) or
+/// an analyzer.
+#[derive(Debug, Clone, Copy)]
+pub struct Language(pub Option<Analyzer>);
+
+impl std::str::FromStr for Language {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Language(None));
+        }
+        s.parse().map(|a| Language(Some(a)))
+    }
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
@@ -119,6 +141,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
         &args.collection,
         embedder,
         chunking,
+        args.language.0,
         parsed.docs,
         args.batch_size,
         &mut |done, total| {
@@ -133,7 +156,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
     let stats = pipeline.backend().stats()?;
     let embedded = report.added + report.updated;
     eprintln!(
-        "indexed {total} documents into {} in {secs:.1}s: {} added, {} updated, {} unchanged; {} chunks embedded ({:.1} docs/s); collection: {} documents, {} chunks{}",
+        "indexed {total} documents into {} in {secs:.1}s: {} added, {} updated, {} unchanged; {} chunks embedded ({:.1} docs/s); collection: {} documents, {} chunks, {} keyword analyzer{}",
         args.collection,
         report.added,
         report.updated,
@@ -142,6 +165,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
         embedded as f64 / secs.max(1e-9),
         stats.documents,
         stats.chunks,
+        pipeline.backend().manifest().analyzer,
         if stats.approximate_vectors { ", HNSW graph built" } else { ", exact vector search" },
     );
     Ok(())

@@ -1,8 +1,12 @@
 //! BM25 keyword search over chunks, on tantivy.
 //!
-//! Text and title are analysed with tantivy's `en_stem` pipeline (lowercase, English Snowball
-//! stemmer, no stop-word list). Each commit carries the write-ahead-log sequence number it
-//! reflects as its payload, so on open the collection knows whether this index is current.
+//! A chunk's title and text are one analysed field, `contents`, cut by the collection's
+//! [`Analyzer`]. Why one field and not a title field beside a text field: tantivy sums per-field
+//! BM25 scores, each normalized by its own field's average length, so a query word in a
+//! 12-word title outweighs the same word in the abstract several times over; on SciFact that
+//! cost 0.02–0.025 nDCG@10 against the references, which score title + text as one text
+//! (docs/quality.md). Each commit carries the write-ahead-log sequence number it reflects as
+//! its payload, so on open the collection knows whether this index is current.
 //!
 //! The index is derived data: whatever goes wrong with it is an [`IndexError::Bm25`], which the
 //! collection answers by rebuilding it from the log. That includes damage tantivy reports by
@@ -18,12 +22,14 @@ use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWrite
 use tantivy::directory::{
     Directory, DirectoryLock, FileHandle, Lock, MmapDirectory, WatchCallback, WatchHandle, WritePtr,
 };
-use tantivy::query::QueryParser;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
 };
+use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
+use crate::analysis::Analyzer;
 use crate::error::{IndexError, Result};
 
 /// Writer heap for indexing, in bytes; tantivy's minimum is 15 MB per thread.
@@ -119,12 +125,27 @@ impl Directory for LocklessDirectory {
     }
 }
 
-/// One keyword match: a chunk of a document and its BM25 score.
+/// One keyword match: a passage of a document (named by its first chunk) and its BM25 score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bm25Hit {
     pub doc_id: String,
     pub chunk: u32,
     pub score: f32,
+}
+
+/// The index's fields: `key` (document id and chunk, stored), `doc_id` (for deletes) and the
+/// analysed `contents`.
+fn schema(analyzer: Analyzer) -> (Schema, Field, Field, Field) {
+    let mut builder = Schema::builder();
+    let key = builder.add_text_field("key", STRING | STORED);
+    let doc_id = builder.add_text_field("doc_id", STRING);
+    let analysed = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(analyzer.tokenizer_name())
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let contents = builder.add_text_field("contents", analysed);
+    (builder.build(), key, doc_id, contents)
 }
 
 pub struct Bm25Index {
@@ -134,58 +155,50 @@ pub struct Bm25Index {
     writer: Option<IndexWriter>,
     key: Field,
     doc_id: Field,
-    title: Field,
-    text: Field,
-    parser: QueryParser,
+    contents: Field,
+    analyzer: TextAnalyzer,
 }
 
 impl Bm25Index {
-    pub fn open_or_create(dir: &Path) -> Result<Self> {
-        Self::open_with(dir, true)
+    /// Opens the index in `dir` (creating an empty one if there is none) analysed by
+    /// `analyzer`. An index made with another analyzer (or an older version of this one) is
+    /// an error: the caller rebuilds it from the log.
+    pub fn open_or_create(dir: &Path, analyzer: Analyzer) -> Result<Self> {
+        Self::open_with(dir, analyzer, true)
     }
 
     /// Opens for searching only: takes no writer lock, so any number of readers can share it.
-    pub fn open_read_only(dir: &Path) -> Result<Self> {
-        Self::open_with(dir, false)
+    pub fn open_read_only(dir: &Path, analyzer: Analyzer) -> Result<Self> {
+        Self::open_with(dir, analyzer, false)
     }
 
-    fn open_with(dir: &Path, writable: bool) -> Result<Self> {
-        contained("opening", || Self::open_unchecked(dir, writable))
+    /// An empty, read-only index in memory: what a collection holds while it replaces its
+    /// index on disk (the old one must be closed before its files are removed).
+    pub fn empty_in_memory(analyzer: Analyzer) -> Result<Self> {
+        contained("creating", || Self::open_unchecked(None, analyzer, false))
     }
 
-    fn open_unchecked(dir: &Path, writable: bool) -> Result<Self> {
-        if !writable && !dir.join("meta.json").is_file() {
-            return Err(IndexError::Corrupt {
-                path: dir.to_owned(),
-                reason: "BM25 index missing".into(),
-            });
-        }
-        if writable {
-            std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
-        }
-        let mut builder = Schema::builder();
-        let key = builder.add_text_field("key", STRING | STORED);
-        let doc_id = builder.add_text_field("doc_id", STRING);
-        let analysed = TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("en_stem")
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        );
-        let title = builder.add_text_field("title", analysed.clone());
-        let text = builder.add_text_field("text", analysed);
-        let schema = builder.build();
-        let index = if !writable {
-            let directory =
-                MmapDirectory::open(dir).map_err(|e| IndexError::Bm25(e.to_string()))?;
-            Index::open(LocklessDirectory(directory))?
-        } else if dir.join("meta.json").is_file() {
-            Index::open_in_dir(dir)?
-        } else {
-            Index::create_in_dir(dir, schema.clone())?
+    fn open_with(dir: &Path, analyzer: Analyzer, writable: bool) -> Result<Self> {
+        contained("opening", || {
+            Self::open_unchecked(Some(dir), analyzer, writable)
+        })
+    }
+
+    /// `dir: None` is [`Bm25Index::empty_in_memory`].
+    fn open_unchecked(dir: Option<&Path>, analyzer: Analyzer, writable: bool) -> Result<Self> {
+        let (schema, key, doc_id, contents) = schema(analyzer);
+        let index = match dir {
+            None => Index::create_in_ram(schema.clone()),
+            Some(dir) => Self::open_dir(dir, &schema, writable)?,
         };
         if index.schema() != schema {
-            return Err(IndexError::Bm25("unexpected schema".into()));
+            return Err(IndexError::Bm25(format!(
+                "the index was not built with the {analyzer} analyzer of this version"
+            )));
         }
+        index
+            .tokenizers()
+            .register(analyzer.tokenizer_name(), analyzer.text_analyzer());
         let damaged = index.validate_checksum()?;
         if !damaged.is_empty() {
             let mut names: Vec<_> = damaged.iter().map(|p| p.display().to_string()).collect();
@@ -204,18 +217,35 @@ impl Bm25Index {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        // Disjunctive by default (tantivy's default): documents matching more query terms rank
-        // higher, none is required to match all of them.
-        let parser = QueryParser::for_index(&index, vec![title, text]);
         Ok(Bm25Index {
             index,
             reader,
             writer,
             key,
             doc_id,
-            title,
-            text,
-            parser,
+            contents,
+            analyzer: analyzer.text_analyzer(),
+        })
+    }
+
+    fn open_dir(dir: &Path, schema: &Schema, writable: bool) -> Result<Index> {
+        if !writable && !dir.join("meta.json").is_file() {
+            return Err(IndexError::Corrupt {
+                path: dir.to_owned(),
+                reason: "BM25 index missing".into(),
+            });
+        }
+        if writable {
+            std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+        }
+        Ok(if !writable {
+            let directory =
+                MmapDirectory::open(dir).map_err(|e| IndexError::Bm25(e.to_string()))?;
+            Index::open(LocklessDirectory(directory))?
+        } else if dir.join("meta.json").is_file() {
+            Index::open_in_dir(dir)?
+        } else {
+            Index::create_in_dir(dir, schema.clone())?
         })
     }
 
@@ -244,22 +274,15 @@ impl Bm25Index {
             .ok_or_else(|| IndexError::InvalidInput("the collection was opened read-only".into()))
     }
 
-    pub fn add_chunk(
-        &mut self,
-        doc_id: &str,
-        chunk: u32,
-        title: Option<&str>,
-        text: &str,
-    ) -> Result<()> {
-        let (key, doc_field, title_field, text_field) =
-            (self.key, self.doc_id, self.title, self.text);
+    /// Adds one passage of `doc_id` (see [`crate::keyword_passages`]), found as chunk `chunk`.
+    pub fn add_passage(&mut self, doc_id: &str, chunk: u32, text: &str) -> Result<()> {
+        let (key, doc_field, contents) = (self.key, self.doc_id, self.contents);
         let writer = self.writer()?;
         contained("adding", || {
             writer.add_document(doc!(
                 key => format!("{doc_id}{KEY_SEPARATOR}{chunk}"),
                 doc_field => doc_id,
-                title_field => title.unwrap_or(""),
-                text_field => text,
+                contents => text,
             ))?;
             Ok(())
         })
@@ -294,8 +317,8 @@ impl Bm25Index {
         contained("reloading", || Ok(self.reader.reload()?))
     }
 
-    /// Best `k` chunks for `query`. Query syntax errors never fail: the query is parsed
-    /// leniently, so `C++ (2020)?` searches for its words.
+    /// Best `k` chunks for `query`. Any text is a query: `C++ (2020)?` searches for its words;
+    /// a query with no terms (only stop words or punctuation) finds nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Bm25Hit>> {
         if k == 0 {
             return Ok(Vec::new());
@@ -303,8 +326,27 @@ impl Bm25Index {
         contained("searching", || self.search_unchecked(query, k))
     }
 
+    /// The query is a bag of words: its terms (cut by the collection's analyzer, repeated terms
+    /// counted as often as they occur, as Lucene and bm25s count them) each add their BM25
+    /// score, and no term is required. Why not tantivy's query parser: it reads natural
+    /// language as query syntax — a word that analyzes into several terms (`IL-6`, `TNF-α`)
+    /// becomes a phrase that must match adjacently, `-word` excludes, `field:` and quotes
+    /// change meaning — which on SciFact's claims cost 0.015 nDCG@10 (docs/quality.md).
     fn search_unchecked(&self, query: &str, k: usize) -> Result<Vec<Bm25Hit>> {
-        let (q, _errors) = self.parser.parse_query_lenient(query);
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(query);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        while let Some(token) = stream.next() {
+            let term = Term::from_field_text(self.contents, &token.text);
+            clauses.push((
+                Occur::Should,
+                Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+            ));
+        }
+        if clauses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
         let top = searcher.search(&q, &TopDocs::with_limit(k).order_by_score())?;
         let mut hits = Vec::with_capacity(top.len());
@@ -327,8 +369,8 @@ impl Bm25Index {
         Ok(hits)
     }
 
-    /// Number of chunks visible to search.
-    pub fn num_chunks(&self) -> Result<u64> {
+    /// Number of passages visible to search.
+    pub fn num_passages(&self) -> Result<u64> {
         contained("counting", || Ok(self.reader.searcher().num_docs()))
     }
 }
@@ -340,18 +382,11 @@ mod tests {
     #[test]
     fn finds_stemmed_words_and_tolerates_query_syntax() {
         let dir = tempfile::tempdir().unwrap();
-        let mut idx = Bm25Index::open_or_create(dir.path()).unwrap();
-        idx.add_chunk(
-            "a",
-            0,
-            Some("Vaccines"),
-            "Vaccination reduces hospitalisations",
-        )
-        .unwrap();
-        idx.add_chunk("b", 0, None, "The stock market fell")
+        let mut idx = Bm25Index::open_or_create(dir.path(), Analyzer::English).unwrap();
+        idx.add_passage("a", 0, "Vaccines\nVaccination reduces hospitalisations")
             .unwrap();
-        idx.add_chunk("b", 1, None, "markets recovered later")
-            .unwrap();
+        idx.add_passage("b", 0, "The stock market fell").unwrap();
+        idx.add_passage("b", 1, "markets recovered later").unwrap();
         idx.commit(7).unwrap();
         assert_eq!(idx.committed_seq().unwrap(), 7);
         let hits = idx.search("vaccine", 10).unwrap();
@@ -359,12 +394,16 @@ mod tests {
         let hits = idx.search("market (C++ \"unbalanced", 10).unwrap();
         assert_eq!(hits.len(), 2);
         assert!(hits.iter().all(|h| h.doc_id == "b"));
+        assert!(
+            idx.search("the (and) ?", 10).unwrap().is_empty(),
+            "stop words only"
+        );
         idx.delete_document("b").unwrap();
         idx.commit(8).unwrap();
         assert!(idx.search("market", 10).unwrap().is_empty());
         drop(idx);
-        let idx = Bm25Index::open_or_create(dir.path()).unwrap();
+        let idx = Bm25Index::open_or_create(dir.path(), Analyzer::English).unwrap();
         assert_eq!(idx.committed_seq().unwrap(), 8);
-        assert_eq!(idx.num_chunks().unwrap(), 1);
+        assert_eq!(idx.num_passages().unwrap(), 1);
     }
 }

@@ -39,9 +39,10 @@ use self::files::{lock, write_atomic};
 use self::snapshot::{read_graph, read_snapshot};
 use self::state::Contents;
 use self::wal::{Record, Wal};
+use crate::analysis::Analyzer;
 use crate::backend::{CollectionBackend, CollectionStats, CompactionJob};
 use crate::batch::validate_batch;
-use crate::document::{ChunkHit, Document, HitDetails, Operation};
+use crate::document::{keyword_passages, ChunkHit, Document, HitDetails, Operation};
 use crate::error::{IndexError, Result};
 use crate::manifest::{Manifest, FORMAT_VERSION};
 
@@ -163,17 +164,17 @@ impl LocalCollection {
 
         let bm25_dir = dir.join("bm25");
         let bm25 = if !writable {
-            Bm25Index::open_read_only(&bm25_dir).map_err(|e| {
+            Bm25Index::open_read_only(&bm25_dir, manifest.analyzer).map_err(|e| {
                 tracing::debug!("{}: {e}", bm25_dir.display());
                 IndexError::NeedsRecovery(dir.to_owned())
             })?
         } else {
-            match Bm25Index::open_or_create(&bm25_dir) {
+            match Bm25Index::open_or_create(&bm25_dir, manifest.analyzer) {
                 Ok(b) => b,
                 Err(IndexError::Bm25(e)) => {
                     tracing::warn!("BM25 index unreadable ({e}); rebuilding it");
                     std::fs::remove_dir_all(&bm25_dir).map_err(IndexError::io(&bm25_dir))?;
-                    Bm25Index::open_or_create(&bm25_dir)?
+                    Bm25Index::open_or_create(&bm25_dir, manifest.analyzer)?
                 }
                 Err(e) => return Err(e),
             }
@@ -364,17 +365,14 @@ impl LocalCollection {
             Operation::Upsert(d) => Some(d),
             Operation::Delete(_) => None,
         }) {
-            for (i, c) in d.chunks.iter().enumerate() {
-                Self::add_chunk(
-                    &mut self.bm25,
-                    #[cfg(test)]
-                    &mut self.bm25_failpoint,
-                    &d.document.id,
-                    i as u32,
-                    d.document.title.as_deref(),
-                    &c.text,
-                )?;
-            }
+            let chunks: Vec<&str> = d.chunks.iter().map(|c| c.text.as_str()).collect();
+            Self::add_document(
+                &mut self.bm25,
+                #[cfg(test)]
+                &mut self.bm25_failpoint,
+                &d.document,
+                &chunks,
+            )?;
         }
         self.step("bm25-added");
         self.bm25.commit(record.seq)
@@ -383,45 +381,46 @@ impl LocalCollection {
     fn rebuild_bm25(&mut self) -> Result<()> {
         tracing::info!("rebuilding the BM25 index to batch {}", self.seq);
         self.bm25.delete_all()?;
-        for (id, d) in &self.contents.docs {
-            for (i, &slot) in d.slots.iter().enumerate() {
-                if let Some(info) = self.contents.slots[slot as usize].as_ref() {
-                    Self::add_chunk(
-                        &mut self.bm25,
-                        #[cfg(test)]
-                        &mut self.bm25_failpoint,
-                        id,
-                        i as u32,
-                        d.document.title.as_deref(),
-                        &info.text,
-                    )?;
-                }
-            }
+        for d in self.contents.docs.values() {
+            let chunks: Vec<&str> = d
+                .slots
+                .iter()
+                .filter_map(|&slot| self.contents.slots[slot as usize].as_ref())
+                .map(|info| info.text.as_str())
+                .collect();
+            Self::add_document(
+                &mut self.bm25,
+                #[cfg(test)]
+                &mut self.bm25_failpoint,
+                &d.document,
+                &chunks,
+            )?;
         }
         self.bm25.commit(self.seq)
     }
 
-    /// One chunk into the keyword index (an associated function so callers can borrow the
-    /// documents they add from `self` at the same time).
-    fn add_chunk(
+    /// One document's [`keyword_passages`] into the keyword index (an associated function so
+    /// callers can borrow the documents they add from `self` at the same time).
+    fn add_document(
         bm25: &mut Bm25Index,
         #[cfg(test)] failpoint: &mut (usize, usize),
-        id: &str,
-        chunk: u32,
-        title: Option<&str>,
-        text: &str,
+        document: &Document,
+        chunks: &[&str],
     ) -> Result<()> {
-        #[cfg(test)]
-        {
-            let (pass, fail) = failpoint;
-            if *pass > 0 {
-                *pass -= 1;
-            } else if *fail > 0 {
-                *fail -= 1;
-                return Err(IndexError::Bm25("injected failure".into()));
+        for passage in keyword_passages(document, chunks) {
+            #[cfg(test)]
+            {
+                let (pass, fail) = failpoint;
+                if *pass > 0 {
+                    *pass -= 1;
+                } else if *fail > 0 {
+                    *fail -= 1;
+                    return Err(IndexError::Bm25("injected failure".into()));
+                }
             }
+            bm25.add_passage(&document.id, passage.chunk, &passage.text)?;
         }
-        bm25.add_chunk(id, chunk, title, text)
+        Ok(())
     }
 }
 
@@ -498,6 +497,40 @@ impl CollectionBackend for LocalCollection {
                     .is_some_and(|d| d.hash == doc.content_hash())
             })
             .collect())
+    }
+
+    /// The manifest first, then the keyword index rebuilt in place from memory. A crash in
+    /// between leaves an index whose schema names the old analyzer: opening finds it does not
+    /// match the manifest and rebuilds it.
+    fn set_analyzer(&mut self, analyzer: Analyzer) -> Result<()> {
+        self.usable()?;
+        self.writable_wal()?;
+        if self.manifest.analyzer == analyzer {
+            return Ok(());
+        }
+        let mut manifest = self.manifest.clone();
+        manifest.analyzer = analyzer;
+        let path = self.dir.join("collection.json");
+        let bytes = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+        write_atomic(&path, &bytes)?;
+        self.manifest = manifest;
+        let rebuilt = (|| {
+            // The old index holds tantivy's writer lock in its directory: close it first.
+            drop(std::mem::replace(
+                &mut self.bm25,
+                Bm25Index::empty_in_memory(analyzer)?,
+            ));
+            let bm25_dir = self.dir.join("bm25");
+            std::fs::remove_dir_all(&bm25_dir).map_err(IndexError::io(&bm25_dir))?;
+            self.bm25 = Bm25Index::open_or_create(&bm25_dir, analyzer)?;
+            self.rebuild_bm25()
+        })();
+        if let Err(e) = &rebuilt {
+            // The manifest is already the new one; reopening rebuilds the index to match it.
+            self.unusable = Some(format!("rebuilding the BM25 index: {e}"));
+        }
+        rebuilt
     }
 
     /// Rejects the whole batch (writing nothing) when [`validate_batch`] does.
@@ -677,10 +710,23 @@ impl CollectionBackend for LocalCollection {
                 c.vectors.len()
             )));
         }
-        let keyword_chunks = self.bm25.num_chunks()?;
-        if keyword_chunks as usize != chunks {
+        let passages: usize = c
+            .docs
+            .values()
+            .map(|d| {
+                let texts: Vec<&str> = d
+                    .slots
+                    .iter()
+                    .filter_map(|&s| c.slots.get(s as usize)?.as_ref())
+                    .map(|info| info.text.as_str())
+                    .collect();
+                keyword_passages(&d.document, &texts).len()
+            })
+            .sum();
+        let indexed = self.bm25.num_passages()?;
+        if indexed as usize != passages {
             return Err(corrupt(format!(
-                "{chunks} chunks but {keyword_chunks} in the BM25 index"
+                "{passages} keyword passages but {indexed} in the BM25 index"
             )));
         }
         if self.bm25.committed_seq()? != self.seq {

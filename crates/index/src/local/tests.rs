@@ -16,6 +16,7 @@ fn manifest() -> Manifest {
             max_tokens: 8,
             overlap_tokens: 1,
         },
+        analyzer: crate::Analyzer::English,
     }
 }
 

@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use sift_index::Analyzer;
 use sift_pipeline::{SearchMode, SearchOptions};
 use utoipa::ToSchema;
 
@@ -58,12 +59,29 @@ pub struct CollectionCreated {
     name: String,
     /// False when the collection existed already (built with the server's embedding model).
     created: bool,
+    /// The keyword analyzer: `english`, `chinese` or `neutral`.
+    language: String,
+}
+
+/// The optional body of `PUT /collections/{name}`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// How BM25 cuts text into terms: `english` (stop words, Snowball stemmer), `chinese`
+    /// (jieba dictionary words) or `neutral` (any language: words and CJK character bigrams,
+    /// the default here since no documents are known yet; a collection created by its first
+    /// upsert gets the analyzer that suits those documents). Giving another for an existing
+    /// collection rebuilds its keyword index (vectors are kept).
+    #[serde(default)]
+    language: Option<String>,
 }
 
 /// Creates an empty collection for the server's embedding model (upserts also create one on
-/// first use). Idempotent: 200 with `created: false` when it exists with that model.
+/// first use). Idempotent: 200 with `created: false` when it exists with that model. The body
+/// is optional.
 #[utoipa::path(put, path = "/collections/{name}", tag = "collections",
     params(("name" = String, Path, description = "collection name: letters, digits, '-', '_', '.'")),
+    request_body(content = Option<CreateRequest>, description = "optional"),
     responses(
         (status = 201, body = CollectionCreated),
         (status = 200, body = CollectionCreated),
@@ -74,21 +92,39 @@ pub struct CollectionCreated {
 pub async fn create(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<(axum::http::StatusCode, Json<CollectionCreated>), ApiError> {
     sift_index::store::validate_name(&name)?;
+    let request: CreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?
+    };
+    let analyzer = match request.language.as_deref() {
+        None => Analyzer::Neutral,
+        Some(language) => language.parse().map_err(ApiError::invalid)?,
+    };
     on_collections(&state, move |cols| {
         if cols.embedder().is_none() {
             return Err(ApiError::unavailable(
                 "embedding model (creating a collection needs one)",
             ));
         }
-        let created = cols.create(&name)?;
+        let (created, analyzer) = cols.create(&name, analyzer)?;
         let status = if created {
             axum::http::StatusCode::CREATED
         } else {
             axum::http::StatusCode::OK
         };
-        Ok((status, Json(CollectionCreated { name, created })))
+        Ok((
+            status,
+            Json(CollectionCreated {
+                name,
+                created,
+                language: analyzer.name().to_owned(),
+            }),
+        ))
     })
     .await
 }
@@ -178,13 +214,15 @@ pub async fn upsert(
         .collect();
     // Refused input creates nothing: validated before the collection is opened or created.
     sift_pipeline::ingest::validate_documents(&docs)?;
+    // Used only if this upsert creates the collection.
+    let analyzer = sift_pipeline::build::detect_analyzer(&docs);
     on_collections(&state, move |cols| {
         if cols.embedder().is_none() {
             return Err(ApiError::unavailable(
                 "embedding model (indexing needs one)",
             ));
         }
-        cols.with(&name, true, |shared| {
+        cols.with(&name, Some(analyzer), |shared| {
             let mut pipeline = shared.write().unwrap_or_else(|p| p.into_inner());
             // One batch: the request is committed whole or not at all, and only if its
             // embedding ends before the request timeout.
@@ -222,7 +260,7 @@ pub async fn delete_document(
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let deadline = Instant::now() + state.inner.limits.request_timeout;
     on_collections(&state, move |cols| {
-        cols.with(&name, false, |shared| {
+        cols.with(&name, None, |shared| {
             let mut pipeline = shared.write().unwrap_or_else(|p| p.into_inner());
             // Waiting for the write lock may outlast the request; then nothing is deleted.
             if Instant::now() > deadline {
@@ -354,7 +392,7 @@ pub async fn search(
     let rerank = options.rerank && state.inner.reranker.is_some();
     let app = state.clone();
     let candidates = blocking(move || {
-        collections(&app)?.with(&name, false, |pipeline| {
+        collections(&app)?.with(&name, None, |pipeline| {
             let pipeline = pipeline.read().unwrap_or_else(|p| p.into_inner());
             Ok(pipeline.candidates(&req.query, &options, rerank)?)
         })
