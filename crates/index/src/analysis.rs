@@ -62,32 +62,37 @@ impl Analyzer {
         }
     }
 
-    /// The tantivy analyzer for this setting.
+    /// The tantivy analyzer for this setting: its word tokenizer, long terms dropped,
+    /// lowercased, and for English stop words and the stemmer.
     pub fn text_analyzer(self) -> TextAnalyzer {
+        let words = TextAnalyzer::builder(self.word_tokenizer())
+            .filter(RemoveLongFilter::limit(MAX_TERM_BYTES))
+            .filter(LowerCaser);
         match self {
-            Analyzer::English => TextAnalyzer::builder(WordTokenizer {
+            Analyzer::English => words
+                .filter(
+                    StopWordFilter::new(Language::English).expect("tantivy's stopwords feature"),
+                )
+                .filter(Stemmer::new(Language::English))
+                .build(),
+            Analyzer::Chinese | Analyzer::Neutral => words.build(),
+        }
+    }
+
+    fn word_tokenizer(self) -> WordTokenizer {
+        match self {
+            Analyzer::English => WordTokenizer {
                 cjk: CjkWords::Bigrams,
                 min_chars: 2,
-            })
-            .filter(RemoveLongFilter::limit(MAX_TERM_BYTES))
-            .filter(LowerCaser)
-            .filter(StopWordFilter::new(Language::English).expect("tantivy's stopwords feature"))
-            .filter(Stemmer::new(Language::English))
-            .build(),
-            Analyzer::Chinese => TextAnalyzer::builder(WordTokenizer {
+            },
+            Analyzer::Chinese => WordTokenizer {
                 cjk: CjkWords::Dictionary,
                 min_chars: 1,
-            })
-            .filter(RemoveLongFilter::limit(MAX_TERM_BYTES))
-            .filter(LowerCaser)
-            .build(),
-            Analyzer::Neutral => TextAnalyzer::builder(WordTokenizer {
+            },
+            Analyzer::Neutral => WordTokenizer {
                 cjk: CjkWords::Bigrams,
                 min_chars: 1,
-            })
-            .filter(RemoveLongFilter::limit(MAX_TERM_BYTES))
-            .filter(LowerCaser)
-            .build(),
+            },
         }
     }
 
@@ -339,14 +344,7 @@ mod tests {
     fn tokens_point_at_their_text() {
         let text = "a’s 北京大学, b";
         for analyzer in Analyzer::ALL {
-            let tokenizer = WordTokenizer {
-                cjk: match analyzer {
-                    Analyzer::Chinese => CjkWords::Dictionary,
-                    _ => CjkWords::Bigrams,
-                },
-                min_chars: if analyzer == Analyzer::English { 2 } else { 1 },
-            };
-            for t in tokenizer.tokens(text) {
+            for t in analyzer.word_tokenizer().tokens(text) {
                 assert_eq!(&text[t.offset_from..t.offset_to], t.text);
             }
         }

@@ -115,9 +115,7 @@ impl LocalCollection {
         if !manifest_path.is_file() {
             std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
             let lock = lock(dir, true)?;
-            let bytes = serde_json::to_vec_pretty(&manifest)
-                .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
-            write_atomic(&manifest_path, &bytes)?;
+            write_manifest(&manifest_path, &manifest)?;
             drop(lock);
         }
         let collection = Self::open(dir, OpenMode::Write, ann)?;
@@ -382,12 +380,7 @@ impl LocalCollection {
         tracing::info!("rebuilding the BM25 index to batch {}", self.seq);
         self.bm25.delete_all()?;
         for d in self.contents.docs.values() {
-            let chunks: Vec<&str> = d
-                .slots
-                .iter()
-                .filter_map(|&slot| self.contents.slots[slot as usize].as_ref())
-                .map(|info| info.text.as_str())
-                .collect();
+            let chunks = self.contents.chunk_texts(d);
             Self::add_document(
                 &mut self.bm25,
                 #[cfg(test)]
@@ -437,6 +430,13 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
             path,
             reason: e.to_string(),
         })
+}
+
+/// Replaces the manifest at `path` atomically.
+fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+    write_atomic(path, &bytes)
 }
 
 /// The exclusive lock a drop of the collection in `dir` holds while deleting it.
@@ -510,10 +510,7 @@ impl CollectionBackend for LocalCollection {
         }
         let mut manifest = self.manifest.clone();
         manifest.analyzer = analyzer;
-        let path = self.dir.join("collection.json");
-        let bytes = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
-        write_atomic(&path, &bytes)?;
+        write_manifest(&self.dir.join("collection.json"), &manifest)?;
         self.manifest = manifest;
         let rebuilt = (|| {
             // The old index holds tantivy's writer lock in its directory: close it first.
@@ -713,15 +710,7 @@ impl CollectionBackend for LocalCollection {
         let passages: usize = c
             .docs
             .values()
-            .map(|d| {
-                let texts: Vec<&str> = d
-                    .slots
-                    .iter()
-                    .filter_map(|&s| c.slots.get(s as usize)?.as_ref())
-                    .map(|info| info.text.as_str())
-                    .collect();
-                keyword_passages(&d.document, &texts).len()
-            })
+            .map(|d| keyword_passages(&d.document, &c.chunk_texts(d)).len())
             .sum();
         let indexed = self.bm25.num_passages()?;
         if indexed as usize != passages {

@@ -57,6 +57,15 @@ impl Contents {
         }
     }
 
+    /// The texts of `doc`'s chunks, in chunk order.
+    pub fn chunk_texts<'a>(&'a self, doc: &StoredDoc) -> Vec<&'a str> {
+        doc.slots
+            .iter()
+            .filter_map(|&slot| self.slots.get(slot as usize)?.as_ref())
+            .map(|info| info.text.as_str())
+            .collect()
+    }
+
     pub fn chunk_text(&self, doc_id: &str, ordinal: u32) -> Option<&str> {
         let slot = *self.docs.get(doc_id)?.slots.get(ordinal as usize)?;
         self.slots
