@@ -179,6 +179,7 @@ pub fn run_grid(
                 top_k: 100,
                 rerank: reranker.is_some(),
                 first_stage_weight: None,
+                fusion: Default::default(),
             };
             let started = Instant::now();
             let mut runs = vec![Run::default(); weights.len()];

@@ -1,5 +1,5 @@
-//! Reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009): of the recall legs, and of
-//! the reranker with the first stage.
+//! Fusion of the recall legs (reciprocal rank fusion — Cormack, Clarke & Büttcher, SIGIR 2009 —
+//! or a convex combination of normalized scores), and of the reranker with the first stage.
 
 use std::collections::HashMap;
 
@@ -10,18 +10,104 @@ use sift_models::RerankScore;
 /// the advantage of the very first ranks so that agreement between lists matters more.
 pub const RRF_K: f32 = 60.0;
 
-/// Fuses ranked lists of ids: each id scores `Σ 1 / (k + rank)` over the lists it appears in
-/// (ranks from 1). Returns ids by descending fused score; ties keep first-seen order.
-pub fn reciprocal_rank_fusion<'a>(lists: &[&'a [String]], k: f32) -> Vec<(&'a str, f32)> {
+/// How the two recall legs become one ranking. Every variant is what `sift eval --fusion-sweep`
+/// measures; [`Fusion::default`] is the one the sweep chose (docs/quality.md, "Fusion").
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum Fusion {
+    /// Weighted reciprocal rank fusion: `Σ w_leg / (k + rank)`, with the dense leg weighted
+    /// `2·dense_weight` and BM25 `2·(1 − dense_weight)` (so 0.5 is plain RRF and a score keeps
+    /// plain RRF's scale).
+    Rrf { k: f32, dense_weight: f32 },
+    /// Convex combination of per-query min–max normalized scores,
+    /// `dense_weight · dense + (1 − dense_weight) · bm25`, a document missing from a leg scoring
+    /// that leg's 0 (Bruch et al., "An Analysis of Fusion Functions for Hybrid Retrieval", 2023).
+    Convex { dense_weight: f32 },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Rrf {
+            k: RRF_K,
+            dense_weight: 0.5,
+        }
+    }
+}
+
+impl Fusion {
+    /// Refuses a non-positive or non-finite `k` and a dense weight outside 0–1.
+    pub fn validate(&self) -> crate::Result<()> {
+        let (k, w) = match *self {
+            Fusion::Rrf { k, dense_weight } => (k, dense_weight),
+            Fusion::Convex { dense_weight } => (1.0, dense_weight),
+        };
+        if !(k.is_finite() && k > 0.0) {
+            return Err(crate::PipelineError::InvalidInput(format!(
+                "the RRF k is {k}; it must be a positive number"
+            )));
+        }
+        if !(0.0..=1.0).contains(&w) {
+            return Err(crate::PipelineError::InvalidInput(format!(
+                "the dense leg's fusion weight is {w}; it must be between 0 and 1"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Fusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fusion::Rrf { k, dense_weight } => write!(f, "rrf k={k} dense={dense_weight:.2}"),
+            Fusion::Convex { dense_weight } => write!(f, "convex dense={dense_weight:.2}"),
+        }
+    }
+}
+
+/// One recall leg: document ids best first, with the leg's own scores (cosine, BM25).
+#[derive(Debug, Clone, Copy)]
+pub struct Leg<'a> {
+    pub ids: &'a [String],
+    pub scores: &'a [f32],
+}
+
+/// Fuses the dense and BM25 legs under `fusion`. Returns ids by descending fused score; ties
+/// keep first-seen order (dense first).
+pub fn fuse<'a>(dense: Leg<'a>, bm25: Leg<'a>, fusion: Fusion) -> Vec<(&'a str, f32)> {
     let mut scores: HashMap<&str, (f32, usize)> = HashMap::new();
-    let mut order = 0;
-    for list in lists {
-        for (rank, id) in list.iter().enumerate() {
-            let entry = scores.entry(id.as_str()).or_insert_with(|| {
-                order += 1;
-                (0.0, order)
-            });
-            entry.0 += 1.0 / (k + rank as f32 + 1.0);
+    let mut add = |leg: Leg<'a>, value: &dyn Fn(usize, f32) -> f32| {
+        for (rank, id) in leg.ids.iter().enumerate() {
+            let next = scores.len();
+            let entry = scores.entry(id.as_str()).or_insert((0.0, next));
+            entry.0 += value(rank, leg.scores.get(rank).copied().unwrap_or(0.0));
+        }
+    };
+    match fusion {
+        Fusion::Rrf { k, dense_weight } => {
+            let w = dense_weight.clamp(0.0, 1.0);
+            for (leg, weight) in [(dense, 2.0 * w), (bm25, 2.0 * (1.0 - w))] {
+                add(leg, &|rank, _| weight / (k + rank as f32 + 1.0));
+            }
+        }
+        Fusion::Convex { dense_weight } => {
+            let w = dense_weight.clamp(0.0, 1.0);
+            for (leg, weight) in [(dense, w), (bm25, 1.0 - w)] {
+                let finite = leg.scores.iter().copied().filter(|s| s.is_finite());
+                let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
+                    (lo.min(s), hi.max(s))
+                });
+                let span = hi - lo;
+                add(leg, &|_, s| {
+                    let unit = if !s.is_finite() {
+                        0.0
+                    } else if span > 0.0 {
+                        (s - lo) / span
+                    } else {
+                        1.0
+                    };
+                    weight * unit
+                });
+            }
         }
     }
     let mut fused: Vec<(&str, f32, usize)> =
@@ -107,26 +193,107 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn rrf(dense: &[String], bm25: &[String]) -> Vec<(String, f32)> {
+        let none = vec![0.0; dense.len().max(bm25.len())];
+        fuse(
+            Leg {
+                ids: dense,
+                scores: &none,
+            },
+            Leg {
+                ids: bm25,
+                scores: &none,
+            },
+            Fusion::default(),
+        )
+        .into_iter()
+        .map(|(id, s)| (id.to_owned(), s))
+        .collect()
+    }
+
     #[test]
     fn agreement_beats_a_single_first_place() {
-        let dense = ids(&["a", "b", "c"]);
-        let bm25 = ids(&["d", "b", "a"]);
-        let fused = reciprocal_rank_fusion(&[&dense, &bm25], RRF_K);
-        let order: Vec<&str> = fused.iter().map(|f| f.0).collect();
+        let fused = rrf(&ids(&["a", "b", "c"]), &ids(&["d", "b", "a"]));
+        let order: Vec<&str> = fused.iter().map(|f| f.0.as_str()).collect();
         // b: 1/62 + 1/62; a: 1/61 + 1/63; a is slightly ahead (1/61+1/63 > 2/62).
-        assert_eq!(order[..2], ["a", "b"]);
+        assert_eq!(order, ["a", "b", "d", "c"]);
         assert!((fused[0].1 - (1.0 / 61.0 + 1.0 / 63.0)).abs() < 1e-6);
-        assert_eq!(fused.len(), 4);
-        assert!(fused[2].0 == "d" && fused[3].0 == "c");
     }
 
     #[test]
     fn one_list_keeps_its_order() {
-        let only = ids(&["x", "y"]);
-        let fused = reciprocal_rank_fusion(&[&only, &[]], RRF_K);
+        let fused = rrf(&ids(&["x", "y"]), &[]);
         assert_eq!(
-            fused.iter().map(|f| f.0).collect::<Vec<_>>(),
+            fused.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
             vec!["x", "y"]
         );
+    }
+
+    #[test]
+    fn a_leg_weight_of_one_is_that_leg_alone() {
+        let (dense, bm25) = (ids(&["a", "b"]), ids(&["c", "b"]));
+        let none = [0.0; 2];
+        let leg = |ids| Leg { ids, scores: &none };
+        let order = |w: f32| -> Vec<String> {
+            fuse(
+                leg(&dense),
+                leg(&bm25),
+                Fusion::Rrf {
+                    k: 60.0,
+                    dense_weight: w,
+                },
+            )
+            .into_iter()
+            .filter(|f| f.1 > 0.0)
+            .map(|f| f.0.to_owned())
+            .collect()
+        };
+        assert_eq!(order(1.0), ["a", "b"]);
+        assert_eq!(order(0.0), ["c", "b"]);
+    }
+
+    #[test]
+    fn the_convex_combination_normalizes_each_leg_per_query() {
+        // BM25 scores are ~30× the cosines; after min–max both legs span 0–1, so at an even
+        // weight a document first in one leg and absent from the other (0.5) ties with its
+        // mirror, and a document at 3/4 of both legs' spans (0.75) beats both.
+        let (dense, bm25) = (ids(&["a", "b", "z"]), ids(&["c", "b", "y"]));
+        let fused = fuse(
+            Leg {
+                ids: &dense,
+                scores: &[0.9, 0.8, 0.5],
+            },
+            Leg {
+                ids: &bm25,
+                scores: &[30.0, 25.0, 10.0],
+            },
+            Fusion::Convex { dense_weight: 0.5 },
+        );
+        assert_eq!(fused[0].0, "b");
+        assert!((fused[0].1 - 0.75).abs() < 1e-6);
+        assert_eq!((fused[1].0, fused[2].0), ("a", "c"));
+        assert!((fused[1].1 - fused[2].1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn fusion_settings_are_validated() {
+        assert!(Fusion::default().validate().is_ok());
+        for bad in [
+            Fusion::Rrf {
+                k: 0.0,
+                dense_weight: 0.5,
+            },
+            Fusion::Rrf {
+                k: f32::NAN,
+                dense_weight: 0.5,
+            },
+            Fusion::Rrf {
+                k: 60.0,
+                dense_weight: 1.5,
+            },
+            Fusion::Convex { dense_weight: -0.1 },
+        ] {
+            assert!(bad.validate().is_err(), "{bad}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! sift's retrieval pipeline.
 //!
 //! A query flows: [`Pipeline::search`] → query embedding → dense leg (ANN over chunk vectors)
-//! and BM25 leg → per-document best chunk → [`fusion::reciprocal_rank_fusion`] → rerank of
+//! and BM25 leg → per-document best chunk → [`fusion::fuse`] → rerank of
 //! the top candidates through the [`sift_models::Reranker`] seam → top k. Documents flow: [`ingest::ingest`] → token windows
 //! ([`chunking`]) → embeddings → one committed batch at a time into a
 //! [`sift_index::CollectionBackend`].

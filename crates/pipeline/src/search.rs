@@ -14,7 +14,7 @@ use sift_models::rerank::{score_documents, PreparedPairs};
 use sift_models::{Embedder, LongDocumentPolicy, RerankScore, Reranker, TextRole};
 
 use crate::error::{PipelineError, Result};
-use crate::fusion::{blend_with_first_stage, reciprocal_rank_fusion, RRF_K};
+use crate::fusion::{blend_with_first_stage, fuse, Fusion, Leg};
 use crate::ingest::{check_model, embedding_text, ingest, IngestReport};
 
 /// Which recall legs run.
@@ -58,6 +58,8 @@ pub struct SearchOptions {
     /// ([`crate::fusion::blend_with_first_stage`]); `None`: what the rerank model recommends
     /// ([`Reranker::first_stage_weight`], 0 unless `sift train-reranker` chose one).
     pub first_stage_weight: Option<f32>,
+    /// How hybrid search fuses its legs.
+    pub fusion: Fusion,
 }
 
 /// Most documents one recall leg may return. Why a bound: each leg fetches several chunks per
@@ -86,6 +88,7 @@ impl SearchOptions {
         check("depth", self.depth, 1, MAX_DEPTH)?;
         check("top_k", self.top_k, 1, MAX_TOP_K)?;
         check("candidates", self.candidates, 0, MAX_CANDIDATES)?;
+        self.fusion.validate()?;
         match self.first_stage_weight {
             Some(w) if !(0.0..=1.0).contains(&w) => Err(PipelineError::InvalidInput(format!(
                 "first_stage_weight is {w}; it must be between 0 and 1"
@@ -104,6 +107,7 @@ impl Default for SearchOptions {
             top_k: 10,
             rerank: true,
             first_stage_weight: None,
+            fusion: Fusion::default(),
         }
     }
 }
@@ -529,10 +533,27 @@ impl Pipeline {
 
         let t = Instant::now();
         let fused: Vec<(String, f32)> = match options.mode {
-            SearchMode::Hybrid => reciprocal_rank_fusion(&[&dense_order, &bm25_order], RRF_K)
+            SearchMode::Hybrid => {
+                let scores = |order: &[String], leg: &HashMap<String, LegHit>| -> Vec<f32> {
+                    order.iter().map(|id| leg[id].score).collect()
+                };
+                let (dense_scores, bm25_scores) =
+                    (scores(&dense_order, &dense), scores(&bm25_order, &bm25));
+                fuse(
+                    Leg {
+                        ids: &dense_order,
+                        scores: &dense_scores,
+                    },
+                    Leg {
+                        ids: &bm25_order,
+                        scores: &bm25_scores,
+                    },
+                    options.fusion,
+                )
                 .into_iter()
                 .map(|(id, s)| (id.to_owned(), s))
-                .collect(),
+                .collect()
+            }
             SearchMode::Dense => dense_order
                 .iter()
                 .map(|id| (id.clone(), dense[id].score))

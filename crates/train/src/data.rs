@@ -133,6 +133,7 @@ pub fn first_stage(
         top_k: depth,
         rerank: false,
         first_stage_weight: None,
+        fusion: Default::default(),
     };
     let mut out = BTreeMap::new();
     for q in queries {

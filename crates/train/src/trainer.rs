@@ -345,12 +345,19 @@ impl<'a> Trainer<'a> {
 
     /// `sift_rerank.json`: the blend weight chosen on dev, which search then applies by default.
     fn save_settings(&self, record: &EvalRecord) -> Result<()> {
+        let depth = self
+            .dev
+            .candidates
+            .values()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0);
         let settings = RerankSettings {
             first_stage_weight: Some(record.first_stage_weight),
+            candidates: Some(depth),
             chosen_by: Some(format!(
-                "dev nDCG@10 over {} queries (top {} first-stage candidates), epoch {}: {:.4} alone, {:.4} blended",
+                "dev nDCG@10 over {} queries (top {depth} first-stage candidates), epoch {}: {:.4} alone, {:.4} blended",
                 self.dev.queries.len(),
-                self.dev.candidates.values().map(Vec::len).max().unwrap_or(0),
                 record.epoch,
                 record.metrics.ndcg_at_10,
                 record.delivered().ndcg_at_10,

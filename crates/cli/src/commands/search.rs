@@ -116,6 +116,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         top_k: args.top_k,
         rerank: true,
         first_stage_weight: args.first_stage_weight,
+        fusion: Default::default(),
     };
     let results = pipeline.search(&args.query, &options)?;
     if args.json {

@@ -161,8 +161,11 @@ pub struct TrainRerankerArgs {
     #[arg(long, default_value = "families")]
     split_rule: SplitRule,
 
-    /// First-stage candidates reranked per dev query.
-    #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
+    /// First-stage candidates reranked per dev query. The blend weight chosen on dev holds at
+    /// this depth only (a reranker pushes the documents it dislikes further down a longer
+    /// list, so the first stage needs more weight to bring them back): the default is search's
+    /// default --candidates.
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     dev_depth: usize,
 
     #[command(flatten)]

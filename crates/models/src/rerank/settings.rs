@@ -18,6 +18,10 @@ pub struct RerankSettings {
     /// `sift_pipeline::fusion::blend_with_first_stage`), chosen on the training run's dev split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_stage_weight: Option<f32>,
+    /// First-stage candidates per query the weight was chosen at: the weight holds at that
+    /// depth (search's default, 100, unless `--dev-depth` said otherwise), not at every depth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<usize>,
     /// How the weight was chosen, for people reading the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chosen_by: Option<String>,
@@ -69,6 +73,7 @@ mod tests {
         );
         let s = RerankSettings {
             first_stage_weight: Some(0.3),
+            candidates: Some(100),
             chosen_by: Some("dev nDCG@10".into()),
         };
         std::fs::write(dir.path().join(RERANK_SETTINGS_FILE), s.to_json()).unwrap();

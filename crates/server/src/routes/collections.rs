@@ -383,6 +383,7 @@ pub async fn search(
         depth: bounded("depth", req.depth, defaults.depth)?,
         rerank: req.rerank.unwrap_or(defaults.rerank),
         first_stage_weight: req.first_stage_weight,
+        fusion: Default::default(),
     };
     options
         .validate()
