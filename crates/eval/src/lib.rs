@@ -7,6 +7,7 @@
 
 pub mod beir;
 pub mod experiment;
+pub mod fusion_sweep;
 pub mod metrics;
 pub mod report;
 pub mod split;

@@ -63,7 +63,10 @@ async fn upsert_search_delete() {
         .await;
         assert_eq!(s, 200, "{r}");
         assert_eq!(r["hits"][0]["id"], "tides", "{mode}: {r}");
-        assert_eq!(r["hits"].as_array().unwrap().len(), 2);
+        // BM25 finds only documents sharing a word with the query once stop words are gone
+        // ("caus", "tide", "ocean"): one here.
+        let want = if mode == "bm25" { 1 } else { 2 };
+        assert_eq!(r["hits"].as_array().unwrap().len(), want, "{mode}: {r}");
         assert_eq!(r["reranked"], false);
     }
     let (_, r) = post(

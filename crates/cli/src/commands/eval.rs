@@ -10,6 +10,7 @@ use sift_eval::report::{html_report, print_seen_unseen, print_table};
 use sift_eval::{Dataset, DevSplit, Qrels, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
 use sift_models::{Reranker, RerankerOptions};
+use sift_pipeline::fusion::Fusion;
 use sift_pipeline::{Pipeline, SearchMode};
 
 use crate::inference::{EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
@@ -90,6 +91,19 @@ pub struct EvalArgs {
     /// scores are computed once for all weights.
     #[arg(long, value_delimiter = ',', value_parser = parse_weight)]
     first_stage_weights: Vec<f32>,
+
+    /// How hybrid runs fuse the dense and BM25 legs: convex:dense=W (min–max normalized
+    /// scores, the default at W = 0.5, chosen by --fusion-sweep), rrf (plain reciprocal rank
+    /// fusion, k = 60) or rrf:k=K,dense=W (weighted RRF).
+    #[arg(long, default_value_t = Fusion::default())]
+    fusion: Fusion,
+
+    /// Instead of the grid: retrieve both legs once per query (--depth deep) and score every
+    /// fusion setting on them — RRF k 5–200 × dense weight 0.3–0.7, convex combinations at
+    /// dense weight 0.1–0.9, each leg cut to 20/50/100 — best first, with plain RRF's row and
+    /// the default's rows and the gain over plain RRF; writes fusion_sweep.json.
+    #[arg(long)]
+    fusion_sweep: bool,
 
     /// Evaluate at most this many queries (the first by id, after --skip-queries), for quick
     /// runs.
@@ -207,6 +221,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     std::fs::write(args.out.join("qrels.tsv"), queries.qrels.to_tsv())
         .context("writing qrels.tsv")?;
 
+    if args.fusion_sweep {
+        return fusion_sweep(&args, &targets, &queries, embed_engine);
+    }
+
     let mut rows: Vec<GridRow> = Vec::new();
     let mut missing_docs = 0;
     for (index, (location, _)) in targets.iter().enumerate() {
@@ -247,6 +265,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 depth: args.depth,
                 candidates: args.candidates,
                 first_stage_weights: args.first_stage_weights.clone(),
+                fusion: args.fusion,
             },
             &mut |n| bar.inc(n as u64),
         )?;
@@ -310,5 +329,93 @@ pub fn run(args: EvalArgs) -> Result<()> {
         report.display(),
         rows.len()
     );
+    Ok(())
+}
+
+/// `--fusion-sweep`: every fusion setting on each target's legs, printed best first and written
+/// to fusion_sweep.json.
+fn fusion_sweep(
+    args: &EvalArgs,
+    targets: &[(Location, Option<String>)],
+    queries: &QuerySet,
+    embed_engine: sift_models::EngineOptions,
+) -> Result<()> {
+    use sift_eval::fusion_sweep::{retrieve_legs, sweep, SweepGrid};
+    let grid = SweepGrid::default();
+    let mut reports = Vec::new();
+    for (location, _) in targets {
+        let collection = store::open(location, Access::Search)?;
+        let name = collection.manifest().embedding.name.clone();
+        let embedder = load_embedder(&name, embed_engine)?;
+        let pipeline = Pipeline::new(Some(embedder), None, collection)?;
+        let bar = super::progress_bar(queries.queries.len(), "queries");
+        let legs = retrieve_legs(&pipeline, queries, args.depth, &mut |n| bar.inc(n as u64))?;
+        bar.finish_and_clear();
+        let depth = args.depth.min(sift_pipeline::search::MAX_TOP_K);
+        let rows = sweep(&queries.qrels, &legs, &grid, depth);
+        let plain = rows
+            .iter()
+            .find(|r| r.fusion == Fusion::PLAIN_RRF && r.depth == depth)
+            .map(|r| r.ndcg_at_10())
+            .unwrap_or(0.0);
+        println!(
+            "fusion sweep: hybrid(bm25+{name}), {} queries, legs {depth} deep",
+            queries.queries.len()
+        );
+        println!(
+            "{:<28} {:>6} {:>8} {:>8} {:>8} {:>9}",
+            "fusion", "depth", "nDCG@10", "R@100", "MRR@10", "Δ plain"
+        );
+        let metric = |r: &sift_eval::fusion_sweep::SweepRow, m: sift_eval::Metric| {
+            r.evaluation.mean.get(&m.name()).copied().unwrap_or(0.0)
+        };
+        let shown: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                *i < 15
+                    || (r.depth == depth
+                        && (r.fusion == Fusion::PLAIN_RRF || r.fusion == Fusion::default()))
+            })
+            .map(|(_, r)| r)
+            .collect();
+        for r in shown {
+            println!(
+                "{:<28} {:>6} {:>8.4} {:>8.4} {:>8.4} {:>+9.4}",
+                r.fusion.to_string(),
+                r.depth,
+                r.ndcg_at_10(),
+                metric(r, sift_eval::Metric::Recall(100)),
+                metric(r, sift_eval::Metric::ReciprocalRank(10)),
+                r.ndcg_at_10() - plain
+            );
+        }
+        if let Some(best) = rows.first() {
+            println!(
+                "best: {} with legs {} deep, nDCG@10 {:.4} ({:+.4} over plain RRF at {depth})",
+                best.fusion,
+                best.depth,
+                best.ndcg_at_10(),
+                best.ndcg_at_10() - plain
+            );
+        }
+        reports.push(serde_json::json!({
+            "collection": location.to_string(),
+            "embedding_model": name,
+            "queries": queries.queries.len(),
+            "leg_depth": depth,
+            "plain_rrf_ndcg_at_10": plain,
+            "rows": rows.iter().map(|r| serde_json::json!({
+                "fusion": r.fusion,
+                "depth": r.depth,
+                "metrics": r.evaluation.mean,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let path = args.out.join("fusion_sweep.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }

@@ -11,8 +11,8 @@ use sift_pipeline::{Pipeline, SearchMode, SearchOptions, SearchResults};
 use crate::inference::{EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
 use crate::model_path::{load_embedder, load_reranker};
 
-/// Search a collection: recall candidates with embeddings (dense) and BM25, fuse them with
-/// reciprocal rank fusion (k = 60), optionally rerank the top candidates with a rerank model
+/// Search a collection: recall candidates with embeddings (dense) and BM25, fuse them (an even
+/// convex combination of their normalized scores; see --fusion), optionally rerank the top candidates with a rerank model
 /// (each candidate's title and whole text, long ones scored by windows: see --long-documents).
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -51,6 +51,12 @@ pub struct SearchArgs {
     /// the rerank model's sift_rerank.json recommends, else 0 — the reranker alone).
     #[arg(long, value_parser = super::eval::parse_weight)]
     first_stage_weight: Option<f32>,
+
+    /// How hybrid search fuses the dense and BM25 legs: convex:dense=W (min–max normalized
+    /// scores; the default, W = 0.5, is what `sift eval --fusion-sweep` chose on SciFact), rrf
+    /// (plain reciprocal rank fusion, k = 60) or rrf:k=K,dense=W (weighted RRF).
+    #[arg(long, default_value_t = sift_pipeline::fusion::Fusion::default())]
+    fusion: sift_pipeline::fusion::Fusion,
 
     /// Embedding model (default: the one the collection was built with).
     #[arg(long)]
@@ -116,7 +122,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         top_k: args.top_k,
         rerank: true,
         first_stage_weight: args.first_stage_weight,
-        fusion: Default::default(),
+        fusion: args.fusion,
     };
     let results = pipeline.search(&args.query, &options)?;
     if args.json {

@@ -31,9 +31,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+/// The keyword index of a local collection, public for measuring analyzers on it alone
+/// (tests/chinese_known_item.rs).
+pub use self::bm25::{Bm25Hit, Bm25Index};
 pub use vectors::AnnParams;
 
-use self::bm25::Bm25Index;
 use self::compaction::{InFlight, LocalCompaction};
 use self::files::{lock, write_atomic};
 use self::snapshot::{read_graph, read_snapshot};

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sift_index::Analyzer;
+use sift_pipeline::fusion::Fusion;
 use sift_pipeline::{SearchMode, SearchOptions};
 use utoipa::ToSchema;
 
@@ -304,6 +305,10 @@ pub struct SearchRequest {
     /// the rerank model's sift_rerank.json recommends, else 0 — the reranker alone).
     #[serde(default)]
     first_stage_weight: Option<f32>,
+    /// How hybrid search fuses its legs: `convex:dense=0.5` (default), `rrf` (k = 60) or
+    /// `rrf:k=K,dense=W`; as `sift search --fusion`.
+    #[serde(default)]
+    fusion: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -313,7 +318,7 @@ pub struct Hit {
     title: Option<String>,
     /// The best-matching chunk of the document.
     snippet: String,
-    /// The final score: the rerank score when reranked (the blended RRF score when the first
+    /// The final score: the rerank score when reranked (the blended rank score when the first
     /// stage keeps a weight), else the fused (or single-leg) score.
     score: f32,
     dense_rank: Option<usize>,
@@ -357,7 +362,8 @@ fn bounded(name: &str, v: Option<i64>, default: usize) -> Result<usize, ApiError
     }
 }
 
-/// Two-stage search: dense and BM25 recall, reciprocal rank fusion, rerank (through the same
+/// Two-stage search: dense and BM25 recall, fused (by default an even convex combination of
+/// min–max normalized scores), rerank (through the same
 /// batching queue as `/rerank`, under the same long-document policy).
 #[utoipa::path(post, path = "/collections/{name}/search", tag = "collections",
     params(("name" = String, Path)),
@@ -383,7 +389,12 @@ pub async fn search(
         depth: bounded("depth", req.depth, defaults.depth)?,
         rerank: req.rerank.unwrap_or(defaults.rerank),
         first_stage_weight: req.first_stage_weight,
-        fusion: Default::default(),
+        fusion: match &req.fusion {
+            Some(f) => f
+                .parse::<Fusion>()
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
+            None => defaults.fusion,
+        },
     };
     options
         .validate()
