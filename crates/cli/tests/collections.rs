@@ -631,4 +631,39 @@ fn eval_reports_metrics_runs_and_data_problems() {
     let queries: std::collections::BTreeSet<&str> =
         run.lines().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(queries.into_iter().collect::<Vec<_>>(), ["2"]);
+
+    // The fusion sweep scores each setting on one retrieval per query with the pipeline's own
+    // fusion: its rows for plain RRF and for the default are what the grid's hybrid run gives
+    // under the same --fusion.
+    let hybrid_ndcg = |fusion: &str| -> f64 {
+        ok(&eval(&["--modes", "hybrid", "--fusion", fusion]));
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        summary["runs"][0]["metrics"]["nDCG@10"].as_f64().unwrap()
+    };
+    let (rrf, convex) = (hybrid_ndcg("rrf"), hybrid_ndcg("convex:dense=0.5"));
+    let table = ok(&eval(&["--fusion-sweep"]));
+    assert!(table.contains("best: "), "{table}");
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fusion_sweep.json")).unwrap())
+            .unwrap();
+    let rows = sweep[0]["rows"].as_array().unwrap();
+    assert!(rows.len() > 40, "{} settings", rows.len());
+    let row = |fusion: serde_json::Value| -> f64 {
+        rows.iter()
+            .find(|r| r["fusion"] == fusion && r["depth"] == 100)
+            .unwrap_or_else(|| panic!("no row for {fusion}"))["metrics"]["nDCG@10"]
+            .as_f64()
+            .unwrap()
+    };
+    let plain = serde_json::json!({"method": "rrf", "k": 60.0, "dense_weight": 0.5});
+    assert!((row(plain) - rrf).abs() < 1e-9, "{rrf}");
+    let even = serde_json::json!({"method": "convex", "dense_weight": 0.5});
+    assert!((row(even) - convex).abs() < 1e-9, "{convex}");
+    let ndcgs: Vec<f64> = rows
+        .iter()
+        .map(|r| r["metrics"]["nDCG@10"].as_f64().unwrap())
+        .collect();
+    assert!(ndcgs.windows(2).all(|w| w[0] >= w[1]), "best first");
 }
