@@ -667,3 +667,69 @@ fn eval_reports_metrics_runs_and_data_problems() {
         .collect();
     assert!(ndcgs.windows(2).all(|w| w[0] >= w[1]), "best first");
 }
+
+/// Chinese through the binary: `--language auto` (the default) picks the Chinese analyzer for
+/// People's Daily paragraphs (scripts/setup.sh fetches them), records it in the manifest, and
+/// `sift search` cuts the query the same way, so a phrase from a paragraph finds it.
+#[test]
+fn chinese_documents_get_the_chinese_analyzer_and_phrases_find_their_paragraph() {
+    let corpus = std::env::var_os("SIFT_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("models"))
+        .join("corpora/peoples-daily-199801.txt");
+    let text = std::fs::read_to_string(&corpus)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/setup.sh", corpus.display()));
+    let paragraphs: Vec<String> = text
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .map(|t| t.rsplit_once('/').map_or(t, |(w, _)| w))
+                .collect::<String>()
+        })
+        .filter(|p| (80..=400).contains(&p.chars().count()))
+        .take(150)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs.jsonl");
+    let lines: Vec<String> = paragraphs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "text": p}).to_string())
+        .collect();
+    std::fs::write(&docs, lines.join("\n")).unwrap();
+    let col = dir.path().join("col");
+    let (c, d) = (col.to_str().unwrap(), docs.to_str().unwrap());
+    ok(&sift(&["index", "--collection", c, d]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(col.join("collection.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["analyzer"], "chinese", "{manifest}");
+
+    // A 10-character phrase from the middle of every tenth paragraph.
+    let mut reciprocal_ranks = Vec::new();
+    for (i, p) in paragraphs.iter().enumerate().step_by(10) {
+        let chars: Vec<char> = p.chars().collect();
+        let phrase: String = chars[chars.len() / 2..chars.len() / 2 + 10]
+            .iter()
+            .collect();
+        let out: serde_json::Value = serde_json::from_str(&ok(&sift(&[
+            "search",
+            "--collection",
+            c,
+            "--mode",
+            "bm25",
+            "--json",
+            &phrase,
+        ])))
+        .unwrap();
+        let want = format!("p{i}");
+        let rank = out["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|h| h["id"] == want.as_str());
+        reciprocal_ranks.push(rank.map_or(0.0, |r| 1.0 / (r as f64 + 1.0)));
+    }
+    let mrr = reciprocal_ranks.iter().sum::<f64>() / reciprocal_ranks.len() as f64;
+    assert!(mrr >= 0.9, "MRR@10 {mrr:.3} over {reciprocal_ranks:?}");
+}

@@ -56,12 +56,12 @@ impl Fusion {
         };
         if !(k.is_finite() && k > 0.0) {
             return Err(crate::PipelineError::InvalidInput(format!(
-                "the RRF k is {k}; it must be a positive number"
+                "fusion: the RRF k is {k}; it must be a positive number"
             )));
         }
         if !(0.0..=1.0).contains(&w) {
             return Err(crate::PipelineError::InvalidInput(format!(
-                "the dense leg's fusion weight is {w}; it must be between 0 and 1"
+                "fusion: the dense leg's weight is {w}; it must be between 0 and 1"
             )));
         }
         Ok(())

@@ -104,6 +104,20 @@ async fn upsert_search_delete() {
         assert!(ordered, "weight {weight}: {keys:?}");
     }
 
+    // The fusion is the request's to choose: plain RRF scores are sums of 1/(60 + rank), the
+    // default convex combination's lie in 0–1 with 1 only for a document first in both legs.
+    for (fusion, top) in [("rrf", 2.0 / 61.0), ("convex:dense=0.5", 1.0)] {
+        let (s, r) = post(
+            &base,
+            "/collections/geo/search",
+            json!({"query": "capital of France", "rerank": false, "fusion": fusion}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        let first = r["hits"][0]["fused_score"].as_f64().unwrap();
+        assert!(first <= top + 1e-6 && first > top / 3.0, "{fusion}: {r}");
+    }
+
     let client = reqwest::Client::new();
     let r = client
         .delete(format!("{base}/collections/geo/documents/tides"))
@@ -149,6 +163,10 @@ async fn upsert_search_delete() {
         ("top_k", json!(1_000_000)),
         ("first_stage_weight", json!(1.5)),
         ("first_stage_weight", json!(-0.1)),
+        ("fusion", json!("bm25")),
+        ("fusion", json!("rrf:k=-1")),
+        ("fusion", json!("convex:dense=2")),
+        ("fusion", json!(3)),
     ] {
         let (s, b) = post(
             &base,
