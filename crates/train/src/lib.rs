@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bi_encoder;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

@@ -17,7 +17,7 @@ use sift_models::{Architecture, Head, ModelConfig, ModelDir};
 use crate::error::{Result, TrainError};
 
 /// Files copied from the base model so the output tokenizes exactly as the base did.
-const TOKENIZER_FILES: [&str; 7] = [
+pub(crate) const TOKENIZER_FILES: [&str; 7] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -28,7 +28,7 @@ const TOKENIZER_FILES: [&str; 7] = [
 ];
 
 /// Where checkpoints keep the encoder (see sift-models' loader).
-const ENCODER_PREFIXES: [&str; 5] = ["bert.", "roberta.", "mpnet.", "model.", ""];
+pub(crate) const ENCODER_PREFIXES: [&str; 5] = ["bert.", "roberta.", "mpnet.", "model.", ""];
 
 pub struct TrainableCrossEncoder {
     pub varmap: VarMap,
@@ -51,7 +51,7 @@ fn task_architecture(arch: Architecture) -> (&'static str, &'static str) {
 }
 
 /// Every tensor of the checkpoint, by name, as f32.
-fn read_tensors(dir: &ModelDir) -> Result<BTreeMap<String, Tensor>> {
+pub(crate) fn read_tensors(dir: &ModelDir) -> Result<BTreeMap<String, Tensor>> {
     let mut out = BTreeMap::new();
     let files = dir.weight_files()?;
     let wrap = |p: &Path, e: candle_core::Error| {

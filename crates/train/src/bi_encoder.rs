@@ -1,0 +1,248 @@
+//! A bi-encoder (sentence embedder) whose weights live in a candle `VarMap`, initialised from
+//! any supported encoder checkpoint, trained with an in-batch contrastive loss, and saved as a
+//! sentence-transformers directory (Transformer → Pooling → Normalize) that `sift index`,
+//! `sift embed` and sentence-transformers load.
+//!
+//! The building blocks of `sift train-embedder` (first-stage-quality issue): the model, its
+//! pooled and normalized embeddings through either kernel set, the loss, and the output layout.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{json, Value};
+use sift_models::arch::{Kernels, Transformer};
+use sift_models::batch::Batch;
+use sift_models::pooling::{l2_normalize, Pooling};
+use sift_models::{Architecture, ModelConfig, ModelDir};
+
+use crate::error::{Result, TrainError};
+use crate::model::{read_tensors, write_atomic, ENCODER_PREFIXES, TOKENIZER_FILES};
+
+/// The encoder class a sentence-transformers directory of `arch` names in `config.json`.
+fn encoder_architecture(arch: Architecture) -> &'static str {
+    match arch {
+        Architecture::Bert => "BertModel",
+        Architecture::XlmRoberta => "XLMRobertaModel",
+        Architecture::MpNet => "MPNetModel",
+    }
+}
+
+pub struct TrainableBiEncoder {
+    pub varmap: VarMap,
+    /// Differentiable kernels: the training forward pass.
+    pub train: Transformer,
+    /// Fused kernels over the same variables: fast embedding for dev evaluation.
+    pub infer: Transformer,
+    pub config: ModelConfig,
+    pub pooling: Pooling,
+    config_json: Value,
+}
+
+impl TrainableBiEncoder {
+    /// The encoder of `base` (an embedder, or a cross-encoder whose head is dropped) with the
+    /// base's pooling (mean when it names none). Every encoder tensor must be in the
+    /// checkpoint: a bi-encoder has no fresh parts to initialise.
+    pub fn from_base(base: &ModelDir) -> Result<Self> {
+        let config_path = base.path.join("config.json");
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
+        let mut config_json: Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", config_path.display())))?;
+        config_json["architectures"] = json!([encoder_architecture(base.config.architecture)]);
+        if let Some(obj) = config_json.as_object_mut() {
+            for key in ["id2label", "label2id", "num_labels"] {
+                obj.remove(key);
+            }
+        }
+        let config = ModelConfig::from_json(&config_json.to_string(), &config_path)?;
+
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let train = Transformer::load(config.clone(), vb.clone(), false, Kernels::Differentiable)?;
+        let infer = Transformer::load(config.clone(), vb, false, Kernels::Fused)?;
+
+        let tensors = read_tensors(base)?;
+        let prefix = ENCODER_PREFIXES
+            .iter()
+            .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
+            .copied()
+            .ok_or_else(|| {
+                TrainError::Invalid(format!(
+                    "{}: no embeddings.word_embeddings.weight in the checkpoint",
+                    base.path.display()
+                ))
+            })?;
+        {
+            let data = varmap.data().lock().expect("varmap lock");
+            for (name, var) in data.iter() {
+                let stored = [name.clone(), name.replace(".weight", ".gamma")]
+                    .into_iter()
+                    .chain([name.replace(".bias", ".beta")])
+                    .find_map(|n| tensors.get(&format!("{prefix}{n}")));
+                match stored {
+                    Some(t) if t.dims() == var.dims() => var.set(t)?,
+                    Some(t) => {
+                        return Err(TrainError::Invalid(format!(
+                            "{}: tensor {name} has shape {:?}, the config implies {:?}",
+                            base.path.display(),
+                            t.dims(),
+                            var.dims()
+                        )))
+                    }
+                    None => {
+                        return Err(TrainError::Invalid(format!(
+                            "{}: the checkpoint has no tensor for {name}",
+                            base.path.display()
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(TrainableBiEncoder {
+            varmap,
+            train,
+            infer,
+            config,
+            pooling: base.sentence_transformers.pooling.unwrap_or(Pooling::Mean),
+            config_json,
+        })
+    }
+
+    /// Unit-length embeddings `[b, hidden]` of `batch`: through the differentiable kernels
+    /// (`for_training`, gradients flow) or the fused ones (evaluation).
+    pub fn embed(&self, batch: &Batch, for_training: bool) -> Result<Tensor> {
+        let model = if for_training {
+            &self.train
+        } else {
+            &self.infer
+        };
+        let hidden = model.hidden_states(batch)?;
+        let pooled = self.pooling.pool(&hidden, &batch.mask)?;
+        Ok(l2_normalize(&pooled)?)
+    }
+
+    /// Variables by name, sorted (a stable order for the optimizer and checkpoints).
+    pub fn variables(&self) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// Writes a sentence-transformers directory: the encoder (`config.json`,
+    /// `model.safetensors` with bare `BertModel`-style names), the base's tokenizer files and
+    /// prompts, and the module files — Transformer, Pooling (this model's), Normalize (sift
+    /// searches by cosine; the model was trained on normalized vectors).
+    pub fn save_sentence_transformers(
+        &self,
+        dir: &Path,
+        base: &Path,
+        max_length: usize,
+    ) -> Result<()> {
+        std::fs::create_dir_all(dir.join("1_Pooling")).map_err(|e| TrainError::io(dir, e))?;
+        std::fs::create_dir_all(dir.join("2_Normalize")).map_err(|e| TrainError::io(dir, e))?;
+        let config = serde_json::to_string_pretty(&self.config_json)
+            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+        write_atomic(&dir.join("config.json"), config.as_bytes())?;
+        let tmp = dir.join("model.safetensors.tmp");
+        self.varmap.save(&tmp)?;
+        std::fs::rename(&tmp, dir.join("model.safetensors"))
+            .map_err(|e| TrainError::io(&tmp, e))?;
+        for f in TOKENIZER_FILES
+            .iter()
+            .chain(&["config_sentence_transformers.json"])
+        {
+            let src = base.join(f);
+            if src.is_file() {
+                std::fs::copy(&src, dir.join(f)).map_err(|e| TrainError::io(&src, e))?;
+            }
+        }
+        let modules = json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ]);
+        write_atomic(&dir.join("modules.json"), modules.to_string().as_bytes())?;
+        let pooling = json!({
+            "word_embedding_dimension": self.config.hidden_size,
+            "pooling_mode_cls_token": self.pooling == Pooling::Cls,
+            "pooling_mode_mean_tokens": self.pooling == Pooling::Mean,
+            "pooling_mode_max_tokens": false,
+            "pooling_mode_mean_sqrt_len_tokens": false,
+            "pooling_mode_lasttoken": self.pooling == Pooling::LastToken,
+        });
+        write_atomic(
+            &dir.join("1_Pooling/config.json"),
+            pooling.to_string().as_bytes(),
+        )?;
+        let st = json!({"max_seq_length": max_length, "do_lower_case": false});
+        write_atomic(
+            &dir.join("sentence_bert_config.json"),
+            st.to_string().as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+/// In-batch contrastive loss (InfoNCE; sentence-transformers' MultipleNegativesRankingLoss):
+/// `queries` `[b, d]` and `documents` `[n, d]`, unit rows, `n ≥ b`, document `i` the positive
+/// of query `i` and every other row — the other queries' positives and any hard negatives
+/// appended after them — a negative. Cross-entropy of `scale ·` cosine, averaged over queries.
+/// `scale` 20 is sentence-transformers' default (a temperature of 0.05).
+pub fn contrastive_loss(queries: &Tensor, documents: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, _) = queries.dims2()?;
+    let (n, _) = documents.dims2()?;
+    if n < b {
+        return Err(TrainError::Invalid(format!(
+            "{b} queries but only {n} documents: each query needs its positive"
+        )));
+    }
+    let logits = (queries.matmul(&documents.t()?)? * scale)?;
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let labels = Tensor::arange(0u32, b as u32, queries.device())?;
+    let picked = log_probs.gather(&labels.unsqueeze(1)?, 1)?;
+    Ok(picked.mean_all()?.neg()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loss_is_log_n_for_indistinct_vectors_and_small_when_positives_match() {
+        let same = Tensor::ones((3, 4), DType::F32, &Device::Cpu).unwrap();
+        let unit = l2_normalize(&same).unwrap();
+        let loss: f32 = contrastive_loss(&unit, &unit, 20.0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!((loss - 3f32.ln()).abs() < 1e-5, "{loss}");
+
+        let eye = Tensor::eye(3, DType::F32, &Device::Cpu).unwrap();
+        let loss: f32 = contrastive_loss(&eye, &eye, 20.0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        // Each query: −log(e^20 / (e^20 + 2)) ≈ 2·e^−20.
+        assert!(loss < 1e-6, "{loss}");
+        assert!(contrastive_loss(&eye, &eye.narrow(0, 0, 2).unwrap(), 20.0).is_err());
+    }
+
+    #[test]
+    fn hard_negatives_that_look_like_the_positive_raise_the_loss() {
+        let q = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &Device::Cpu).unwrap();
+        let positives = q.clone();
+        let easy = Tensor::new(&[[-1f32, 0.0], [0.0, -1.0]], &Device::Cpu).unwrap();
+        let hard = Tensor::new(&[[0.9f32, 0.436], [0.436, 0.9]], &Device::Cpu).unwrap();
+        let with = |negatives: &Tensor| -> f32 {
+            let docs = Tensor::cat(&[&positives, negatives], 0).unwrap();
+            contrastive_loss(&q, &docs, 20.0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(with(&hard) > 10.0 * with(&easy));
+    }
+}

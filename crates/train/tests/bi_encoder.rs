@@ -1,0 +1,138 @@
+//! The bi-encoder that `sift train-embedder` trains, on the tiny random-weight encoders whose
+//! sentence-transformers embeddings are committed as golden fixtures
+//! (scripts/golden/make_fixtures.py): before training it embeds exactly as sentence-transformers
+//! does, contrastive steps move its positives closer, and the directory it saves loads in
+//! sift's `Embedder` with the vectors the trained model computes.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use sift_models::batch::Batch;
+use sift_models::{
+    Embedder, EmbedderOptions, EngineChoice, EngineOptions, ModelDir, Precision, TextRole,
+    TextTokenizer,
+};
+use sift_train::bi_encoder::{contrastive_loss, TrainableBiEncoder};
+use sift_train::optim::AdamW;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/fixtures/golden")
+        .join(name)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+struct Fixture {
+    base: ModelDir,
+    tokenizer: TextTokenizer,
+    texts: Vec<String>,
+    reference: Vec<Vec<f32>>,
+}
+
+fn load(name: &str) -> Fixture {
+    let dir = fixture(name);
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let base = ModelDir::open(&dir).unwrap();
+    let max_length = expected["max_length"].as_u64().unwrap() as usize;
+    let tokenizer =
+        TextTokenizer::from_dir(&dir, max_length, base.config.type_vocab_size > 1).unwrap();
+    Fixture {
+        texts: serde_json::from_value(expected["texts"].clone()).unwrap(),
+        reference: serde_json::from_value(expected["embeddings"].clone()).unwrap(),
+        base,
+        tokenizer,
+    }
+}
+
+fn embed(model: &TrainableBiEncoder, f: &Fixture, texts: &[String], train: bool) -> Tensor {
+    let encoded: Vec<_> = texts
+        .iter()
+        .map(|t| f.tokenizer.encode(t).unwrap())
+        .collect();
+    let rows: Vec<_> = encoded.iter().collect();
+    let batch = Batch::new(&rows, model.config.pad_token_id, &Device::Cpu).unwrap();
+    model.embed(&batch, train).unwrap()
+}
+
+#[test]
+fn before_training_it_embeds_as_sentence_transformers_does() {
+    for name in ["bert-encoder", "xlmr-encoder", "mpnet-encoder"] {
+        let f = load(name);
+        let model = TrainableBiEncoder::from_base(&f.base).unwrap();
+        for train in [true, false] {
+            let got: Vec<Vec<f32>> = embed(&model, &f, &f.texts, train).to_vec2().unwrap();
+            for (g, want) in got.iter().zip(&f.reference) {
+                let c = cosine(g, want);
+                assert!(c > 0.9999, "{name} (train kernels: {train}): cosine {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn contrastive_steps_pull_positives_together_and_the_saved_directory_embeds_the_same() {
+    let f = load("bert-encoder");
+    let model = TrainableBiEncoder::from_base(&f.base).unwrap();
+    // Pairs of the fixture's texts: query i's positive is text i + 1.
+    let queries: Vec<String> = f.texts[..3].to_vec();
+    let positives: Vec<String> = f.texts[1..4].to_vec();
+    let loss_now = |m: &TrainableBiEncoder| -> f32 {
+        let q = embed(m, &f, &queries, false);
+        let d = embed(m, &f, &positives, false);
+        contrastive_loss(&q, &d, 20.0).unwrap().to_scalar().unwrap()
+    };
+    let before = loss_now(&model);
+    let mut opt = AdamW::new(model.variables(), 1e-3, 0.01).unwrap();
+    for _ in 0..8 {
+        let q = embed(&model, &f, &queries, true);
+        let d = embed(&model, &f, &positives, true);
+        let grads = contrastive_loss(&q, &d, 20.0).unwrap().backward().unwrap();
+        let g: Vec<_> = opt
+            .vars()
+            .iter()
+            .map(|(_, v)| grads.get(v).cloned())
+            .collect();
+        opt.step(&g).unwrap();
+    }
+    let after = loss_now(&model);
+    assert!(after < before * 0.8, "loss {before} → {after}");
+
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("tuned");
+    model
+        .save_sentence_transformers(&dir, &f.base.path, f.tokenizer.max_length())
+        .unwrap();
+    for file in [
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let embedder = Embedder::load(
+        &dir,
+        EmbedderOptions {
+            engine: EngineOptions {
+                engine: EngineChoice::Candle,
+                precision: Precision::F32,
+                threads: None,
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(embedder.normalizes());
+    let saved = embedder.embed(&f.texts, TextRole::Raw).unwrap();
+    let trained: Vec<Vec<f32>> = embed(&model, &f, &f.texts, false).to_vec2().unwrap();
+    for ((s, t), base) in saved.iter().zip(&trained).zip(&f.reference) {
+        let c = cosine(s, t);
+        assert!(c > 0.99999, "saved vs trained: cosine {c}");
+        assert!(cosine(s, base) < 0.9999, "training changed nothing");
+    }
+}
