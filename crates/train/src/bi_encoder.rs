@@ -189,9 +189,16 @@ impl TrainableBiEncoder {
 /// In-batch contrastive loss (InfoNCE; sentence-transformers' MultipleNegativesRankingLoss):
 /// `queries` `[b, d]` and `documents` `[n, d]`, unit rows, `n ≥ b`, document `i` the positive
 /// of query `i` and every other row — the other queries' positives and any hard negatives
-/// appended after them — a negative. Cross-entropy of `scale ·` cosine, averaged over queries.
-/// `scale` 20 is sentence-transformers' default (a temperature of 0.05).
-pub fn contrastive_loss(queries: &Tensor, documents: &Tensor, scale: f64) -> Result<Tensor> {
+/// appended after them — a negative, except the `(query, document)` pairs in `not_negatives`
+/// (another pair's positive that is also relevant to this query: a false negative, left out of
+/// that query's softmax). Cross-entropy of `scale ·` cosine, averaged over queries. `scale` 20
+/// is sentence-transformers' default (a temperature of 0.05).
+pub fn contrastive_loss(
+    queries: &Tensor,
+    documents: &Tensor,
+    scale: f64,
+    not_negatives: &[(usize, usize)],
+) -> Result<Tensor> {
     let (b, _) = queries.dims2()?;
     let (n, _) = documents.dims2()?;
     if n < b {
@@ -199,7 +206,17 @@ pub fn contrastive_loss(queries: &Tensor, documents: &Tensor, scale: f64) -> Res
             "{b} queries but only {n} documents: each query needs its positive"
         )));
     }
-    let logits = (queries.matmul(&documents.t()?)? * scale)?;
+    let mut logits = (queries.matmul(&documents.t()?)? * scale)?;
+    if !not_negatives.is_empty() {
+        let mut mask = vec![0f32; b * n];
+        for &(q, d) in not_negatives {
+            if q < b && d < n && q != d {
+                // Large enough to vanish from the softmax, small enough to stay finite in f32.
+                mask[q * n + d] = -1e4;
+            }
+        }
+        logits = (logits + Tensor::from_vec(mask, (b, n), queries.device())?)?;
+    }
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let labels = Tensor::arange(0u32, b as u32, queries.device())?;
     let picked = log_probs.gather(&labels.unsqueeze(1)?, 1)?;
@@ -214,20 +231,26 @@ mod tests {
     fn the_loss_is_log_n_for_indistinct_vectors_and_small_when_positives_match() {
         let same = Tensor::ones((3, 4), DType::F32, &Device::Cpu).unwrap();
         let unit = l2_normalize(&same).unwrap();
-        let loss: f32 = contrastive_loss(&unit, &unit, 20.0)
+        let loss: f32 = contrastive_loss(&unit, &unit, 20.0, &[])
             .unwrap()
             .to_scalar()
             .unwrap();
         assert!((loss - 3f32.ln()).abs() < 1e-5, "{loss}");
 
         let eye = Tensor::eye(3, DType::F32, &Device::Cpu).unwrap();
-        let loss: f32 = contrastive_loss(&eye, &eye, 20.0)
+        let loss: f32 = contrastive_loss(&eye, &eye, 20.0, &[])
             .unwrap()
             .to_scalar()
             .unwrap();
         // Each query: −log(e^20 / (e^20 + 2)) ≈ 2·e^−20.
         assert!(loss < 1e-6, "{loss}");
-        assert!(contrastive_loss(&eye, &eye.narrow(0, 0, 2).unwrap(), 20.0).is_err());
+        assert!(contrastive_loss(&eye, &eye.narrow(0, 0, 2).unwrap(), 20.0, &[]).is_err());
+        // Masking every other document of query 0 leaves only its positive: loss 0 for it.
+        let masked: f32 = contrastive_loss(&unit, &unit, 20.0, &[(0, 1), (0, 2)])
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!((masked - 2.0 * 3f32.ln() / 3.0).abs() < 1e-4, "{masked}");
     }
 
     #[test]
@@ -238,7 +261,7 @@ mod tests {
         let hard = Tensor::new(&[[0.9f32, 0.436], [0.436, 0.9]], &Device::Cpu).unwrap();
         let with = |negatives: &Tensor| -> f32 {
             let docs = Tensor::cat(&[&positives, negatives], 0).unwrap();
-            contrastive_loss(&q, &docs, 20.0)
+            contrastive_loss(&q, &docs, 20.0, &[])
                 .unwrap()
                 .to_scalar()
                 .unwrap()

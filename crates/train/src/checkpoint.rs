@@ -58,12 +58,23 @@ pub(crate) fn save_checkpoint(
     opt: &AdamW,
     state: &TrainState,
 ) -> Result<()> {
+    save_checkpoint_of(out, &model.varmap, opt, state)
+}
+
+/// Writes `varmap`, `opt` and `state` as `out`'s checkpoint (any trainer's: the cross-encoder's
+/// and the bi-encoder's share the layout).
+pub(crate) fn save_checkpoint_of(
+    out: &Path,
+    varmap: &candle_nn::VarMap,
+    opt: &AdamW,
+    state: &impl serde::Serialize,
+) -> Result<()> {
     let dir = checkpoint_dir(out);
     let tmp = out.join("checkpoint.tmp");
     let old = out.join("checkpoint.old");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    model.save_weights(&tmp.join("model.safetensors"))?;
+    varmap.save(tmp.join("model.safetensors"))?;
     opt.save(&tmp.join("optimizer.safetensors"))?;
     let json =
         serde_json::to_string_pretty(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
@@ -81,10 +92,17 @@ pub(crate) fn save_checkpoint(
 /// Reads the newest complete checkpoint (`checkpoint/`, or `checkpoint.old/` when a crash hit
 /// between the two renames).
 pub fn read_checkpoint(out: &Path) -> Result<Option<(PathBuf, TrainState)>> {
+    read_checkpoint_of(out)
+}
+
+/// [`read_checkpoint`] for any trainer's state.
+pub(crate) fn read_checkpoint_of<T: serde::de::DeserializeOwned>(
+    out: &Path,
+) -> Result<Option<(PathBuf, T)>> {
     for dir in [checkpoint_dir(out), out.join("checkpoint.old")] {
         let path = dir.join("state.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let state: TrainState = serde_json::from_str(&text)
+            let state: T = serde_json::from_str(&text)
                 .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
             return Ok(Some((dir, state)));
         }

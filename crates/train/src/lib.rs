@@ -12,6 +12,7 @@
 pub mod bi_encoder;
 pub mod checkpoint;
 pub mod data;
+pub mod embedder_trainer;
 pub mod error;
 pub mod evaluate;
 pub mod model;

@@ -85,14 +85,20 @@ fn contrastive_steps_pull_positives_together_and_the_saved_directory_embeds_the_
     let loss_now = |m: &TrainableBiEncoder| -> f32 {
         let q = embed(m, &f, &queries, false);
         let d = embed(m, &f, &positives, false);
-        contrastive_loss(&q, &d, 20.0).unwrap().to_scalar().unwrap()
+        contrastive_loss(&q, &d, 20.0, &[])
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     };
     let before = loss_now(&model);
     let mut opt = AdamW::new(model.variables(), 1e-3, 0.01).unwrap();
     for _ in 0..8 {
         let q = embed(&model, &f, &queries, true);
         let d = embed(&model, &f, &positives, true);
-        let grads = contrastive_loss(&q, &d, 20.0).unwrap().backward().unwrap();
+        let grads = contrastive_loss(&q, &d, 20.0, &[])
+            .unwrap()
+            .backward()
+            .unwrap();
         let g: Vec<_> = opt
             .vars()
             .iter()

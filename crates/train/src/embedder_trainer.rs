@@ -1,0 +1,378 @@
+//! Fine-tuning a bi-encoder: batches of (query, positive, hard negatives) groups from a
+//! [`TrainingSet`] → in-batch contrastive loss → clipped AdamW steps, a dense-retrieval dev
+//! evaluation after each epoch (the best epoch is the output), and checkpoints that a resumed
+//! run continues exactly (groups are a pure function of seed, epoch and position).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use sift_eval::metrics::{evaluate, Metric};
+use sift_eval::{Qrels, Run};
+use sift_models::batch::Batch;
+use sift_models::{Encoded, ModelDir, TextTokenizer};
+
+use crate::bi_encoder::{contrastive_loss, TrainableBiEncoder};
+use crate::checkpoint::{read_checkpoint_of, save_checkpoint_of};
+use crate::data::{Corpus, GroupRecipe, LabelledQuery, TrainingSet};
+use crate::error::{Result, TrainError};
+use crate::optim::{clip_grad_norm, learning_rate, AdamW};
+
+/// Texts embedded per forward pass when evaluating, in padded tokens.
+const EVAL_BATCH_TOKENS: usize = 16_384;
+
+/// Everything that decides what a run computes; a resumed run must be given the same.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EmbedderRecipe {
+    pub epochs: usize,
+    /// Groups (queries) per optimizer step: each query's positive is every other query's
+    /// in-batch negative.
+    pub batch_size: usize,
+    pub groups: GroupRecipe,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub max_grad_norm: f64,
+    /// Tokens per document (queries are cut to the same).
+    pub max_length: usize,
+    /// Inverse temperature of the contrastive loss.
+    pub scale: f64,
+    pub seed: u64,
+    /// Stop after this many optimizer steps (the schedule still spans every epoch).
+    pub max_steps: Option<usize>,
+}
+
+impl EmbedderRecipe {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Invalid(m));
+        if self.epochs == 0 || self.batch_size < 2 {
+            return bad(format!(
+                "epochs ({}) must be ≥ 1 and batch size ({}) ≥ 2 (in-batch negatives need a second query)",
+                self.epochs, self.batch_size
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!(
+                "learning rate {} must be positive",
+                self.learning_rate
+            ));
+        }
+        if !(self.scale > 0.0 && self.scale.is_finite()) || self.max_length < 2 {
+            return bad("the loss scale must be positive and max length ≥ 2".into());
+        }
+        Ok(())
+    }
+
+    pub fn steps_per_epoch(&self, examples: usize) -> usize {
+        examples.div_ceil(self.batch_size)
+    }
+}
+
+/// Dense retrieval quality of one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DenseMetrics {
+    pub ndcg_at_10: f64,
+    pub recall_at_100: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EmbedderEval {
+    pub epoch: usize,
+    pub step: usize,
+    pub metrics: DenseMetrics,
+}
+
+/// The checkpoint's `state.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EmbedderState {
+    pub recipe: EmbedderRecipe,
+    pub base: PathBuf,
+    pub step: usize,
+    pub total_steps: usize,
+    /// The base model's dev metrics, measured before the first step.
+    pub baseline: Option<DenseMetrics>,
+    pub evals: Vec<EmbedderEval>,
+    pub best: Option<EmbedderEval>,
+    pub losses: Vec<f64>,
+    pub seconds: f64,
+}
+
+/// Dev queries and the corpus their retrieval is measured on (exact search over every
+/// document, truncated to the recipe's max length: what the model ranks, not sift's chunked
+/// index, which eval measures afterwards).
+pub struct EmbedderDev<'a> {
+    pub queries: &'a [LabelledQuery],
+    pub corpus: &'a Corpus,
+}
+
+impl EmbedderDev<'_> {
+    fn qrels(&self) -> Qrels {
+        let mut q = Qrels::default();
+        for query in self.queries {
+            q.judgements.insert(
+                query.id.clone(),
+                query.relevant.iter().map(|d| (d.clone(), 1)).collect(),
+            );
+        }
+        q
+    }
+}
+
+/// Unit vectors of `texts` through the fused kernels, `[n, hidden]` rows in input order.
+fn embed_all(
+    model: &TrainableBiEncoder,
+    tokenizer: &TextTokenizer,
+    prefix: &str,
+    texts: &[&str],
+) -> Result<Vec<Vec<f32>>> {
+    let encoded: Vec<Encoded> = texts
+        .iter()
+        .map(|t| tokenizer.encode(&format!("{prefix}{t}")))
+        .collect::<sift_models::Result<_>>()?;
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| encoded[i].len());
+    let mut out = vec![Vec::new(); encoded.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len()
+            && (end - start + 1) * encoded[order[end]].len() <= EVAL_BATCH_TOKENS
+        {
+            end += 1;
+        }
+        let rows: Vec<&Encoded> = order[start..end].iter().map(|&i| &encoded[i]).collect();
+        let batch = Batch::new(&rows, model.config.pad_token_id, &Device::Cpu)?;
+        let vectors: Vec<Vec<f32>> = model.embed(&batch, false)?.to_vec2()?;
+        for (&i, v) in order[start..end].iter().zip(vectors) {
+            out[i] = v;
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Dense retrieval of the dev queries over the whole corpus with `model`.
+pub fn dense_metrics(
+    model: &TrainableBiEncoder,
+    tokenizer: &TextTokenizer,
+    prompts: (&str, &str),
+    dev: &EmbedderDev,
+) -> Result<DenseMetrics> {
+    let ids: Vec<&String> = dev.corpus.keys().collect();
+    let texts: Vec<&str> = dev.corpus.values().map(String::as_str).collect();
+    let docs = embed_all(model, tokenizer, prompts.1, &texts)?;
+    let qtexts: Vec<&str> = dev.queries.iter().map(|q| q.text.as_str()).collect();
+    let queries = embed_all(model, tokenizer, prompts.0, &qtexts)?;
+    let mut run = Run::default();
+    for (q, v) in dev.queries.iter().zip(&queries) {
+        let mut scored: Vec<(usize, f32)> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (i, d.iter().zip(v).map(|(a, b)| a * b).sum()))
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(100);
+        let n = scored.len();
+        run.results.insert(
+            q.id.clone(),
+            scored
+                .into_iter()
+                .enumerate()
+                .map(|(rank, (i, _))| (ids[i].clone(), (n - rank) as f64))
+                .collect(),
+        );
+    }
+    let e = evaluate(&dev.qrels(), &run, &[Metric::Ndcg(10), Metric::Recall(100)]);
+    let get = |m: Metric| e.mean.get(&m.name()).copied().unwrap_or(0.0);
+    Ok(DenseMetrics {
+        ndcg_at_10: get(Metric::Ndcg(10)),
+        recall_at_100: get(Metric::Recall(100)),
+    })
+}
+
+/// What the loop reports as it runs.
+pub enum EmbedderEvent {
+    Step {
+        step: usize,
+        total: usize,
+        loss: f64,
+    },
+    Evaluated {
+        eval: EmbedderEval,
+        best: bool,
+    },
+}
+
+/// Runs (or resumes) a fine-tune of `base` to the end of `recipe`'s schedule. The best model by
+/// dev nDCG@10 (the last one without dev queries) is written to `out` as a sentence-transformers
+/// directory; `out/checkpoint/` holds the latest resumable state, written every
+/// `checkpoint_every` steps and at each epoch's end.
+#[allow(clippy::too_many_arguments)]
+pub fn train_embedder(
+    base: &ModelDir,
+    data: &TrainingSet,
+    dev: &EmbedderDev,
+    recipe: EmbedderRecipe,
+    out: &Path,
+    resume: bool,
+    checkpoint_every: usize,
+    on_event: &mut dyn FnMut(EmbedderEvent),
+) -> Result<EmbedderState> {
+    recipe.validate()?;
+    let model = TrainableBiEncoder::from_base(base)?;
+    let max_length = recipe.max_length.min(model.config.max_tokens());
+    let tokenizer =
+        TextTokenizer::from_dir(&base.path, max_length, model.config.type_vocab_size > 1)?;
+    let st = &base.sentence_transformers;
+    let prompts = (
+        st.query_prompt.clone().unwrap_or_default(),
+        st.passage_prompt.clone().unwrap_or_default(),
+    );
+    let mut opt = AdamW::new(model.variables(), recipe.learning_rate, recipe.weight_decay)?;
+    let steps_per_epoch = recipe.steps_per_epoch(data.examples.len());
+    let total = steps_per_epoch * recipe.epochs;
+    let mut state = if resume {
+        let (dir, saved): (PathBuf, EmbedderState) = read_checkpoint_of(out)?.ok_or_else(|| {
+            TrainError::Invalid(format!(
+                "{} has no checkpoint to resume from",
+                out.display()
+            ))
+        })?;
+        // Where a run stops is not part of what it computes: a run cut short by --max-steps
+        // resumes without it.
+        let same = EmbedderRecipe {
+            max_steps: recipe.max_steps,
+            ..saved.recipe.clone()
+        } == recipe;
+        if !same {
+            return Err(TrainError::Invalid(format!(
+                "the checkpoint in {} was made with different settings; resume with the same flags (saved: {:?})",
+                dir.display(),
+                saved.recipe
+            )));
+        }
+        model.varmap.clone().load(dir.join("model.safetensors"))?;
+        opt.load(&dir.join("optimizer.safetensors"), saved.step)?;
+        saved
+    } else {
+        std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+        EmbedderState {
+            recipe: recipe.clone(),
+            base: base.path.clone(),
+            step: 0,
+            total_steps: total,
+            baseline: None,
+            evals: Vec::new(),
+            best: None,
+            losses: Vec::new(),
+            seconds: 0.0,
+        }
+    };
+    let started = Instant::now();
+    let seconds_before = state.seconds;
+    let (qp, pp) = (prompts.0.as_str(), prompts.1.as_str());
+    let has_dev = !dev.queries.is_empty();
+    if has_dev && state.baseline.is_none() {
+        state.baseline = Some(dense_metrics(&model, &tokenizer, (qp, pp), dev)?);
+    }
+    let stop_at = recipe.max_steps.map_or(total, |m| m.min(total));
+    let warmup = ((total as f64) * recipe.warmup_ratio).round() as usize;
+    let vars = opt.vars().to_vec();
+    let mut orders: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let encode = |t: &str, prefix: &str| tokenizer.encode(&format!("{prefix}{t}"));
+    while state.step < stop_at {
+        let epoch = state.step / steps_per_epoch;
+        let within = state.step % steps_per_epoch;
+        let order = orders
+            .entry(epoch)
+            .or_insert_with(|| data.epoch_order(recipe.seed, epoch));
+        let picked: Vec<usize> = order
+            .iter()
+            .skip(within * recipe.batch_size)
+            .take(recipe.batch_size)
+            .copied()
+            .collect();
+        let groups: Vec<_> = picked
+            .iter()
+            .map(|&i| data.group(i, epoch, recipe.seed, &recipe.groups))
+            .collect();
+        // Documents: every group's positive first (row i = query i's), then the negatives.
+        let mut doc_texts: Vec<&str> = groups.iter().map(|g| g.documents[0]).collect();
+        for g in &groups {
+            doc_texts.extend(&g.documents[1..]);
+        }
+        let mut not_negatives = Vec::new();
+        for (qi, &i) in picked.iter().enumerate() {
+            let relevant = &data.examples[i].0.relevant;
+            for (di, &j) in picked.iter().enumerate() {
+                if di != qi && relevant.contains(&data.examples[j].1) {
+                    not_negatives.push((qi, di));
+                }
+            }
+        }
+        let q_enc: Vec<Encoded> = groups
+            .iter()
+            .map(|g| encode(g.query, qp))
+            .collect::<sift_models::Result<_>>()?;
+        let d_enc: Vec<Encoded> = doc_texts
+            .iter()
+            .map(|t| encode(t, pp))
+            .collect::<sift_models::Result<_>>()?;
+        let pad = model.config.pad_token_id;
+        let q_batch = Batch::new(&q_enc.iter().collect::<Vec<_>>(), pad, &Device::Cpu)?;
+        let d_batch = Batch::new(&d_enc.iter().collect::<Vec<_>>(), pad, &Device::Cpu)?;
+        let q = model.embed(&q_batch, true)?;
+        let d = model.embed(&d_batch, true)?;
+        let loss = contrastive_loss(&q, &d, recipe.scale, &not_negatives)?;
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_value.is_finite() {
+            return Err(TrainError::Invalid(format!(
+                "the loss became {loss_value} at step {}; lower --learning-rate",
+                state.step + 1
+            )));
+        }
+        let grads = loss.backward()?;
+        let mut g: Vec<Option<Tensor>> = vars.iter().map(|(_, v)| grads.get(v).cloned()).collect();
+        clip_grad_norm(&mut g, recipe.max_grad_norm)?;
+        opt.learning_rate = learning_rate(state.step, total, warmup, recipe.learning_rate);
+        opt.step(&g)?;
+        state.step += 1;
+        state.losses.push(loss_value);
+        on_event(EmbedderEvent::Step {
+            step: state.step,
+            total,
+            loss: loss_value,
+        });
+
+        let epoch_end = state.step % steps_per_epoch == 0 || state.step == total;
+        if epoch_end {
+            if has_dev {
+                let metrics = dense_metrics(&model, &tokenizer, (qp, pp), dev)?;
+                let eval = EmbedderEval {
+                    epoch: state.step.div_ceil(steps_per_epoch),
+                    step: state.step,
+                    metrics,
+                };
+                let best = state
+                    .best
+                    .as_ref()
+                    .is_none_or(|b| metrics.ndcg_at_10 > b.metrics.ndcg_at_10);
+                if best {
+                    model.save_sentence_transformers(out, &base.path, max_length)?;
+                    state.best = Some(eval.clone());
+                }
+                state.evals.push(eval.clone());
+                on_event(EmbedderEvent::Evaluated { eval, best });
+            } else {
+                model.save_sentence_transformers(out, &base.path, max_length)?;
+            }
+        }
+        if epoch_end || state.step % checkpoint_every.max(1) == 0 || state.step == stop_at {
+            state.seconds = seconds_before + started.elapsed().as_secs_f64();
+            save_checkpoint_of(out, &model.varmap, &opt, &state)?;
+        }
+    }
+    state.seconds = seconds_before + started.elapsed().as_secs_f64();
+    Ok(state)
+}
