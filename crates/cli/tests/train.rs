@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 
 mod common;
-use common::{golden, sift_cmd};
+use common::{dataset, golden, sift_cmd};
 
 fn tiny() -> String {
     golden("bert-encoder")
@@ -58,35 +58,6 @@ fn fails(out: &Output, want: &str) {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!e.contains("panicked"), "{e}");
     assert!(e.contains(want), "{e:?} should mention {want:?}");
-}
-
-/// A small BEIR folder: 40 documents on 20 topics, 20 queries (dev by the default split rule).
-fn dataset(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let topics = [
-        "volcano", "glacier", "protein", "galaxy", "enzyme", "reactor", "neuron", "comet",
-        "vaccine", "tundra", "quasar", "insulin", "magma", "plankton", "photon", "antibody",
-        "monsoon", "isotope", "coral", "pulsar",
-    ];
-    let mut corpus = String::new();
-    let mut queries = String::new();
-    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
-    for (i, t) in topics.iter().enumerate() {
-        corpus.push_str(&format!(
-            "{{\"_id\": \"d{i}\", \"title\": \"On the {t}\", \"text\": \"The {t} is studied here; the {t} shows effects.\"}}\n"
-        ));
-        corpus.push_str(&format!(
-            "{{\"_id\": \"x{i}\", \"title\": \"Notes\", \"text\": \"Unrelated remarks number {i} about daily life.\"}}\n"
-        ));
-        queries.push_str(&format!(
-            "{{\"_id\": \"{}\", \"text\": \"what is known about the {t}\"}}\n",
-            i + 1
-        ));
-        qrels.push_str(&format!("{}\td{i}\t1\n", i + 1));
-    }
-    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
-    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
-    std::fs::write(dir.join("qrels.tsv"), qrels).unwrap();
 }
 
 fn train_args<'a>(data: &'a str, collection: &'a str, out: &'a str, tiny: &'a str) -> Vec<&'a str> {

@@ -8,6 +8,7 @@ mod peak;
 pub mod rerank;
 pub mod search;
 pub mod serve;
+pub mod train_embedder;
 pub mod train_reranker;
 
 use indicatif::{ProgressBar, ProgressStyle};

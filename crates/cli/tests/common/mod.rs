@@ -95,3 +95,32 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A small BEIR folder: 40 documents on 20 topics, 20 queries (dev by the default split rule).
+pub fn dataset(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let topics = [
+        "volcano", "glacier", "protein", "galaxy", "enzyme", "reactor", "neuron", "comet",
+        "vaccine", "tundra", "quasar", "insulin", "magma", "plankton", "photon", "antibody",
+        "monsoon", "isotope", "coral", "pulsar",
+    ];
+    let mut corpus = String::new();
+    let mut queries = String::new();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    for (i, t) in topics.iter().enumerate() {
+        corpus.push_str(&format!(
+            "{{\"_id\": \"d{i}\", \"title\": \"On the {t}\", \"text\": \"The {t} is studied here; the {t} shows effects.\"}}\n"
+        ));
+        corpus.push_str(&format!(
+            "{{\"_id\": \"x{i}\", \"title\": \"Notes\", \"text\": \"Unrelated remarks number {i} about daily life.\"}}\n"
+        ));
+        queries.push_str(&format!(
+            "{{\"_id\": \"{}\", \"text\": \"what is known about the {t}\"}}\n",
+            i + 1
+        ));
+        qrels.push_str(&format!("{}\td{i}\t1\n", i + 1));
+    }
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+    std::fs::write(dir.join("qrels.tsv"), qrels).unwrap();
+}

@@ -1,0 +1,161 @@
+//! `sift train-embedder` end to end with a tiny random-weight BERT encoder as the base: clear
+//! errors before any work, and a run whose output `sift embed` and `sift index` load, with a
+//! training summary that says what dev measured.
+
+use std::path::Path;
+use std::process::Output;
+
+mod common;
+use common::{dataset, golden, sift_cmd};
+
+fn fails(out: &Output, want: &str) {
+    assert!(!out.status.success(), "should have failed");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains(want), "{e:?} should mention {want:?}");
+}
+
+fn args<'a>(data: &'a str, collection: &'a str, out: &'a str, base: &'a str) -> Vec<&'a str> {
+    vec![
+        "train-embedder",
+        "--base",
+        base,
+        "--data",
+        data,
+        "--collection",
+        collection,
+        "--out",
+        out,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--max-length",
+        "32",
+        "--embed-model",
+        base,
+    ]
+}
+
+#[test]
+fn bad_input_is_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        golden("bert-encoder"),
+    );
+    let out = tmp.path().join("out").display().to_string();
+    let exists = tmp.path().join("exists");
+    std::fs::create_dir(&exists).unwrap();
+    let e = exists.display().to_string();
+    fails(
+        &sift_cmd(&args(&d, &c, &e, &t)).output().unwrap(),
+        "already exists",
+    );
+    let mut resume = args(&d, &c, &e, &t);
+    resume.push("--resume");
+    fails(&sift_cmd(&resume).output().unwrap(), "no checkpoint");
+    // A cross-encoder is not an embedding model to start from.
+    let cross = golden("bert-classifier");
+    fails(
+        &sift_cmd(&args(&d, &c, &out, &cross)).output().unwrap(),
+        "cross-encoder",
+    );
+    // Judged documents missing from the corpus; no positive at all.
+    let bad = tmp.path().join("bad");
+    dataset(&bad);
+    let b = bad.display().to_string();
+    std::fs::write(bad.join("qrels.tsv"), "1\td0\t1\n2\tnope\t1\n").unwrap();
+    fails(
+        &sift_cmd(&args(&b, &c, &out, &t)).output().unwrap(),
+        "not in the corpus",
+    );
+    std::fs::write(bad.join("qrels.tsv"), "1\td0\t0\n2\td1\t0\n").unwrap();
+    fails(
+        &sift_cmd(&args(&b, &c, &out, &t)).output().unwrap(),
+        "no training pairs",
+    );
+    // A batch of one has no in-batch negative.
+    let mut one = args(&d, &c, &out, &t);
+    let at = one.iter().position(|a| *a == "--batch-size").unwrap() + 1;
+    one[at] = "1";
+    fails(&sift_cmd(&one).output().unwrap(), "batch size");
+    assert!(!Path::new(&out).exists(), "nothing written on refusal");
+    assert!(!Path::new(&c).exists(), "no collection built on refusal");
+}
+
+#[test]
+fn a_run_writes_a_model_that_embeds_and_indexes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        golden("bert-encoder"),
+    );
+    let out = tmp.path().join("out");
+    let o = out.display().to_string();
+    let run = sift_cmd(&args(&d, &c, &o, &t)).output().unwrap();
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("epoch 2: dev nDCG@10"), "{log}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(summary["dev_evals"].as_array().unwrap().len(), 2);
+    assert!(
+        summary["dev_base_model"]["ndcg_at_10"].is_f64(),
+        "{summary}"
+    );
+    for f in [
+        "modules.json",
+        "1_Pooling/config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let embedded = sift_cmd(&["embed", "--model", &o, "what is known about the comet"])
+        .output()
+        .unwrap();
+    assert!(
+        embedded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&embedded.stderr)
+    );
+    // A collection built with the fine-tuned model searches with it (a model outside
+    // $SIFT_MODELS_DIR is named by its path).
+    let col2 = tmp.path().join("col2").display().to_string();
+    let corpus = data.join("corpus.jsonl").display().to_string();
+    let index = sift_cmd(&["index", "--collection", &col2, "--embed-model", &o, &corpus])
+        .output()
+        .unwrap();
+    assert!(
+        index.status.success(),
+        "{}",
+        String::from_utf8_lossy(&index.stderr)
+    );
+    let search = sift_cmd(&[
+        "search",
+        "--collection",
+        &col2,
+        "--embed-model",
+        &o,
+        "--mode",
+        "dense",
+        "--json",
+        "comet",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        search.status.success(),
+        "{}",
+        String::from_utf8_lossy(&search.stderr)
+    );
+}
