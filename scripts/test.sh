@@ -2,7 +2,8 @@
 # The test command: fetches the test models if missing (idempotent), installs the official
 # OpenAI and Cohere SDKs from PyPI into target/sdk-venv for the server compatibility test,
 # checks formatting and clippy (warnings denied), runs every test of the workspace once (one
-# build; dependencies are optimised even in test builds).
+# build; dependencies are optimised even in test builds), past a failing test binary so that
+# one run reports every failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --models-only
@@ -16,4 +17,4 @@ if [ ! -x target/sdk-venv/bin/python ] ||
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
