@@ -158,4 +158,25 @@ fn a_run_writes_a_model_that_embeds_and_indexes() {
         "{}",
         String::from_utf8_lossy(&search.stderr)
     );
+    let eval_out = tmp.path().join("eval").display().to_string();
+    let eval = sift_cmd(&[
+        "eval",
+        "--data",
+        &d,
+        "--collection",
+        &col2,
+        "--embed-model",
+        &o,
+        "--modes",
+        "dense",
+        "--out",
+        &eval_out,
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
 }

@@ -47,7 +47,9 @@ pub struct EvalArgs {
     #[arg(long)]
     matrix: bool,
 
-    /// Embedding models for --matrix (repeatable; default all-MiniLM-L6-v2).
+    /// Embedding models: with --matrix, one collection each (repeatable; default
+    /// all-MiniLM-L6-v2); without, the model of --collection — a path for one outside
+    /// $SIFT_MODELS_DIR (default: the name its manifest records).
     #[arg(long)]
     embed_model: Vec<String>,
 
@@ -227,7 +229,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
     let mut rows: Vec<GridRow> = Vec::new();
     let mut missing_docs = 0;
-    for (index, (location, _)) in targets.iter().enumerate() {
+    for (index, (location, model)) in targets.iter().enumerate() {
         let collection = store::open(location, Access::Search)?;
         // BM25 does not depend on the embedding model: run it for the first collection only.
         let modes: Vec<SearchMode> = args
@@ -237,7 +239,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .filter(|m| index == 0 || *m != SearchMode::Bm25)
             .collect();
         let embedder = if modes.iter().any(|m| *m != SearchMode::Bm25) {
-            let name = collection.manifest().embedding.name.clone();
+            // The model given (a path, for a model outside $SIFT_MODELS_DIR) before the name
+            // the manifest records; the pipeline checks its fingerprint either way.
+            let name = model
+                .clone()
+                .unwrap_or_else(|| collection.manifest().embedding.name.clone());
             Some(load_embedder(&name, embed_engine)?)
         } else {
             None
@@ -343,9 +349,11 @@ fn fusion_sweep(
     use sift_eval::fusion_sweep::{retrieve_legs, sweep, SweepGrid};
     let grid = SweepGrid::default();
     let mut reports = Vec::new();
-    for (location, _) in targets {
+    for (location, model) in targets {
         let collection = store::open(location, Access::Search)?;
-        let name = collection.manifest().embedding.name.clone();
+        let name = model
+            .clone()
+            .unwrap_or_else(|| collection.manifest().embedding.name.clone());
         let embedder = load_embedder(&name, embed_engine)?;
         let pipeline = Pipeline::new(Some(embedder), None, collection)?;
         let bar = super::progress_bar(queries.queries.len(), "queries");
