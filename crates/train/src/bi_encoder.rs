@@ -17,7 +17,7 @@ use sift_models::pooling::{l2_normalize, Pooling};
 use sift_models::{Architecture, ModelConfig, ModelDir};
 
 use crate::error::{Result, TrainError};
-use crate::model::{read_tensors, write_atomic, ENCODER_PREFIXES, TOKENIZER_FILES};
+use crate::model::{encoder_prefix, read_tensors, write_atomic, TOKENIZER_FILES};
 
 /// The encoder class a sentence-transformers directory of `arch` names in `config.json`.
 fn encoder_architecture(arch: Architecture) -> &'static str {
@@ -63,16 +63,7 @@ impl TrainableBiEncoder {
         let infer = Transformer::load(config.clone(), vb, false, Kernels::Fused)?;
 
         let tensors = read_tensors(base)?;
-        let prefix = ENCODER_PREFIXES
-            .iter()
-            .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
-            .copied()
-            .ok_or_else(|| {
-                TrainError::Invalid(format!(
-                    "{}: no embeddings.word_embeddings.weight in the checkpoint",
-                    base.path.display()
-                ))
-            })?;
+        let prefix = encoder_prefix(&tensors, base)?;
         {
             let data = varmap.data().lock().expect("varmap lock");
             for (name, var) in data.iter() {

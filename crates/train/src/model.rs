@@ -28,7 +28,7 @@ pub(crate) const TOKENIZER_FILES: [&str; 7] = [
 ];
 
 /// Where checkpoints keep the encoder (see sift-models' loader).
-pub(crate) const ENCODER_PREFIXES: [&str; 5] = ["bert.", "roberta.", "mpnet.", "model.", ""];
+const ENCODER_PREFIXES: [&str; 5] = ["bert.", "roberta.", "mpnet.", "model.", ""];
 
 pub struct TrainableCrossEncoder {
     pub varmap: VarMap,
@@ -48,6 +48,23 @@ fn task_architecture(arch: Architecture) -> (&'static str, &'static str) {
         Architecture::XlmRoberta => ("XLMRobertaForSequenceClassification", "roberta."),
         Architecture::MpNet => ("MPNetForSequenceClassification", "mpnet."),
     }
+}
+
+/// Where the checkpoint keeps its encoder: the prefix of its word embeddings.
+pub(crate) fn encoder_prefix(
+    tensors: &BTreeMap<String, Tensor>,
+    base: &ModelDir,
+) -> Result<&'static str> {
+    ENCODER_PREFIXES
+        .iter()
+        .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
+        .copied()
+        .ok_or_else(|| {
+            TrainError::Invalid(format!(
+                "{}: no embeddings.word_embeddings.weight in the checkpoint",
+                base.path.display()
+            ))
+        })
 }
 
 /// Every tensor of the checkpoint, by name, as f32.
@@ -106,16 +123,7 @@ impl TrainableCrossEncoder {
         let infer = Transformer::load(config.clone(), vb, true, Kernels::Fused)?;
 
         let tensors = read_tensors(base)?;
-        let base_prefix = ENCODER_PREFIXES
-            .iter()
-            .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
-            .copied()
-            .ok_or_else(|| {
-                TrainError::Invalid(format!(
-                    "{}: no embeddings.word_embeddings.weight in the checkpoint",
-                    base.path.display()
-                ))
-            })?;
+        let base_prefix = encoder_prefix(&tensors, base)?;
         let mut renamed: BTreeMap<String, Tensor> = BTreeMap::new();
         for (name, t) in tensors {
             let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
