@@ -4,10 +4,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 mod common;
-use common::{dataset, golden, sift_cmd};
+use common::{dataset, fails, golden, sift_cmd};
 
 fn tiny() -> String {
     golden("bert-encoder")
@@ -51,13 +51,6 @@ fn search_hits(
     }
     args.push(query);
     json_of(&args)["hits"].as_array().unwrap().clone()
-}
-
-fn fails(out: &Output, want: &str) {
-    assert!(!out.status.success(), "should have failed");
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(!e.contains("panicked"), "{e}");
-    assert!(e.contains(want), "{e:?} should mention {want:?}");
 }
 
 fn train_args<'a>(data: &'a str, collection: &'a str, out: &'a str, tiny: &'a str) -> Vec<&'a str> {

@@ -3,17 +3,9 @@
 //! training summary that says what dev measured.
 
 use std::path::Path;
-use std::process::Output;
 
 mod common;
-use common::{dataset, golden, sift_cmd};
-
-fn fails(out: &Output, want: &str) {
-    assert!(!out.status.success(), "should have failed");
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(!e.contains("panicked"), "{e}");
-    assert!(e.contains(want), "{e:?} should mention {want:?}");
-}
+use common::{dataset, fails, golden, sift_cmd};
 
 fn args<'a>(data: &'a str, collection: &'a str, out: &'a str, base: &'a str) -> Vec<&'a str> {
     vec![

@@ -124,3 +124,11 @@ pub fn dataset(dir: &std::path::Path) {
     std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
     std::fs::write(dir.join("qrels.tsv"), qrels).unwrap();
 }
+
+/// Asserts that a sift run failed with a message mentioning `want`, and did not panic.
+pub fn fails(out: &std::process::Output, want: &str) {
+    assert!(!out.status.success(), "should have failed");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains(want), "{e:?} should mention {want:?}");
+}
