@@ -17,7 +17,10 @@ use sift_models::pooling::{l2_normalize, Pooling};
 use sift_models::{Architecture, ModelConfig, ModelDir};
 
 use crate::error::{Result, TrainError};
-use crate::model::{encoder_prefix, read_tensors, write_atomic, TOKENIZER_FILES};
+use crate::model::{
+    copy_base_files, encoder_prefix, evaluation_transformer, read_config_json, read_tensors,
+    save_weights_atomic, sorted_variables, write_atomic,
+};
 
 /// The encoder class a sentence-transformers directory of `arch` names in `config.json`.
 fn encoder_architecture(arch: Architecture) -> &'static str {
@@ -44,11 +47,7 @@ impl TrainableBiEncoder {
     /// base's pooling (mean when it names none). Every encoder tensor must be in the
     /// checkpoint: a bi-encoder has no fresh parts to initialise.
     pub fn from_base(base: &ModelDir) -> Result<Self> {
-        let config_path = base.path.join("config.json");
-        let text =
-            std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
-        let mut config_json: Value = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Invalid(format!("{}: {e}", config_path.display())))?;
+        let (mut config_json, config_path) = read_config_json(base)?;
         config_json["architectures"] = json!([encoder_architecture(base.config.architecture)]);
         if let Some(obj) = config_json.as_object_mut() {
             for key in ["id2label", "label2id", "num_labels"] {
@@ -59,8 +58,7 @@ impl TrainableBiEncoder {
 
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let train = Transformer::load(config.clone(), vb.clone(), false, Kernels::Differentiable)?;
-        let infer = Transformer::load(config.clone(), vb, false, Kernels::Fused)?;
+        let train = Transformer::load(config.clone(), vb, false, Kernels::Differentiable)?;
 
         let tensors = read_tensors(base)?;
         let prefix = encoder_prefix(&tensors, base)?;
@@ -90,6 +88,7 @@ impl TrainableBiEncoder {
                 }
             }
         }
+        let infer = evaluation_transformer(&varmap, &config, false)?;
         Ok(TrainableBiEncoder {
             varmap,
             train,
@@ -115,11 +114,7 @@ impl TrainableBiEncoder {
 
     /// Variables by name, sorted (a stable order for the optimizer and checkpoints).
     pub fn variables(&self) -> Vec<(String, Var)> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        let mut vars: Vec<(String, Var)> =
-            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        vars
+        sorted_variables(&self.varmap)
     }
 
     /// Writes a sentence-transformers directory: the encoder (`config.json`,
@@ -137,19 +132,8 @@ impl TrainableBiEncoder {
         let config = serde_json::to_string_pretty(&self.config_json)
             .map_err(|e| TrainError::Invalid(e.to_string()))?;
         write_atomic(&dir.join("config.json"), config.as_bytes())?;
-        let tmp = dir.join("model.safetensors.tmp");
-        self.varmap.save(&tmp)?;
-        std::fs::rename(&tmp, dir.join("model.safetensors"))
-            .map_err(|e| TrainError::io(&tmp, e))?;
-        for f in TOKENIZER_FILES
-            .iter()
-            .chain(&["config_sentence_transformers.json"])
-        {
-            let src = base.join(f);
-            if src.is_file() {
-                std::fs::copy(&src, dir.join(f)).map_err(|e| TrainError::io(&src, e))?;
-            }
-        }
+        save_weights_atomic(&self.varmap, dir)?;
+        copy_base_files(base, dir, &["config_sentence_transformers.json"])?;
         let modules = json!([
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},

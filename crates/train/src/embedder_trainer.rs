@@ -193,6 +193,10 @@ pub fn dense_metrics(
 
 /// What the loop reports as it runs.
 pub enum EmbedderEvent {
+    /// A dev evaluation starts: embedding `documents` documents takes minutes on a CPU.
+    Evaluating {
+        documents: usize,
+    },
     Step {
         step: usize,
         total: usize,
@@ -274,6 +278,9 @@ pub fn train_embedder(
     let (qp, pp) = (prompts.0.as_str(), prompts.1.as_str());
     let has_dev = !dev.queries.is_empty();
     if has_dev && state.baseline.is_none() {
+        on_event(EmbedderEvent::Evaluating {
+            documents: dev.corpus.len(),
+        });
         state.baseline = Some(dense_metrics(&model, &tokenizer, (qp, pp), dev)?);
     }
     let stop_at = recipe.max_steps.map_or(total, |m| m.min(total));
@@ -348,6 +355,9 @@ pub fn train_embedder(
         let epoch_end = state.step % steps_per_epoch == 0 || state.step == total;
         if epoch_end {
             if has_dev {
+                on_event(EmbedderEvent::Evaluating {
+                    documents: dev.corpus.len(),
+                });
                 let metrics = dense_metrics(&model, &tokenizer, (qp, pp), dev)?;
                 let eval = EmbedderEval {
                     epoch: state.step.div_ceil(steps_per_epoch),

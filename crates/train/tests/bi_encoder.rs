@@ -108,6 +108,12 @@ fn contrastive_steps_pull_positives_together_and_the_saved_directory_embeds_the_
     }
     let after = loss_now(&model);
     assert!(after < before * 0.8, "loss {before} → {after}");
+    // The evaluation kernels read the optimizer's updates (they share the variables' storage).
+    let trained: Vec<Vec<f32>> = embed(&model, &f, &f.texts, true).to_vec2().unwrap();
+    let evaluated: Vec<Vec<f32>> = embed(&model, &f, &f.texts, false).to_vec2().unwrap();
+    for (t, e) in trained.iter().zip(&evaluated) {
+        assert!(cosine(t, e) > 0.99999, "training vs evaluation kernels");
+    }
 
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("tuned");

@@ -247,6 +247,14 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
     let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut losses = Vec::new();
     let mut on_event = |e: EmbedderEvent| match e {
+        EmbedderEvent::Evaluating { documents } => {
+            let line = format!("dev retrieval: embedding {documents} documents");
+            if quiet {
+                eprintln!("{line}");
+            } else {
+                bar.set_message(line);
+            }
+        }
         EmbedderEvent::Step { step, total, loss } => {
             losses.push(loss);
             bar.set_position(step as u64);
