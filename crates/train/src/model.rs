@@ -250,7 +250,12 @@ pub(crate) fn evaluation_transformer(
         .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
         .collect();
     let vb = VarBuilder::from_tensors(detached, DType::F32, &Device::Cpu);
-    Ok(Transformer::load(config.clone(), vb, with_head, Kernels::Fused)?)
+    Ok(Transformer::load(
+        config.clone(),
+        vb,
+        with_head,
+        Kernels::Fused,
+    )?)
 }
 
 /// Writes `varmap` as `dir/model.safetensors` through a temporary file and a rename.
