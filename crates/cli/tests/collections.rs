@@ -12,7 +12,7 @@ use sift_index::store::{self, Access};
 use sift_index::{CollectionBackend, Location};
 
 mod common;
-use common::{scifact, sift_cmd, workspace};
+use common::{scifact, sift_cmd, succeeds, workspace};
 
 /// Opens the collection in `dir` for writing, through the store as the CLI does.
 fn open_collection(dir: &std::path::Path) -> Box<dyn CollectionBackend> {
@@ -21,15 +21,6 @@ fn open_collection(dir: &std::path::Path) -> Box<dyn CollectionBackend> {
 
 fn sift(args: &[&str]) -> Output {
     sift_cmd(args).output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn err(out: &Output) -> String {
@@ -116,7 +107,7 @@ fn indexed() -> &'static Indexed {
         let corpus = dir.path().join("corpus.jsonl");
         std::fs::write(&corpus, subset.corpus_lines.join("\n")).unwrap();
         let collection = dir.path().join("col");
-        ok(&sift(&[
+        succeeds(&sift(&[
             "index",
             "--collection",
             collection.to_str().unwrap(),
@@ -139,7 +130,7 @@ fn search_json(collection: &Path, query: &str, extra: &[&str]) -> serde_json::Va
         query,
     ];
     args.extend_from_slice(extra);
-    serde_json::from_str(&ok(&sift(&args))).unwrap()
+    serde_json::from_str(&succeeds(&sift(&args))).unwrap()
 }
 
 fn hit_ids(results: &serde_json::Value) -> Vec<String> {
@@ -187,7 +178,7 @@ fn hybrid_explains_its_ranks_and_times_its_stages() {
         "--explain",
         "--timings",
     ]);
-    let table = ok(&out);
+    let table = succeeds(&out);
     assert!(
         table.contains("DENSE") && table.contains("BM25") && table.contains("FUSED"),
         "{table}"
@@ -303,10 +294,10 @@ fn reindexing_is_idempotent_and_upserts_and_deletes_by_id() {
     ];
     write_docs(&file, &docs);
     let first = sift(&["index", "--collection", col_s, file.to_str().unwrap()]);
-    ok(&first);
+    succeeds(&first);
     assert!(String::from_utf8_lossy(&first.stderr).contains("3 added, 0 updated, 0 unchanged"));
     let again = sift(&["index", "--collection", col_s, file.to_str().unwrap()]);
-    ok(&again);
+    succeeds(&again);
     assert!(String::from_utf8_lossy(&again.stderr).contains("0 added, 0 updated, 3 unchanged"));
 
     write_docs(
@@ -317,7 +308,7 @@ fn reindexing_is_idempotent_and_upserts_and_deletes_by_id() {
         ],
     );
     let upsert = sift(&["index", "--collection", col_s, file.to_str().unwrap()]);
-    ok(&upsert);
+    succeeds(&upsert);
     assert!(String::from_utf8_lossy(&upsert.stderr).contains("1 added, 1 updated"));
     let r = search_json(
         &col,
@@ -332,7 +323,7 @@ fn reindexing_is_idempotent_and_upserts_and_deletes_by_id() {
     assert_eq!(hit_ids(&r), vec!["b"]);
 
     let del = sift(&["delete", "--collection", col_s, "a", "zzz"]);
-    ok(&del);
+    succeeds(&del);
     let stderr = String::from_utf8_lossy(&del.stderr);
     assert!(
         stderr.contains("not found: zzz") && stderr.contains("deleted 1"),
@@ -379,7 +370,7 @@ fn malformed_input_indexes_nothing_unless_asked() {
         file.to_str().unwrap(),
         "--skip-invalid",
     ]);
-    ok(&out);
+    succeeds(&out);
     assert_eq!(open_collection(&col).len().unwrap(), 1);
     // A collection refuses another embedding model.
     let other = workspace().join("crates/models/tests/fixtures/golden/bert-encoder");
@@ -462,7 +453,7 @@ fn sigkill_during_ingest_loses_no_committed_batch() {
         );
     }
     assert!(last_reported > 0, "at least one kill landed after a commit");
-    ok(&sift(&args));
+    succeeds(&sift(&args));
     let c = open_collection(&col);
     c.verify().unwrap();
     assert_eq!(c.len().unwrap(), s.corpus_lines.len());
@@ -519,7 +510,7 @@ fn eval_reports_metrics_runs_and_data_problems() {
         "--first-stage-weights",
         "1",
     ]);
-    let table = ok(&result);
+    let table = succeeds(&result);
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(
         stderr.contains("1 judged query ids without query text"),
@@ -607,7 +598,7 @@ fn eval_reports_metrics_runs_and_data_problems() {
         "--train-qrels",
         train_qrels.to_str().unwrap(),
     ]);
-    let table = ok(&result);
+    let table = succeeds(&result);
     assert!(
         table.contains("seen: 1 queries, unseen: 4") && table.contains("unseen nDCG@10"),
         "{table}"
@@ -626,7 +617,7 @@ fn eval_reports_metrics_runs_and_data_problems() {
         "--max-queries",
         "1",
     ]);
-    ok(&result);
+    succeeds(&result);
     let run = std::fs::read_to_string(out.join("bm25.trec")).unwrap();
     let queries: std::collections::BTreeSet<&str> =
         run.lines().filter_map(|l| l.split(' ').next()).collect();
@@ -636,14 +627,14 @@ fn eval_reports_metrics_runs_and_data_problems() {
     // fusion: its rows for plain RRF and for the default are what the grid's hybrid run gives
     // under the same --fusion.
     let hybrid_ndcg = |fusion: &str| -> f64 {
-        ok(&eval(&["--modes", "hybrid", "--fusion", fusion]));
+        succeeds(&eval(&["--modes", "hybrid", "--fusion", fusion]));
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
                 .unwrap();
         summary["runs"][0]["metrics"]["nDCG@10"].as_f64().unwrap()
     };
     let (rrf, convex) = (hybrid_ndcg("rrf"), hybrid_ndcg("convex:dense=0.5"));
-    let table = ok(&eval(&["--fusion-sweep"]));
+    let table = succeeds(&eval(&["--fusion-sweep"]));
     assert!(table.contains("best: "), "{table}");
     let sweep: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("fusion_sweep.json")).unwrap())
@@ -699,7 +690,7 @@ fn chinese_documents_get_the_chinese_analyzer_and_phrases_find_their_paragraph()
     std::fs::write(&docs, lines.join("\n")).unwrap();
     let col = dir.path().join("col");
     let (c, d) = (col.to_str().unwrap(), docs.to_str().unwrap());
-    ok(&sift(&["index", "--collection", c, d]));
+    succeeds(&sift(&["index", "--collection", c, d]));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(col.join("collection.json")).unwrap())
             .unwrap();
@@ -712,7 +703,7 @@ fn chinese_documents_get_the_chinese_analyzer_and_phrases_find_their_paragraph()
         let phrase: String = chars[chars.len() / 2..chars.len() / 2 + 10]
             .iter()
             .collect();
-        let out: serde_json::Value = serde_json::from_str(&ok(&sift(&[
+        let out: serde_json::Value = serde_json::from_str(&succeeds(&sift(&[
             "search",
             "--collection",
             c,

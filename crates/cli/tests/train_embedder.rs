@@ -5,7 +5,7 @@
 use std::path::Path;
 
 mod common;
-use common::{dataset, fails, golden, sift_cmd};
+use common::{dataset, fails, golden, sift_cmd, succeeds};
 
 fn args<'a>(data: &'a str, collection: &'a str, out: &'a str, base: &'a str) -> Vec<&'a str> {
     vec![
@@ -115,11 +115,7 @@ fn a_run_writes_a_model_that_embeds_and_indexes() {
     let embedded = sift_cmd(&["embed", "--model", &o, "what is known about the comet"])
         .output()
         .unwrap();
-    assert!(
-        embedded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&embedded.stderr)
-    );
+    succeeds(&embedded);
     // A collection built with the fine-tuned model searches with it (a model outside
     // $SIFT_MODELS_DIR is named by its path).
     let col2 = tmp.path().join("col2").display().to_string();
@@ -127,11 +123,7 @@ fn a_run_writes_a_model_that_embeds_and_indexes() {
     let index = sift_cmd(&["index", "--collection", &col2, "--embed-model", &o, &corpus])
         .output()
         .unwrap();
-    assert!(
-        index.status.success(),
-        "{}",
-        String::from_utf8_lossy(&index.stderr)
-    );
+    succeeds(&index);
     let search = sift_cmd(&[
         "search",
         "--collection",
@@ -145,11 +137,7 @@ fn a_run_writes_a_model_that_embeds_and_indexes() {
     ])
     .output()
     .unwrap();
-    assert!(
-        search.status.success(),
-        "{}",
-        String::from_utf8_lossy(&search.stderr)
-    );
+    succeeds(&search);
     let eval_out = tmp.path().join("eval").display().to_string();
     let eval = sift_cmd(&[
         "eval",
@@ -166,9 +154,5 @@ fn a_run_writes_a_model_that_embeds_and_indexes() {
     ])
     .output()
     .unwrap();
-    assert!(
-        eval.status.success(),
-        "{}",
-        String::from_utf8_lossy(&eval.stderr)
-    );
+    succeeds(&eval);
 }

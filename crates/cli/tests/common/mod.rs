@@ -125,6 +125,16 @@ pub fn dataset(dir: &std::path::Path) {
     std::fs::write(dir.join("qrels.tsv"), qrels).unwrap();
 }
 
+/// Asserts that a sift run succeeded (showing its stderr otherwise); returns its stdout.
+pub fn succeeds(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
 /// Asserts that a sift run failed with a message mentioning `want`, and did not panic.
 pub fn fails(out: &std::process::Output, want: &str) {
     assert!(!out.status.success(), "should have failed");
