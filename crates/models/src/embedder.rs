@@ -143,6 +143,15 @@ impl Embedder {
         &self.tokenizer
     }
 
+    /// The text prepended to inputs of `role` (empty when the model has none).
+    pub fn prompt(&self, role: TextRole) -> &str {
+        match role {
+            TextRole::Query => &self.query_prefix,
+            TextRole::Passage => &self.passage_prefix,
+            TextRole::Raw => "",
+        }
+    }
+
     /// Tokenizes `texts` with the prefix for `role`; rejects empty texts.
     pub fn encode(&self, texts: &[impl AsRef<str>], role: TextRole) -> Result<Vec<Encoded>> {
         let prefix = match role {
@@ -218,6 +227,27 @@ impl Embedder {
                 out[*slot] = v;
             }
             progress(group.len());
+        }
+        Ok(out)
+    }
+
+    /// The last layer's state of every token (special tokens included), neither pooled nor
+    /// normalized: one `[tokens][hidden]` matrix per input, in input order (TEI's `/embed_all`,
+    /// for late-interaction scoring).
+    pub fn token_states(&self, encoded: &[Encoded]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let lengths: Vec<usize> = encoded.iter().map(|e| e.len()).collect();
+        let mut out = vec![Vec::new(); encoded.len()];
+        for group in plan_batches(&lengths, self.max_batch_tokens) {
+            let rows: Vec<&Encoded> = group.iter().map(|&i| &encoded[i]).collect();
+            let (hidden, _) = self
+                .engine
+                .hidden_states(&rows, self.dir.config.pad_token_id)?;
+            let states: Vec<Vec<Vec<f32>>> = hidden.to_vec3()?;
+            for (&slot, mut rows) in group.iter().zip(states) {
+                // Batches are right-padded: the input's own tokens come first.
+                rows.truncate(lengths[slot]);
+                out[slot] = rows;
+            }
         }
         Ok(out)
     }

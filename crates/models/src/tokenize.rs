@@ -159,6 +159,11 @@ impl TextTokenizer {
         &self.single
     }
 
+    /// The underlying tokenizer without truncation (the server's `/tokenize` and `/decode`).
+    pub fn untruncated(&self) -> &Tokenizer {
+        &self.untruncated
+    }
+
     fn clip<'a>(&self, text: &'a str) -> &'a str {
         let limit = self.max_length.saturating_mul(MAX_BYTES_PER_TOKEN);
         if text.len() <= limit {

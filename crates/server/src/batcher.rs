@@ -36,6 +36,18 @@ impl BatchModel for Embedder {
     }
 }
 
+/// An embedder's unpooled token states (TEI's `/embed_all`). A queue of its own beside the
+/// pooled one: its outputs are whole matrices, and a rarely used route should not change the
+/// output type every embedding request goes through.
+pub struct TokenStates(pub Arc<Embedder>);
+
+impl BatchModel for TokenStates {
+    type Output = Vec<Vec<f32>>;
+    fn run(&self, inputs: &[Encoded]) -> Result<Vec<Vec<Vec<f32>>>, ModelError> {
+        self.0.token_states(inputs)
+    }
+}
+
 /// A rerank model behind the queue. A sized wrapper rather than `dyn Reranker` itself: the
 /// compiler cannot prove handler futures `Send` for a trait object's elided lifetimes.
 pub struct RerankModel(pub Arc<dyn Reranker>);

@@ -93,6 +93,7 @@ pub struct AppState {
 
 struct Inner {
     embedder: Option<Batcher<Embedder>>,
+    token_states: Option<Batcher<batcher::TokenStates>>,
     reranker: Option<Batcher<batcher::RerankModel>>,
     collections: Option<Collections>,
     limits: Limits,
@@ -122,6 +123,10 @@ impl AppState {
         };
         Ok(AppState {
             inner: Arc::new(Inner {
+                token_states: embedder.as_ref().map(|m| {
+                    let model = Arc::new(batcher::TokenStates(m.clone()));
+                    Batcher::start(model, config.batching, metrics.clone(), "embed_all")
+                }),
                 embedder: embedder
                     .map(|m| Batcher::start(m, config.batching, metrics.clone(), "embed")),
                 reranker: reranker.map(|m| {
@@ -168,12 +173,20 @@ impl utoipa::Modify for BearerAuth {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::meta::health))
+        .routes(routes!(routes::meta::root_health, routes::tei::root))
+        .routes(routes!(routes::meta::ping))
         .routes(routes!(routes::meta::info))
         .routes(routes!(routes::meta::metrics))
+        .routes(routes!(routes::tei::invocations))
         .routes(routes!(routes::tei::embed))
+        .routes(routes!(routes::tei::embed_all))
+        .routes(routes!(routes::tei::similarity))
         .routes(routes!(routes::tei::rerank))
+        .routes(routes!(routes::tei::predict))
         .routes(routes!(routes::tei::tokenize))
+        .routes(routes!(routes::tei::decode))
         .routes(routes!(routes::openai::embeddings))
+        .routes(routes!(routes::openai::embeddings_unversioned))
         .routes(routes!(routes::cohere::rerank_v1))
         .routes(routes!(routes::cohere::rerank_v2))
         .routes(routes!(routes::collections::list))

@@ -129,14 +129,22 @@ impl ApiKeys {
     }
 }
 
-/// Requires `Authorization: Bearer <key>` on every route but `/health` (load balancers probe
-/// it without credentials). Failures get a 401 that does not say which part was wrong.
+/// Routes that answer without a key: the health probes (`/health`, and `GET /` and `GET /ping`
+/// as TEI serves them to Inference Endpoints and SageMaker), which load balancers call without
+/// credentials. They reveal nothing but that the server is up.
+fn is_public(req: &Request) -> bool {
+    let path = req.uri().path();
+    path == "/health" || (req.method() == axum::http::Method::GET && matches!(path, "/" | "/ping"))
+}
+
+/// Requires `Authorization: Bearer <key>` on every route but the public ones ([`is_public`]).
+/// Failures get a 401 that does not say which part was wrong.
 pub async fn require_api_key(
     State(keys): State<Arc<ApiKeys>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if req.uri().path() == "/health" {
+    if is_public(&req) {
         return next.run(req).await;
     }
     let presented = req

@@ -360,8 +360,9 @@ async fn hostile_inputs_with_default_limits() {
     assert_error(s, &b, 422, "");
     let (s, b) = post(&base, "/v1/rerank", json!({"documents": ["a"]})).await;
     assert_error(s, &b, 422, "query");
-    let (s, b) = post(&base, "/v1/embeddings", json!({"input": [[1, 2, 3]]})).await;
-    assert_error(s, &b, 422, "token-id");
+    // Token ids nest one level at most.
+    let (s, b) = post(&base, "/v1/embeddings", json!({"input": [[[1, 2, 3]]]})).await;
+    assert_error(s, &b, 422, "");
     let r = client
         .post(format!("{base}/embed"))
         .body(r#"{"inputs": "a"}"#)

@@ -8,6 +8,7 @@
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 use utoipa::ToSchema;
@@ -18,11 +19,60 @@ use crate::json::ApiJson;
 use crate::middleware::RequestId;
 use crate::AppState;
 
+/// A document: a string, or an object of fields (Cohere's semi-structured documents), which is
+/// returned whole.
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum RerankDocument {
     Text(String),
-    Object { text: String },
+    #[schema(value_type = Object)]
+    Object(Map<String, Value>),
+}
+
+/// What the model reads of document `i`. Without `rank_fields`: a string, or an object's `text`
+/// field. With them: the named fields present in the object, in the order named — one field's
+/// value alone (so `["text"]` scores as the default does), several as `name: value` lines (the
+/// YAML-like form Cohere recommends for structured documents). Non-string values are written
+/// as compact JSON.
+fn text_to_score(
+    i: usize,
+    document: &RerankDocument,
+    rank_fields: Option<&[String]>,
+) -> Result<String, ApiError> {
+    let fields = match (document, rank_fields) {
+        (RerankDocument::Text(t), _) => return Ok(t.clone()),
+        (RerankDocument::Object(fields), _) => fields,
+    };
+    let value_text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let Some(names) = rank_fields else {
+        return match fields.get("text") {
+            Some(Value::String(t)) => Ok(t.clone()),
+            Some(_) => Err(ApiError::invalid(format!(
+                "document {i}: its text field must be a string"
+            ))),
+            None => Err(ApiError::invalid(format!(
+                "document {i} has no text field; name the fields to rank with rank_fields"
+            ))),
+        };
+    };
+    let present: Vec<(&String, &Value)> = names
+        .iter()
+        .filter_map(|n| fields.get(n).map(|v| (n, v)))
+        .collect();
+    match present.as_slice() {
+        [] => Err(ApiError::invalid(format!(
+            "document {i} has none of the rank_fields {names:?}"
+        ))),
+        [(_, v)] => Ok(value_text(v)),
+        many => Ok(many
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", value_text(v)))
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -44,15 +94,20 @@ pub struct RerankRequest {
     /// v2: most tokens of each document considered.
     #[serde(default)]
     max_tokens_per_doc: Option<i64>,
-    /// Accepted for compatibility (structured documents are not supported).
+    /// Fields of object documents the model reads (default: `text`).
     #[serde(default)]
-    #[allow(dead_code)]
     rank_fields: Option<Vec<String>>,
 }
 
+/// The document as it was sent: `{"text": …}` for a string, every field of an object.
 #[derive(Serialize, ToSchema)]
-pub struct ReturnedDocument {
-    text: String,
+#[serde(untagged)]
+pub enum ReturnedDocument {
+    Text {
+        text: String,
+    },
+    #[schema(value_type = Object)]
+    Object(Map<String, Value>),
 }
 
 #[derive(Serialize, ToSchema)]
@@ -124,20 +179,23 @@ async fn rerank(
     if sift_models::is_blank(&req.query) {
         return Err(ApiError::invalid("query is empty"));
     }
+    check_items(&state, req.documents.len(), "documents")?;
+    if req.rank_fields.as_ref().is_some_and(|f| f.is_empty()) {
+        return Err(ApiError::invalid("rank_fields is empty"));
+    }
     let docs: Vec<String> = req
         .documents
-        .into_iter()
-        .map(|d| match d {
-            RerankDocument::Text(t) | RerankDocument::Object { text: t } => t,
-        })
-        .collect();
-    check_items(&state, docs.len(), "documents")?;
+        .iter()
+        .enumerate()
+        .map(|(i, d)| text_to_score(i, d, req.rank_fields.as_deref()))
+        .collect::<Result<_, _>>()?;
     let model_name = req
         .model
+        .clone()
         .or_else(|| Some(batcher.model().0.model_dir().name()));
     let docs = Arc::new(docs);
     let (mut scores, tokens) =
-        rerank_documents(&state, req.query, docs.clone(), policy, false).await?;
+        rerank_documents(&state, req.query.clone(), docs, policy, false).await?;
     sift_models::rerank::sort_by_score(&mut scores);
     if let Some(n) = top_n {
         scores.truncate(n);
@@ -148,8 +206,9 @@ async fn rerank(
         .map(|s| RerankResult {
             index: s.index,
             relevance_score: s.score,
-            document: return_documents.then(|| ReturnedDocument {
-                text: docs[s.index].clone(),
+            document: return_documents.then(|| match &req.documents[s.index] {
+                RerankDocument::Text(t) => ReturnedDocument::Text { text: t.clone() },
+                RerankDocument::Object(fields) => ReturnedDocument::Object(fields.clone()),
             }),
         })
         .collect();
@@ -199,4 +258,51 @@ pub async fn rerank_v2(
     ApiJson(req): ApiJson<RerankRequest>,
 ) -> Result<Json<RerankResponse>, ApiError> {
     rerank(state, id.0, req, "2", false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(v: Value) -> RerankDocument {
+        match v {
+            Value::Object(m) => RerankDocument::Object(m),
+            _ => unreachable!("a test object"),
+        }
+    }
+
+    #[test]
+    fn rank_fields_choose_and_join_the_fields_scored() {
+        let doc =
+            object(serde_json::json!({"title": "Statins", "text": "Lower LDL.", "year": 2019}));
+        assert_eq!(text_to_score(0, &doc, None).unwrap(), "Lower LDL.");
+        let text = ["text".to_string()];
+        assert_eq!(text_to_score(0, &doc, Some(&text)).unwrap(), "Lower LDL.");
+        let both = ["title".to_string(), "missing".into(), "year".into()];
+        assert_eq!(
+            text_to_score(0, &doc, Some(&both)).unwrap(),
+            "title: Statins\nyear: 2019"
+        );
+        let no_text = object(serde_json::json!({"title": "only a title"}));
+        let e = text_to_score(3, &no_text, None).unwrap_err();
+        assert!(
+            e.message.contains("document 3 has no text field"),
+            "{}",
+            e.message
+        );
+        let title = ["title".to_string()];
+        assert_eq!(
+            text_to_score(3, &no_text, Some(&title)).unwrap(),
+            "only a title"
+        );
+        let absent = ["body".to_string()];
+        assert_eq!(
+            text_to_score(1, &no_text, Some(&absent))
+                .unwrap_err()
+                .status,
+            422
+        );
+        let plain = RerankDocument::Text("a string".into());
+        assert_eq!(text_to_score(0, &plain, Some(&title)).unwrap(), "a string");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod cohere;
 pub mod collections;
+pub mod inputs;
 pub mod meta;
 pub mod openai;
 pub mod tei;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use serde::Deserialize;
-use sift_models::{Embedder, Encoded, LongDocumentPolicy, RerankScore, Reranker};
+use sift_models::{Embedder, Encoded, LongDocumentPolicy, RerankScore, Reranker, TextTokenizer};
 use utoipa::ToSchema;
 
 use crate::batcher::{Batcher, RerankModel};
@@ -79,32 +80,26 @@ fn too_long(i: usize, tokens: usize, max: usize) -> ApiError {
     ))
 }
 
-/// Tokenizes texts for embedding; with `truncate` off, refuses any longer than the model's
-/// maximum (413 naming the limit and the text's real token count) instead of silently cutting
-/// it. Whether a text was cut is read from the tokenizer's own output.
-fn encode_texts(
-    embedder: &Embedder,
-    texts: &[String],
+/// Tokenizes text `i` of a request; with `truncate` off, refuses it when longer than the
+/// model's maximum (413 naming the limit and the text's real token count) instead of silently
+/// cutting it. Whether a text was cut is read from the tokenizer's own output.
+fn encode_text(
+    tokenizer: &TextTokenizer,
+    i: usize,
+    text: &str,
     truncate: bool,
-) -> Result<Vec<Encoded>, ApiError> {
-    let tokenizer = embedder.tokenizer();
-    texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            if sift_models::is_blank(t) {
-                return Err(ApiError::invalid(format!(
-                    "text {i} is empty; there is nothing to embed"
-                )));
-            }
-            let (encoded, cut) = tokenizer.encode_checked(t)?;
-            if cut && !truncate {
-                let tokens = tokenizer.len_untruncated(t)?;
-                return Err(too_long(i, tokens, tokenizer.max_length()));
-            }
-            Ok(encoded)
-        })
-        .collect()
+) -> Result<Encoded, ApiError> {
+    if sift_models::is_blank(text) {
+        return Err(ApiError::invalid(format!(
+            "text {i} is empty; there is nothing to embed"
+        )));
+    }
+    let (encoded, cut) = tokenizer.encode_checked(text)?;
+    if cut && !truncate {
+        let tokens = tokenizer.len_untruncated(text)?;
+        return Err(too_long(i, tokens, tokenizer.max_length()));
+    }
+    Ok(encoded)
 }
 
 /// Scores `documents` for `query` under `policy` through the rerank batching queue: one score

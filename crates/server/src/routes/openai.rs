@@ -7,24 +7,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{blocking, check_items, embedder, encode_texts, l2_normalize};
+use super::inputs::{encode_for_embedding, ModelInputs};
+use super::tei::output_dimensions;
+use super::{blocking, check_items, embedder, l2_normalize};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::AppState;
 
-/// `input` as OpenAI accepts it; token-id arrays are refused with a clear message.
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum EmbeddingInput {
-    One(String),
-    Many(Vec<String>),
-    #[schema(value_type = Vec<Vec<u32>>)]
-    Tokens(#[allow(dead_code)] Value),
-}
-
 #[derive(Deserialize, ToSchema)]
 pub struct EmbeddingsRequest {
-    input: EmbeddingInput,
+    /// A string, a list of strings, a list of token ids of the loaded model, or a list of such
+    /// lists.
+    input: ModelInputs,
     /// Echoed back; the server embeds with the model it was started with.
     #[serde(default)]
     model: Option<String>,
@@ -75,16 +69,33 @@ pub async fn embeddings(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> Result<Json<EmbeddingsResponse>, ApiError> {
+    embeddings_request(state, req).await.map(Json)
+}
+
+/// `POST /embeddings`: the same as `/v1/embeddings` (TEI serves both; OpenAI-compatible clients
+/// given a base URL without `/v1` post here).
+#[utoipa::path(post, path = "/embeddings", tag = "OpenAI", request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, body = EmbeddingsResponse),
+        (status = 413, description = "too many inputs, body too large, or an input too long", body = ErrorBody),
+        (status = 422, description = "invalid request", body = ErrorBody),
+        (status = 429, description = "queue full; see Retry-After", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn embeddings_unversioned(
+    state: State<AppState>,
+    req: ApiJson<EmbeddingsRequest>,
+) -> Result<Json<EmbeddingsResponse>, ApiError> {
+    embeddings(state, req).await
+}
+
+async fn embeddings_request(
+    state: AppState,
+    req: EmbeddingsRequest,
+) -> Result<EmbeddingsResponse, ApiError> {
     let batcher = embedder(&state)?;
-    let texts =
-        match req.input {
-            EmbeddingInput::One(s) => vec![s],
-            EmbeddingInput::Many(v) => v,
-            EmbeddingInput::Tokens(_) => return Err(ApiError::invalid(
-                "input must be a string or a list of strings; token-id arrays are not supported",
-            )),
-        };
-    check_items(&state, texts.len(), "input")?;
+    let inputs = req.input.into_vec();
+    check_items(&state, inputs.len(), "input")?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -96,19 +107,11 @@ pub async fn embeddings(
     };
     let model = batcher.model().clone();
     let dim = model.dim();
-    let dimensions = match req.dimensions {
-        None => None,
-        Some(d) if d >= 1 && (d as usize) <= dim => Some(d as usize),
-        Some(d) => {
-            return Err(ApiError::invalid(format!(
-                "dimensions must be between 1 and {dim}, got {d}"
-            )))
-        }
-    };
+    let dimensions = output_dimensions(req.dimensions, dim)?;
     let model_name = req.model.unwrap_or_else(|| model.model_dir().name());
     let normalize = model.normalizes();
     let truncate = state.inner.limits.auto_truncate;
-    let encoded = blocking(move || encode_texts(&model, &texts, truncate)).await?;
+    let encoded = blocking(move || encode_for_embedding(&model, &inputs, truncate)).await?;
     let tokens: usize = encoded.iter().map(|e| e.len()).sum();
     let vectors = batcher
         .submit(encoded)
@@ -138,7 +141,7 @@ pub async fn embeddings(
             }
         })
         .collect();
-    Ok(Json(EmbeddingsResponse {
+    Ok(EmbeddingsResponse {
         object: "list",
         data,
         model: model_name,
@@ -146,5 +149,5 @@ pub async fn embeddings(
             prompt_tokens: tokens,
             total_tokens: tokens,
         },
-    }))
+    })
 }
