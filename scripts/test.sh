@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The test command: fetches the test models if missing (idempotent), installs the official
-# OpenAI and Cohere SDKs from PyPI into target/sdk-venv for the server compatibility test,
+# The test command: fetches the test models if missing (idempotent), installs Debian's Chromium
+# and ChromeDriver for the playground's browser test and the official OpenAI and Cohere SDKs and
+# Selenium from PyPI into target/sdk-venv for the server compatibility tests,
 # checks formatting and clippy (warnings denied), runs every test of the workspace once (one
 # build; dependencies are optimised even in test builds), past a failing test binary so that
 # one run reports every failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --models-only
+scripts/browser/install.sh
 if [ ! -x target/sdk-venv/bin/python ] ||
   ! cmp -s scripts/sdk-compat/requirements.txt target/sdk-venv/requirements.txt; then
   rm -rf target/sdk-venv

@@ -216,6 +216,12 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
                 async move { axum::Json(api.as_ref().clone()) }
             }),
         )
+        .route("/ui", axum::routing::get(routes::playground::page))
+        .route("/ui/app.js", axum::routing::get(routes::playground::script))
+        .route(
+            "/ui/style.css",
+            axum::routing::get(routes::playground::style),
+        )
         .fallback(routes::meta::not_found)
         .layer(DefaultBodyLimit::max(state.inner.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(

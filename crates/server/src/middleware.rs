@@ -131,10 +131,13 @@ impl ApiKeys {
 
 /// Routes that answer without a key: the health probes (`/health`, and `GET /` and `GET /ping`
 /// as TEI serves them to Inference Endpoints and SageMaker), which load balancers call without
-/// credentials. They reveal nothing but that the server is up.
+/// credentials, and the playground's static files (the page asks for the key). They reveal
+/// nothing but that the server is up and what the page's code is.
 fn is_public(req: &Request) -> bool {
     let path = req.uri().path();
-    path == "/health" || (req.method() == axum::http::Method::GET && matches!(path, "/" | "/ping"))
+    path == "/health"
+        || (req.method() == axum::http::Method::GET
+            && (matches!(path, "/" | "/ping" | "/ui") || path.starts_with("/ui/")))
 }
 
 /// Requires `Authorization: Bearer <key>` on every route but the public ones ([`is_public`]).

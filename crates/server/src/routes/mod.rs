@@ -6,6 +6,7 @@ pub mod collections;
 pub mod inputs;
 pub mod meta;
 pub mod openai;
+pub mod playground;
 pub mod tei;
 
 use std::sync::Arc;
