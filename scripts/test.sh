@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: fetches the test models if missing (idempotent), installs Debian's Chromium
 # and ChromeDriver for the playground's browser test and the official OpenAI and Cohere SDKs and
-# Selenium from PyPI into target/sdk-venv for the server compatibility tests,
+# Selenium from PyPI into target/sdk-venv, and LlamaIndex, LangChain and huggingface_hub into
+# target/clients-venv, for the server compatibility tests,
 # checks formatting and clippy (warnings denied), runs every test of the workspace once (one
 # build; dependencies are optimised even in test builds), past a failing test binary so that
 # one run reports every failure.
@@ -16,6 +17,16 @@ if [ ! -x target/sdk-venv/bin/python ] ||
   target/sdk-venv/bin/pip install --quiet --disable-pip-version-check \
     -r scripts/sdk-compat/requirements.txt
   cp scripts/sdk-compat/requirements.txt target/sdk-venv/requirements.txt
+fi
+# The RAG client libraries (LlamaIndex, LangChain, huggingface_hub) for the client test: their
+# own venv, because langchain-cohere pins another cohere SDK than the one tested above.
+if [ ! -x target/clients-venv/bin/python ] ||
+  ! cmp -s scripts/clients-compat/requirements.txt target/clients-venv/requirements.txt; then
+  rm -rf target/clients-venv
+  python3 -m venv target/clients-venv
+  target/clients-venv/bin/pip install --quiet --disable-pip-version-check \
+    -r scripts/clients-compat/requirements.txt
+  cp scripts/clients-compat/requirements.txt target/clients-venv/requirements.txt
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
