@@ -53,6 +53,11 @@ const FIELDS: &[&str] = &[
     "rerank",
     "rank_fields",
     "user",
+    "ids",
+    "skip_special_tokens",
+    "source_sentence",
+    "sentences",
+    "parameters",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -101,6 +106,14 @@ fn template(route: usize) -> Value {
         }
         6 => serde_json::json!({"documents": docs}),
         7 => serde_json::json!({"query": "rivers", "top_k": 3}),
+        12 => serde_json::json!({"inputs": "a river"}),
+        13 => serde_json::json!({"inputs": ["a river", [101, 2314, 102]]}),
+        14 => {
+            serde_json::json!({"inputs": {"source_sentence": "water", "sentences": ["a river", "rock"]}})
+        }
+        15 => serde_json::json!({"inputs": [["water", "a river"], ["water", "rock"]]}),
+        16 => serde_json::json!({"ids": [101, 2314, 102]}),
+        17 => serde_json::json!({"query": "water", "texts": ["a river", "rock"]}),
         _ => serde_json::json!({}),
     }
 }
@@ -142,6 +155,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/collections/fuzz"),
     ("GET", "/collections"),
     ("GET", "/info"),
+    ("POST", "/"),
+    ("POST", "/embed_all"),
+    ("POST", "/similarity"),
+    ("POST", "/predict"),
+    ("POST", "/decode"),
+    ("POST", "/invocations"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
