@@ -5,26 +5,13 @@
 //! by scripts/test.sh into target/clients-venv (scripts/clients-compat/requirements.txt pins
 //! them); what each returns must equal sift's own embeddings and rerank scores.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 use sift_models::{Embedder, EmbedderOptions, LongDocumentPolicy, RerankerOptions, TextRole};
 
 mod common;
-use common::{golden, models_dir, workspace, Server};
-
-fn clients_python() -> PathBuf {
-    let python = std::env::var_os("SIFT_CLIENTS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/clients-venv/bin/python"));
-    assert!(
-        python.is_file(),
-        "{} not found: scripts/test.sh creates it (python3 -m venv target/clients-venv && target/clients-venv/bin/pip install -r scripts/clients-compat/requirements.txt), or set SIFT_CLIENTS_PYTHON",
-        python.display()
-    );
-    python
-}
+use common::{golden, models_dir, venv_python, workspace, Server};
 
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array()
@@ -50,7 +37,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn rag_client_libraries_get_sifts_results() {
-    let python = clients_python();
+    let python = venv_python(
+        "SIFT_CLIENTS_PYTHON",
+        "target/clients-venv",
+        "scripts/clients-compat/requirements.txt",
+    );
     let embed_path = models_dir().join("all-MiniLM-L6-v2");
     let embed_dir = embed_path.display().to_string();
     let reranker_dir = golden("bert-classifier");

@@ -11,16 +11,13 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{golden, models_dir, sift_cmd, succeeds, workspace, Server};
+use common::{golden, models_dir, sift_cmd, succeeds, venv_python, workspace, Server};
 
 fn python() -> PathBuf {
-    let python = std::env::var_os("SIFT_SDK_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/sdk-venv/bin/python"));
-    assert!(
-        python.is_file(),
-        "{} not found: scripts/test.sh creates it with Selenium (scripts/sdk-compat/requirements.txt), or set SIFT_SDK_PYTHON",
-        python.display()
+    let python = venv_python(
+        "SIFT_SDK_PYTHON",
+        "target/sdk-venv",
+        "scripts/sdk-compat/requirements.txt",
     );
     for binary in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         assert!(

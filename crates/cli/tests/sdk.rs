@@ -11,18 +11,14 @@ use serde_json::Value;
 use sift_models::{Embedder, EmbedderOptions, LongDocumentPolicy, RerankerOptions, TextRole};
 
 mod common;
-use common::{golden, models_dir, workspace, Server};
+use common::{golden, models_dir, venv_python, workspace, Server};
 
 fn sdk_python() -> PathBuf {
-    let python = std::env::var_os("SIFT_SDK_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/sdk-venv/bin/python"));
-    assert!(
-        python.is_file(),
-        "{} not found: scripts/test.sh creates it (python3 -m venv target/sdk-venv && target/sdk-venv/bin/pip install -r scripts/sdk-compat/requirements.txt), or set SIFT_SDK_PYTHON",
-        python.display()
-    );
-    python
+    venv_python(
+        "SIFT_SDK_PYTHON",
+        "target/sdk-venv",
+        "scripts/sdk-compat/requirements.txt",
+    )
 }
 
 fn floats(v: &Value) -> Vec<f32> {

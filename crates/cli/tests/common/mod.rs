@@ -39,6 +39,20 @@ pub fn scifact() -> PathBuf {
         .join("data/scifact")
 }
 
+/// The Python of a test venv that scripts/test.sh builds from `requirements` into `venv`
+/// (relative to the workspace), or the interpreter `$env_var` names. Fails with how to make it.
+pub fn venv_python(env_var: &str, venv: &str, requirements: &str) -> PathBuf {
+    let python = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(venv).join("bin/python"));
+    assert!(
+        python.is_file(),
+        "{} not found: scripts/test.sh creates it (python3 -m venv {venv} && {venv}/bin/pip install -r {requirements}), or set {env_var}",
+        python.display()
+    );
+    python
+}
+
 /// The `sift` binary with the installed models and no stdin.
 pub fn sift_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sift"));

@@ -16,6 +16,7 @@ use super::inputs::{encode_for_embedding, vocabulary_size, ModelInput, ModelInpu
 use super::{
     blocking, check_items, embedder, l2_normalize, rerank_documents, reranker, too_long, OneOrMany,
 };
+use crate::batcher::{BatchModel, Batcher};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::AppState;
@@ -53,30 +54,25 @@ fn with_prompt(embedder: &Embedder, role: TextRole, inputs: Vec<ModelInput>) -> 
         .collect()
 }
 
-/// Runs `inputs` through the embedder's queue: pooled vectors, L2-normalized when asked.
-async fn embed_inputs(
+/// Tokenizes `inputs` (with `role`'s prompt) for the embedder and runs them through `queue`:
+/// the pooled-vector queue or the token-state one.
+async fn through_queue<M: BatchModel>(
     state: &AppState,
+    queue: &Batcher<M>,
     inputs: Vec<ModelInput>,
     role: TextRole,
     truncate: bool,
-    normalize: bool,
-) -> Result<Vec<Vec<f32>>, ApiError> {
-    let batcher = embedder(state)?;
-    check_items(state, inputs.len(), "inputs")?;
-    let model = batcher.model().clone();
+) -> Result<Vec<M::Output>, ApiError> {
+    let model = embedder(state)?.model().clone();
     let encoded = blocking(move || {
         let inputs = with_prompt(&model, role, inputs);
         encode_for_embedding(&model, &inputs, truncate)
     })
     .await?;
-    let mut vectors = batcher
+    queue
         .submit(encoded)
         .await
-        .map_err(|e| ApiError::from_batch("embedding", e))?;
-    if normalize {
-        vectors.iter_mut().for_each(|v| l2_normalize(v));
-    }
-    Ok(vectors)
+        .map_err(|e| ApiError::from_batch("embedding", e))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -125,7 +121,10 @@ pub(crate) async fn embed_request(
     let dimensions = output_dimensions(req.dimensions, dim)?;
     let role = role_of(req.prompt_name.as_deref())?;
     let truncate = req.truncate.unwrap_or(state.inner.limits.auto_truncate);
-    let mut vectors = embed_inputs(state, req.inputs.into_vec(), role, truncate, false).await?;
+    let inputs = req.inputs.into_vec();
+    check_items(state, inputs.len(), "inputs")?;
+    let queue = embedder(state)?;
+    let mut vectors = through_queue(state, queue, inputs, role, truncate).await?;
     for v in &mut vectors {
         if let Some(d) = dimensions {
             v.truncate(d);
@@ -180,8 +179,7 @@ pub async fn embed_all(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EmbedAllRequest>,
 ) -> Result<Json<Vec<Vec<Vec<f32>>>>, ApiError> {
-    let model = embedder(&state)?.model().clone();
-    let batcher = state
+    let queue = state
         .inner
         .token_states
         .as_ref()
@@ -190,16 +188,9 @@ pub async fn embed_all(
     let inputs = req.inputs.into_vec();
     check_items(&state, inputs.len(), "inputs")?;
     let truncate = req.truncate.unwrap_or(state.inner.limits.auto_truncate);
-    let encoded = blocking(move || {
-        let inputs = with_prompt(&model, role, inputs);
-        encode_for_embedding(&model, &inputs, truncate)
-    })
-    .await?;
-    let states = batcher
-        .submit(encoded)
-        .await
-        .map_err(|e| ApiError::from_batch("embedding", e))?;
-    Ok(Json(states))
+    Ok(Json(
+        through_queue(&state, queue, inputs, role, truncate).await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -238,21 +229,12 @@ pub(crate) async fn similarity_request(
     let truncate = params.truncate.unwrap_or(state.inner.limits.auto_truncate);
     let n = req.inputs.sentences.len();
     check_items(state, n, "sentences")?;
+    // The source sentence rides along: the item limit counts the sentences alone.
     let mut texts = Vec::with_capacity(n + 1);
     texts.push(ModelInput::Text(req.inputs.source_sentence));
     texts.extend(req.inputs.sentences.into_iter().map(ModelInput::Text));
-    // One more input than the client sent: the item limit applies to the sentences alone.
-    let batcher = embedder(state)?;
-    let model = batcher.model().clone();
-    let encoded = blocking(move || {
-        let texts = with_prompt(&model, role, texts);
-        encode_for_embedding(&model, &texts, truncate)
-    })
-    .await?;
-    let mut vectors = batcher
-        .submit(encoded)
-        .await
-        .map_err(|e| ApiError::from_batch("embedding", e))?;
+    let queue = embedder(state)?;
+    let mut vectors = through_queue(state, queue, texts, role, truncate).await?;
     vectors.iter_mut().for_each(|v| l2_normalize(v));
     let (source, others) = vectors
         .split_first()
