@@ -197,7 +197,7 @@ pub fn ensure_collection(
         corpus.display()
     );
     let name = match (&existing, model) {
-        (Some(m), _) => m.embedding.name.clone(),
+        (Some(m), _) => crate::model_path::collection_embedder(&m.embedding),
         (None, Some(m)) => m.to_owned(),
         (None, None) => "all-MiniLM-L6-v2".to_owned(),
     };

@@ -27,6 +27,23 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
     )
 }
 
+/// The embedding model a collection was built with, as a model argument: its name when that
+/// resolves ([`resolve`]), else the directory the collection recorded when it was made (a
+/// fine-tuned model kept outside the models directory). Opening the collection still checks
+/// the model's fingerprint, so a different model at either place is refused, not used.
+pub fn collection_embedder(info: &sift_index::EmbeddingModelInfo) -> String {
+    if resolve(&info.name).is_err() {
+        if let Some(path) = info
+            .path
+            .as_deref()
+            .filter(|p| std::path::Path::new(p).is_dir())
+        {
+            return path.to_owned();
+        }
+    }
+    info.name.clone()
+}
+
 /// Loads the embedding model named `model` on `engine`.
 pub fn load_embedder(
     model: &str,

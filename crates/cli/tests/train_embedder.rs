@@ -137,7 +137,21 @@ fn a_run_writes_a_model_that_embeds_and_indexes() {
     ])
     .output()
     .unwrap();
-    succeeds(&search);
+    let with_flag = succeeds(&search);
+    // The collection recorded where its model lives: the same search without --embed-model
+    // finds it (the model is not in $SIFT_MODELS_DIR).
+    let search = sift_cmd(&[
+        "search",
+        "--collection",
+        &col2,
+        "--mode",
+        "dense",
+        "--json",
+        "comet",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(succeeds(&search), with_flag);
     let eval_out = tmp.path().join("eval").display().to_string();
     let eval = sift_cmd(&[
         "eval",

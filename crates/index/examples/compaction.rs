@@ -60,6 +60,7 @@ fn main() {
             name: "synthetic".into(),
             fingerprint: "synthetic".into(),
             dim,
+            path: None,
         },
         chunking: ChunkingConfig {
             max_tokens: 256,

@@ -23,6 +23,7 @@ pub fn manifest(fingerprint: &str) -> Manifest {
             name: format!("conformance-{fingerprint}"),
             fingerprint: fingerprint.into(),
             dim: DIM,
+            path: None,
         },
         chunking: ChunkingConfig {
             max_tokens: 64,

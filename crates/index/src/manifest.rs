@@ -15,6 +15,12 @@ pub struct EmbeddingModelInfo {
     /// Changes whenever the model's weights or tokenizer change.
     pub fingerprint: String,
     pub dim: usize,
+    /// The model's directory when the collection was made (absolute), so that commands find a
+    /// model kept outside the models directory (a fine-tune) without being told again. A hint
+    /// only: the fingerprint still decides whether a model is the collection's. Absent in
+    /// collections made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// How documents are split into token windows before embedding.

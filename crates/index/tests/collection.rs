@@ -17,6 +17,7 @@ fn manifest(fingerprint: &str, dim: usize) -> Manifest {
             name: "test-model".into(),
             fingerprint: fingerprint.into(),
             dim,
+            path: None,
         },
         chunking: ChunkingConfig {
             max_tokens: 128,

@@ -28,6 +28,7 @@ fn manifest() -> Manifest {
             name: "faults".into(),
             fingerprint: "faults".into(),
             dim: DIM,
+            path: None,
         },
         chunking: ChunkingConfig {
             max_tokens: 64,

@@ -51,6 +51,9 @@ pub fn model_info(embedder: &Embedder) -> Result<EmbeddingModelInfo> {
         name: embedder.model_dir().name(),
         fingerprint: embedder.fingerprint()?.to_owned(),
         dim: embedder.dim(),
+        path: std::fs::canonicalize(&embedder.model_dir().path)
+            .ok()
+            .map(|p| p.display().to_string()),
     })
 }
 

@@ -241,9 +241,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let embedder = if modes.iter().any(|m| *m != SearchMode::Bm25) {
             // The model given (a path, for a model outside $SIFT_MODELS_DIR) before the name
             // the manifest records; the pipeline checks its fingerprint either way.
-            let name = model
-                .clone()
-                .unwrap_or_else(|| collection.manifest().embedding.name.clone());
+            let name = model.clone().unwrap_or_else(|| {
+                crate::model_path::collection_embedder(&collection.manifest().embedding)
+            });
             Some(load_embedder(&name, embed_engine)?)
         } else {
             None
@@ -351,9 +351,9 @@ fn fusion_sweep(
     let mut reports = Vec::new();
     for (location, model) in targets {
         let collection = store::open(location, Access::Search)?;
-        let name = model
-            .clone()
-            .unwrap_or_else(|| collection.manifest().embedding.name.clone());
+        let name = model.clone().unwrap_or_else(|| {
+            crate::model_path::collection_embedder(&collection.manifest().embedding)
+        });
         let embedder = load_embedder(&name, embed_engine)?;
         let pipeline = Pipeline::new(Some(embedder), None, collection)?;
         let bar = super::progress_bar(queries.queries.len(), "queries");

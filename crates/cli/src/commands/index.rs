@@ -115,7 +115,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
     let manifest = store::read_manifest(&args.collection)?;
     let model_name = match (&args.embed_model, &manifest) {
         (Some(m), _) => m.clone(),
-        (None, Some(m)) => m.embedding.name.clone(),
+        (None, Some(m)) => crate::model_path::collection_embedder(&m.embedding),
         (None, None) => "all-MiniLM-L6-v2".to_string(),
     };
     let model_dir = resolve(&model_name)?;

@@ -94,10 +94,9 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let embedder = if args.mode == SearchMode::Bm25 {
         None
     } else {
-        let name = args
-            .embed_model
-            .clone()
-            .unwrap_or_else(|| collection.manifest().embedding.name.clone());
+        let name = args.embed_model.clone().unwrap_or_else(|| {
+            crate::model_path::collection_embedder(&collection.manifest().embedding)
+        });
         Some(load_embedder(
             &name,
             args.engine.options(args.embed_precision.get()),

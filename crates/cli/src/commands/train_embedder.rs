@@ -209,10 +209,9 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
             engine,
         )?;
         let collection = store::open(&args.collection, Access::Search)?;
-        let name = args
-            .embed_model
-            .clone()
-            .unwrap_or_else(|| collection.manifest().embedding.name.clone());
+        let name = args.embed_model.clone().unwrap_or_else(|| {
+            crate::model_path::collection_embedder(&collection.manifest().embedding)
+        });
         let embedder = load_embedder(&name, engine)?;
         let pipeline = Pipeline::new(Some(embedder), None, collection)?;
         let bar = progress_bar(train_queries.len(), "queries");

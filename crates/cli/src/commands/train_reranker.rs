@@ -194,10 +194,9 @@ fn open_pipeline(args: &TrainRerankerArgs, corpus: &Path) -> Result<Pipeline> {
         engine,
     )?;
     let collection = store::open(&args.collection, Access::Search)?;
-    let name = args
-        .embed_model
-        .clone()
-        .unwrap_or_else(|| collection.manifest().embedding.name.clone());
+    let name = args.embed_model.clone().unwrap_or_else(|| {
+        crate::model_path::collection_embedder(&collection.manifest().embedding)
+    });
     let embedder = load_embedder(&name, engine)?;
     Ok(Pipeline::new(Some(embedder), None, collection)?)
 }

@@ -11,6 +11,7 @@ fn manifest() -> Manifest {
             name: "m".into(),
             fingerprint: "f".into(),
             dim: 2,
+            path: None,
         },
         chunking: ChunkingConfig {
             max_tokens: 8,
