@@ -641,17 +641,17 @@ fn eval_reports_metrics_runs_and_data_problems() {
             .unwrap();
     let rows = sweep[0]["rows"].as_array().unwrap();
     assert!(rows.len() > 40, "{} settings", rows.len());
-    let row = |fusion: serde_json::Value| -> f64 {
+    let row = |fusion: &str| -> f64 {
         rows.iter()
             .find(|r| r["fusion"] == fusion && r["depth"] == 100)
             .unwrap_or_else(|| panic!("no row for {fusion}"))["metrics"]["nDCG@10"]
             .as_f64()
             .unwrap()
     };
-    let plain = serde_json::json!({"method": "rrf", "k": 60.0, "dense_weight": 0.5});
-    assert!((row(plain) - rrf).abs() < 1e-9, "{rrf}");
-    let even = serde_json::json!({"method": "convex", "dense_weight": 0.5});
-    assert!((row(even) - convex).abs() < 1e-9, "{convex}");
+    // Rows name their fusion as --fusion spells it.
+    assert!((row("rrf:k=60,dense=0.5") - rrf).abs() < 1e-9, "{rrf}");
+    assert!((row("convex:dense=0.5") - convex).abs() < 1e-9, "{convex}");
+    assert!(rows.iter().any(|r| r["fusion"] == "convex:dense=0.4"));
     let ndcgs: Vec<f64> = rows
         .iter()
         .map(|r| r["metrics"]["nDCG@10"].as_f64().unwrap())

@@ -413,8 +413,10 @@ fn fusion_sweep(
             "queries": queries.queries.len(),
             "leg_depth": depth,
             "plain_rrf_ndcg_at_10": plain,
+            // The fusion as `--fusion` spells it: copyable, and its weights read as written
+            // (0.4), not as their f32 widened to f64 (0.4000000059604645).
             "rows": rows.iter().map(|r| serde_json::json!({
-                "fusion": r.fusion,
+                "fusion": r.fusion.to_string(),
                 "depth": r.depth,
                 "metrics": r.evaluation.mean,
             })).collect::<Vec<_>>(),
