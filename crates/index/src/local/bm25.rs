@@ -159,6 +159,20 @@ pub struct Bm25Index {
     analyzer: TextAnalyzer,
 }
 
+impl Drop for Bm25Index {
+    /// Waits for tantivy's merge and garbage-collection threads, which go on after a commit
+    /// returns: whoever opens the index next (after the collection's lock is released) must not
+    /// find files being written or deleted under it. A failure here can only leave files the
+    /// next open verifies by checksum and rebuilds from the log.
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            if let Err(e) = contained("closing", || Ok(writer.wait_merging_threads()?)) {
+                tracing::warn!("closing the BM25 index: {e}");
+            }
+        }
+    }
+}
+
 impl Bm25Index {
     /// Opens the index in `dir` (creating an empty one if there is none) analysed by
     /// `analyzer`. An index made with another analyzer (or an older version of this one) is

@@ -83,8 +83,6 @@ pub enum OpenMode {
 pub struct LocalCollection {
     dir: PathBuf,
     manifest: Manifest,
-    /// `None` only for a reader on a read-only file system without a `LOCK` file.
-    _lock: Option<File>,
     /// `None` when opened read-only.
     wal: Option<Wal>,
     seq: u64,
@@ -107,6 +105,11 @@ pub struct LocalCollection {
     /// Test hook: BM25 adds to let pass, then how many to fail.
     #[cfg(test)]
     bm25_failpoint: (usize, usize),
+    /// The collection's lock. Declared last because fields drop in order: every other part —
+    /// the log's file, the BM25 writer and its background threads — is closed before another
+    /// process or handle may take the lock and open the files. `None` only for a reader on a
+    /// read-only file system without a `LOCK` file.
+    _lock: Option<File>,
 }
 
 impl LocalCollection {
