@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -35,7 +36,12 @@ def browser(profile):
 
 
 def ids(driver, list_id):
-    return [li.get_attribute("data-id") for li in driver.find_elements(By.CSS_SELECTOR, f"#{list_id} > li")]
+    # One script call reads the whole list at once: the page replaces a list's items when a
+    # search answers, so element handles fetched one by one can go stale in between.
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), li => li.dataset.id);",
+        f"#{list_id} > li",
+    )
 
 
 def main():
@@ -43,7 +49,7 @@ def main():
     seen = {}
     with tempfile.TemporaryDirectory() as profile:
         driver = browser(profile)
-        wait = WebDriverWait(driver, 30)
+        wait = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException])
         try:
             driver.get(base + "/ui")
             status = driver.find_element(By.ID, "status")
