@@ -124,34 +124,16 @@ fn a_run_writes_a_model_that_embeds_and_indexes() {
         .output()
         .unwrap();
     succeeds(&index);
-    let search = sift_cmd(&[
-        "search",
-        "--collection",
-        &col2,
-        "--embed-model",
-        &o,
-        "--mode",
-        "dense",
-        "--json",
-        "comet",
-    ])
-    .output()
-    .unwrap();
-    let with_flag = succeeds(&search);
+    let search = |model: &[&str]| {
+        let mut args = vec!["search", "--collection", &col2];
+        args.extend(model);
+        args.extend(["--mode", "dense", "--json", "comet"]);
+        succeeds(&sift_cmd(&args).output().unwrap())
+    };
+    let with_flag = search(&["--embed-model", &o]);
     // The collection recorded where its model lives: the same search without --embed-model
     // finds it (the model is not in $SIFT_MODELS_DIR).
-    let search = sift_cmd(&[
-        "search",
-        "--collection",
-        &col2,
-        "--mode",
-        "dense",
-        "--json",
-        "comet",
-    ])
-    .output()
-    .unwrap();
-    assert_eq!(succeeds(&search), with_flag);
+    assert_eq!(search(&[]), with_flag);
     let eval_out = tmp.path().join("eval").display().to_string();
     let eval = sift_cmd(&[
         "eval",

@@ -28,6 +28,16 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The ids of one input's tokens in a `/tokenize` answer.
+fn token_ids(tokens: &Value) -> Vec<u64> {
+    tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect()
+}
+
 /// A server with the models asked for (at least one).
 async fn start_models(embedder: bool, reranker: bool, config: ServerConfig) -> String {
     let state =
@@ -154,12 +164,7 @@ async fn embed_all_similarity_tokenize_and_decode_agree_with_embed() {
     let long = "word ".repeat(600);
     let (_, long_tokens) = post(&base, "/tokenize", json!({"inputs": long})).await;
     assert_eq!(long_tokens[0].as_array().unwrap().len(), 602);
-    let ids: Vec<u64> = tokens[0]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_u64().unwrap())
-        .collect();
+    let ids = token_ids(&tokens[0]);
     let (s, decoded) = post(&base, "/decode", json!({"ids": ids})).await;
     assert_eq!(s, 200, "{decoded}");
     assert_eq!(decoded[0], "statins lower ldl cholesterol.");
@@ -182,12 +187,7 @@ async fn token_id_inputs_embed_like_the_text_they_came_from() {
     let base = start(false, Limits::default()).await;
     let text = "rerankers read query and document together";
     let (_, tokens) = post(&base, "/tokenize", json!({"inputs": text})).await;
-    let ids: Vec<u64> = tokens[0]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_u64().unwrap())
-        .collect();
+    let ids = token_ids(&tokens[0]);
     let (_, from_text) = post(&base, "/embed", json!({"inputs": text})).await;
     let from_text = floats(&from_text[0]);
     let (s, from_ids) = post(&base, "/embed", json!({"inputs": ids})).await;

@@ -469,18 +469,37 @@ pub async fn predict(
     Ok(Json(predict_request(&state, req).await?))
 }
 
-/// The tokenizer of the embedding model, else of the rerank model.
-fn any_tokenizer(state: &AppState) -> Result<(sift_models::TextTokenizer, usize), ApiError> {
-    match (&state.inner.embedder, &state.inner.reranker) {
-        (Some(e), _) => {
-            let m = e.model();
-            Ok((m.tokenizer().clone(), m.model_dir().config.vocab_size))
+/// The model whose tokenizer `/tokenize` and `/decode` use: the embedding model, else the
+/// rerank model. Holds the model (an `Arc`), not a copy of its tokenizer: copying a tokenizer
+/// copies its whole vocabulary, per request.
+enum TokenizerSource {
+    Embedder(Arc<Embedder>),
+    Reranker(Arc<dyn sift_models::Reranker>),
+}
+
+impl TokenizerSource {
+    fn of(state: &AppState) -> Result<Self, ApiError> {
+        match (&state.inner.embedder, &state.inner.reranker) {
+            (Some(e), _) => Ok(Self::Embedder(e.model().clone())),
+            (None, Some(r)) => Ok(Self::Reranker(r.model().0.clone())),
+            (None, None) => Err(ApiError::unavailable("embedding model")),
         }
-        (None, Some(r)) => {
-            let m = &r.model().0;
-            Ok((m.tokenizer().clone(), m.model_dir().config.vocab_size))
+    }
+
+    fn tokenizer(&self) -> &sift_models::TextTokenizer {
+        match self {
+            Self::Embedder(e) => e.tokenizer(),
+            Self::Reranker(r) => r.tokenizer(),
         }
-        (None, None) => Err(ApiError::unavailable("embedding model")),
+    }
+
+    /// Ids the model can look up ([`vocabulary_size`]).
+    fn vocabulary(&self) -> usize {
+        let dir = match self {
+            Self::Embedder(e) => e.model_dir(),
+            Self::Reranker(r) => r.model_dir(),
+        };
+        vocabulary_size(self.tokenizer(), dir.config.vocab_size)
     }
 }
 
@@ -520,7 +539,7 @@ pub async fn tokenize(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Json<Vec<Vec<SimpleToken>>>, ApiError> {
-    let (tokenizer, _) = any_tokenizer(&state)?;
+    let source = TokenizerSource::of(&state)?;
     let texts = req.inputs.into_vec();
     check_items(&state, texts.len(), "inputs")?;
     let add_special = req.add_special_tokens;
@@ -528,7 +547,8 @@ pub async fn tokenize(
         texts
             .iter()
             .map(|t| {
-                let enc = tokenizer
+                let enc = source
+                    .tokenizer()
                     .untruncated()
                     .encode(t.as_str(), add_special)
                     .map_err(|e| ApiError::invalid(format!("tokenizer: {e}")))?;
@@ -588,7 +608,7 @@ pub async fn decode(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<DecodeRequest>,
 ) -> Result<Json<Vec<String>>, ApiError> {
-    let (tokenizer, config_vocab) = any_tokenizer(&state)?;
+    let source = TokenizerSource::of(&state)?;
     let lists = match req.ids {
         DecodeIds::One(ids) => vec![ids],
         DecodeIds::Many(lists) => lists,
@@ -596,14 +616,15 @@ pub async fn decode(
     check_items(&state, lists.len(), "ids")?;
     let skip = req.skip_special_tokens;
     let out = blocking(move || {
-        let vocabulary = vocabulary_size(&tokenizer, config_vocab);
+        let vocabulary = source.vocabulary();
         lists
             .iter()
             .enumerate()
             .map(|(i, ids)| {
                 // Checked like an input to embed, without a length limit.
                 let ids = super::inputs::encode_ids(i, ids, vocabulary, usize::MAX, false)?.ids;
-                tokenizer
+                source
+                    .tokenizer()
                     .untruncated()
                     .decode(&ids, skip)
                     .map_err(|e| ApiError::invalid(format!("tokenizer: {e}")))
