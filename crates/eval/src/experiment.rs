@@ -182,6 +182,7 @@ pub fn run_grid(
                 rerank: reranker.is_some(),
                 first_stage_weight: None,
                 fusion: options.fusion,
+                query_vector: None,
             };
             let started = Instant::now();
             let mut runs = vec![Run::default(); weights.len()];

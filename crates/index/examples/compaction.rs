@@ -62,10 +62,10 @@ fn main() {
             dim,
             path: None,
         },
-        chunking: ChunkingConfig {
+        chunking: Some(ChunkingConfig {
             max_tokens: 256,
             overlap_tokens: 32,
-        },
+        }),
         analyzer: sift_index::Analyzer::English,
     };
     let ann = AnnParams {

@@ -36,15 +36,31 @@ pub fn validate_batch(operations: &[Operation], dim: usize) -> Result<()> {
                         c.vector.len()
                     )));
                 }
-                if c.vector.iter().any(|x| !x.is_finite()) {
+                if let Some(problem) = vector_problem(&c.vector) {
                     return Err(IndexError::InvalidInput(format!(
-                        "document {id:?}: vector has NaN or infinite values"
+                        "document {id:?}: vector {problem}"
                     )));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// What makes `vector` unusable for cosine similarity, if anything: a NaN or infinite value
+/// (it would poison every comparison), or no length to normalize by (an all-zero vector has no
+/// direction; sift stores vectors divided by their L2 norm). Shared by every place vectors come
+/// in (documents, queries, backends) so they refuse the same vectors with the same words.
+pub fn vector_problem(vector: &[f32]) -> Option<String> {
+    if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+        return Some(format!("has a NaN or infinite value at index {i}"));
+    }
+    let norm: f64 = vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    // Below f32's smallest normal squared, dividing by the norm overflows.
+    if norm.sqrt() < f64::from(f32::MIN_POSITIVE) {
+        return Some("is all zeros (it has no direction to compare)".into());
+    }
+    None
 }
 
 /// The message for an id over [`MAX_ID_BYTES`] (its start, so the user can find it).

@@ -25,10 +25,10 @@ pub fn manifest(fingerprint: &str) -> Manifest {
             dim: DIM,
             path: None,
         },
-        chunking: ChunkingConfig {
+        chunking: Some(ChunkingConfig {
             max_tokens: 64,
             overlap_tokens: 8,
-        },
+        }),
         analyzer: Analyzer::English,
     }
 }

@@ -23,6 +23,29 @@ pub struct EmbeddingModelInfo {
     pub path: Option<String>,
 }
 
+/// The fingerprint prefix of a collection whose vectors the user brought (made outside sift):
+/// `external:NAME`, where NAME is what the user called the model (`external` by default).
+const EXTERNAL_PREFIX: &str = "external:";
+
+impl EmbeddingModelInfo {
+    /// Vectors of dimension `dim` made outside sift by the model the user calls `name`. sift
+    /// cannot embed text for such a collection: queries bring their own vector (or a model the
+    /// user names for them), and documents without a vector are refused.
+    pub fn external(name: &str, dim: usize) -> Self {
+        EmbeddingModelInfo {
+            name: name.to_owned(),
+            fingerprint: format!("{EXTERNAL_PREFIX}{name}"),
+            dim,
+            path: None,
+        }
+    }
+
+    /// Whether the vectors were brought by the user ([`EmbeddingModelInfo::external`]).
+    pub fn is_external(&self) -> bool {
+        self.fingerprint.starts_with(EXTERNAL_PREFIX)
+    }
+}
+
 /// How documents are split into token windows before embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkingConfig {
@@ -37,7 +60,9 @@ pub struct ChunkingConfig {
 pub struct Manifest {
     pub format: u32,
     pub embedding: EmbeddingModelInfo,
-    pub chunking: ChunkingConfig,
+    /// How sift cut documents into windows; `None` in a collection of brought vectors, whose
+    /// documents are one chunk each (the text the user's vector was made from).
+    pub chunking: Option<ChunkingConfig>,
     /// How the keyword index cuts text into terms. Manifests written before analyzers were
     /// recorded have none: their collections were English-stemmed, so they read as English
     /// (their BM25 part is rebuilt with the current English analyzer when first opened).

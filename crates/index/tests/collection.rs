@@ -19,10 +19,10 @@ fn manifest(fingerprint: &str, dim: usize) -> Manifest {
             dim,
             path: None,
         },
-        chunking: ChunkingConfig {
+        chunking: Some(ChunkingConfig {
             max_tokens: 128,
             overlap_tokens: 16,
-        },
+        }),
         analyzer: sift_index::Analyzer::English,
     }
 }

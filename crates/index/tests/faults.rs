@@ -31,10 +31,10 @@ fn manifest() -> Manifest {
             dim: DIM,
             path: None,
         },
-        chunking: ChunkingConfig {
+        chunking: Some(ChunkingConfig {
             max_tokens: 64,
             overlap_tokens: 8,
-        },
+        }),
         analyzer: sift_index::Analyzer::English,
     }
 }

@@ -5,35 +5,77 @@
 use std::sync::Arc;
 
 use sift_index::store::{self, Access, Location};
-use sift_index::{Analyzer, ChunkingConfig, CollectionBackend, Document};
+use sift_index::{Analyzer, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo};
 use sift_models::Embedder;
 
 use crate::error::{PipelineError, Result};
-use crate::ingest::{manifest_for, IngestReport};
+use crate::ingest::{manifest_external, manifest_for, IngestReport, NewDocument};
 use crate::search::Pipeline;
 
-/// Opens the collection at `location` for writing, or creates it for `embedder` with
-/// `chunking` (default: from the model's max length) and `analyzer` (default: the one
-/// [`Analyzer::detect`] picks for `sample`, the documents about to be indexed). An existing
-/// collection keeps its chunking: asking for another is an error, since its chunks were cut
-/// that way. Asking an existing collection for another analyzer re-cuts its keyword index
-/// (seconds: no embedding is redone).
+/// How `sift index` builds a collection: what a new one is created with, and what an existing
+/// one is asked to change.
+#[derive(Debug, Clone, Default)]
+pub struct IndexOptions {
+    /// Token windows of a new model collection (default: from the model's max length). An
+    /// existing collection keeps its own: asking for another is an error.
+    pub chunking: Option<ChunkingConfig>,
+    /// The keyword analyzer (default: detected from the documents for a new collection, kept
+    /// for an existing one). Another one for an existing collection re-cuts its keyword index.
+    pub analyzer: Option<Analyzer>,
+    /// What a new collection of brought vectors calls the model that made them (recorded in
+    /// its manifest; default `external`). Used when no embedding model is given.
+    pub vector_model: Option<String>,
+}
+
+/// Opens the collection at `location` for writing, or creates it: for `embedder` when one is
+/// given, else for the vectors the documents bring (their dimension, from the first one). An
+/// existing collection keeps its chunking; asking it for another analyzer re-cuts its keyword
+/// index (seconds: no embedding is redone).
 pub fn open_for_indexing(
     location: &Location,
-    embedder: &Embedder,
-    chunking: Option<ChunkingConfig>,
-    analyzer: Option<Analyzer>,
-    sample: &[Document],
+    embedder: Option<&Embedder>,
+    options: &IndexOptions,
+    sample: &[NewDocument],
 ) -> Result<Box<dyn CollectionBackend>> {
     if !store::exists(location)? {
-        let analyzer = analyzer.unwrap_or_else(|| detect_analyzer(sample));
-        return Ok(store::open_or_create(
-            location,
-            manifest_for(embedder, chunking, analyzer)?,
-        )?);
+        let analyzer = options
+            .analyzer
+            .unwrap_or_else(|| detect_analyzer(sample.iter().map(|d| &d.document)));
+        let manifest = match embedder {
+            Some(embedder) => manifest_for(embedder, options.chunking, analyzer)?,
+            None => {
+                let dim = sample
+                    .iter()
+                    .find_map(|d| d.vector.as_ref().map(Vec::len))
+                    .ok_or_else(|| {
+                        PipelineError::InvalidInput(
+                            "a new collection needs an embedding model or documents that bring \
+                             their vectors"
+                                .into(),
+                        )
+                    })?;
+                manifest_external(
+                    options.vector_model.as_deref().unwrap_or("external"),
+                    dim,
+                    analyzer,
+                )?
+            }
+        };
+        // Refuse bad vectors before the collection exists, so bad input leaves nothing behind.
+        crate::ingest::validate_vectors(sample, &manifest)?;
+        return Ok(store::open_or_create(location, manifest)?);
     }
     let mut backend = store::open(location, Access::Write)?;
-    if let Some(analyzer) = analyzer {
+    if let Some(name) = &options.vector_model {
+        let embedding = &backend.manifest().embedding;
+        let named = EmbeddingModelInfo::external(name.trim(), embedding.dim);
+        if !backend.manifest().same_model(&named) {
+            // Vectors of two models must not share a collection: their similarities do not
+            // compare.
+            return Err(backend.manifest().mismatch(&named).into());
+        }
+    }
+    if let Some(analyzer) = options.analyzer {
         if backend.manifest().analyzer != analyzer {
             tracing::info!(
                 "{location}: keyword analyzer {} -> {analyzer}; rebuilding the BM25 index",
@@ -42,35 +84,43 @@ pub fn open_for_indexing(
             backend.set_analyzer(analyzer)?;
         }
     }
-    let existing = backend.manifest().chunking;
-    if let Some(asked) = chunking {
-        if asked.max_tokens != existing.max_tokens {
-            return Err(PipelineError::InvalidInput(format!(
-                "{location} was created with {}-token chunks; chunking is fixed when a collection is created (index into a new collection to change it)",
-                existing.max_tokens
-            )));
+    if let Some(asked) = options.chunking {
+        let existing = backend.manifest().chunking;
+        if existing.is_none_or(|e| e.max_tokens != asked.max_tokens) {
+            return Err(PipelineError::InvalidInput(match existing {
+                Some(e) => format!(
+                    "{location} was created with {}-token chunks; chunking is fixed when a \
+                     collection is created (index into a new collection to change it)",
+                    e.max_tokens
+                ),
+                None => format!(
+                    "{location} holds brought vectors (one chunk per document): sift does not \
+                     cut its documents, so chunk sizes do not apply"
+                ),
+            }));
         }
     }
     Ok(backend)
 }
 
 /// The analyzer for a new collection whose first documents are `docs` (titles and texts).
-pub fn detect_analyzer(docs: &[Document]) -> Analyzer {
+pub fn detect_analyzer<'a>(docs: impl IntoIterator<Item = &'a Document>) -> Analyzer {
     Analyzer::detect(
-        docs.iter()
+        docs.into_iter()
             .flat_map(|d| d.title.as_deref().into_iter().chain([d.text.as_str()])),
     )
 }
 
-/// Upserts `docs` into the collection at `location` (created when missing, with `analyzer` or
-/// the detected one) in batches of `batch_docs`, then compacts it. Calls `on_commit(done, total)` after each durable batch.
-/// Returns the pipeline over the collection (no reranker) and what was done.
+/// Upserts `docs` into the collection at `location` (created when missing, see
+/// [`open_for_indexing`]) in batches of `batch_docs`, then compacts it. `embedder` embeds the
+/// documents that bring no vector (and is not needed when all do). Calls `on_commit(done,
+/// total)` after each durable batch. Returns the pipeline over the collection (no reranker) and
+/// what was done.
 pub fn index_documents(
     location: &Location,
-    embedder: Arc<Embedder>,
-    chunking: Option<ChunkingConfig>,
-    analyzer: Option<Analyzer>,
-    docs: Vec<Document>,
+    embedder: Option<Arc<Embedder>>,
+    options: &IndexOptions,
+    docs: Vec<NewDocument>,
     batch_docs: usize,
     on_commit: &mut dyn FnMut(usize, usize),
 ) -> Result<(Pipeline, IngestReport)> {
@@ -79,9 +129,12 @@ pub fn index_documents(
             "the batch size must be at least 1".into(),
         ));
     }
-    let backend = open_for_indexing(location, &embedder, chunking, analyzer, &docs)?;
+    let backend = open_for_indexing(location, embedder.as_deref(), options, &docs)?;
+    // A collection of brought vectors is never embedded into; a model named for it would only
+    // embed queries, which indexing does not do.
+    let embedder = embedder.filter(|_| !backend.manifest().embedding.is_external());
     // Pipeline::new refuses a model other than the collection's.
-    let mut pipeline = Pipeline::new(Some(embedder), None, backend)?;
+    let mut pipeline = Pipeline::new(embedder, None, backend)?;
     let report = pipeline.ingest(docs, batch_docs, on_commit)?;
     pipeline.backend_mut().compact()?;
     Ok((pipeline, report))

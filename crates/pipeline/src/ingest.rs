@@ -40,7 +40,23 @@ pub fn manifest_for(
     Ok(Manifest {
         format: FORMAT_VERSION,
         embedding: model_info(embedder)?,
-        chunking,
+        chunking: Some(chunking),
+        analyzer,
+    })
+}
+
+/// The manifest a new collection of brought vectors gets: `dim`-dimensional vectors made outside
+/// sift by the model the user calls `name`.
+pub fn manifest_external(name: &str, dim: usize, analyzer: Analyzer) -> Result<Manifest> {
+    if dim == 0 || name.trim().is_empty() {
+        return Err(PipelineError::InvalidInput(
+            "brought vectors need a dimension of at least 1 and a model name".into(),
+        ));
+    }
+    Ok(Manifest {
+        format: FORMAT_VERSION,
+        embedding: EmbeddingModelInfo::external(name.trim(), dim),
+        chunking: None,
         analyzer,
     })
 }
@@ -137,32 +153,108 @@ pub fn validate_documents(docs: &[Document]) -> Result<()> {
     Ok(())
 }
 
-/// Embeds and commits `docs` in batches of `batch_docs` documents (the commit unit). Calls
-/// `on_commit(done, total)` after each durable batch. Documents already stored unchanged are
-/// skipped, so re-running an ingest is idempotent and cheap.
+/// A document to store, with the vector the user brought for it or none.
+///
+/// A brought vector stands for the whole document: it becomes one chunk whose text is the
+/// document's text (sift cannot cut a vector into windows). Without one, sift cuts the text into
+/// the collection's token windows and embeds each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDocument {
+    pub document: Document,
+    pub vector: Option<Vec<f32>>,
+}
+
+impl From<Document> for NewDocument {
+    fn from(document: Document) -> Self {
+        NewDocument {
+            document,
+            vector: None,
+        }
+    }
+}
+
+/// Refuses brought vectors that do not fit the collection of `manifest`: another dimension, a
+/// NaN or infinite value, all zeros; and documents without a vector in a collection that has no
+/// model to embed them. Checked before anything is embedded or written.
+pub fn validate_vectors(docs: &[NewDocument], manifest: &Manifest) -> Result<()> {
+    let dim = manifest.embedding.dim;
+    for d in docs {
+        let id = &d.document.id;
+        match &d.vector {
+            Some(v) if v.len() != dim => {
+                return Err(PipelineError::InvalidInput(format!(
+                    "document {id:?}: vector has {} dimensions; the collection's have {dim}",
+                    v.len()
+                )))
+            }
+            Some(v) => {
+                if let Some(problem) = sift_index::batch::vector_problem(v) {
+                    return Err(PipelineError::InvalidInput(format!(
+                        "document {id:?}: vector {problem}"
+                    )));
+                }
+            }
+            None if manifest.embedding.is_external() => {
+                return Err(PipelineError::InvalidInput(format!(
+                    "document {id:?} has no vector; this collection holds vectors made outside \
+                     sift ({}, {dim} dimensions), so every document must bring one",
+                    manifest.embedding.name
+                )))
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Embeds (where no vector was brought) and commits `docs` in batches of `batch_docs` documents
+/// (the commit unit). Calls `on_commit(done, total)` after each durable batch. Documents already
+/// stored unchanged are skipped, so re-running an ingest is idempotent and cheap; a document
+/// with a brought vector is always written (its vector may have changed while its text did not).
+/// `embedder` may be `None` only when every document brings its vector.
 ///
 /// With `commit_deadline`, a batch whose embedding ends after it is not committed:
 /// [`PipelineError::DeadlineExceeded`] then says how many earlier batches were. A commit that
 /// began is never abandoned, so the caller always learns the outcome.
 pub fn ingest(
-    embedder: &Embedder,
+    embedder: Option<&Embedder>,
     backend: &mut dyn CollectionBackend,
-    docs: Vec<Document>,
+    docs: Vec<NewDocument>,
     batch_docs: usize,
     commit_deadline: Option<std::time::Instant>,
     on_commit: &mut dyn FnMut(usize, usize),
 ) -> Result<IngestReport> {
-    check_model(embedder, backend.manifest())?;
-    let chunking = backend.manifest().chunking;
-    validate_documents(&docs)?;
+    let manifest = backend.manifest().clone();
+    let needs_model = docs.iter().any(|d| d.vector.is_none());
+    validate_vectors(&docs, &manifest)?;
+    let embedder = match embedder {
+        Some(e) if needs_model => {
+            check_model(e, &manifest)?;
+            Some(e)
+        }
+        None if needs_model => {
+            return Err(PipelineError::InvalidInput(
+                "documents without a vector need an embedding model".into(),
+            ))
+        }
+        _ => None,
+    };
+    let chunking = manifest.chunking;
+    let plain: Vec<Document> = docs.iter().map(|d| d.document.clone()).collect();
+    validate_documents(&plain)?;
+    drop(plain);
     let mut report = IngestReport::default();
     let total = docs.len();
     let mut done = 0;
-    let unchanged = backend.unchanged(&docs)?;
-    let fresh: Vec<Document> = docs
+    let texts_only: Vec<Document> = docs
+        .iter()
+        .filter(|d| d.vector.is_none())
+        .map(|d| d.document.clone())
+        .collect();
+    let mut unchanged = backend.unchanged(&texts_only)?.into_iter();
+    let fresh: Vec<NewDocument> = docs
         .into_iter()
-        .zip(unchanged)
-        .filter_map(|(d, same)| (!same).then_some(d))
+        .filter(|d| d.vector.is_some() || !unchanged.next().unwrap_or(false))
         .collect();
     report.unchanged = total - fresh.len();
     done += report.unchanged;
@@ -170,26 +262,22 @@ pub fn ingest(
         on_commit(done, total);
     }
     for batch in fresh.chunks(batch_docs.max(1)) {
-        let mut texts = Vec::new();
-        let mut owners = Vec::new();
-        let mut chunk_texts = Vec::new();
-        for (i, d) in batch.iter().enumerate() {
-            for chunk in chunk_document(embedder, d, chunking)? {
-                texts.push(embedding_text(d.title.as_deref(), &chunk));
-                owners.push(i);
-                chunk_texts.push(chunk);
-            }
-        }
-        let vectors = embedder.embed(&texts, TextRole::Passage)?;
         let mut docs: Vec<IndexedDocument> = batch
             .iter()
             .map(|d| IndexedDocument {
-                document: d.clone(),
-                chunks: Vec::new(),
+                document: d.document.clone(),
+                chunks: d
+                    .vector
+                    .iter()
+                    .map(|v| Chunk {
+                        text: d.document.text.clone(),
+                        vector: v.clone(),
+                    })
+                    .collect(),
             })
             .collect();
-        for ((owner, text), vector) in owners.into_iter().zip(chunk_texts).zip(vectors) {
-            docs[owner].chunks.push(Chunk { text, vector });
+        if let Some(embedder) = embedder {
+            embed_chunks(embedder, batch, chunking, &mut docs)?;
         }
         let ids: Vec<&str> = docs.iter().map(|d| d.document.id.as_str()).collect();
         for (d, stored) in docs.iter().zip(backend.documents(&ids)?) {
@@ -211,4 +299,39 @@ pub fn ingest(
         on_commit(done, total);
     }
     Ok(report)
+}
+
+/// Cuts the documents of `batch` that brought no vector into windows and embeds them all in
+/// one call (one padded batch per model forward), filling `out`'s chunks in the same order.
+fn embed_chunks(
+    embedder: &Embedder,
+    batch: &[NewDocument],
+    chunking: Option<ChunkingConfig>,
+    out: &mut [IndexedDocument],
+) -> Result<()> {
+    let chunking = chunking.ok_or_else(|| {
+        PipelineError::Internal("a model's collection has no chunking recorded".into())
+    })?;
+    let mut texts = Vec::new();
+    let mut owners = Vec::new();
+    let mut chunk_texts = Vec::new();
+    for (i, d) in batch.iter().enumerate() {
+        if d.vector.is_some() {
+            continue;
+        }
+        let d = &d.document;
+        for chunk in chunk_document(embedder, d, chunking)? {
+            texts.push(embedding_text(d.title.as_deref(), &chunk));
+            owners.push(i);
+            chunk_texts.push(chunk);
+        }
+    }
+    if texts.is_empty() {
+        return Ok(());
+    }
+    let vectors = embedder.embed(&texts, TextRole::Passage)?;
+    for ((owner, text), vector) in owners.into_iter().zip(chunk_texts).zip(vectors) {
+        out[owner].chunks.push(Chunk { text, vector });
+    }
+    Ok(())
 }

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use sift_index::{ChunkHit, CollectionBackend, Document};
+use sift_index::{ChunkHit, CollectionBackend};
 use sift_models::rerank::{score_documents, PreparedPairs};
 use sift_models::{Embedder, LongDocumentPolicy, RerankScore, Reranker, TextRole};
 
 use crate::error::{PipelineError, Result};
 use crate::fusion::{blend_with_first_stage, fuse, Fusion, Leg};
-use crate::ingest::{check_model, embedding_text, ingest, IngestReport};
+use crate::ingest::{check_model, embedding_text, ingest, IngestReport, NewDocument};
 
 /// Which recall legs run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -60,6 +60,10 @@ pub struct SearchOptions {
     pub first_stage_weight: Option<f32>,
     /// How hybrid search fuses its legs.
     pub fusion: Fusion,
+    /// The query's own vector (brought by the caller, like a collection's brought vectors):
+    /// dense recall uses it instead of embedding the query text. With it, the text may be empty
+    /// in dense mode (nothing is then reranked: a reranker reads text).
+    pub query_vector: Option<Vec<f32>>,
 }
 
 /// Most documents one recall leg may return. Why a bound: each leg fetches several chunks per
@@ -108,6 +112,7 @@ impl Default for SearchOptions {
             rerank: true,
             first_stage_weight: None,
             fusion: Fusion::default(),
+            query_vector: None,
         }
     }
 }
@@ -324,7 +329,14 @@ impl Pipeline {
         backend: Box<dyn CollectionBackend>,
     ) -> Result<Self> {
         if let Some(e) = &embedder {
-            check_model(e, backend.manifest())?;
+            let manifest = backend.manifest();
+            if !manifest.embedding.is_external() {
+                check_model(e, manifest)?;
+            } else if e.dim() != manifest.embedding.dim {
+                // A model named for a collection of brought vectors embeds its queries: the
+                // caller vouches that it made those vectors; only the dimension can be checked.
+                return Err(manifest.mismatch(&crate::ingest::model_info(e)?).into());
+            }
         }
         Ok(Pipeline {
             embedder,
@@ -388,24 +400,48 @@ impl Pipeline {
         self.reranker.is_some()
     }
 
-    fn embedder(&self) -> Result<&Embedder> {
+    fn query_embedder(&self) -> Result<&Embedder> {
         self.embedder.as_deref().ok_or_else(|| {
-            PipelineError::InvalidInput("this search needs the collection's embedding model".into())
+            let embedding = &self.backend.manifest().embedding;
+            PipelineError::InvalidInput(if embedding.is_external() {
+                format!(
+                    "this collection holds vectors made outside sift ({}, {} dimensions): a dense \
+                     or hybrid search needs a query vector (or a model named to embed queries)",
+                    embedding.name, embedding.dim
+                )
+            } else {
+                "this search needs the collection's embedding model".into()
+            })
         })
     }
 
-    /// Embeds and stores documents; see [`ingest`].
+    /// Refuses a query vector that cannot be compared with the collection's.
+    fn check_query_vector(&self, v: &[f32]) -> Result<()> {
+        let dim = self.backend.manifest().embedding.dim;
+        if v.len() != dim {
+            return Err(PipelineError::InvalidInput(format!(
+                "the query vector has {} dimensions; the collection's have {dim}",
+                v.len()
+            )));
+        }
+        match sift_index::batch::vector_problem(v) {
+            Some(problem) => Err(PipelineError::InvalidInput(format!(
+                "the query vector {problem}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Embeds (unless they bring vectors) and stores documents; see [`ingest`].
     pub fn ingest(
         &mut self,
-        docs: Vec<Document>,
+        docs: Vec<NewDocument>,
         batch_docs: usize,
         on_commit: &mut dyn FnMut(usize, usize),
     ) -> Result<IngestReport> {
-        let embedder = self.embedder.clone().ok_or_else(|| {
-            PipelineError::InvalidInput("indexing needs an embedding model".into())
-        })?;
+        let embedder = self.ingest_embedder();
         let report = ingest(
-            &embedder,
+            embedder.as_deref(),
             self.backend.as_mut(),
             docs,
             batch_docs,
@@ -423,15 +459,13 @@ impl Pipeline {
     /// which).
     pub fn ingest_one_batch(
         &mut self,
-        docs: Vec<Document>,
+        docs: Vec<NewDocument>,
         deadline: Option<std::time::Instant>,
     ) -> Result<IngestReport> {
-        let embedder = self.embedder.clone().ok_or_else(|| {
-            PipelineError::InvalidInput("indexing needs an embedding model".into())
-        })?;
         let batch = docs.len().max(1);
+        let embedder = self.ingest_embedder();
         let report = ingest(
-            &embedder,
+            embedder.as_deref(),
             self.backend.as_mut(),
             docs,
             batch,
@@ -442,6 +476,14 @@ impl Pipeline {
             self.compact_if_due();
         }
         Ok(report)
+    }
+
+    /// The model that embeds documents: none for a collection of brought vectors, whatever model
+    /// was named for its queries.
+    fn ingest_embedder(&self) -> Option<Arc<Embedder>> {
+        self.embedder
+            .clone()
+            .filter(|_| !self.backend.manifest().embedding.is_external())
     }
 
     /// Deletes documents by id in one batch; returns the ids that existed (each once).
@@ -500,20 +542,30 @@ impl Pipeline {
         for_rerank: bool,
     ) -> Result<Candidates> {
         let started = Instant::now();
-        if sift_models::is_blank(query) {
-            return Err(PipelineError::InvalidInput("the query is empty".into()));
+        let blank = sift_models::is_blank(query);
+        if blank && (options.query_vector.is_none() || options.mode != SearchMode::Dense) {
+            return Err(PipelineError::InvalidInput(
+                "the query is empty (only a dense search with a query vector needs no text)".into(),
+            ));
         }
         options.validate()?;
+        let for_rerank = for_rerank && !blank;
         let mut timings = Timings::default();
         let fetch = options.depth.saturating_mul(CHUNK_OVERFETCH);
 
         let (dense_order, dense) = if options.mode != SearchMode::Bm25 {
             let t = Instant::now();
-            let vector = self
-                .embedder()?
-                .embed(&[query], TextRole::Query)?
-                .pop()
-                .ok_or_else(|| PipelineError::Internal("no query embedding".into()))?;
+            let vector = match &options.query_vector {
+                Some(v) => {
+                    self.check_query_vector(v)?;
+                    v.clone()
+                }
+                None => self
+                    .query_embedder()?
+                    .embed(&[query], TextRole::Query)?
+                    .pop()
+                    .ok_or_else(|| PipelineError::Internal("no query embedding".into()))?,
+            };
             timings.query_embedding_ms = ms(t);
             let t = Instant::now();
             let hits = self.backend.dense_search(&vector, fetch)?;

@@ -135,8 +135,14 @@ impl Collections {
         // The server's embedder serves the collection only if it is the model the collection
         // was built with; Pipeline::new refuses a mismatch (409). No reranker: the routes rerank
         // through the batching queue.
-        let pipeline =
-            Pipeline::new(self.embedder.clone(), None, collection)?.with_background_compaction();
+        // A collection of brought vectors gets no model: the server's might have the same
+        // dimension yet not be the one that made the vectors, and its query vectors would then
+        // compare silently wrong; its searches bring a query vector instead.
+        let embedder = self
+            .embedder
+            .clone()
+            .filter(|_| !collection.manifest().embedding.is_external());
+        let pipeline = Pipeline::new(embedder, None, collection)?.with_background_compaction();
         let shared = Arc::new(RwLock::new(pipeline));
         let uses = open.uses;
         open.handles.insert(name.to_owned(), (shared.clone(), uses));

@@ -134,6 +134,7 @@ pub fn first_stage(
         rerank: false,
         first_stage_weight: None,
         fusion: Default::default(),
+        query_vector: None,
     };
     let mut out = BTreeMap::new();
     for q in queries {

@@ -10,8 +10,9 @@ use clap::Args;
 use sift_index::store::{self, Location};
 use sift_index::{Analyzer, ChunkingConfig};
 use sift_models::{Embedder, EmbedderOptions};
+use sift_pipeline::build::IndexOptions;
 
-use crate::documents::read_documents;
+use crate::documents::{attach_npy_vectors, read_documents};
 use crate::inference::{EmbedPrecisionFlag, EngineFlags};
 use crate::model_path::resolve;
 
@@ -22,13 +23,22 @@ use crate::model_path::resolve;
 /// Documents are upserted by id; unchanged documents are skipped, so re-running is cheap.
 /// Long documents are split into overlapping token windows.
 ///
+/// Bring your own embeddings: a JSONL line may carry its document's vector ("vector" or
+/// "embedding": an array of numbers), or --vectors gives a .npy matrix with one row per
+/// document. A brought vector stands for the whole document (one chunk). Without an embedding
+/// model, the new collection records "external model, dimension d": every document must then
+/// bring a vector, and searches bring a query vector (`sift search --query-vector`). Vectors
+/// are checked before anything is written: one dimension for all, finite numbers, not all zero
+/// (they are stored L2-normalized; similarity is cosine).
+///
 /// Input is validated first: by default any malformed line or duplicate id stops the command
 /// before anything is written (--skip-invalid indexes the rest). Writes are committed in batches
 /// of --batch-size documents; a committed batch survives a crash or kill at any moment.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
 sift index --collection scifact ../shared/data/scifact/corpus.jsonl\n  \
-sift index --collection notes ~/notes --embed-model all-mpnet-base-v2 --chunk-tokens 200")]
+sift index --collection notes ~/notes --embed-model all-mpnet-base-v2 --chunk-tokens 200\n  \
+sift index --collection mine docs.jsonl --vectors docs.npy --vector-model text-embedding-3-small")]
 pub struct IndexArgs {
     /// Files or directories to index.
     #[arg(required = true)]
@@ -65,6 +75,16 @@ pub struct IndexArgs {
     #[arg(long)]
     pub skip_invalid: bool,
 
+    /// A .npy matrix (float16/32/64, one row per document, in the order the documents are read)
+    /// of the documents' own vectors.
+    #[arg(long, value_name = "FILE.npy")]
+    pub vectors: Option<PathBuf>,
+
+    /// What a new collection of brought vectors calls the model that made them (recorded in
+    /// the collection; later batches must say the same). Default: external.
+    #[arg(long, conflicts_with = "embed_model")]
+    pub vector_model: Option<String>,
+
     #[command(flatten)]
     pub engine: EngineFlags,
 
@@ -91,7 +111,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let parsed = read_documents(&args.inputs)?;
+    let mut parsed = read_documents(&args.inputs)?;
     if !parsed.errors.is_empty() {
         for e in parsed.errors.iter().take(20) {
             eprintln!("invalid: {e}");
@@ -112,27 +132,48 @@ pub fn run(args: IndexArgs) -> Result<()> {
         bail!("no documents to index");
     }
 
+    if let Some(npy) = &args.vectors {
+        if !parsed.errors.is_empty() {
+            // Rows are matched to documents by position: a skipped line would shift them all.
+            bail!("--vectors needs every input line to be valid (rows are matched by position)");
+        }
+        attach_npy_vectors(npy, &mut parsed.docs)?;
+    }
+
     let manifest = store::read_manifest(&args.collection)?;
+    let all_brought = parsed.docs.iter().all(|d| d.vector.is_some());
+    // A model is loaded only when some document needs embedding (or one is named).
     let model_name = match (&args.embed_model, &manifest) {
-        (Some(m), _) => m.clone(),
-        (None, Some(m)) => crate::model_path::collection_embedder(&m.embedding),
-        (None, None) => "all-MiniLM-L6-v2".to_string(),
+        (Some(m), _) => Some(m.clone()),
+        (None, Some(m)) if m.embedding.is_external() || all_brought => None,
+        (None, Some(m)) => Some(crate::model_path::collection_embedder(&m.embedding)),
+        (None, None) if all_brought => None,
+        (None, None) => Some("all-MiniLM-L6-v2".to_string()),
     };
-    let model_dir = resolve(&model_name)?;
-    let embedder = Arc::new(
-        Embedder::load(
-            &model_dir,
-            EmbedderOptions {
-                engine: args.engine.options(args.embed_precision.get()),
-                ..Default::default()
-            },
-        )
-        .with_context(|| format!("loading {}", model_dir.display()))?,
-    );
-    let chunking = args.chunk_tokens.map(|t| ChunkingConfig {
-        max_tokens: t,
-        overlap_tokens: args.chunk_overlap,
-    });
+    let embedder = match model_name {
+        Some(name) => {
+            let model_dir = resolve(&name)?;
+            Some(Arc::new(
+                Embedder::load(
+                    &model_dir,
+                    EmbedderOptions {
+                        engine: args.engine.options(args.embed_precision.get()),
+                        ..Default::default()
+                    },
+                )
+                .with_context(|| format!("loading {}", model_dir.display()))?,
+            ))
+        }
+        None => None,
+    };
+    let options = IndexOptions {
+        chunking: args.chunk_tokens.map(|t| ChunkingConfig {
+            max_tokens: t,
+            overlap_tokens: args.chunk_overlap,
+        }),
+        analyzer: args.language.0,
+        vector_model: args.vector_model.clone(),
+    };
     let total = parsed.docs.len();
     let bar = super::progress_bar(total, "docs");
     let plain_log = !std::io::stderr().is_terminal();
@@ -140,8 +181,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
     let (pipeline, report) = sift_pipeline::build::index_documents(
         &args.collection,
         embedder,
-        chunking,
-        args.language.0,
+        &options,
         parsed.docs,
         args.batch_size,
         &mut |done, total| {
@@ -156,7 +196,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
     let stats = pipeline.backend().stats()?;
     let embedded = report.added + report.updated;
     eprintln!(
-        "indexed {total} documents into {} in {secs:.1}s: {} added, {} updated, {} unchanged; {} chunks embedded ({:.1} docs/s); collection: {} documents, {} chunks, {} keyword analyzer{}",
+        "indexed {total} documents into {} in {secs:.1}s: {} added, {} updated, {} unchanged; {} chunks written ({:.1} docs/s); collection: {} documents, {} chunks, {} keyword analyzer{}",
         args.collection,
         report.added,
         report.updated,

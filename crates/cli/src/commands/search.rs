@@ -18,10 +18,20 @@ use crate::model_path::{load_embedder, load_reranker};
 #[command(after_help = "Examples:\n  \
 sift search --collection scifact \"vitamin D lowers cancer risk\"\n  \
 sift search --collection scifact --mode bm25 --top-k 5 \"BRCA1 mutations\"\n  \
-sift search --collection scifact --rerank-model my-reranker --explain --timings \"statins and dementia\"")]
+sift search --collection scifact --rerank-model my-reranker --explain --timings \"statins and dementia\"\n  \
+sift search --collection mine --query-vector @query.json \"statins and dementia\"\n  \
+sift search --collection mine --mode dense --query-vector '[0.12, -0.03, ...]'")]
 pub struct SearchArgs {
-    /// The query.
+    /// The query text (may be left out in dense mode with --query-vector; BM25 and reranking
+    /// read the text).
+    #[arg(required_unless_present = "query_vector", default_value = "")]
     query: String,
+
+    /// The query's own vector, for a collection of brought vectors (or to skip embedding the
+    /// query): a JSON array of numbers, or @FILE holding one (JSON, or a .npy vector). It must
+    /// have the collection's dimension.
+    #[arg(long, value_name = "JSON|@FILE")]
+    query_vector: Option<String>,
 
     /// Collection: a directory.
     #[arg(long, short)]
@@ -91,7 +101,16 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let load_started = Instant::now();
     let policy = args.long_documents.policy()?;
     let collection = store::open(&args.collection, Access::Search)?;
-    let embedder = if args.mode == SearchMode::Bm25 {
+    let query_vector = args
+        .query_vector
+        .as_deref()
+        .map(crate::documents::read_query_vector)
+        .transpose()?;
+    let external = collection.manifest().embedding.is_external();
+    let embedder = if args.mode == SearchMode::Bm25
+        || query_vector.is_some()
+        || (external && args.embed_model.is_none())
+    {
         None
     } else {
         let name = args.embed_model.clone().unwrap_or_else(|| {
@@ -122,6 +141,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         rerank: true,
         first_stage_weight: args.first_stage_weight,
         fusion: args.fusion,
+        query_vector,
     };
     let results = pipeline.search(&args.query, &options)?;
     if args.json {

@@ -137,8 +137,9 @@ fn api_keys(args: &ServeArgs) -> Result<Vec<String>> {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    if args.embed_model.is_none() && args.rerank_model.is_none() {
-        bail!("give --embed-model, --rerank-model or both");
+    // Collections of brought vectors need no model: their searches bring query vectors.
+    if args.embed_model.is_none() && args.rerank_model.is_none() && args.collections.is_none() {
+        bail!("give --embed-model, --rerank-model, --collections, or several");
     }
     if !(0.001..=86_400.0).contains(&args.request_timeout) {
         bail!("--request-timeout must be between 0.001 and 86400 seconds");

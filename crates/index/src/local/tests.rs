@@ -13,10 +13,10 @@ fn manifest() -> Manifest {
             dim: 2,
             path: None,
         },
-        chunking: ChunkingConfig {
+        chunking: Some(ChunkingConfig {
             max_tokens: 8,
             overlap_tokens: 1,
-        },
+        }),
         analyzer: crate::Analyzer::English,
     }
 }

@@ -166,6 +166,11 @@ pub struct DocumentInput {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
+    /// The document's own vector (bring your own embeddings): stored as the document's one
+    /// chunk instead of embedding its text. Required in a collection of brought vectors; in a
+    /// model's collection it must have the model's dimension.
+    #[serde(default)]
+    vector: Option<Vec<f32>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -203,22 +208,28 @@ pub async fn upsert(
 ) -> Result<Json<UpsertResponse>, ApiError> {
     let deadline = Instant::now() + state.inner.limits.request_timeout;
     check_items(&state, req.documents.len(), "documents")?;
-    let docs: Vec<sift_index::Document> = req
+    let docs: Vec<sift_pipeline::NewDocument> = req
         .documents
         .into_iter()
-        .map(|d| sift_index::Document {
-            id: d.id,
-            text: d.text,
-            title: d.title,
-            metadata: d.metadata,
+        .map(|d| sift_pipeline::NewDocument {
+            document: sift_index::Document {
+                id: d.id,
+                text: d.text,
+                title: d.title,
+                metadata: d.metadata,
+            },
+            vector: d.vector,
         })
         .collect();
     // Refused input creates nothing: validated before the collection is opened or created.
-    sift_pipeline::ingest::validate_documents(&docs)?;
+    let plain: Vec<sift_index::Document> = docs.iter().map(|d| d.document.clone()).collect();
+    sift_pipeline::ingest::validate_documents(&plain)?;
     // Used only if this upsert creates the collection.
-    let analyzer = sift_pipeline::build::detect_analyzer(&docs);
+    let analyzer = sift_pipeline::build::detect_analyzer(&plain);
+    drop(plain);
+    let needs_model = docs.iter().any(|d| d.vector.is_none());
     on_collections(&state, move |cols| {
-        if cols.embedder().is_none() {
+        if needs_model && cols.embedder().is_none() {
             return Err(ApiError::unavailable(
                 "embedding model (indexing needs one)",
             ));
@@ -284,7 +295,13 @@ pub async fn delete_document(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    /// The query text; may be empty only in `dense` mode with `query_vector`.
+    #[serde(default)]
     query: String,
+    /// The query's own vector (a collection of brought vectors needs one for dense and hybrid
+    /// search): used instead of embedding `query`. Must have the collection's dimension.
+    #[serde(default)]
+    query_vector: Option<Vec<f32>>,
     /// `hybrid` (default), `dense` or `bm25`.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
@@ -395,6 +412,7 @@ pub async fn search(
                 .map_err(|e| ApiError::invalid(e.to_string()))?,
             None => defaults.fusion,
         },
+        query_vector: req.query_vector,
     };
     options
         .validate()
