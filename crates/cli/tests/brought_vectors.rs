@@ -433,5 +433,9 @@ fn a_server_without_models_serves_brought_vectors() {
         &docs,
         &json!({"documents": [{"id": "h3", "text": "no vector"}]}),
     );
-    assert_eq!((code, &v["error"]["type"]), (404, &json!("model_not_loaded")), "{v}");
+    assert_eq!(
+        (code, &v["error"]["type"]),
+        (404, &json!("model_not_loaded")),
+        "{v}"
+    );
 }

@@ -51,10 +51,20 @@ fn read_only_fs(e: &std::io::Error) -> bool {
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file. A failed
 /// write removes its temporary file (on a full disk it holds the space the next write needs).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_parts(path, &[bytes])
+}
+
+/// [`write_atomic`] of the concatenation of `parts` (a header and a large body need not be
+/// copied into one buffer first).
+pub fn write_atomic_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let written = File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
+    let written = File::create(&tmp).and_then(|f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        for part in parts {
+            w.write_all(part)?;
+        }
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()
     });
     if let Err(e) = written {

@@ -34,11 +34,12 @@ use std::sync::Arc;
 /// The keyword index of a local collection, public for measuring analyzers on it alone
 /// (tests/chinese_known_item.rs).
 pub use self::bm25::{Bm25Hit, Bm25Index};
-pub use vectors::AnnParams;
+use vectors::AnnGraph;
+pub use vectors::{AnnParams, Quantization};
 
-use self::compaction::{InFlight, LocalCompaction};
+use self::compaction::{InFlight, LocalCompaction, SlotPlan};
 use self::files::{lock, write_atomic};
-use self::snapshot::{read_graph, read_snapshot};
+use self::snapshot::{read_graph, read_snapshot, write_graph, GraphStamp};
 use self::state::Contents;
 use self::wal::{Record, Wal};
 use crate::analysis::Analyzer;
@@ -183,11 +184,11 @@ impl LocalCollection {
             }
         };
         let snapshot_path = dir.join("snapshot.bin");
-        let (snapshot_seq, mut contents) =
-            match read_snapshot(&snapshot_path, manifest.embedding.dim)? {
-                Some(s) => (s.seq, Contents::from_snapshot(s, ann)),
-                None => (0, Contents::new(ann)),
-            };
+        let dim = manifest.embedding.dim;
+        let (snapshot_seq, mut contents) = match read_snapshot(&snapshot_path, dim)? {
+            Some(s) => (s.seq, Contents::from_snapshot(s, dim, ann)),
+            None => (0, Contents::new(dim, ann)),
+        };
         let wal_path = dir.join("wal.log");
         let (wal, log) = if writable {
             let (w, log) = Wal::open(&wal_path, snapshot_seq)?;
@@ -232,15 +233,13 @@ impl LocalCollection {
             }
         }
         let wal_path = dir.join("wal.log");
-        let ann_path = dir.join("ann.bin");
-        if let Some(graph) = read_graph(&ann_path, snapshot_seq) {
-            if !contents.vectors.attach_graph(graph) {
-                tracing::warn!(
-                    "{}: graph does not fit the snapshot; searching exactly",
-                    ann_path.display()
-                );
-            }
-        }
+        let graph_saved = if writable {
+            load_graph(dir, &mut contents, seq)
+        } else {
+            // A reader repairs or builds the graph in memory only; the writer saves it.
+            load_graph(dir, &mut contents, seq);
+            true
+        };
         let mut c = LocalCollection {
             dir: dir.to_owned(),
             manifest,
@@ -281,7 +280,36 @@ impl LocalCollection {
             }
             c.rebuild_bm25()?;
         }
+        if !graph_saved {
+            // Built or repaired here: saved so the next open does not redo it. A failure costs
+            // only that.
+            if let Err(e) = c.save_graph() {
+                tracing::warn!("{}: saving the ANN graph failed: {e}", c.dir.display());
+            }
+        }
         Ok(c)
+    }
+
+    /// Writes the in-memory graph (or removes a stale file when there is none), stamped with the
+    /// current batch.
+    fn save_graph(&self) -> Result<()> {
+        let bytes = match self.contents.vectors.graph() {
+            Some(g) => Some(g.to_bytes()?),
+            None => None,
+        };
+        write_graph(
+            &self.dir.join("ann.bin"),
+            self.graph_stamp(),
+            bytes.as_deref(),
+        )
+    }
+
+    fn graph_stamp(&self) -> GraphStamp {
+        GraphStamp {
+            seq: self.seq,
+            slot_epoch: self.contents.slot_epoch,
+            next_slot: self.contents.vectors.next_slot(),
+        }
     }
 
     /// Sets the function called at each step of a commit or compaction: `log-appended`,
@@ -423,6 +451,42 @@ impl LocalCollection {
 }
 
 /// The manifest in `dir`, `None` when `dir` holds no collection.
+/// Gives `contents` (the vectors as of batch `seq`) the graph saved in `dir/ann.bin`, repaired to
+/// agree with them, or builds one when the collection is large enough and none fits. Returns
+/// whether `ann.bin` already matches the graph in memory (nothing to save).
+fn load_graph(dir: &Path, contents: &mut Contents, seq: u64) -> bool {
+    let vectors = &mut contents.vectors;
+    let now = GraphStamp {
+        seq,
+        slot_epoch: contents.slot_epoch,
+        next_slot: vectors.next_slot(),
+    };
+    let path = dir.join("ann.bin");
+    let params = vectors.params();
+    if vectors.len() >= params.exact_below / 2 {
+        if let Some(graph) = read_graph(&path, now, vectors.dim(), params) {
+            match vectors.adopt_graph(graph) {
+                Ok(0) => return true,
+                Ok(changed) => {
+                    tracing::info!("{}: {changed} graph entries repaired", path.display());
+                    return false;
+                }
+                Err(e) => tracing::warn!("{}: {e}; rebuilding the graph", path.display()),
+            }
+        }
+    }
+    match vectors.fit_graph() {
+        Ok(built) => !built && !path.exists(),
+        Err(e) => {
+            tracing::warn!(
+                "{}: building the graph failed ({e}); searching exactly",
+                path.display()
+            );
+            true
+        }
+    }
+}
+
 pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
     let path = dir.join("collection.json");
     if !path.is_file() {
@@ -602,13 +666,33 @@ impl CollectionBackend for LocalCollection {
         let Some(in_flight) = InFlight::claim(&self.compacting) else {
             return Ok(None);
         };
+        let vectors = &self.contents.vectors;
+        // Deleted slots cost memory until renumbered; renumbering costs a graph rebuild, so it
+        // waits until they outnumber the live ones (amortized O(1) per delete).
+        let renumber = vectors.dead() > vectors.len().max(1024);
+        let (snapshot, plan) = if renumber {
+            (
+                self.contents.to_dense_snapshot(self.seq),
+                SlotPlan::Renumber,
+            )
+        } else {
+            let graph = vectors.graph().map(AnnGraph::to_bytes).transpose()?;
+            (
+                self.contents.to_snapshot(self.seq),
+                SlotPlan::Keep { graph },
+            )
+        };
         Ok(Some(Box::new(LocalCompaction {
             dir: self.dir.clone(),
             seq: self.seq,
             log_offset,
-            params: self.contents.vectors.params(),
-            snapshot: Some(self.contents.to_snapshot(self.seq)),
+            dim: vectors.dim(),
+            params: vectors.params(),
+            snapshot: Some(snapshot),
+            plan,
             contents: None,
+            new_graph: None,
+            ran: false,
             snapshot_bytes: 0,
             in_flight,
             #[cfg(feature = "failpoints")]
@@ -634,24 +718,38 @@ impl CollectionBackend for LocalCollection {
             seq,
             log_offset,
             contents,
+            new_graph,
+            ran,
             snapshot_bytes,
             in_flight: _in_flight,
             ..
         } = *job;
-        let mut contents = contents.ok_or_else(|| {
-            IndexError::Internal("a compaction was finished before it was run".into())
-        })?;
+        if !ran {
+            return Err(IndexError::Internal(
+                "a compaction was finished before it was run".into(),
+            ));
+        }
         let kept = self.writable_wal()?.restart_from(seq, log_offset)?;
         self.step("log-reset");
-        // The batches committed while the job ran, onto the compacted contents: what the next
-        // open rebuilds from snapshot and log, so memory and disk agree slot for slot.
         self.wal_records = kept.len();
-        for record in kept {
-            for op in record.operations {
-                contents.apply(op);
+        if let Some(mut contents) = contents {
+            // Renumbered: the batches committed while the job ran, onto the compacted contents —
+            // what the next open rebuilds from snapshot and log, so memory and disk agree slot
+            // for slot.
+            for record in kept {
+                for op in record.operations {
+                    contents.apply(op);
+                }
+            }
+            self.contents = contents;
+        } else if let Some(graph) = new_graph {
+            if let Err(e) = self.contents.vectors.adopt_graph(graph) {
+                tracing::warn!(
+                    "{}: {e}; the graph is rebuilt at the next open",
+                    self.dir.display()
+                );
             }
         }
-        self.contents = contents;
         self.snapshot_seq = seq;
         self.snapshot_bytes = snapshot_bytes;
         Ok(())
@@ -735,6 +833,11 @@ impl CollectionBackend for LocalCollection {
                     return Err(corrupt(format!("chunk {i} of {id} is missing")));
                 }
             }
+        }
+        if let Some(missing) = c.vectors.missing_from_graph() {
+            return Err(corrupt(format!(
+                "chunk slot {missing} is not in the ANN graph"
+            )));
         }
         Ok(())
     }

@@ -24,25 +24,33 @@ pub struct SlotInfo {
 
 pub struct Contents {
     pub docs: HashMap<String, StoredDoc>,
-    /// Indexed by vector slot; `None` for deleted chunks until the next compaction.
+    /// Indexed by vector slot; `None` for deleted chunks (for good: slots are not reused).
     pub slots: Vec<Option<SlotInfo>>,
     pub vectors: VectorIndex,
+    /// The slot epoch ([`Snapshot::slot_epoch`]).
+    pub slot_epoch: u64,
 }
 
 impl Contents {
-    pub fn new(ann: AnnParams) -> Self {
+    pub fn new(dim: usize, ann: AnnParams) -> Self {
         Contents {
             docs: HashMap::new(),
             slots: Vec::new(),
-            vectors: VectorIndex::new(ann),
+            vectors: VectorIndex::new(dim, ann),
+            slot_epoch: 0,
         }
     }
 
-    /// Replaces everything with `snapshot`, numbering slots densely in snapshot order.
-    pub fn from_snapshot(snapshot: Snapshot, ann: AnnParams) -> Self {
-        let mut c = Contents::new(ann);
+    /// The contents of `snapshot`, each chunk at the slot it records.
+    pub fn from_snapshot(snapshot: Snapshot, dim: usize, ann: AnnParams) -> Self {
+        let mut c = Contents::new(dim, ann);
+        c.slot_epoch = snapshot.slot_epoch;
+        c.vectors.reserve_slots(snapshot.next_slot);
+        c.slots.resize_with(snapshot.next_slot as usize, || None);
+        let mut slots = snapshot.slots.into_iter();
         for d in snapshot.docs {
-            c.insert(d);
+            let at: Vec<u32> = slots.by_ref().take(d.chunks.len()).collect();
+            c.insert_at(d, Some(&at));
         }
         c
     }
@@ -74,10 +82,14 @@ impl Contents {
             .map(|s| s.text.as_str())
     }
 
-    /// Every document with its chunks, sorted by id: the content of a snapshot.
+    /// Every document with its chunks, sorted by id, at their slots: the content of a snapshot.
     pub fn to_snapshot(&self, seq: u64) -> Snapshot {
         let mut ids: Vec<&String> = self.docs.keys().collect();
         ids.sort();
+        let slots = ids
+            .iter()
+            .flat_map(|id| self.docs[*id].slots.iter().copied())
+            .collect();
         let docs = ids
             .iter()
             .map(|id| {
@@ -98,7 +110,20 @@ impl Contents {
                 }
             })
             .collect();
-        Snapshot { seq, docs }
+        Snapshot {
+            seq,
+            slot_epoch: self.slot_epoch,
+            next_slot: self.vectors.next_slot(),
+            docs,
+            slots,
+        }
+    }
+
+    /// [`Contents::to_snapshot`] with slots renumbered densely in a new epoch: what a compaction
+    /// writes when deleted slots outnumber live ones.
+    pub fn to_dense_snapshot(&self, seq: u64) -> Snapshot {
+        let s = self.to_snapshot(seq);
+        Snapshot::dense(seq, self.slot_epoch + 1, s.docs)
     }
 
     fn remove(&mut self, id: &str) {
@@ -113,16 +138,29 @@ impl Contents {
     }
 
     fn insert(&mut self, d: IndexedDocument) {
+        self.insert_at(d, None);
+    }
+
+    /// Stores `d` with its chunks at slots `at` (from a snapshot), or at the next free slots.
+    fn insert_at(&mut self, d: IndexedDocument, at: Option<&[u32]>) {
         let id: Arc<str> = Arc::from(d.document.id.as_str());
         let mut slots = Vec::with_capacity(d.chunks.len());
         for (ordinal, chunk) in d.chunks.into_iter().enumerate() {
-            let slot = self.vectors.push(&chunk.vector);
-            debug_assert_eq!(slot as usize, self.slots.len());
-            self.slots.push(Some(SlotInfo {
+            let slot = match at.and_then(|at| at.get(ordinal)) {
+                Some(&slot) => {
+                    self.vectors.insert_at(slot, &chunk.vector);
+                    slot
+                }
+                None => self.vectors.push(&chunk.vector),
+            };
+            if self.slots.len() <= slot as usize {
+                self.slots.resize_with(slot as usize + 1, || None);
+            }
+            self.slots[slot as usize] = Some(SlotInfo {
                 doc_id: id.clone(),
                 ordinal: ordinal as u32,
                 text: chunk.text,
-            }));
+            });
             slots.push(slot);
         }
         let hash = d.document.content_hash();

@@ -215,3 +215,82 @@ fn a_split_compaction_keeps_the_graph_consistent_with_later_commits() {
     assert!(c.uses_ann());
     same(&c, "reopened");
 }
+
+/// When deleted slots outnumber live ones, compaction renumbers slots densely in a new epoch and
+/// rebuilds the graph; a graph file left from the old epoch (a crash between writing the
+/// snapshot and the graph) is recognised as foreign and rebuilt, never read with the new slots.
+#[test]
+fn a_renumbering_compaction_starts_a_new_slot_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = AnnParams {
+        exact_below: 100,
+        ..AnnParams::default()
+    };
+    let vector = |i: usize| {
+        let a = i as f32 * 0.013;
+        vec![a.cos(), a.sin()]
+    };
+    let upsert = |i: usize| {
+        Operation::Upsert(IndexedDocument {
+            document: Document {
+                id: format!("d{i}"),
+                text: format!("chunk {i}"),
+                title: None,
+                metadata: None,
+            },
+            chunks: vec![Chunk {
+                text: format!("chunk {i}"),
+                vector: vector(i),
+            }],
+        })
+    };
+    let mut c = LocalCollection::open_or_create(dir.path(), manifest(), ann).unwrap();
+    c.commit((0..3_000).map(upsert).collect()).unwrap();
+    c.compact().unwrap();
+    assert!(c.uses_ann());
+    assert_eq!(c.contents.slot_epoch, 0);
+    let old_graph = std::fs::read(dir.path().join("ann.bin")).unwrap();
+    c.commit(
+        (0..2_500)
+            .map(|i| Operation::Delete(format!("d{i}")))
+            .collect(),
+    )
+    .unwrap();
+    assert_eq!(c.contents.vectors.dead(), 2_500);
+    c.compact().unwrap();
+    assert_eq!(c.contents.slot_epoch, 1);
+    assert_eq!(
+        c.contents.vectors.next_slot(),
+        500,
+        "slots renumbered densely"
+    );
+    let same = |c: &LocalCollection, when: &str| {
+        c.verify().unwrap();
+        assert!(c.uses_ann(), "{when}");
+        for i in (0..3_000).step_by(97) {
+            let q = vector(i);
+            let got: Vec<String> = c
+                .dense_search(&q, 5)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.doc_id)
+                .collect();
+            let want: Vec<String> = c
+                .exact_dense_search(&q, 5)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.doc_id)
+                .collect();
+            assert_eq!(got, want, "{when}, query {i}");
+        }
+    };
+    same(&c, "after compacting");
+    drop(c);
+    let c = LocalCollection::open(dir.path(), OpenMode::Write, ann).unwrap();
+    same(&c, "reopened");
+    drop(c);
+    // The old epoch's graph put back: its slot numbers name other vectors now.
+    std::fs::write(dir.path().join("ann.bin"), &old_graph).unwrap();
+    let c = LocalCollection::open(dir.path(), OpenMode::Write, ann).unwrap();
+    same(&c, "with the old epoch's graph file");
+}
