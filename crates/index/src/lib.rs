@@ -19,6 +19,7 @@ pub mod error;
 pub mod local;
 pub mod manifest;
 pub mod store;
+pub mod synthetic;
 #[cfg(feature = "failpoints")]
 pub mod tmpfs;
 

@@ -17,6 +17,9 @@ pub enum Task {
     Embed,
     /// Cross-encoder: one relevance logit per pair.
     Rerank,
+    /// The local collection at scale: ingest, ANN recall, hybrid search latency, memory, disk
+    /// and open time for --chunks synthetic chunks (no model).
+    Search,
 }
 
 /// Measure inference throughput: tokens per second over pre-tokenized inputs, model loading
@@ -30,10 +33,11 @@ pub enum Task {
 #[command(after_help = "Examples:\n  \
 sift bench --model all-MiniLM-L6-v2 --task embed --synthetic 32x128 --runs 5\n  \
 sift bench --model ./reranker --task rerank --input target/bench/rerank.json --precision int8\n  \
+sift bench --task search --chunks 1000000 --sentences ../shared/data/scifact/corpus.jsonl\n  \
 scripts/bench/inference.py   # sift against ONNX Runtime and PyTorch, alternating")]
 pub struct BenchArgs {
-    /// Model directory or name.
-    #[arg(long, short, required_unless_present = "peak")]
+    /// Model directory or name (embed and rerank tasks).
+    #[arg(long, short)]
     model: Option<String>,
 
     #[arg(long, value_enum, required_unless_present = "peak")]
@@ -65,6 +69,9 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub engine: crate::inference::EngineFlags,
+
+    #[command(flatten)]
+    pub scale: super::bench_search::ScaleFlags,
 }
 
 #[derive(Deserialize)]
@@ -100,8 +107,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
         return Ok(());
     }
+    if matches!(args.task, Some(Task::Search)) {
+        return super::bench_search::run(&args.scale);
+    }
     let (Some(model_arg), Some(task)) = (&args.model, args.task) else {
-        bail!("--model and --task are required");
+        bail!("--model and --task are required (--task search needs no model)");
     };
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -152,6 +162,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         task: match task {
             Task::Embed => "embed",
             Task::Rerank => "rerank",
+            Task::Search => "search",
         },
         engine: model.engine_name(),
         threads,
@@ -193,6 +204,7 @@ impl Model {
                     ..Default::default()
                 },
             )?),
+            Task::Search => bail!("the search benchmark loads no model"),
         })
     }
 

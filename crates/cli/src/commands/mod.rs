@@ -1,4 +1,5 @@
 pub mod bench;
+mod bench_search;
 pub mod delete;
 pub mod embed;
 pub mod eval;

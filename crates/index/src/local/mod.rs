@@ -228,9 +228,7 @@ impl LocalCollection {
             }
             seq = record.seq;
             wal_records += 1;
-            for op in record.operations {
-                contents.apply(op);
-            }
+            contents.apply_all(record.operations);
         }
         let wal_path = dir.join("wal.log");
         let graph_saved = if writable {
@@ -623,9 +621,7 @@ impl CollectionBackend for LocalCollection {
         self.step("log-appended");
         self.seq = record.seq;
         self.wal_records += 1;
-        for op in record.operations.iter().cloned() {
-            self.contents.apply(op);
-        }
+        self.contents.apply_all(record.operations.iter().cloned());
         if let Err(e) = self.apply_durable(record) {
             // The keyword index lags the log: rebuild it from memory, which holds the batch.
             tracing::warn!(
@@ -737,9 +733,7 @@ impl CollectionBackend for LocalCollection {
             // what the next open rebuilds from snapshot and log, so memory and disk agree slot
             // for slot.
             for record in kept {
-                for op in record.operations {
-                    contents.apply(op);
-                }
+                contents.apply_all(record.operations);
             }
             self.contents = contents;
         } else if let Some(graph) = new_graph {

@@ -1,0 +1,304 @@
+//! `sift bench --task search`: the local collection at scale — ingest, ANN recall, hybrid search
+//! latency, memory, disk and open time for N synthetic chunks (docs/performance.md, "A million
+//! chunks").
+//!
+//! Chunks are what a real collection of brought vectors holds: clustered unit vectors (real
+//! embeddings are clustered, and uniform random vectors are the worst case for HNSW, not the
+//! usual one) and text of two sentences drawn from a real corpus, so BM25's postings and
+//! document lengths look like the corpus's. Queries are vectors near a cluster centre with a
+//! few words of a sentence as text: hybrid search with the query vector given, so embedding is
+//! excluded and what is measured is the collection.
+//!
+//! The query phase runs in a fresh process (the same binary with `--query-only`), so its memory
+//! and open time are what a server opening the collection would see, not the build's leftovers.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use sift_index::local::{AnnParams, LocalCollection, OpenMode, Quantization};
+use sift_index::synthetic::Workload;
+use sift_index::CollectionBackend;
+use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
+
+/// Flags of the search benchmark.
+#[derive(Args, Clone)]
+pub struct ScaleFlags {
+    /// Chunks in the benchmark collection (search task).
+    #[arg(long, default_value_t = 10_000)]
+    pub chunks: usize,
+
+    /// Vector dimension (search task).
+    #[arg(long, default_value_t = 384)]
+    pub dim: usize,
+
+    /// Queries timed and checked for recall (search task).
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+
+    /// Chunks added to the built collection to time an incremental update (search task;
+    /// default: 10,000, at most the collection's size).
+    #[arg(long)]
+    pub add_chunks: Option<usize>,
+
+    /// Chunks per committed batch while building (search task).
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_chunks: usize,
+
+    /// A JSONL corpus ({"text": …} per line) whose sentences make the chunk texts (search task;
+    /// default: a built-in vocabulary).
+    #[arg(long)]
+    pub sentences: Option<PathBuf>,
+
+    /// Where the collection is built (search task; must not exist; default: a temporary
+    /// directory, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+
+    /// The graph's vector storage: i8 (default) or f32 (search task).
+    #[arg(long, default_value = "i8", value_parser = parse_quantization)]
+    pub quantization: Quantization,
+
+    /// Below this many chunks search is exact (search task; the collection's default is
+    /// 20,000).
+    #[arg(long, default_value_t = AnnParams::default().exact_below)]
+    pub exact_below: usize,
+
+    /// Run only the query phase on the collection in --dir (the benchmark runs itself so).
+    #[arg(long, hide = true)]
+    pub query_only: bool,
+}
+
+fn parse_quantization(s: &str) -> std::result::Result<Quantization, String> {
+    match s {
+        "i8" | "int8" => Ok(Quantization::I8),
+        "f32" => Ok(Quantization::F32),
+        other => Err(format!(
+            "unknown quantization {other:?}; expected i8 or f32"
+        )),
+    }
+}
+
+fn ann_params(flags: &ScaleFlags) -> AnnParams {
+    AnnParams {
+        exact_below: flags.exact_below,
+        quantization: flags.quantization,
+        ..AnnParams::default()
+    }
+}
+
+/// `VmHWM` (peak resident set) and `VmRSS` of this process, in MiB.
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => disk_bytes(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn manifest(dim: usize) -> Result<sift_index::Manifest> {
+    Ok(sift_pipeline::ingest::manifest_external(
+        "bench-synthetic",
+        dim,
+        sift_index::Analyzer::English,
+    )?)
+}
+
+/// Commits chunks `range` in batches, compacting when the collection's policy says so (as
+/// `sift index` and the server do). Returns seconds spent.
+fn ingest(
+    c: &mut LocalCollection,
+    w: &Workload,
+    range: std::ops::Range<usize>,
+    batch: usize,
+) -> Result<f64> {
+    let bar = super::progress_bar(range.len(), "chunks");
+    let started = Instant::now();
+    let mut at = range.start;
+    while at < range.end {
+        let end = (at + batch).min(range.end);
+        c.commit((at..end).map(|i| w.document(i)).collect())?;
+        c.compact_if_due()?;
+        bar.inc((end - at) as u64);
+        at = end;
+    }
+    bar.finish_and_clear();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn build(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
+    let params = ann_params(flags);
+    let mut c = LocalCollection::open_or_create(dir, manifest(flags.dim)?, params)?;
+    let n = flags.chunks;
+    let batch = flags.batch_chunks.max(1);
+    eprintln!("building {n} chunks in {}", dir.display());
+    let ingest_s = ingest(&mut c, w, 0..n, batch)?;
+    let t = Instant::now();
+    c.compact()?;
+    let compaction_s = t.elapsed().as_secs_f64();
+    let add = flags.add_chunks.unwrap_or(10_000).min(n);
+    eprintln!("adding {add} chunks");
+    let add_s = ingest(&mut c, w, n..n + add, batch)?;
+    let t = Instant::now();
+    c.compact()?;
+    let add_compaction_s = t.elapsed().as_secs_f64();
+    let uses_ann = c.uses_ann();
+    drop(c);
+    let (peak, _) = memory_mib();
+    Ok(json!({
+        "ingest_chunks_per_s": n as f64 / ingest_s,
+        "ingest_s": ingest_s,
+        "compaction_s": compaction_s,
+        "add_chunks": add,
+        "add_s": add_s,
+        "add_compaction_s": add_compaction_s,
+        "graph": uses_ann,
+        "disk_mib": disk_bytes(dir) as f64 / (1u64 << 20) as f64,
+        "build_peak_rss_mib": peak,
+    }))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn query(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
+    let params = ann_params(flags);
+    let t = Instant::now();
+    let c = LocalCollection::open(dir, OpenMode::ReadOnly, params)?;
+    let open_s = t.elapsed().as_secs_f64();
+    let (_, rss_open) = memory_mib();
+    let chunks = c.num_chunks();
+    let queries: Vec<(String, Vec<f32>)> = (0..flags.queries.max(1)).map(|q| w.query(q)).collect();
+
+    let mut found = 0;
+    let mut dense_ms = Vec::new();
+    for (_, v) in &queries {
+        let exact: Vec<String> = c
+            .exact_dense_search(v, 10)?
+            .into_iter()
+            .map(|h| h.doc_id)
+            .collect();
+        let t = Instant::now();
+        let ann = c.dense_search(v, 10)?;
+        dense_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        found += exact
+            .iter()
+            .filter(|id| ann.iter().any(|h| &h.doc_id == *id))
+            .count();
+    }
+    let recall = found as f64 / (10 * queries.len()) as f64;
+
+    let pipeline = Pipeline::new(None, None, Box::new(c))?;
+    let mut hybrid_ms = Vec::new();
+    let mut bm25_ms = Vec::new();
+    // The first queries warm the page cache and the allocator; they are not timed.
+    for (i, (text, v)) in queries.iter().chain(queries.iter().take(10)).enumerate() {
+        let options = SearchOptions {
+            mode: SearchMode::Hybrid,
+            rerank: false,
+            query_vector: Some(v.clone()),
+            ..SearchOptions::default()
+        };
+        let t = Instant::now();
+        let results = pipeline.search(text, &options)?;
+        if i >= 10 {
+            hybrid_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            bm25_ms.push(results.timings.bm25_ms);
+        }
+    }
+    for v in [&mut dense_ms, &mut hybrid_ms, &mut bm25_ms] {
+        v.sort_by(f64::total_cmp);
+    }
+    let (peak, rss) = memory_mib();
+    Ok(json!({
+        "chunks": chunks,
+        "open_s": open_s,
+        "ann_recall_at_10": recall,
+        "dense_p50_ms": percentile(&dense_ms, 0.5),
+        "hybrid_p50_ms": percentile(&hybrid_ms, 0.5),
+        "hybrid_p99_ms": percentile(&hybrid_ms, 0.99),
+        "bm25_p50_ms": percentile(&bm25_ms, 0.5),
+        "rss_after_open_mib": rss_open,
+        "rss_mib": rss,
+        "query_peak_rss_mib": peak,
+    }))
+}
+
+pub fn run(flags: &ScaleFlags) -> Result<()> {
+    if flags.chunks == 0 || flags.dim == 0 {
+        bail!("--chunks and --dim must be at least 1");
+    }
+    let sentences = match &flags.sentences {
+        Some(path) => sift_index::synthetic::read_sentences(path)?,
+        None => sift_index::synthetic::builtin_sentences(),
+    };
+    let w = Workload::new(flags.chunks, flags.dim, sentences);
+    if flags.query_only {
+        let dir = flags.dir.as_ref().context("--query-only needs --dir")?;
+        println!("{}", query(flags, dir, &w)?);
+        return Ok(());
+    }
+    let temp;
+    let dir = match &flags.dir {
+        Some(d) => {
+            if d.exists() {
+                bail!(
+                    "{} exists; the benchmark builds a new collection there",
+                    d.display()
+                );
+            }
+            d.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().join("collection")
+        }
+    };
+    let mut report = build(flags, &dir, &w)?;
+    // The query phase in a fresh process: its memory is the collection's, not the build's.
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child.args(std::env::args_os().skip(1)).arg("--query-only");
+    if flags.dir.is_none() {
+        child.arg("--dir").arg(&dir);
+    }
+    let out = child.stderr(std::process::Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("the query phase failed");
+    }
+    let queried: Value = serde_json::from_slice(&out.stdout).context("query phase output")?;
+    if let (Some(r), Value::Object(q)) = (report.as_object_mut(), queried) {
+        r.extend(q);
+        r.insert("dim".into(), json!(flags.dim));
+        r.insert(
+            "quantization".into(),
+            json!(format!("{:?}", flags.quantization).to_lowercase()),
+        );
+        r.insert("exact_below".into(), json!(flags.exact_below));
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
