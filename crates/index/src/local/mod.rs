@@ -185,6 +185,7 @@ impl LocalCollection {
         };
         let snapshot_path = dir.join("snapshot.bin");
         let dim = manifest.embedding.dim;
+        let started = std::time::Instant::now();
         let (snapshot_seq, mut contents) = match read_snapshot(&snapshot_path, dim)? {
             Some(s) => (s.seq, Contents::from_snapshot(s, dim, ann)),
             None => (0, Contents::new(dim, ann)),
@@ -231,6 +232,7 @@ impl LocalCollection {
             contents.apply_all(record.operations);
         }
         let wal_path = dir.join("wal.log");
+        let loaded = started.elapsed();
         let graph_saved = if writable {
             load_graph(dir, &mut contents, seq)
         } else {
@@ -238,6 +240,13 @@ impl LocalCollection {
             load_graph(dir, &mut contents, seq);
             true
         };
+        tracing::debug!(
+            "{}: snapshot and log read in {:.2} s, graph in {:.2} s ({} chunks)",
+            dir.display(),
+            loaded.as_secs_f64(),
+            (started.elapsed() - loaded).as_secs_f64(),
+            contents.vectors.len()
+        );
         let mut c = LocalCollection {
             dir: dir.to_owned(),
             manifest,
