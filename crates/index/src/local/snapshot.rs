@@ -138,6 +138,14 @@ pub fn read_snapshot(path: &Path, dim: usize) -> Result<Option<Snapshot>> {
         }
     };
     let chunks: usize = snapshot.docs.iter().map(|d| d.chunks.len()).sum();
+    // A compaction renumbers slots once deleted ones outnumber live ones (and 1,024), so a
+    // snapshot never records more; a larger count is damage, and must not size an allocation.
+    if snapshot.next_slot as usize > 2 * chunks + 1024 {
+        return Err(corrupt(format!(
+            "{} slots recorded for {chunks} chunks",
+            snapshot.next_slot
+        )));
+    }
     let mut used = vec![false; snapshot.next_slot as usize];
     if snapshot.slots.len() != chunks {
         return Err(corrupt(format!(

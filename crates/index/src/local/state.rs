@@ -55,14 +55,10 @@ impl Contents {
         c
     }
 
-    /// Applies a batch: chunk vectors join the graph together at the end (in parallel: a
-    /// commit of 10k chunks adds them on every core).
     pub fn apply_all(&mut self, ops: impl IntoIterator<Item = Operation>) {
-        self.vectors.defer_graph_inserts();
         for op in ops {
             self.apply(op);
         }
-        self.vectors.flush_graph_inserts();
     }
 
     pub fn apply(&mut self, op: Operation) {

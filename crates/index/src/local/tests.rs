@@ -152,6 +152,10 @@ fn a_split_compaction_keeps_the_graph_consistent_with_later_commits() {
     let dir = tempfile::tempdir().unwrap();
     let ann = AnnParams {
         exact_below: 10,
+        // These tests compare graph search with exact search result for result, on 2-D vectors
+        // that crowd each other: f32, so int8 rounding ties cannot reorder them (int8 recall
+        // is measured in tests/collection.rs).
+        quantization: super::Quantization::F32,
         ..AnnParams::default()
     };
     let vector = |i: usize| {
@@ -224,6 +228,8 @@ fn a_renumbering_compaction_starts_a_new_slot_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let ann = AnnParams {
         exact_below: 100,
+        // As above: f32, so results can be compared with exact search one for one.
+        quantization: super::Quantization::F32,
         ..AnnParams::default()
     };
     let vector = |i: usize| {
