@@ -31,6 +31,11 @@ mkdir -p "$MODELS_DIR" "$DOWNLOADS"
 need() { command -v "$1" >/dev/null 2>&1 || { echo "setup.sh: $1 is required: $2" >&2; exit 1; }; }
 need python3 "install CPython 3 with pip"
 need cargo "install the Rust toolchain (rustup) first"
+# The HNSW library (usearch) is C++, compiled by its crate's build script.
+if ! command -v c++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+  apt-get update -qq && apt-get install -y -qq g++ >/dev/null
+fi
+need c++ "install a C++ compiler (Debian: apt-get install g++)"
 python3 -m pip --version >/dev/null 2>&1 || { echo "setup.sh: python3 -m pip is required" >&2; exit 1; }
 
 # verified DIR SHA: the model in DIR was already unpacked and checked.
