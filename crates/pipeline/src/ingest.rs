@@ -124,7 +124,7 @@ pub fn chunk_document(
 
 /// Refuses input the collection must never see: an empty, too long or repeated id, or a
 /// document without text. Checked before anything is created, embedded or written.
-pub fn validate_documents(docs: &[Document]) -> Result<()> {
+pub fn validate_documents<'a>(docs: impl IntoIterator<Item = &'a Document>) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for d in docs {
         if d.id.is_empty() {
@@ -240,9 +240,7 @@ pub fn ingest(
         _ => None,
     };
     let chunking = manifest.chunking;
-    let plain: Vec<Document> = docs.iter().map(|d| d.document.clone()).collect();
-    validate_documents(&plain)?;
-    drop(plain);
+    validate_documents(docs.iter().map(|d| &d.document))?;
     let mut report = IngestReport::default();
     let total = docs.len();
     let mut done = 0;

@@ -233,13 +233,8 @@ impl LocalCollection {
         }
         let wal_path = dir.join("wal.log");
         let loaded = started.elapsed();
-        let graph_saved = if writable {
-            load_graph(dir, &mut contents, seq)
-        } else {
-            // A reader repairs or builds the graph in memory only; the writer saves it.
-            load_graph(dir, &mut contents, seq);
-            true
-        };
+        // A reader repairs or builds the graph in memory only; the writer saves it.
+        let graph_saved = load_graph(dir, &mut contents, seq) || !writable;
         tracing::debug!(
             "{}: snapshot and log read in {:.2} s, graph in {:.2} s ({} chunks)",
             dir.display(),

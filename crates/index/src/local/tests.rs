@@ -21,6 +21,14 @@ fn manifest() -> Manifest {
     }
 }
 
+/// The top 5 documents of a dense search equal exact search's, in order.
+fn assert_graph_search_is_exact(c: &LocalCollection, q: &[f32], case: &str) {
+    let ids = |hits: Vec<ChunkHit>| -> Vec<String> { hits.into_iter().map(|h| h.doc_id).collect() };
+    let got = ids(c.dense_search(q, 5).unwrap());
+    let want = ids(c.exact_dense_search(q, 5).unwrap());
+    assert_eq!(got, want, "{case}");
+}
+
 fn doc(id: &str, chunks: &[&str]) -> Operation {
     Operation::Upsert(IndexedDocument {
         document: Document {
@@ -195,20 +203,7 @@ fn a_split_compaction_keeps_the_graph_consistent_with_later_commits() {
     assert!(c.uses_ann());
     let same = |c: &LocalCollection, when: &str| {
         for i in 0..60 {
-            let q = vector(i * 7);
-            let got: Vec<String> = c
-                .dense_search(&q, 5)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.doc_id)
-                .collect();
-            let want: Vec<String> = c
-                .exact_dense_search(&q, 5)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.doc_id)
-                .collect();
-            assert_eq!(got, want, "{when}, query {i}");
+            assert_graph_search_is_exact(c, &vector(i * 7), &format!("{when}, query {i}"));
         }
         assert_eq!(c.contents.docs.len(), 40, "{when}");
         c.verify().unwrap();
@@ -274,20 +269,7 @@ fn a_renumbering_compaction_starts_a_new_slot_epoch() {
         c.verify().unwrap();
         assert!(c.uses_ann(), "{when}");
         for i in (0..3_000).step_by(97) {
-            let q = vector(i);
-            let got: Vec<String> = c
-                .dense_search(&q, 5)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.doc_id)
-                .collect();
-            let want: Vec<String> = c
-                .exact_dense_search(&q, 5)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.doc_id)
-                .collect();
-            assert_eq!(got, want, "{when}, query {i}");
+            assert_graph_search_is_exact(c, &vector(i), &format!("{when}, query {i}"));
         }
     };
     same(&c, "after compacting");

@@ -222,11 +222,9 @@ pub async fn upsert(
         })
         .collect();
     // Refused input creates nothing: validated before the collection is opened or created.
-    let plain: Vec<sift_index::Document> = docs.iter().map(|d| d.document.clone()).collect();
-    sift_pipeline::ingest::validate_documents(&plain)?;
+    sift_pipeline::ingest::validate_documents(docs.iter().map(|d| &d.document))?;
     // Used only if this upsert creates the collection.
-    let analyzer = sift_pipeline::build::detect_analyzer(&plain);
-    drop(plain);
+    let analyzer = sift_pipeline::build::detect_analyzer(docs.iter().map(|d| &d.document));
     let needs_model = docs.iter().any(|d| d.vector.is_none());
     on_collections(&state, move |cols| {
         if needs_model && cols.embedder().is_none() {
