@@ -448,16 +448,18 @@ fn a_read_only_collection_can_be_searched() {
 }
 
 /// Every step of a commit and of a compaction where a `kill -9` can land.
-const CRASH_STEPS: [&str; 6] = [
+const CRASH_STEPS: [&str; 7] = [
     "log-appended",
     "bm25-added",
     "committed",
+    "vectors-written",
     "snapshot-written",
     "graph-written",
     "log-reset",
 ];
 
-/// Six batches (upserts, a replacement, a delete) with a compaction after the third.
+/// Six batches (upserts, a replacement, a delete) with a compaction after the third and the
+/// last (the second appends vector rows to the file the first wrote).
 fn workload() -> Vec<Vec<Operation>> {
     let mut batches: Vec<Vec<Operation>> = (0..5)
         .map(|b| {
@@ -501,7 +503,7 @@ fn crash_child() {
         println!("acknowledged {}", i + 1);
         use std::io::Write;
         std::io::stdout().flush().unwrap();
-        if i == 2 {
+        if i == 2 || i == 5 {
             c.compact().unwrap();
         }
     }
@@ -527,12 +529,12 @@ fn a_kill_at_any_step_loses_no_acknowledged_batch() {
     let root = tempfile::tempdir().unwrap();
     let mut crashes = 0;
     for step in CRASH_STEPS {
-        // Commit steps are reached once per batch; compaction steps once.
+        // Commit steps are reached once per batch; compaction steps twice.
         let nths: &[usize] =
             if step.contains("log-appended") || step.contains("bm25") || step == "committed" {
                 &[1, 4, 6]
             } else {
-                &[1]
+                &[1, 2]
             };
         for &nth in nths {
             let dir = root.path().join(format!("{step}-{nth}"));
@@ -570,7 +572,7 @@ fn a_kill_at_any_step_loses_no_acknowledged_batch() {
             }
         }
     }
-    assert_eq!(crashes, 12);
+    assert_eq!(crashes, 17);
 }
 
 /// One writer at a time: a second writer, and readers while a writer holds the collection, are

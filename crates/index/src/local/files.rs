@@ -1,6 +1,7 @@
 //! File-system primitives of the local backend: the collection lock and atomic replacement.
 
 use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::error::{IndexError, Result};
@@ -57,13 +58,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`write_atomic`] of the concatenation of `parts` (a header and a large body need not be
 /// copied into one buffer first).
 pub fn write_atomic_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let written = File::create(&tmp).and_then(|f| {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    write_atomic_with(path, |w| {
         for part in parts {
             w.write_all(part)?;
         }
+        Ok(())
+    })
+}
+
+/// [`write_atomic`] of what `write` writes to the (buffered) file, which it may seek in.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let written = File::create(&tmp).and_then(|f| {
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        write(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()
     });

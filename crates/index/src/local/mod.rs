@@ -3,8 +3,9 @@
 //! ```text
 //! collection.json   what the collection was built with (model, dimension, chunking)
 //! wal.log           committed batches since the last snapshot: the source of truth
-//! snapshot.bin      every document and chunk vector as of a batch number
-//! ann.bin           HNSW graph over the snapshot's vectors (only for large collections)
+//! snapshot.bin      every document and chunk as of a batch number, with its vector's slot
+//! vectors-E.f32     the chunk vectors of slot epoch E by slot, memory-mapped
+//! ann.bin           HNSW graph over the vectors (only for large collections)
 //! bm25/             tantivy index; its commit payload says which batch it reflects
 //! LOCK              held by the one process writing the collection (readers share it)
 //! ```
@@ -23,12 +24,13 @@ mod compaction;
 mod files;
 mod snapshot;
 mod state;
+mod vector_file;
 mod vectors;
 mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The keyword index of a local collection, public for measuring analyzers on it alone
@@ -92,8 +94,11 @@ pub struct LocalCollection {
     contents: Contents,
     bm25: Bm25Index,
     wal_records: usize,
-    /// Bytes of `snapshot.bin` (0 without one), for the compaction policy.
+    /// Bytes of `snapshot.bin` and its vector rows (0 without one), for the compaction policy.
     snapshot_bytes: u64,
+    /// The slot epoch the next renumbering compaction starts: past every epoch this handle
+    /// began, finished or not, so it never writes over a vector file a snapshot names.
+    next_slot_epoch: AtomicU64,
     compaction: CompactionPolicy,
     /// Set while a compaction job of this handle exists ([`InFlight`]).
     compacting: Arc<AtomicBool>,
@@ -186,10 +191,12 @@ impl LocalCollection {
         let snapshot_path = dir.join("snapshot.bin");
         let dim = manifest.embedding.dim;
         let started = std::time::Instant::now();
-        let (snapshot_seq, mut contents) = match read_snapshot(&snapshot_path, dim)? {
-            Some(s) => (s.seq, Contents::from_snapshot(s, dim, ann)),
+        let (snapshot_seq, mut contents) = match read_snapshot(dir, dim)? {
+            Some((s, vectors)) => (s.seq, Contents::from_snapshot(s, vectors, dim, ann)),
             None => (0, Contents::new(dim, ann)),
         };
+        let snapshot_bytes = std::fs::metadata(&snapshot_path).map_or(0, |m| m.len())
+            + contents.vectors.file().bytes();
         let wal_path = dir.join("wal.log");
         let (wal, log) = if writable {
             let (w, log) = Wal::open(&wal_path, snapshot_seq)?;
@@ -242,6 +249,12 @@ impl LocalCollection {
             (started.elapsed() - loaded).as_secs_f64(),
             contents.vectors.len()
         );
+        let contents_epoch = contents.slot_epoch;
+        if writable {
+            // Files of a renumbering that crashed before its snapshot, or of the epoch before
+            // one whose job never finished.
+            vector_file::remove_other_epochs(dir, contents_epoch);
+        }
         let mut c = LocalCollection {
             dir: dir.to_owned(),
             manifest,
@@ -252,7 +265,8 @@ impl LocalCollection {
             contents,
             bm25,
             wal_records,
-            snapshot_bytes: std::fs::metadata(&snapshot_path).map_or(0, |m| m.len()),
+            snapshot_bytes,
+            next_slot_epoch: AtomicU64::new(contents_epoch + 1),
             compaction: CompactionPolicy::default(),
             compacting: Arc::new(AtomicBool::new(false)),
             unusable: None,
@@ -538,7 +552,12 @@ impl CollectionBackend for LocalCollection {
         self.usable()?;
         Ok(ids
             .iter()
-            .map(|id| self.contents.docs.get(*id).map(|d| d.document.clone()))
+            .map(|id| {
+                self.contents
+                    .docs
+                    .get(*id)
+                    .map(|d| Document::clone(&d.document))
+            })
             .collect())
     }
 
@@ -547,7 +566,7 @@ impl CollectionBackend for LocalCollection {
         Ok(chunks
             .iter()
             .map(|&(id, chunk)| {
-                let document = self.contents.docs.get(id)?.document.clone();
+                let document = Document::clone(&self.contents.docs.get(id)?.document);
                 let chunk_text = self.contents.chunk_text(id, chunk)?.to_owned();
                 Some(HitDetails {
                     document,
@@ -670,15 +689,15 @@ impl CollectionBackend for LocalCollection {
         // Deleted slots cost memory until renumbered; renumbering costs a graph rebuild, so it
         // waits until they outnumber the live ones (amortized O(1) per delete).
         let renumber = vectors.dead() > vectors.len().max(1024);
-        let (snapshot, plan) = if renumber {
-            (
-                self.contents.to_dense_snapshot(self.seq),
-                SlotPlan::Renumber,
-            )
+        let (snapshot, rows, plan) = if renumber {
+            let epoch = self.next_slot_epoch.fetch_add(1, Ordering::Relaxed);
+            let (snapshot, rows) = self.contents.to_dense_snapshot(self.seq, epoch);
+            (snapshot, rows, SlotPlan::Renumber)
         } else {
             let graph = vectors.graph().map(AnnGraph::to_bytes).transpose()?;
             (
                 self.contents.to_snapshot(self.seq),
+                vectors.rows_past_file(),
                 SlotPlan::Keep { graph },
             )
         };
@@ -689,9 +708,11 @@ impl CollectionBackend for LocalCollection {
             dim: vectors.dim(),
             params: vectors.params(),
             snapshot: Some(snapshot),
+            rows,
             plan,
             contents: None,
             new_graph: None,
+            file: None,
             ran: false,
             snapshot_bytes: 0,
             in_flight,
@@ -719,6 +740,7 @@ impl CollectionBackend for LocalCollection {
             log_offset,
             contents,
             new_graph,
+            file,
             ran,
             snapshot_bytes,
             in_flight: _in_flight,
@@ -739,13 +761,19 @@ impl CollectionBackend for LocalCollection {
             for record in kept {
                 contents.apply_all(record.operations);
             }
+            vector_file::remove_other_epochs(&self.dir, contents.slot_epoch);
             self.contents = contents;
-        } else if let Some(graph) = new_graph {
-            if let Err(e) = self.contents.vectors.adopt_graph(graph) {
-                tracing::warn!(
-                    "{}: {e}; the graph is rebuilt at the next open",
-                    self.dir.display()
-                );
+        } else {
+            if let Some(file) = file {
+                self.contents.vectors.adopt_file(file);
+            }
+            if let Some(graph) = new_graph {
+                if let Err(e) = self.contents.vectors.adopt_graph(graph) {
+                    tracing::warn!(
+                        "{}: {e}; the graph is rebuilt at the next open",
+                        self.dir.display()
+                    );
+                }
             }
         }
         self.snapshot_seq = seq;

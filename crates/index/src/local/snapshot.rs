@@ -1,5 +1,6 @@
-//! `snapshot.bin` (every document, chunk vector and chunk slot as of a batch) and `ann.bin`
-//! (the HNSW graph over live slots), both replaced atomically and both checksummed:
+//! `snapshot.bin` (every document and chunk as of a batch, with the slot of each chunk's
+//! vector), `vectors-E.f32` (the vectors by slot, [`super::vector_file`]) and `ann.bin` (the
+//! HNSW graph over live slots), each replaced or extended atomically and checksummed:
 //!
 //! ```text
 //! snapshot.bin: [magic: 8 bytes] [payload length: u64 LE] [crc32 of payload: u32 LE] [bincode payload]
@@ -7,22 +8,27 @@
 //!               [graph length: u64] [crc32 of graph: u32] [usearch graph]
 //! ```
 //!
-//! A snapshot that fails its checksum, or holds a vector that is not finite, is refused: it is
+//! A snapshot that fails its checksum, or whose vector file fails its own, is refused: they are
 //! the only copy of the batches before it. A graph that fails its checksum, or belongs to another
-//! slot epoch, is ignored and rebuilt: it is derived from the vectors. Older snapshots (`SIFTSNP2`,
-//! and bare bincode before framing) hold no slots: their chunks are numbered densely, as the
-//! code that wrote them numbered them.
+//! slot epoch, is ignored and rebuilt: it is derived from the vectors. Older snapshots hold the
+//! vectors inline (`SIFTSNP3`), and before that no slots either (`SIFTSNP2`, and bare bincode
+//! before framing): their chunks are numbered densely, as the code that wrote them numbered
+//! them, and the next compaction moves their vectors to a vector file.
 
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::files::{write_atomic, write_atomic_parts};
+use super::files::{write_atomic_parts, write_atomic_with};
+use super::state::{ChunkText, SnapshotVectors};
+use super::vector_file::{RowRange, VectorFile};
 use super::vectors::{AnnGraph, AnnParams};
-use crate::document::IndexedDocument;
+use crate::document::{Document, IndexedDocument};
 use crate::error::{IndexError, Result};
 
-/// Every document as of batch `seq`, with the slot of each chunk.
+/// Every document as of batch `seq`, with the slot and text of each chunk.
 #[derive(Serialize, Deserialize)]
 pub struct Snapshot {
     pub seq: u64,
@@ -32,9 +38,62 @@ pub struct Snapshot {
     /// One past the highest slot the epoch has used, deleted ones included: never handed out
     /// again.
     pub next_slot: u32,
+    /// The ranges of `vectors-E.f32` that hold slots `0..next_slot`, with their checksums.
+    pub vector_rows: Vec<RowRange>,
+    pub docs: Vec<SnapshotDoc>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotDoc {
+    #[serde(with = "shared_document")]
+    pub document: Arc<Document>,
+    pub chunks: Vec<SnapshotChunk>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub slot: u32,
+    pub text: ChunkText,
+}
+
+/// An `Arc<Document>` encoded as the document itself (serde's `rc` feature would do the same
+/// for the whole workspace).
+mod shared_document {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::document::Document;
+
+    pub fn serialize<S: Serializer>(d: &Arc<Document>, s: S) -> Result<S::Ok, S::Error> {
+        d.as_ref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Document>, D::Error> {
+        Document::deserialize(d).map(Arc::new)
+    }
+}
+
+/// Snapshots with the vectors inline (magic `SIFTSNP3`).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(super) struct SnapshotWithVectors {
+    pub seq: u64,
+    pub slot_epoch: u64,
+    pub next_slot: u32,
     pub docs: Vec<IndexedDocument>,
-    /// The slot of every chunk, in document then chunk order.
     pub slots: Vec<u32>,
+}
+
+/// Writes `old` as the code before vector files did (the tests of reading it).
+#[cfg(test)]
+pub(super) fn write_snapshot_with_vectors(path: &Path, old: &SnapshotWithVectors) {
+    let payload = bincode::serialize(old).unwrap();
+    let mut bytes = SNAPSHOT_MAGIC_WITH_VECTORS.to_vec();
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    std::fs::write(path, bytes).unwrap();
 }
 
 /// Snapshots before slots were recorded (magic `SIFTSNP2`, or none).
@@ -44,37 +103,61 @@ struct SnapshotWithoutSlots {
     docs: Vec<IndexedDocument>,
 }
 
-impl Snapshot {
-    /// `docs` numbered densely from 0 in order, in epoch `slot_epoch`.
-    pub fn dense(seq: u64, slot_epoch: u64, docs: Vec<IndexedDocument>) -> Snapshot {
+impl SnapshotWithVectors {
+    fn dense(seq: u64, docs: Vec<IndexedDocument>) -> Self {
         let chunks: usize = docs.iter().map(|d| d.chunks.len()).sum();
-        Snapshot {
+        SnapshotWithVectors {
             seq,
-            slot_epoch,
+            slot_epoch: 0,
             next_slot: chunks as u32,
             docs,
             slots: (0..chunks as u32).collect(),
         }
     }
+
+    /// The snapshot and its vectors, one per chunk in order.
+    fn split(self) -> (Snapshot, Vec<Vec<f32>>) {
+        let mut vectors = Vec::with_capacity(self.slots.len());
+        let mut slots = self.slots.into_iter();
+        let docs = self
+            .docs
+            .into_iter()
+            .map(|d| {
+                let text = &d.document.text;
+                let chunks = d
+                    .chunks
+                    .into_iter()
+                    .map(|c| {
+                        vectors.push(c.vector);
+                        SnapshotChunk {
+                            slot: slots.next().unwrap_or(u32::MAX),
+                            text: ChunkText::of(text, c.text, 0),
+                        }
+                    })
+                    .collect();
+                SnapshotDoc {
+                    document: Arc::new(d.document),
+                    chunks,
+                }
+            })
+            .collect();
+        let snapshot = Snapshot {
+            seq: self.seq,
+            slot_epoch: self.slot_epoch,
+            next_slot: self.next_slot,
+            vector_rows: Vec::new(),
+            docs,
+        };
+        (snapshot, vectors)
+    }
 }
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"SIFTSNP3";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SIFTSNP4";
+const SNAPSHOT_MAGIC_WITH_VECTORS: &[u8; 8] = b"SIFTSNP3";
 const SNAPSHOT_MAGIC_WITHOUT_SLOTS: &[u8; 8] = b"SIFTSNP2";
 const GRAPH_MAGIC: &[u8; 8] = b"SIFTANN3";
 const GRAPH_HEADER_BYTES: usize = 8 + 8 * 4 + 4;
 const HEADER_BYTES: usize = 8 + 8 + 4;
-
-/// `value` framed as the module documentation says.
-fn encode<T: Serialize>(magic: &[u8; 8], value: &T) -> Result<Vec<u8>> {
-    let payload =
-        bincode::serialize(value).map_err(|e| IndexError::Internal(format!("serializing: {e}")))?;
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-    bytes.extend_from_slice(magic);
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    Ok(bytes)
-}
 
 /// The payload of a framed file, or why it is damaged. Files without `magic` are returned whole
 /// (the bare bincode written before framing); `None` then.
@@ -100,43 +183,83 @@ fn payload<'b>(magic: &[u8; 8], bytes: &'b [u8]) -> std::result::Result<Option<&
     Ok(Some(body))
 }
 
-pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<()> {
-    debug_assert_eq!(
-        snapshot.slots.len(),
-        snapshot.docs.iter().map(|d| d.chunks.len()).sum::<usize>()
-    );
-    write_atomic(path, &encode(SNAPSHOT_MAGIC, snapshot)?)
+/// A writer that checksums what passes through it.
+struct Crc32Writer<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
 }
 
-/// The snapshot at `path`, or `None` when there is none yet; every vector must have `dim`
-/// finite values.
-pub fn read_snapshot(path: &Path, dim: usize) -> Result<Option<Snapshot>> {
-    let bytes = match std::fs::read(path) {
+impl<W: Write> Write for Crc32Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `snapshot` framed as the module documentation says, streamed to the file: at a million
+/// chunks the encoded snapshot is hundreds of megabytes that need not be held in memory.
+pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<()> {
+    let len = bincode::serialized_size(snapshot)
+        .map_err(|e| IndexError::Internal(format!("serializing: {e}")))?;
+    write_atomic_with(path, |w| {
+        w.write_all(SNAPSHOT_MAGIC)?;
+        w.write_all(&len.to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?;
+        let mut hashing = Crc32Writer {
+            inner: &mut *w,
+            hasher: crc32fast::Hasher::new(),
+        };
+        bincode::serialize_into(&mut hashing, snapshot).map_err(std::io::Error::other)?;
+        let crc = hashing.hasher.finalize();
+        w.seek(SeekFrom::Start(16))?;
+        w.write_all(&crc.to_le_bytes())
+    })
+}
+
+/// The snapshot in `dir` with its vectors, or `None` when there is none yet; every vector
+/// must have `dim` finite values.
+pub fn read_snapshot(dir: &Path, dim: usize) -> Result<Option<(Snapshot, SnapshotVectors)>> {
+    let path = dir.join("snapshot.bin");
+    let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(IndexError::Io {
-                path: path.to_owned(),
-                source: e,
-            })
-        }
+        Err(e) => return Err(IndexError::Io { path, source: e }),
     };
     let corrupt = |reason: String| IndexError::Corrupt {
-        path: path.to_owned(),
+        path: path.clone(),
         reason: format!(
             "{reason}; it is the only copy of the collection's older batches: restore it from \
              a backup, or move the collection aside and index it again"
         ),
     };
-    let snapshot = match payload(SNAPSHOT_MAGIC, &bytes).map_err(&corrupt)? {
-        Some(body) => bincode::deserialize::<Snapshot>(body).map_err(|e| corrupt(e.to_string()))?,
-        None => {
+    let (snapshot, inline) =
+        if let Some(body) = payload(SNAPSHOT_MAGIC, &bytes).map_err(&corrupt)? {
+            let s = bincode::deserialize::<Snapshot>(body).map_err(|e| corrupt(e.to_string()))?;
+            (s, None)
+        } else if let Some(body) = payload(SNAPSHOT_MAGIC_WITH_VECTORS, &bytes).map_err(&corrupt)? {
+            let s: SnapshotWithVectors =
+                bincode::deserialize(body).map_err(|e| corrupt(e.to_string()))?;
+            if s.slots.len() != s.docs.iter().map(|d| d.chunks.len()).sum::<usize>() {
+                return Err(corrupt(format!(
+                    "{} chunk slots for the chunks",
+                    s.slots.len()
+                )));
+            }
+            let (s, v) = s.split();
+            (s, Some(v))
+        } else {
             let body = payload(SNAPSHOT_MAGIC_WITHOUT_SLOTS, &bytes).map_err(&corrupt)?;
             let old: SnapshotWithoutSlots =
                 bincode::deserialize(body.unwrap_or(&bytes)).map_err(|e| corrupt(e.to_string()))?;
-            Snapshot::dense(old.seq, 0, old.docs)
-        }
-    };
+            let (s, v) = SnapshotWithVectors::dense(old.seq, old.docs).split();
+            (s, Some(v))
+        };
+    drop(bytes);
     let chunks: usize = snapshot.docs.iter().map(|d| d.chunks.len()).sum();
     // A compaction renumbers slots once deleted ones outnumber live ones (and 1,024), so a
     // snapshot never records more; a larger count is damage, and must not size an allocation.
@@ -147,41 +270,52 @@ pub fn read_snapshot(path: &Path, dim: usize) -> Result<Option<Snapshot>> {
         )));
     }
     let mut used = vec![false; snapshot.next_slot as usize];
-    if snapshot.slots.len() != chunks {
-        return Err(corrupt(format!(
-            "{} chunk slots for {chunks} chunks",
-            snapshot.slots.len()
-        )));
-    }
-    for &slot in &snapshot.slots {
-        match used.get_mut(slot as usize) {
-            Some(u) if !*u => *u = true,
-            _ => {
+    for d in &snapshot.docs {
+        for c in &d.chunks {
+            match used.get_mut(c.slot as usize) {
+                Some(u) if !*u => *u = true,
+                _ => {
+                    return Err(corrupt(format!(
+                        "chunk slot {} is out of range or repeated",
+                        c.slot
+                    )))
+                }
+            }
+            if !c.text.fits(&d.document.text) {
                 return Err(corrupt(format!(
-                    "chunk slot {slot} is out of range or repeated"
-                )))
+                    "a chunk of {:?} lies outside its text",
+                    d.document.id
+                )));
             }
         }
     }
-    for d in &snapshot.docs {
-        if d.chunks
-            .iter()
-            .any(|c| c.vector.iter().any(|x| !x.is_finite()))
-        {
-            return Err(corrupt(format!(
-                "document {:?} has a vector with NaN or infinite values",
-                d.document.id
-            )));
+    let vectors = match inline {
+        Some(vectors) => {
+            if let Some(v) = vectors.iter().find(|v| v.len() != dim) {
+                return Err(corrupt(format!(
+                    "a vector of {} dimensions, the collection {dim}",
+                    v.len()
+                )));
+            }
+            if vectors.iter().any(|v| v.iter().any(|x| !x.is_finite())) {
+                return Err(corrupt("a vector with NaN or infinite values".into()));
+            }
+            SnapshotVectors::Inline(vectors)
         }
-        if let Some(c) = d.chunks.iter().find(|c| c.vector.len() != dim) {
-            return Err(corrupt(format!(
-                "document {:?} has a vector of {} dimensions, the collection {dim}",
-                d.document.id,
-                c.vector.len()
-            )));
+        None => {
+            let file =
+                VectorFile::open(dir, snapshot.slot_epoch, dim, snapshot.vector_rows.clone())?;
+            if file.rows() != snapshot.next_slot {
+                return Err(corrupt(format!(
+                    "vector rows recorded for {} slots, {} used",
+                    file.rows(),
+                    snapshot.next_slot
+                )));
+            }
+            SnapshotVectors::File(file)
         }
-    }
-    Ok(Some(snapshot))
+    };
+    Ok(Some((snapshot, vectors)))
 }
 
 /// Where a saved graph came from: it reflects batch `seq` of slot epoch `slot_epoch`, whose

@@ -260,6 +260,11 @@ fn a_renumbering_compaction_starts_a_new_slot_epoch() {
     assert_eq!(c.contents.vectors.dead(), 2_500);
     c.compact().unwrap();
     assert_eq!(c.contents.slot_epoch, 1);
+    assert!(
+        !vector_file::path(dir.path(), 0).exists(),
+        "the old epoch's file is removed"
+    );
+    assert_eq!(c.contents.vectors.file().rows(), 500);
     assert_eq!(
         c.contents.vectors.next_slot(),
         500,
@@ -281,4 +286,169 @@ fn a_renumbering_compaction_starts_a_new_slot_epoch() {
     std::fs::write(dir.path().join("ann.bin"), &old_graph).unwrap();
     let c = LocalCollection::open(dir.path(), OpenMode::Write, ann).unwrap();
     same(&c, "with the old epoch's graph file");
+}
+
+/// Compaction jobs that ran but were never finished (the job dropped, or its finish failed):
+/// the handle's idea of the vector file is then behind the disk's. Later compactions — keeping
+/// slots, then renumbering, then keeping again — rewrite rows with the same bytes and renumber
+/// into unused epochs, so the collection on disk is whole after each: a copy of the directory
+/// taken then (what a crash would leave) opens to the same contents.
+#[test]
+fn compactions_after_an_unfinished_one_keep_the_files_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = AnnParams {
+        exact_below: 20,
+        quantization: super::Quantization::F32,
+        ..AnnParams::default()
+    };
+    let vector = |i: usize| {
+        let a = i as f32 * 0.021;
+        vec![a.cos(), a.sin()]
+    };
+    let upsert = |i: usize| {
+        Operation::Upsert(IndexedDocument {
+            document: Document {
+                id: format!("d{i}"),
+                text: format!("words of chunk {i}"),
+                title: None,
+                metadata: None,
+            },
+            chunks: vec![Chunk {
+                text: format!("chunk {i}"),
+                vector: vector(i),
+            }],
+        })
+    };
+    let reopened_is_same = |c: &LocalCollection, when: &str| {
+        c.verify().unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+            }
+        }
+        // The keyword index is left out: it is derived, and rebuilt from the log.
+        let r = LocalCollection::open(copy.path(), OpenMode::Write, ann);
+        let r = r.unwrap_or_else(|e| panic!("{when}: {e}"));
+        r.verify().unwrap();
+        assert_eq!(r.len().unwrap(), c.len().unwrap(), "{when}");
+        for i in (0..2_100).step_by(37) {
+            let q = vector(i);
+            let hits = |c: &LocalCollection| -> Vec<String> {
+                c.exact_dense_search(&q, 3)
+                    .unwrap()
+                    .into_iter()
+                    .map(|h| h.doc_id)
+                    .collect()
+            };
+            assert_eq!(hits(&r), hits(c), "{when}, query {i}");
+        }
+    };
+    let mut c = LocalCollection::open_or_create(dir.path(), manifest(), ann).unwrap();
+    c.commit((0..1_500).map(upsert).collect()).unwrap();
+    let mut unfinished = c.begin_compaction(false).unwrap().unwrap();
+    unfinished.run().unwrap();
+    drop(unfinished);
+    reopened_is_same(&c, "after an unfinished compaction");
+    c.commit((1_500..1_600).map(upsert).collect()).unwrap();
+    c.compact().unwrap();
+    reopened_is_same(&c, "after the next one");
+
+    // An unfinished renumbering, then one that finishes.
+    c.commit(
+        (0..1_400)
+            .map(|i| Operation::Delete(format!("d{i}")))
+            .collect(),
+    )
+    .unwrap();
+    c.commit((2_000..2_010).map(upsert).collect()).unwrap();
+    let mut unfinished = c.begin_compaction(false).unwrap().unwrap();
+    unfinished.run().unwrap();
+    drop(unfinished);
+    reopened_is_same(&c, "after an unfinished renumbering");
+    c.commit((2_010..2_050).map(upsert).collect()).unwrap();
+    c.compact().unwrap();
+    reopened_is_same(&c, "after a finished renumbering");
+    assert_eq!(c.contents.slot_epoch, 2, "epoch 1 was the unfinished job's");
+    c.commit((2_050..2_100).map(upsert).collect()).unwrap();
+    c.compact().unwrap();
+    reopened_is_same(&c, "after keeping slots again");
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vectors-"))
+        .collect();
+    assert_eq!(files, ["vectors-2.f32"]);
+}
+
+/// A snapshot written before vector files (vectors inline, `SIFTSNP3`) opens to the same
+/// contents, and the next compaction moves its vectors to a vector file.
+#[test]
+fn a_snapshot_with_inline_vectors_is_read_and_moved_to_a_vector_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = AnnParams::default();
+    let mut c = LocalCollection::open_or_create(dir.path(), manifest(), ann).unwrap();
+    c.commit(vec![
+        doc("a", &["alpha words", "beta words"]),
+        doc("b", &["gamma"]),
+        doc("c", &["delta"]),
+    ])
+    .unwrap();
+    c.commit(vec![Operation::Delete("b".into())]).unwrap();
+    c.compact().unwrap();
+    // The same contents as the previous format held them, slots and all.
+    let docs: Vec<IndexedDocument> = ["a", "c"]
+        .iter()
+        .map(|id| {
+            let d = &c.contents.docs[*id];
+            IndexedDocument {
+                document: Document::clone(&d.document),
+                chunks: d
+                    .slots
+                    .iter()
+                    .zip(c.contents.chunk_texts(d))
+                    .map(|(&slot, text)| Chunk {
+                        text: text.to_owned(),
+                        vector: c.contents.vectors.get(slot).unwrap().to_vec(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let slots = ["a", "c"]
+        .iter()
+        .flat_map(|id| c.contents.docs[*id].slots.clone())
+        .collect();
+    let old = snapshot::SnapshotWithVectors {
+        seq: c.seq,
+        slot_epoch: 0,
+        next_slot: c.contents.vectors.next_slot(),
+        docs,
+        slots,
+    };
+    drop(c);
+    snapshot::write_snapshot_with_vectors(&dir.path().join("snapshot.bin"), &old);
+    std::fs::remove_file(vector_file::path(dir.path(), 0)).unwrap();
+
+    let check = |c: &LocalCollection| {
+        c.verify().unwrap();
+        assert_eq!(c.len().unwrap(), 2);
+        assert_eq!(c.contents.chunk_text("a", 1), Some("beta words"));
+        assert_eq!(c.dense_search(&[1.0, 0.0], 5).unwrap().len(), 3);
+        assert_eq!(c.keyword_search("gamma", 5).unwrap().len(), 0);
+        assert_eq!(c.keyword_search("delta", 5).unwrap()[0].doc_id, "c");
+    };
+    let mut c = LocalCollection::open(dir.path(), OpenMode::Write, ann).unwrap();
+    check(&c);
+    assert_eq!(c.contents.vectors.file().rows(), 0, "vectors read inline");
+    c.commit(vec![doc("d", &["epsilon"])]).unwrap();
+    c.compact().unwrap();
+    assert_eq!(c.contents.vectors.file().rows(), 5);
+    drop(c);
+    let c = LocalCollection::open(dir.path(), OpenMode::ReadOnly, ann).unwrap();
+    assert_eq!(c.len().unwrap(), 3);
+    assert_eq!(c.contents.vectors.file().rows(), 5);
+    assert_eq!(c.contents.chunk_text("d", 0), Some("epsilon"));
+    c.verify().unwrap();
 }

@@ -21,6 +21,7 @@
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
+use super::vector_file::VectorFile;
 use crate::error::{IndexError, Result};
 
 /// Dot product with independent accumulators so the compiler can vectorise it.
@@ -237,9 +238,17 @@ impl AnnGraph {
     }
 }
 
-/// Vectors by stable slot (`None` once removed) plus the graph when the collection is large.
+/// Vectors by stable slot plus the graph when the collection is large.
+///
+/// Slots below the vector file's rows are read from the file (mapped, [`VectorFile`]); later
+/// ones — added since the last compaction — are held here in `tail`. A compaction appends the
+/// tail to the file and [`VectorIndex::adopt_file`] then drops it from memory.
 pub struct VectorIndex {
-    vectors: Vec<Option<Box<[f32]>>>,
+    file: VectorFile,
+    /// Rows of slots `file.rows()..`, in slot order (deleted ones too, until a compaction).
+    tail: Vec<f32>,
+    /// Whether each slot ever used in this epoch holds a live vector.
+    alive: Vec<bool>,
     live: usize,
     dim: usize,
     graph: Option<AnnGraph>,
@@ -248,8 +257,16 @@ pub struct VectorIndex {
 
 impl VectorIndex {
     pub fn new(dim: usize, params: AnnParams) -> Self {
+        VectorIndex::with_file(VectorFile::empty(dim), dim, params)
+    }
+
+    /// Vectors whose first slots are `file`'s rows, none of them live yet
+    /// ([`VectorIndex::revive`] marks the snapshot's).
+    pub fn with_file(file: VectorFile, dim: usize, params: AnnParams) -> Self {
         VectorIndex {
-            vectors: Vec::new(),
+            alive: vec![false; file.rows() as usize],
+            file,
+            tail: Vec::new(),
             live: 0,
             dim,
             graph: None,
@@ -269,12 +286,12 @@ impl VectorIndex {
     /// The slot the next [`VectorIndex::push`] takes: one past every slot ever used in this
     /// slot epoch.
     pub fn next_slot(&self) -> u32 {
-        self.vectors.len() as u32
+        self.alive.len() as u32
     }
 
     /// Slots that held a vector since removed: what a renumbering compaction reclaims.
     pub fn dead(&self) -> usize {
-        self.vectors.len() - self.live
+        self.alive.len() - self.live
     }
 
     /// Stores `v` (normalised) at the next slot and returns the slot.
@@ -284,37 +301,58 @@ impl VectorIndex {
         slot
     }
 
-    /// Stores `v` (normalised) at the free slot `slot` (snapshots list slots in document order,
-    /// not slot order). Cannot fail: a graph that refuses the vector is dropped (search turns
-    /// exact until the next compaction builds one), so a durable batch always applies.
+    /// Stores `v` (normalised) at the free slot `slot` at or past the file's rows (snapshots
+    /// without a vector file list slots in document order, not slot order). Cannot fail: a
+    /// graph that refuses the vector is dropped (search turns exact until the next compaction
+    /// builds one), so a durable batch always applies.
     pub fn insert_at(&mut self, slot: u32, v: &[f32]) {
         let at = slot as usize;
-        if at >= self.vectors.len() {
-            self.vectors.resize(at + 1, None);
+        let Some(row) = at.checked_sub(self.file.rows() as usize) else {
+            debug_assert!(false, "slot {slot} is in the vector file");
+            return;
+        };
+        if at >= self.alive.len() {
+            self.alive.resize(at + 1, false);
         }
-        let v: Box<[f32]> = normalized(v).into();
+        let end = (row + 1) * self.dim;
+        if self.tail.len() < end {
+            self.tail.resize(end, 0.0);
+        }
+        let v = normalized(v);
+        self.tail[end - self.dim..end].copy_from_slice(&v);
         if let Some(graph) = &self.graph {
             if let Err(e) = graph.add(slot, &v) {
                 self.drop_graph(e);
             }
         }
-        if self.vectors[at].replace(v).is_none() {
+        if !std::mem::replace(&mut self.alive[at], true) {
             self.live += 1;
+        }
+    }
+
+    /// Marks `slot`, a row of the vector file, live (a snapshot's chunk).
+    pub fn revive(&mut self, slot: u32) {
+        if let Some(a) = self.alive.get_mut(slot as usize) {
+            if slot < self.file.rows() && !std::mem::replace(a, true) {
+                self.live += 1;
+            }
         }
     }
 
     /// Marks every slot below `next_slot` as used (a snapshot records how far its epoch got, so
     /// slots of chunks deleted before it are not handed out again).
     pub fn reserve_slots(&mut self, next_slot: u32) {
-        if (next_slot as usize) > self.vectors.len() {
-            self.vectors.resize(next_slot as usize, None);
+        if (next_slot as usize) > self.alive.len() {
+            self.alive.resize(next_slot as usize, false);
+            let rows = next_slot.saturating_sub(self.file.rows()) as usize;
+            self.tail.resize(rows * self.dim, 0.0);
         }
     }
 
     /// Frees `slot` (for good: it is not reused). In the graph it becomes a tombstone.
     pub fn remove(&mut self, slot: u32) {
-        if let Some(v) = self.vectors.get_mut(slot as usize) {
-            if v.take().is_some() {
+        if let Some(a) = self.alive.get_mut(slot as usize) {
+            if std::mem::replace(a, false) {
                 self.live -= 1;
             }
         }
@@ -326,7 +364,57 @@ impl VectorIndex {
     }
 
     pub fn get(&self, slot: u32) -> Option<&[f32]> {
-        self.vectors.get(slot as usize)?.as_deref()
+        if !*self.alive.get(slot as usize)? {
+            return None;
+        }
+        match (slot as usize).checked_sub(self.file.rows() as usize) {
+            None => self.file.row(slot),
+            Some(row) => self.tail.get(row * self.dim..(row + 1) * self.dim),
+        }
+    }
+
+    /// Live slots, ascending.
+    fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.alive
+            .iter()
+            .enumerate()
+            .filter(|(_, &a)| a)
+            .map(|(s, _)| s as u32)
+    }
+
+    /// The vector file's rows.
+    pub fn file(&self) -> &VectorFile {
+        &self.file
+    }
+
+    /// The rows past the vector file, deleted slots' too (a row is always written with the
+    /// same bytes, [`super::vector_file`]): what a compaction writes to the file next (a copy:
+    /// commits go on while it is written).
+    pub fn rows_past_file(&self) -> Vec<f32> {
+        self.tail.clone()
+    }
+
+    /// The vectors of `slots`, one row each in that order (a renumbering compaction's file).
+    pub fn rows_of(&self, slots: impl Iterator<Item = u32>) -> Vec<f32> {
+        let mut rows = Vec::with_capacity(self.live * self.dim);
+        for slot in slots {
+            match self.get(slot) {
+                Some(v) => rows.extend_from_slice(v),
+                None => rows.resize(rows.len() + self.dim, 0.0),
+            }
+        }
+        rows
+    }
+
+    /// Reads the slots below `file.rows()` from `file` — the current file with the tail
+    /// appended, so the same vectors — and frees their copies in memory.
+    pub fn adopt_file(&mut self, file: VectorFile) {
+        let old = self.file.rows() as usize;
+        let new = (file.rows() as usize).clamp(old, self.alive.len());
+        self.tail
+            .drain(..((new - old) * self.dim).min(self.tail.len()));
+        self.tail.shrink_to_fit();
+        self.file = file;
     }
 
     pub fn params(&self) -> AnnParams {
@@ -363,9 +451,9 @@ impl VectorIndex {
     /// graph is built and updated on one thread.
     pub fn build_graph(&self) -> Result<AnnGraph> {
         let graph = AnnGraph::empty(self.dim, self.params, self.live)?;
-        for (slot, v) in self.vectors.iter().enumerate() {
-            if let Some(v) = v {
-                graph.add(slot as u32, v)?;
+        for slot in self.live_slots() {
+            if let Some(v) = self.get(slot) {
+                graph.add(slot, v)?;
             }
         }
         Ok(graph)
@@ -378,19 +466,19 @@ impl VectorIndex {
     /// are tombstones already. Returns how many entries were added.
     pub fn adopt_graph(&mut self, graph: AnnGraph) -> Result<usize> {
         let mut added = 0;
-        for (slot, v) in self.vectors.iter().enumerate() {
-            if let Some(v) = v {
-                if !graph.contains(slot as u32) {
-                    graph.add(slot as u32, v)?;
+        for slot in self.live_slots() {
+            if let Some(v) = self.get(slot) {
+                if !graph.contains(slot) {
+                    graph.add(slot, v)?;
                     added += 1;
                 }
             }
         }
-        if graph.len() > self.vectors.len() {
+        if graph.len() > self.alive.len() {
             // More entries than slots this epoch ever had: not this collection's history.
             return Err(usearch_error(
                 "repair",
-                format!("{} entries for {} slots", graph.len(), self.vectors.len()),
+                format!("{} entries for {} slots", graph.len(), self.alive.len()),
             ));
         }
         self.graph = Some(graph);
@@ -401,8 +489,7 @@ impl VectorIndex {
     /// [`VectorIndex::adopt_graph`] repairs; never true of a graph kept up to date).
     pub fn missing_from_graph(&self) -> Option<u32> {
         let graph = self.graph.as_ref()?;
-        (0..self.next_slot())
-            .find(|&slot| self.vectors[slot as usize].is_some() && !graph.contains(slot))
+        self.live_slots().find(|&slot| !graph.contains(slot))
     }
 
     /// The `k` most similar live vectors, best first. Through the graph when there is one: its
@@ -440,12 +527,10 @@ impl VectorIndex {
     pub fn exact_search(&self, query: &[f32], k: usize) -> Vec<VectorHit> {
         let q = normalized(query);
         let hits = self
-            .vectors
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| {
-                v.as_ref().map(|v| VectorHit {
-                    slot: i as u32,
+            .live_slots()
+            .filter_map(|slot| {
+                self.get(slot).map(|v| VectorHit {
+                    slot,
                     similarity: dot(&q, v),
                 })
             })
