@@ -80,7 +80,7 @@ pub trait CollectionBackend: Send + Sync {
 
     /// For each document, whether it is stored with exactly this content (id, title, text,
     /// metadata), so re-indexing it can be skipped.
-    fn unchanged(&self, documents: &[Document]) -> Result<Vec<bool>>;
+    fn unchanged(&self, documents: &[&Document]) -> Result<Vec<bool>>;
 
     /// Re-cuts the keyword index with `analyzer` and records it in the manifest (a no-op when
     /// it is the collection's already). Vectors and documents are untouched. Durable when it

@@ -114,7 +114,7 @@ pub fn upserts_are_visible_at_once_and_numbered(location: &Location) {
     let mut changed = document(&a);
     changed.text.push('!');
     assert_eq!(
-        c.unchanged(&[document(&a), changed]).unwrap(),
+        c.unchanged(&[&document(&a), &changed]).unwrap(),
         vec![true, false],
         "unchanged compares the whole content"
     );

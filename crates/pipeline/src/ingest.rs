@@ -244,10 +244,10 @@ pub fn ingest(
     let mut report = IngestReport::default();
     let total = docs.len();
     let mut done = 0;
-    let texts_only: Vec<Document> = docs
+    let texts_only: Vec<&Document> = docs
         .iter()
         .filter(|d| d.vector.is_none())
-        .map(|d| d.document.clone())
+        .map(|d| &d.document)
         .collect();
     let mut unchanged = backend.unchanged(&texts_only)?.into_iter();
     let fresh: Vec<NewDocument> = docs

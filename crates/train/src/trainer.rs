@@ -430,19 +430,6 @@ fn group_loss(logits: &Tensor, loss: Loss) -> candle_core::Result<Tensor> {
     }
 }
 
-/// Peak resident memory of this process so far, in bytes (Linux; 0 elsewhere).
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Mean of the last `n` losses (for progress display).
 pub fn recent_loss(losses: &[f64], n: usize) -> f64 {
     let tail = &losses[losses.len().saturating_sub(n)..];

@@ -23,6 +23,8 @@ use sift_index::synthetic::Workload;
 use sift_index::CollectionBackend;
 use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
 
+use super::memory;
+
 /// Flags of the search benchmark.
 #[derive(Args, Clone)]
 pub struct ScaleFlags {
@@ -66,6 +68,15 @@ pub struct ScaleFlags {
     #[arg(long, default_value_t = AnnParams::default().exact_below)]
     pub exact_below: usize,
 
+    /// Candidates kept while inserting into the graph (HNSW's ef_construction; search task):
+    /// what an insert costs against how well the graph is connected.
+    #[arg(long, default_value_t = AnnParams::default().ef_construction)]
+    pub ef_construction: usize,
+
+    /// Links per graph node (HNSW's M; search task).
+    #[arg(long, default_value_t = AnnParams::default().connectivity)]
+    pub connectivity: usize,
+
     /// Run only the query phase on the collection in --dir (the benchmark runs itself so).
     #[arg(long, hide = true)]
     pub query_only: bool,
@@ -85,21 +96,14 @@ fn ann_params(flags: &ScaleFlags) -> AnnParams {
     AnnParams {
         exact_below: flags.exact_below,
         quantization: flags.quantization,
+        ef_construction: flags.ef_construction,
+        connectivity: flags.connectivity,
         ..AnnParams::default()
     }
 }
 
-/// `VmHWM` (peak resident set) and `VmRSS` of this process, in MiB.
-fn memory_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
 
 fn disk_bytes(dir: &Path) -> u64 {
@@ -167,7 +171,7 @@ fn build(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
     let add_compaction_s = t.elapsed().as_secs_f64();
     let uses_ann = c.uses_ann();
     drop(c);
-    let (peak, _) = memory_mib();
+    let peak = mib(memory::resident().peak);
     Ok(json!({
         "ingest_chunks_per_s": n as f64 / ingest_s,
         "ingest_s": ingest_s,
@@ -179,7 +183,7 @@ fn build(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
         "add_s": add_s,
         "add_compaction_s": add_compaction_s,
         "graph": uses_ann,
-        "disk_mib": disk_bytes(dir) as f64 / (1u64 << 20) as f64,
+        "disk_mib": mib(disk_bytes(dir)),
         "build_peak_rss_mib": peak,
     }))
 }
@@ -196,28 +200,13 @@ fn query(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
     let t = Instant::now();
     let c = LocalCollection::open(dir, OpenMode::ReadOnly, params)?;
     let open_s = t.elapsed().as_secs_f64();
-    let (_, rss_open) = memory_mib();
+    let rss_open = mib(memory::resident().now);
     let chunks = c.num_chunks();
+    let bm25_segments = c.bm25_segments();
     let queries: Vec<(String, Vec<f32>)> = (0..flags.queries.max(1)).map(|q| w.query(q)).collect();
 
-    let mut found = 0;
-    let mut dense_ms = Vec::new();
-    for (_, v) in &queries {
-        let exact: Vec<String> = c
-            .exact_dense_search(v, 10)?
-            .into_iter()
-            .map(|h| h.doc_id)
-            .collect();
-        let t = Instant::now();
-        let ann = c.dense_search(v, 10)?;
-        dense_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        found += exact
-            .iter()
-            .filter(|id| ann.iter().any(|h| &h.doc_id == *id))
-            .count();
-    }
-    let recall = found as f64 / (10 * queries.len()) as f64;
-
+    // Hybrid search first, so the memory it needs is seen before the recall check's exact scans
+    // read every vector.
     let pipeline = Pipeline::new(None, None, Box::new(c))?;
     let mut hybrid_ms = Vec::new();
     let mut bm25_ms = Vec::new();
@@ -236,10 +225,32 @@ fn query(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
             bm25_ms.push(results.timings.bm25_ms);
         }
     }
+    let searched = memory::resident();
+
+    drop(pipeline);
+    // The recall check needs the collection's exact search, which the pipeline does not offer.
+    let c = LocalCollection::open(dir, OpenMode::ReadOnly, params)?;
+    let mut found = 0;
+    let mut dense_ms = Vec::new();
+    for (_, v) in &queries {
+        let exact: Vec<String> = c
+            .exact_dense_search(v, 10)?
+            .into_iter()
+            .map(|h| h.doc_id)
+            .collect();
+        let t = Instant::now();
+        let ann = c.dense_search(v, 10)?;
+        dense_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        found += exact
+            .iter()
+            .filter(|id| ann.iter().any(|h| &h.doc_id == *id))
+            .count();
+    }
+    let recall = found as f64 / (10 * queries.len()) as f64;
     for v in [&mut dense_ms, &mut hybrid_ms, &mut bm25_ms] {
         v.sort_by(f64::total_cmp);
     }
-    let (peak, rss) = memory_mib();
+    let scanned = memory::resident();
     Ok(json!({
         "chunks": chunks,
         "open_s": open_s,
@@ -248,9 +259,15 @@ fn query(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
         "hybrid_p50_ms": percentile(&hybrid_ms, 0.5),
         "hybrid_p99_ms": percentile(&hybrid_ms, 0.99),
         "bm25_p50_ms": percentile(&bm25_ms, 0.5),
+        "bm25_segments": bm25_segments,
         "rss_after_open_mib": rss_open,
-        "rss_mib": rss,
-        "query_peak_rss_mib": peak,
+        // After the hybrid searches: all resident, and of it the process's own memory (the
+        // rest is pages of mapped files: vectors and the keyword index).
+        "rss_after_search_mib": mib(searched.now),
+        "anon_rss_after_search_mib": mib(searched.anonymous),
+        // After the recall check, whose exact scans read every vector of the file.
+        "rss_after_exact_scans_mib": mib(scanned.now),
+        "peak_rss_mib": mib(scanned.peak),
     }))
 }
 
@@ -304,6 +321,8 @@ pub fn run(flags: &ScaleFlags) -> Result<()> {
             json!(format!("{:?}", flags.quantization).to_lowercase()),
         );
         r.insert("exact_below".into(), json!(flags.exact_below));
+        r.insert("ef_construction".into(), json!(flags.ef_construction));
+        r.insert("connectivity".into(), json!(flags.connectivity));
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -4,6 +4,7 @@ pub mod delete;
 pub mod embed;
 pub mod eval;
 pub mod index;
+mod memory;
 pub mod models;
 mod peak;
 pub mod rerank;

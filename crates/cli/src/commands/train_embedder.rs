@@ -14,9 +14,10 @@ use sift_pipeline::{Pipeline, SearchMode};
 use sift_train::embedder_trainer::{
     train_embedder, EmbedderDev, EmbedderEvent, EmbedderRecipe, EmbedderState,
 };
-use sift_train::trainer::{peak_rss_bytes, recent_loss};
+use sift_train::trainer::recent_loss;
 use sift_train::GroupRecipe;
 
+use super::memory::peak_rss_bytes;
 use super::progress_bar;
 use crate::model_path::{load_embedder, resolve};
 

@@ -10,9 +10,10 @@ use sift_eval::{Dataset, DevSplit, Qrels, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
 use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
-use sift_train::trainer::{peak_rss_bytes, recent_loss};
+use sift_train::trainer::recent_loss;
 use sift_train::{read_checkpoint, DevSet, Event, GroupRecipe, Job, Loss, Recipe};
 
+use super::memory::peak_rss_bytes;
 use super::progress_bar;
 use crate::model_path::{load_embedder, resolve};
 

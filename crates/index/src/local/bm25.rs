@@ -387,6 +387,11 @@ impl Bm25Index {
     pub fn num_passages(&self) -> Result<u64> {
         contained("counting", || Ok(self.reader.searcher().num_docs()))
     }
+
+    /// Segments a search visits (tantivy merges them in the background as commits add more).
+    pub fn num_segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
 }
 
 #[cfg(test)]

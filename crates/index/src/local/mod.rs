@@ -368,6 +368,11 @@ impl LocalCollection {
         Ok(self.chunk_hits(self.contents.vectors.exact_search(vector, k)))
     }
 
+    /// Segments of the keyword index (what the scale benchmark reports after a long ingest).
+    pub fn bm25_segments(&self) -> usize {
+        self.bm25.num_segments()
+    }
+
     /// True when dense search uses the HNSW graph.
     pub fn uses_ann(&self) -> bool {
         self.contents.vectors.has_graph()
@@ -576,7 +581,7 @@ impl CollectionBackend for LocalCollection {
             .collect())
     }
 
-    fn unchanged(&self, documents: &[Document]) -> Result<Vec<bool>> {
+    fn unchanged(&self, documents: &[&Document]) -> Result<Vec<bool>> {
         self.usable()?;
         Ok(documents
             .iter()
@@ -790,10 +795,8 @@ impl CollectionBackend for LocalCollection {
                 vector.len()
             )));
         }
-        if vector.iter().any(|x| !x.is_finite()) {
-            return Err(IndexError::InvalidInput(
-                "query vector has NaN or infinite values".into(),
-            ));
+        if let Some(problem) = crate::batch::vector_problem(vector) {
+            return Err(IndexError::InvalidInput(format!("query vector {problem}")));
         }
         Ok(self.chunk_hits(self.contents.vectors.search(vector, k)))
     }

@@ -156,6 +156,8 @@ pub fn remove_other_epochs(dir: &Path, keep: u64) {
 /// The first `rows` rows of an epoch's vector file, mapped read-only.
 pub struct VectorFile {
     map: Option<Mmap>,
+    /// The file, for [`VectorFile::read_row`].
+    file: Option<File>,
     rows: u32,
     dim: usize,
     /// The checksummed ranges that make up the rows, for the next snapshot to record.
@@ -167,6 +169,7 @@ impl VectorFile {
     pub fn empty(dim: usize) -> VectorFile {
         VectorFile {
             map: None,
+            file: None,
             rows: 0,
             dim,
             ranges: Vec::new(),
@@ -243,6 +246,7 @@ impl VectorFile {
         let map = Self::map(&file, needed).map_err(io)?;
         Ok(VectorFile {
             map: Some(map),
+            file: Some(file),
             rows,
             dim,
             ranges,
@@ -275,6 +279,7 @@ impl VectorFile {
         let map = Self::map(&file, needed).map_err(io)?;
         Ok(VectorFile {
             map: Some(map),
+            file: Some(file),
             rows,
             dim,
             ranges,
@@ -310,7 +315,34 @@ impl VectorFile {
         }
     }
 
-    /// Row `row` (< [`VectorFile::rows`]).
+    /// Copies row `row` into `out` (`dim` values) with one positioned read instead of through
+    /// the map. Why: a rescore reads a few hundred scattered rows per query, and a fault on the
+    /// map also maps the cached pages around the row (the kernel's fault-around, 64 KiB, which
+    /// `MADV_RANDOM` does not turn off) — measured at 1M chunks, 200 hybrid searches through the
+    /// map left the whole 1.5 GB file resident in the process. A read copies 1.5 KB instead.
+    pub fn read_row(&self, row: u32, out: &mut [f32]) -> std::io::Result<()> {
+        let (Some(file), true) = (&self.file, row < self.rows && out.len() == self.dim) else {
+            return Err(std::io::Error::other(format!(
+                "no row {row} of {} values",
+                out.len()
+            )));
+        };
+        let at = HEADER_BYTES as u64 + u64::from(row) * row_bytes(self.dim);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            file.read_exact_at(bytemuck::cast_slice_mut(out), at)
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (file, at);
+            out.copy_from_slice(self.row(row).unwrap_or_default());
+            Ok(())
+        }
+    }
+
+    /// Row `row` (< [`VectorFile::rows`]), through the map: for reading many rows in order
+    /// (exact scans, graph builds), where mapping pages around a row is what is wanted.
     pub fn row(&self, row: u32) -> Option<&[f32]> {
         let map = self.map.as_ref()?;
         if row >= self.rows {
@@ -341,6 +373,10 @@ mod tests {
         assert_eq!(file.rows(), 8);
         assert_eq!(file.row(1).unwrap(), &[4.0, 5.0, 6.0, 7.0]);
         assert_eq!(file.row(5).unwrap(), &[100.0, 101.0, 102.0, 103.0]);
+        let mut out = [0f32; 4];
+        file.read_row(5, &mut out).unwrap();
+        assert_eq!(out, [100.0, 101.0, 102.0, 103.0]);
+        assert!(file.read_row(8, &mut out).is_err());
         assert!(file.row(8).is_none());
         assert_eq!(file.bytes(), 64 + 8 * 16);
         // Rewriting rows with the same bytes (an unfinished compaction's, repeated) keeps

@@ -505,12 +505,13 @@ impl VectorIndex {
         let fetch = wanted * graph.len().max(1) / self.live.max(1);
         match graph.search(&q, fetch) {
             Ok(slots) => {
+                let mut row = vec![0f32; self.dim];
                 let hits = slots
                     .into_iter()
                     .filter_map(|slot| {
-                        self.get(slot).map(|v| VectorHit {
+                        Some(VectorHit {
                             slot,
-                            similarity: dot(&q, v),
+                            similarity: self.similarity(&q, slot, &mut row)?,
                         })
                     })
                     .collect();
@@ -519,6 +520,24 @@ impl VectorIndex {
             Err(e) => {
                 tracing::warn!("{e}; answering by exact search");
                 self.exact_search(query, k)
+            }
+        }
+    }
+
+    /// The cosine of unit `q` with live slot `slot`'s vector; rows of the file are read into
+    /// `row` ([`VectorFile::read_row`] says why not through the map).
+    fn similarity(&self, q: &[f32], slot: u32, row: &mut [f32]) -> Option<f32> {
+        if !*self.alive.get(slot as usize)? {
+            return None;
+        }
+        if slot >= self.file.rows() {
+            return self.get(slot).map(|v| dot(q, v));
+        }
+        match self.file.read_row(slot, row) {
+            Ok(()) => Some(dot(q, row)),
+            Err(e) => {
+                tracing::warn!("reading vector {slot}: {e}; reading it through the map");
+                self.get(slot).map(|v| dot(q, v))
             }
         }
     }
