@@ -172,6 +172,7 @@ impl LocalCollection {
         }
 
         let bm25_dir = dir.join("bm25");
+        let started = std::time::Instant::now();
         let bm25 = if !writable {
             Bm25Index::open_read_only(&bm25_dir, manifest.analyzer).map_err(|e| {
                 tracing::debug!("{}: {e}", bm25_dir.display());
@@ -188,6 +189,11 @@ impl LocalCollection {
                 Err(e) => return Err(e),
             }
         };
+        tracing::debug!(
+            "{}: BM25 index opened in {:.2} s",
+            dir.display(),
+            started.elapsed().as_secs_f64()
+        );
         let snapshot_path = dir.join("snapshot.bin");
         let dim = manifest.embedding.dim;
         let started = std::time::Instant::now();

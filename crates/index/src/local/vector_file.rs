@@ -218,6 +218,7 @@ impl VectorFile {
         }
         // Verified through a small buffer, not the map, so that opening leaves no pages of
         // the file resident in this process.
+        let started = std::time::Instant::now();
         let mut buf = vec![0f32; dim.max(1) * 4096];
         for r in &ranges {
             let mut hasher = crc32fast::Hasher::new();
@@ -243,6 +244,11 @@ impl VectorFile {
                 )));
             }
         }
+        tracing::debug!(
+            "{}: {rows} rows verified in {:.2} s",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
         let map = Self::map(&file, needed).map_err(io)?;
         Ok(VectorFile {
             map: Some(map),
