@@ -47,7 +47,9 @@ fn the_search_benchmark_runs_at_smoke_size() {
         "hybrid_p50_ms",
         "hybrid_p99_ms",
         "disk_mib",
-        "query_peak_rss_mib",
+        "rss_after_search_mib",
+        "anon_rss_after_search_mib",
+        "bm25_segments",
     ] {
         assert!(number(key) > 0.0, "{key}: {report}");
     }
