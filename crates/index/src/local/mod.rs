@@ -492,7 +492,14 @@ fn load_graph(dir: &Path, contents: &mut Contents, seq: u64) -> bool {
     let params = vectors.params();
     if vectors.len() >= params.exact_below / 2 {
         if let Some(graph) = read_graph(&path, now, vectors.dim(), params) {
-            match vectors.adopt_graph(graph) {
+            let started = std::time::Instant::now();
+            let adopted = vectors.adopt_graph(graph);
+            tracing::debug!(
+                "{}: loaded; checked against the vectors in {:.2} s",
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+            match adopted {
                 Ok(0) => return true,
                 Ok(changed) => {
                     tracing::info!("{}: {changed} graph entries repaired", path.display());

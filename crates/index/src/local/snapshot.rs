@@ -358,6 +358,7 @@ pub fn write_graph(path: &Path, stamp: GraphStamp, graph: Option<&[u8]>) -> Resu
 /// graph is not an error — it is rebuilt from the vectors — and a damaged one is never handed to
 /// the graph library (the checksum is verified first).
 pub fn read_graph(path: &Path, now: GraphStamp, dim: usize, params: AnnParams) -> Option<AnnGraph> {
+    let started = std::time::Instant::now();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -392,6 +393,11 @@ pub fn read_graph(path: &Path, now: GraphStamp, dim: usize, params: AnnParams) -
         if crc32fast::hash(body) != crc {
             return Err("checksum mismatch".into());
         }
+        tracing::debug!(
+            "{}: read and checked in {:.2} s",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
         if stamp.slot_epoch != now.slot_epoch
             || stamp.next_slot > now.next_slot
             || stamp.seq > now.seq
