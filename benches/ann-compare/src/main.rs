@@ -3,8 +3,11 @@
 
 use std::time::Instant;
 
-use sift_index::vectors::dot;
-use sift_index::{AnnParams, Collection};
+use sift_index::local::{AnnParams, LocalCollection, OpenMode};
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
 
 const K: usize = 10;
 const QUERIES: usize = 300;
@@ -57,8 +60,8 @@ fn main() {
     let dir = std::env::args()
         .nth(1)
         .expect("usage: ann-compare COLLECTION_DIR");
-    let c =
-        Collection::open_read_only(dir.as_ref(), AnnParams::default()).expect("open collection");
+    let c = LocalCollection::open(dir.as_ref(), OpenMode::ReadOnly, AnnParams::default())
+        .expect("open collection");
     let mut all: Vec<Vec<f32>> = c.chunk_vectors().map(|v| v.to_vec()).collect();
     drop(c);
     // Every 17th vector is a held-out query.
@@ -91,7 +94,7 @@ fn main() {
         mean_us: exact_us,
     });
 
-    // instant-distance (what sift uses), at sift's settings.
+    // instant-distance (what sift used before usearch), at its settings then.
     #[derive(Clone)]
     struct P(Vec<f32>);
     impl instant_distance::Point for P {

@@ -4,6 +4,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use memmap2::{Mmap, MmapOptions};
+
 use crate::error::{IndexError, Result};
 
 /// Writers hold `dir/LOCK` exclusively, readers share it; the lock lives as long as the file.
@@ -40,6 +42,24 @@ pub fn lock(dir: &Path, exclusive: bool) -> Result<Option<File>> {
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io { path, source: e }),
     }
+}
+
+/// The first `len` bytes of `file`, mapped read-only, for reading in place (advised random
+/// access: searches read scattered rows and graph nodes, and read-ahead would only fill memory).
+///
+/// Sound because sift never changes the bytes of a file it maps: graphs are replaced by rename
+/// (a map keeps the old file), and a vector file only grows, its rows rewritten only with the
+/// bytes they already hold ([`super::vector_file`]). The checksums verified before mapping guard
+/// against damage at rest; another program writing into a collection's files is outside what
+/// any collection format can defend against.
+#[allow(unsafe_code)]
+pub fn map_read_only(file: &File, len: u64) -> std::io::Result<Mmap> {
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: see above; the map owns its reference to the file's pages.
+    let map = unsafe { MmapOptions::new().len(len).map(file)? };
+    #[cfg(unix)]
+    let _ = map.advise(memmap2::Advice::Random);
+    Ok(map)
 }
 
 fn read_only_fs(e: &std::io::Error) -> bool {

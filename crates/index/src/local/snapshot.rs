@@ -15,13 +15,14 @@
 //! before framing): their chunks are numbered densely, as the code that wrote them numbered
 //! them, and the next compaction moves their vectors to a vector file.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::files::{write_atomic_parts, write_atomic_with};
+use super::files::{map_read_only, write_atomic_parts, write_atomic_with};
 use super::state::{ChunkText, SnapshotVectors};
 use super::vector_file::{RowRange, VectorFile};
 use super::vectors::{AnnGraph, AnnParams};
@@ -354,13 +355,21 @@ pub fn write_graph(path: &Path, stamp: GraphStamp, graph: Option<&[u8]>) -> Resu
 }
 
 /// The graph saved at `path` if it can serve a collection whose vectors are at `now` (same slot
-/// epoch, no slot or batch beyond it) with `dim` and `params`. A missing, foreign or damaged
-/// graph is not an error — it is rebuilt from the vectors — and a damaged one is never handed to
-/// the graph library (the checksum is verified first).
-pub fn read_graph(path: &Path, now: GraphStamp, dim: usize, params: AnnParams) -> Option<AnnGraph> {
+/// epoch, no slot or batch beyond it) with `dim` and `params`: viewed in place when `in_place`
+/// (for handles that never write), else loaded into memory. A missing, foreign or damaged graph
+/// is not an error — it is rebuilt from the vectors — and a damaged one is never handed to the
+/// graph library (the checksum is verified first, by a streaming read when viewing, so that
+/// nothing of the file stays resident).
+pub fn read_graph(
+    path: &Path,
+    now: GraphStamp,
+    dim: usize,
+    params: AnnParams,
+    in_place: bool,
+) -> Option<AnnGraph> {
     let started = std::time::Instant::now();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    let mut file = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             tracing::warn!("{}: unreadable ({e}); rebuilding the graph", path.display());
@@ -368,29 +377,53 @@ pub fn read_graph(path: &Path, now: GraphStamp, dim: usize, params: AnnParams) -
         }
     };
     let decoded = (|| {
-        if !bytes.starts_with(GRAPH_MAGIC) {
+        let io = |e: std::io::Error| e.to_string();
+        let mut header = [0u8; GRAPH_HEADER_BYTES];
+        file.read_exact(&mut header)
+            .map_err(|_| "truncated header".to_owned())?;
+        if !header.starts_with(GRAPH_MAGIC) {
             return Err("not a graph of this version".to_owned());
         }
-        let header = bytes
-            .get(8..GRAPH_HEADER_BYTES)
-            .ok_or_else(|| "truncated header".to_owned())?;
-        let word =
-            |i: usize| u64::from_le_bytes(header[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let word = |i: usize| {
+            u64::from_le_bytes(header[8 + i * 8..16 + i * 8].try_into().unwrap_or_default())
+        };
         let stamp = GraphStamp {
             seq: word(0),
             slot_epoch: word(1),
             next_slot: u32::try_from(word(2)).map_err(|_| "bad slot count".to_owned())?,
         };
-        let body = &bytes[GRAPH_HEADER_BYTES..];
-        if body.len() as u64 != word(3) {
+        let len = word(3);
+        let crc = u32::from_le_bytes(header[40..44].try_into().unwrap_or_default());
+        let file_len = file.metadata().map_err(io)?.len();
+        if file_len != GRAPH_HEADER_BYTES as u64 + len {
             return Err(format!(
-                "{} bytes of graph, the header says {}",
-                body.len(),
-                word(3)
+                "{} bytes of graph, the header says {len}",
+                file_len.saturating_sub(GRAPH_HEADER_BYTES as u64)
             ));
         }
-        let crc = u32::from_le_bytes(header[32..36].try_into().unwrap_or_default());
-        if crc32fast::hash(body) != crc {
+        if stamp.slot_epoch != now.slot_epoch
+            || stamp.next_slot > now.next_slot
+            || stamp.seq > now.seq
+        {
+            return Err(format!("saved for {stamp:?}, the collection is at {now:?}"));
+        }
+        let body = if in_place {
+            let mut hasher = crc32fast::Hasher::new();
+            let mut buf = vec![0u8; 4 << 20];
+            loop {
+                let n = file.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            (hasher.finalize(), None)
+        } else {
+            let mut body = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut body).map_err(io)?;
+            (crc32fast::hash(&body), Some(body))
+        };
+        if body.0 != crc {
             return Err("checksum mismatch".into());
         }
         tracing::debug!(
@@ -398,13 +431,14 @@ pub fn read_graph(path: &Path, now: GraphStamp, dim: usize, params: AnnParams) -
             path.display(),
             started.elapsed().as_secs_f64()
         );
-        if stamp.slot_epoch != now.slot_epoch
-            || stamp.next_slot > now.next_slot
-            || stamp.seq > now.seq
-        {
-            return Err(format!("saved for {stamp:?}, the collection is at {now:?}"));
-        }
-        AnnGraph::from_bytes(body, dim, params).map_err(|e| e.to_string())
+        let graph = match body.1 {
+            Some(bytes) => AnnGraph::from_bytes(&bytes, dim, params),
+            None => {
+                let map = map_read_only(&file, file_len).map_err(io)?;
+                AnnGraph::view(map, GRAPH_HEADER_BYTES, dim, params)
+            }
+        };
+        graph.map_err(|e| e.to_string())
     })();
     match decoded {
         Ok(graph) => Some(graph),

@@ -452,3 +452,67 @@ fn a_snapshot_with_inline_vectors_is_read_and_moved_to_a_vector_file() {
     assert_eq!(c.contents.chunk_text("d", 0), Some("epsilon"));
     c.verify().unwrap();
 }
+
+/// A reader views a current graph in place (no copy) and answers as the writer does; when
+/// batches were logged after the graph was saved it loads a copy and repairs it in memory.
+#[test]
+fn readers_view_a_current_graph_in_place_and_repair_a_stale_one_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = AnnParams {
+        exact_below: 100,
+        quantization: super::Quantization::F32,
+        ..AnnParams::default()
+    };
+    let vector = |i: usize| {
+        let a = i as f32 * 0.013;
+        vec![a.cos(), a.sin()]
+    };
+    let upsert = |i: usize| {
+        Operation::Upsert(IndexedDocument {
+            document: Document {
+                id: format!("d{i}"),
+                text: format!("chunk {i}"),
+                title: None,
+                metadata: None,
+            },
+            chunks: vec![Chunk {
+                text: format!("chunk {i}"),
+                vector: vector(i),
+            }],
+        })
+    };
+    let is_view = |c: &LocalCollection| c.contents.vectors.graph().is_some_and(|g| g.is_view());
+    let answers = |c: &LocalCollection| -> Vec<Vec<String>> {
+        (0..400)
+            .step_by(13)
+            .map(|i| {
+                let hits = c.dense_search(&vector(i), 5).unwrap();
+                hits.into_iter().map(|h| h.doc_id).collect()
+            })
+            .collect()
+    };
+    let mut c = LocalCollection::open_or_create(dir.path(), manifest(), ann).unwrap();
+    c.commit((0..300).map(upsert).collect()).unwrap();
+    c.compact().unwrap();
+    assert!(!is_view(&c), "the writer owns its graph");
+    let want = answers(&c);
+    drop(c);
+    let r = LocalCollection::open(dir.path(), OpenMode::ReadOnly, ann).unwrap();
+    assert!(is_view(&r), "a current graph is viewed in place");
+    assert_eq!(answers(&r), want);
+    r.verify().unwrap();
+    drop(r);
+
+    let mut c = LocalCollection::open(dir.path(), OpenMode::Write, ann).unwrap();
+    c.commit((300..400).map(upsert).collect()).unwrap();
+    let want = answers(&c);
+    drop(c);
+    let r = LocalCollection::open(dir.path(), OpenMode::ReadOnly, ann).unwrap();
+    assert!(r.uses_ann());
+    assert!(
+        !is_view(&r),
+        "a graph behind the log is loaded and repaired"
+    );
+    assert_eq!(answers(&r), want);
+    r.verify().unwrap();
+}

@@ -28,9 +28,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
+use super::files::map_read_only;
 use crate::error::{IndexError, Result};
 
 #[cfg(target_endian = "big")]
@@ -249,7 +250,7 @@ impl VectorFile {
             path.display(),
             started.elapsed().as_secs_f64()
         );
-        let map = Self::map(&file, needed).map_err(io)?;
+        let map = map_read_only(&file, needed).map_err(io)?;
         Ok(VectorFile {
             map: Some(map),
             file: Some(file),
@@ -282,7 +283,7 @@ impl VectorFile {
                 path.display()
             )));
         }
-        let map = Self::map(&file, needed).map_err(io)?;
+        let map = map_read_only(&file, needed).map_err(io)?;
         Ok(VectorFile {
             map: Some(map),
             file: Some(file),
@@ -290,18 +291,6 @@ impl VectorFile {
             dim,
             ranges,
         })
-    }
-
-    #[allow(unsafe_code)]
-    fn map(file: &File, len: u64) -> std::io::Result<Mmap> {
-        // SAFETY: the file is only ever appended to past `len` or cut back to a length at
-        // least `len` (module documentation), never rewritten below it, so the mapped bytes
-        // stay valid and unchanged while the map lives.
-        let map = unsafe { MmapOptions::new().len(len as usize).map(file)? };
-        // A rescore reads a handful of scattered rows: read-ahead would only fill memory.
-        #[cfg(unix)]
-        let _ = map.advise(memmap2::Advice::Random);
-        Ok(map)
     }
 
     pub fn rows(&self) -> u32 {

@@ -19,6 +19,7 @@
 //!
 //! Similarity is cosine: vectors are L2-normalised on insert.
 
+use memmap2::Mmap;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::vector_file::VectorFile;
@@ -111,6 +112,9 @@ fn usearch_error(context: &str, e: impl std::fmt::Display) -> IndexError {
 pub struct AnnGraph {
     index: Index,
     quantization: Quantization,
+    /// The mapped file a graph viewed in place reads (`None`: the graph owns its memory).
+    /// Declared after `index`, so it is unmapped only after the index is gone.
+    backing: Option<Mmap>,
 }
 
 /// `v` as int8 with its largest component at ±127, rounded to nearest.
@@ -150,6 +154,7 @@ impl AnnGraph {
         let graph = AnnGraph {
             index,
             quantization: params.quantization,
+            backing: None,
         };
         graph.reserve(capacity)?;
         Ok(graph)
@@ -158,6 +163,35 @@ impl AnnGraph {
     /// Restores a graph saved by [`AnnGraph::to_bytes`], if it was made with `dim` and `params`'
     /// storage (another quantization or connectivity means it must be rebuilt).
     pub fn from_bytes(bytes: &[u8], dim: usize, params: AnnParams) -> Result<AnnGraph> {
+        let index = Self::index_for(bytes, dim, params)?;
+        index
+            .load_from_buffer(bytes)
+            .map_err(|e| usearch_error("load", e))?;
+        Self::opened(index, params, None)
+    }
+
+    /// A graph read in place from `map[offset..]` (saved by [`AnnGraph::to_bytes`]) instead of
+    /// copied: opening costs no allocation, and its pages are the file's, which the kernel may
+    /// drop and read again. It cannot change: for handles that never write.
+    #[allow(unsafe_code)]
+    pub fn view(map: Mmap, offset: usize, dim: usize, params: AnnParams) -> Result<AnnGraph> {
+        let bytes = map
+            .get(offset..)
+            .ok_or_else(|| usearch_error("view", "the file ends before the graph"))?;
+        let index = Self::index_for(bytes, dim, params)?;
+        // SAFETY: `bytes` lie in `map`, which the graph keeps until after the index is dropped
+        // (field order), and whose file sift never changes (`files::map_read_only`).
+        unsafe { index.view_from_buffer(bytes) }.map_err(|e| usearch_error("view", e))?;
+        Self::opened(index, params, Some(map))
+    }
+
+    pub fn is_view(&self) -> bool {
+        self.backing.is_some()
+    }
+
+    /// An empty index for the saved graph `bytes`, once its header shows `dim` and `params`'
+    /// storage.
+    fn index_for(bytes: &[u8], dim: usize, params: AnnParams) -> Result<Index> {
         let meta = Index::metadata_from_buffer(bytes).map_err(|e| usearch_error("header", e))?;
         if meta.dimensions != dim as u64 || meta.quantization != params.quantization.scalar_kind() {
             return Err(usearch_error(
@@ -168,11 +202,10 @@ impl AnnGraph {
                 ),
             ));
         }
-        let index =
-            Index::new(&Self::options(dim, params)).map_err(|e| usearch_error("create", e))?;
-        index
-            .load_from_buffer(bytes)
-            .map_err(|e| usearch_error("load", e))?;
+        Index::new(&Self::options(dim, params)).map_err(|e| usearch_error("create", e))
+    }
+
+    fn opened(index: Index, params: AnnParams, backing: Option<Mmap>) -> Result<AnnGraph> {
         if index.connectivity() != params.connectivity {
             return Err(usearch_error("load", "built with another connectivity"));
         }
@@ -181,6 +214,7 @@ impl AnnGraph {
         Ok(AnnGraph {
             index,
             quantization: params.quantization,
+            backing,
         })
     }
 
@@ -382,6 +416,11 @@ impl VectorIndex {
             .map(|(s, _)| s as u32)
     }
 
+    /// Every live vector, in slot order.
+    pub fn live_vectors(&self) -> impl Iterator<Item = &[f32]> + '_ {
+        self.live_slots().filter_map(|slot| self.get(slot))
+    }
+
     /// The vector file's rows.
     pub fn file(&self) -> &VectorFile {
         &self.file
@@ -465,6 +504,12 @@ impl VectorIndex {
     /// saved before or after some batches). Live slots it lacks are added; deleted slots it has
     /// are tombstones already. Returns how many entries were added.
     pub fn adopt_graph(&mut self, graph: AnnGraph) -> Result<usize> {
+        if graph.is_view() && self.missing_from(&graph).is_some() {
+            return Err(usearch_error(
+                "repair",
+                "a graph viewed in place cannot change",
+            ));
+        }
         let mut added = 0;
         for slot in self.live_slots() {
             if let Some(v) = self.get(slot) {
@@ -488,7 +533,11 @@ impl VectorIndex {
     /// A live slot the graph lacks, if there is a graph and such a slot (what
     /// [`VectorIndex::adopt_graph`] repairs; never true of a graph kept up to date).
     pub fn missing_from_graph(&self) -> Option<u32> {
-        let graph = self.graph.as_ref()?;
+        self.missing_from(self.graph.as_ref()?)
+    }
+
+    /// A live slot `graph` lacks, if any.
+    pub fn missing_from(&self, graph: &AnnGraph) -> Option<u32> {
         self.live_slots().find(|&slot| !graph.contains(slot))
     }
 
