@@ -57,3 +57,16 @@ fn the_search_benchmark_runs_at_smoke_size() {
     // Recall is the graph's quality, not a timing: it must hold at any size.
     assert!(number("ann_recall_at_10") >= 0.9, "{report}");
 }
+
+/// Graph settings usearch would silently replace by its defaults are refused before any work.
+#[test]
+fn graph_settings_usearch_would_ignore_are_refused() {
+    for (flag, value) in [("--connectivity", "0"), ("--ef-construction", "0")] {
+        let out = sift_cmd(&["bench", "--task", "search", "--chunks", "100", flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--connectivity must be at least 2"), "{err}");
+    }
+}

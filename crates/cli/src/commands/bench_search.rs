@@ -275,6 +275,10 @@ pub fn run(flags: &ScaleFlags) -> Result<()> {
     if flags.chunks == 0 || flags.dim == 0 {
         bail!("--chunks and --dim must be at least 1");
     }
+    // usearch reads 0 as "its default", which the report would then misname.
+    if flags.connectivity < 2 || flags.ef_construction == 0 {
+        bail!("--connectivity must be at least 2 and --ef-construction at least 1");
+    }
     let sentences = match &flags.sentences {
         Some(path) => sift_index::synthetic::read_sentences(path)?,
         None => sift_index::synthetic::builtin_sentences(),
