@@ -181,7 +181,7 @@ impl Contents {
     /// far: the content of a snapshot that appends the rows past the file to it. Copies no
     /// text (documents are shared).
     pub fn to_snapshot(&self, seq: u64) -> Snapshot {
-        let docs = self.sorted_docs(|_, slot| slot);
+        let docs = self.sorted_docs(&self.sorted_ids(), |_, slot| slot);
         Snapshot {
             seq,
             slot_epoch: self.slot_epoch,
@@ -195,11 +195,11 @@ impl Contents {
     /// compaction writes when deleted slots outnumber live ones), and the vectors in that new
     /// slot order.
     pub fn to_dense_snapshot(&self, seq: u64, epoch: u64) -> (Snapshot, Vec<f32>) {
-        let docs = self.sorted_docs(|i, _| i as u32);
-        let old_slots = self
-            .sorted_ids()
-            .into_iter()
-            .flat_map(|id| self.docs[id].slots.iter().copied());
+        let ids = self.sorted_ids();
+        let docs = self.sorted_docs(&ids, |i, _| i as u32);
+        let old_slots = ids
+            .iter()
+            .flat_map(|id| self.docs[*id].slots.iter().copied());
         let rows = self.vectors.rows_of(old_slots);
         let next_slot = docs.iter().map(|d| d.chunks.len() as u32).sum();
         let snapshot = Snapshot {
@@ -218,14 +218,13 @@ impl Contents {
         ids
     }
 
-    /// The documents sorted by id, each chunk at `slot(i, old slot)` where `i` counts chunks
+    /// The documents `ids` (sorted), each chunk at `slot(i, old slot)` where `i` counts chunks
     /// in that order.
-    fn sorted_docs(&self, slot: impl Fn(usize, u32) -> u32) -> Vec<SnapshotDoc> {
+    fn sorted_docs(&self, ids: &[&String], slot: impl Fn(usize, u32) -> u32) -> Vec<SnapshotDoc> {
         let mut i = 0;
-        self.sorted_ids()
-            .into_iter()
+        ids.iter()
             .map(|id| {
-                let d = &self.docs[id];
+                let d = &self.docs[*id];
                 let chunks = d
                     .slots
                     .iter()

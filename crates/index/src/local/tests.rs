@@ -47,6 +47,37 @@ fn doc(id: &str, chunks: &[&str]) -> Operation {
     })
 }
 
+/// Point `i` of the unit circle walked `step` radians at a time: 2-D vectors that crowd each
+/// other, so graph search is compared with exact search one result at a time.
+fn on_circle(i: usize, step: f32) -> Vec<f32> {
+    let a = i as f32 * step;
+    vec![a.cos(), a.sin()]
+}
+
+/// Document `id` whose one chunk is its whole `text`, embedded as `vector`.
+fn one_chunk_doc(id: String, text: String, vector: Vec<f32>) -> Operation {
+    Operation::Upsert(IndexedDocument {
+        document: Document {
+            id,
+            text: text.clone(),
+            title: None,
+            metadata: None,
+        },
+        chunks: vec![Chunk { text, vector }],
+    })
+}
+
+/// A graph from `exact_below` live vectors on, storing f32: on 2-D vectors that crowd each other
+/// int8 rounding ties could reorder results, so these tests, which compare graph and exact
+/// search result for result, use f32 (int8 recall is measured in tests/collection.rs).
+fn f32_graph(exact_below: usize) -> AnnParams {
+    AnnParams {
+        exact_below,
+        quantization: super::Quantization::F32,
+        ..AnnParams::default()
+    }
+}
+
 /// A collection in `dir` holding batch 1, then batch 2 committed while BM25 adds fail as
 /// `failpoint` says (adds to let pass, then adds to fail); batch 2 must still be acknowledged.
 fn commit_while_bm25_fails(dir: &Path, failpoint: (usize, usize)) -> LocalCollection {
@@ -158,32 +189,9 @@ fn the_log_of_a_long_lived_writer_stays_bounded() {
 #[test]
 fn a_split_compaction_keeps_the_graph_consistent_with_later_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let ann = AnnParams {
-        exact_below: 10,
-        // These tests compare graph search with exact search result for result, on 2-D vectors
-        // that crowd each other: f32, so int8 rounding ties cannot reorder them (int8 recall
-        // is measured in tests/collection.rs).
-        quantization: super::Quantization::F32,
-        ..AnnParams::default()
-    };
-    let vector = |i: usize| {
-        let a = i as f32 * 0.37;
-        vec![a.cos(), a.sin()]
-    };
-    let upsert = |id: String, i: usize| {
-        Operation::Upsert(IndexedDocument {
-            document: Document {
-                id,
-                text: format!("chunk {i}"),
-                title: None,
-                metadata: None,
-            },
-            chunks: vec![Chunk {
-                text: format!("chunk {i}"),
-                vector: vector(i),
-            }],
-        })
-    };
+    let ann = f32_graph(10);
+    let vector = |i: usize| on_circle(i, 0.37);
+    let upsert = |id: String, i: usize| one_chunk_doc(id, format!("chunk {i}"), vector(i));
     let mut c = LocalCollection::open_or_create(dir.path(), manifest(), ann).unwrap();
     c.commit((0..40).map(|i| upsert(format!("d{i}"), i)).collect())
         .unwrap();
@@ -221,30 +229,9 @@ fn a_split_compaction_keeps_the_graph_consistent_with_later_commits() {
 #[test]
 fn a_renumbering_compaction_starts_a_new_slot_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let ann = AnnParams {
-        exact_below: 100,
-        // As above: f32, so results can be compared with exact search one for one.
-        quantization: super::Quantization::F32,
-        ..AnnParams::default()
-    };
-    let vector = |i: usize| {
-        let a = i as f32 * 0.013;
-        vec![a.cos(), a.sin()]
-    };
-    let upsert = |i: usize| {
-        Operation::Upsert(IndexedDocument {
-            document: Document {
-                id: format!("d{i}"),
-                text: format!("chunk {i}"),
-                title: None,
-                metadata: None,
-            },
-            chunks: vec![Chunk {
-                text: format!("chunk {i}"),
-                vector: vector(i),
-            }],
-        })
-    };
+    let ann = f32_graph(100);
+    let vector = |i: usize| on_circle(i, 0.013);
+    let upsert = |i: usize| one_chunk_doc(format!("d{i}"), format!("chunk {i}"), vector(i));
     let mut c = LocalCollection::open_or_create(dir.path(), manifest(), ann).unwrap();
     c.commit((0..3_000).map(upsert).collect()).unwrap();
     c.compact().unwrap();
@@ -296,29 +283,9 @@ fn a_renumbering_compaction_starts_a_new_slot_epoch() {
 #[test]
 fn compactions_after_an_unfinished_one_keep_the_files_consistent() {
     let dir = tempfile::tempdir().unwrap();
-    let ann = AnnParams {
-        exact_below: 20,
-        quantization: super::Quantization::F32,
-        ..AnnParams::default()
-    };
-    let vector = |i: usize| {
-        let a = i as f32 * 0.021;
-        vec![a.cos(), a.sin()]
-    };
-    let upsert = |i: usize| {
-        Operation::Upsert(IndexedDocument {
-            document: Document {
-                id: format!("d{i}"),
-                text: format!("words of chunk {i}"),
-                title: None,
-                metadata: None,
-            },
-            chunks: vec![Chunk {
-                text: format!("chunk {i}"),
-                vector: vector(i),
-            }],
-        })
-    };
+    let ann = f32_graph(20);
+    let vector = |i: usize| on_circle(i, 0.021);
+    let upsert = |i: usize| one_chunk_doc(format!("d{i}"), format!("chunk {i}"), vector(i));
     let reopened_is_same = |c: &LocalCollection, when: &str| {
         c.verify().unwrap();
         let copy = tempfile::tempdir().unwrap();
@@ -458,29 +425,9 @@ fn a_snapshot_with_inline_vectors_is_read_and_moved_to_a_vector_file() {
 #[test]
 fn readers_view_a_current_graph_in_place_and_repair_a_stale_one_in_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let ann = AnnParams {
-        exact_below: 100,
-        quantization: super::Quantization::F32,
-        ..AnnParams::default()
-    };
-    let vector = |i: usize| {
-        let a = i as f32 * 0.013;
-        vec![a.cos(), a.sin()]
-    };
-    let upsert = |i: usize| {
-        Operation::Upsert(IndexedDocument {
-            document: Document {
-                id: format!("d{i}"),
-                text: format!("chunk {i}"),
-                title: None,
-                metadata: None,
-            },
-            chunks: vec![Chunk {
-                text: format!("chunk {i}"),
-                vector: vector(i),
-            }],
-        })
-    };
+    let ann = f32_graph(100);
+    let vector = |i: usize| on_circle(i, 0.013);
+    let upsert = |i: usize| one_chunk_doc(format!("d{i}"), format!("chunk {i}"), vector(i));
     let is_view = |c: &LocalCollection| c.contents.vectors.graph().is_some_and(|g| g.is_view());
     let answers = |c: &LocalCollection| -> Vec<Vec<String>> {
         (0..400)

@@ -57,6 +57,11 @@ fn row_bytes(dim: usize) -> u64 {
     dim as u64 * 4
 }
 
+/// Where row `row` starts: also the length of a file holding `row` rows.
+fn row_offset(row: u32, dim: usize) -> u64 {
+    HEADER_BYTES as u64 + u64::from(row) * row_bytes(dim)
+}
+
 fn header(epoch: u64, dim: usize) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
     h[..8].copy_from_slice(MAGIC);
@@ -101,7 +106,7 @@ pub fn write_rows(
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    let at = HEADER_BYTES as u64 + u64::from(start) * row_bytes(dim);
+    let at = row_offset(start, dim);
     if start == 0 {
         file.write_all(&header(epoch, dim)).map_err(io)?;
     } else {
@@ -154,14 +159,13 @@ pub fn remove_other_epochs(dir: &Path, keep: u64) {
     }
 }
 
-/// The first `rows` rows of an epoch's vector file, mapped read-only.
+/// The rows of an epoch's vector file that its ranges cover, mapped read-only.
 pub struct VectorFile {
-    map: Option<Mmap>,
-    /// The file, for [`VectorFile::read_row`].
-    file: Option<File>,
-    rows: u32,
+    /// The map, and the file for [`VectorFile::read_row`]; `None` without rows.
+    mapped: Option<(Mmap, File)>,
     dim: usize,
-    /// The checksummed ranges that make up the rows, for the next snapshot to record.
+    /// The checksummed ranges that make up the rows (contiguous from row 0), for the next
+    /// snapshot to record.
     ranges: Vec<RowRange>,
 }
 
@@ -169,12 +173,21 @@ impl VectorFile {
     /// No rows (a collection without a vector file yet).
     pub fn empty(dim: usize) -> VectorFile {
         VectorFile {
-            map: None,
-            file: None,
-            rows: 0,
+            mapped: None,
             dim,
             ranges: Vec::new(),
         }
+    }
+
+    /// `file`, whose rows `ranges` describe, mapped.
+    fn mapped(file: File, dim: usize, ranges: Vec<RowRange>) -> std::io::Result<VectorFile> {
+        let rows = ranges.last().map_or(0, |r| r.end);
+        let map = map_read_only(&file, row_offset(rows, dim))?;
+        Ok(VectorFile {
+            mapped: Some((map, file)),
+            dim,
+            ranges,
+        })
     }
 
     /// The rows `ranges` describe (contiguous from row 0) of epoch `epoch`'s file in `dir`,
@@ -210,7 +223,7 @@ impl VectorFile {
         if let Some(reason) = header_problem(&mut file, epoch, dim).map_err(io)? {
             return Err(corrupt(reason));
         }
-        let needed = HEADER_BYTES as u64 + u64::from(rows) * row_bytes(dim);
+        let needed = row_offset(rows, dim);
         let len = file.metadata().map_err(io)?.len();
         if len < needed {
             return Err(corrupt(format!(
@@ -250,14 +263,7 @@ impl VectorFile {
             path.display(),
             started.elapsed().as_secs_f64()
         );
-        let map = map_read_only(&file, needed).map_err(io)?;
-        Ok(VectorFile {
-            map: Some(map),
-            file: Some(file),
-            rows,
-            dim,
-            ranges,
-        })
+        VectorFile::mapped(file, dim, ranges).map_err(io)
     }
 
     /// The rows a compaction of this process has just written and synced (`ranges`), mapped
@@ -276,25 +282,17 @@ impl VectorFile {
         let path = path(dir, epoch);
         let io = |e| IndexError::io(&path)(e);
         let file = File::open(&path).map_err(io)?;
-        let needed = HEADER_BYTES as u64 + u64::from(rows) * row_bytes(dim);
-        if file.metadata().map_err(io)?.len() < needed {
+        if file.metadata().map_err(io)?.len() < row_offset(rows, dim) {
             return Err(IndexError::Internal(format!(
                 "{}: shorter than the rows just written",
                 path.display()
             )));
         }
-        let map = map_read_only(&file, needed).map_err(io)?;
-        Ok(VectorFile {
-            map: Some(map),
-            file: Some(file),
-            rows,
-            dim,
-            ranges,
-        })
+        VectorFile::mapped(file, dim, ranges).map_err(io)
     }
 
     pub fn rows(&self) -> u32 {
-        self.rows
+        self.ranges.last().map_or(0, |r| r.end)
     }
 
     pub fn ranges(&self) -> &[RowRange] {
@@ -303,10 +301,9 @@ impl VectorFile {
 
     /// Bytes on disk that the rows take (header included).
     pub fn bytes(&self) -> u64 {
-        if self.rows == 0 {
-            0
-        } else {
-            HEADER_BYTES as u64 + u64::from(self.rows) * row_bytes(self.dim)
+        match self.rows() {
+            0 => 0,
+            rows => row_offset(rows, self.dim),
         }
     }
 
@@ -316,13 +313,14 @@ impl VectorFile {
     /// `MADV_RANDOM` does not turn off) — measured at 1M chunks, 200 hybrid searches through the
     /// map left the whole 1.5 GB file resident in the process. A read copies 1.5 KB instead.
     pub fn read_row(&self, row: u32, out: &mut [f32]) -> std::io::Result<()> {
-        let (Some(file), true) = (&self.file, row < self.rows && out.len() == self.dim) else {
+        let (Some((_, file)), true) = (&self.mapped, row < self.rows() && out.len() == self.dim)
+        else {
             return Err(std::io::Error::other(format!(
                 "no row {row} of {} values",
                 out.len()
             )));
         };
-        let at = HEADER_BYTES as u64 + u64::from(row) * row_bytes(self.dim);
+        let at = row_offset(row, self.dim);
         #[cfg(unix)]
         {
             use std::os::unix::fs::FileExt;
@@ -339,11 +337,11 @@ impl VectorFile {
     /// Row `row` (< [`VectorFile::rows`]), through the map: for reading many rows in order
     /// (exact scans, graph builds), where mapping pages around a row is what is wanted.
     pub fn row(&self, row: u32) -> Option<&[f32]> {
-        let map = self.map.as_ref()?;
-        if row >= self.rows {
+        let (map, _) = self.mapped.as_ref()?;
+        if row >= self.rows() {
             return None;
         }
-        let start = HEADER_BYTES + row as usize * self.dim * 4;
+        let start = usize::try_from(row_offset(row, self.dim)).ok()?;
         bytemuck::try_cast_slice(map.get(start..start + self.dim * 4)?).ok()
     }
 }

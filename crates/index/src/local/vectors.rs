@@ -504,16 +504,16 @@ impl VectorIndex {
     /// saved before or after some batches). Live slots it lacks are added; deleted slots it has
     /// are tombstones already. Returns how many entries were added.
     pub fn adopt_graph(&mut self, graph: AnnGraph) -> Result<usize> {
-        if graph.is_view() && self.missing_from(&graph).is_some() {
-            return Err(usearch_error(
-                "repair",
-                "a graph viewed in place cannot change",
-            ));
-        }
         let mut added = 0;
         for slot in self.live_slots() {
             if let Some(v) = self.get(slot) {
                 if !graph.contains(slot) {
+                    if graph.is_view() {
+                        return Err(usearch_error(
+                            "repair",
+                            "a graph viewed in place cannot change",
+                        ));
+                    }
                     graph.add(slot, v)?;
                     added += 1;
                 }
@@ -533,11 +533,7 @@ impl VectorIndex {
     /// A live slot the graph lacks, if there is a graph and such a slot (what
     /// [`VectorIndex::adopt_graph`] repairs; never true of a graph kept up to date).
     pub fn missing_from_graph(&self) -> Option<u32> {
-        self.missing_from(self.graph.as_ref()?)
-    }
-
-    /// A live slot `graph` lacks, if any.
-    pub fn missing_from(&self, graph: &AnnGraph) -> Option<u32> {
+        let graph = self.graph.as_ref()?;
         self.live_slots().find(|&slot| !graph.contains(slot))
     }
 
