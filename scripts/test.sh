@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: fetches the test models if missing (idempotent), installs Debian's Chromium
-# and ChromeDriver for the playground's browser test and the official OpenAI and Cohere SDKs and
+# and ChromeDriver for the playground's browser test, PostgreSQL 15 and pgvector (built from
+# Debian's source package) for the PostgreSQL backend's tests and the official OpenAI and Cohere SDKs and
 # Selenium from PyPI into target/sdk-venv, and LlamaIndex, LangChain and huggingface_hub into
 # target/clients-venv, for the server compatibility tests,
 # checks formatting and clippy (warnings denied), runs every test of the workspace once (one
@@ -10,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --models-only
 scripts/browser/install.sh
+# PostgreSQL 15 + pgvector 0.8.0 for the PostgreSQL backend's tests (they start their own servers).
+scripts/postgres.sh install
 if [ ! -x target/sdk-venv/bin/python ] ||
   ! cmp -s scripts/sdk-compat/requirements.txt target/sdk-venv/requirements.txt; then
   rm -rf target/sdk-venv

@@ -11,7 +11,7 @@ pub enum IndexError {
         source: std::io::Error,
     },
 
-    #[error("{0} is not a sift collection (no collection.json); create it with `sift index`")]
+    #[error("{0} is not a sift collection; create it with `sift index`")]
     NotACollection(PathBuf),
 
     #[error("{path} is damaged: {reason}")]
@@ -42,6 +42,18 @@ pub enum IndexError {
     /// A collection address this build cannot serve (e.g. a database URL without that backend).
     #[error("{0}")]
     Unsupported(String),
+
+    /// The database holding the collection cannot be reached now (refused or lost connection,
+    /// a server shutting down or failing over). Nothing of the failed request was applied
+    /// unless it was a write whose commit had reached the server: then all of it was. Retry
+    /// when the server is back.
+    #[error("{0}")]
+    Unavailable(String),
+
+    /// The database refused a statement for a reason other than the input (permissions, a
+    /// missing extension, an internal error of the server).
+    #[error("PostgreSQL: {0}")]
+    Database(String),
 
     /// A fault of sift itself or its environment (serialization, a poisoned lock), not of the
     /// input.

@@ -5,8 +5,9 @@
 //! [`analysis`] every backend applies the same way), the batch checks
 //! ([`batch`]), the [`store`] that callers open collections through, and the [`conformance`]
 //! suite every backend must pass. [`local`] is the embedded backend (a directory: write-ahead
-//! log, snapshot, exact + HNSW vectors, tantivy BM25); nothing at the root depends on it except
-//! the store.
+//! log, snapshot, exact + HNSW vectors, tantivy BM25) and [`postgres`] the shared one (a schema
+//! in a PostgreSQL database with pgvector, BM25 in SQL); nothing at the root depends on either
+//! except the store.
 
 // One exception, allowed where it stands: mapping the vector file (local/vector_file.rs).
 #![deny(unsafe_code)]
@@ -19,8 +20,11 @@ pub mod document;
 pub mod error;
 pub mod local;
 pub mod manifest;
+pub mod postgres;
 pub mod store;
 pub mod synthetic;
+#[cfg(feature = "failpoints")]
+pub mod test_postgres;
 #[cfg(feature = "failpoints")]
 pub mod tmpfs;
 

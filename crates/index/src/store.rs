@@ -1,10 +1,10 @@
 //! Where collections live, and the one way callers open them.
 //!
 //! `--collection` and `sift serve --collections` both take a location string parsed by
-//! [`Location::parse`]: a filesystem path today; a `postgres://…` URL is recognised and refused
-//! by this build with a clear message until that backend exists. The CLI and the server open,
-//! create, list and drop collections only through this module, so adding a backend changes
-//! this file and nothing that calls it.
+//! [`Location::parse`]: a filesystem path, or a `postgres://…` URL ([`PgAddress`]: a libpq URL
+//! with `?collection=NAME` for one collection, without it for a store of them). The CLI and the
+//! server open, create, list and drop collections only through this module, so adding a backend
+//! changes this file and nothing that calls it.
 
 use std::path::{Path, PathBuf};
 
@@ -12,12 +12,15 @@ use crate::backend::CollectionBackend;
 use crate::error::{IndexError, Result};
 use crate::local::{AnnParams, LocalCollection, OpenMode};
 use crate::manifest::Manifest;
+use crate::postgres::{self, PgAddress, PostgresCollection};
 
 /// A parsed `--collection` / `--collections` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A directory: one collection (`--collection`) or a folder of them (`--collections`).
     Local(PathBuf),
+    /// A PostgreSQL database (with pgvector): one collection in it when the address names one.
+    Postgres(PgAddress),
 }
 
 const DATABASE_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
@@ -30,15 +33,12 @@ impl Location {
             ));
         }
         if DATABASE_SCHEMES.iter().any(|p| s.starts_with(p)) {
-            return Err(IndexError::Unsupported(format!(
-                "{}: PostgreSQL collections are not available in this build; give a directory",
-                redact(s)
-            )));
+            return Ok(Location::Postgres(PgAddress::parse(s)?));
         }
         if let Some((scheme, _)) = s.split_once("://") {
             if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(IndexError::Unsupported(format!(
-                    "{scheme}:// collections are not supported; give a directory"
+                    "{scheme}:// collections are not supported; give a directory or a postgres:// URL"
                 )));
             }
         }
@@ -57,19 +57,8 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Postgres(a) => write!(f, "{a}"),
         }
-    }
-}
-
-/// A URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -86,6 +75,7 @@ pub enum Access {
 pub fn exists(location: &Location) -> Result<bool> {
     match location {
         Location::Local(dir) => Ok(dir.join("collection.json").is_file()),
+        Location::Postgres(a) => postgres::exists(a),
     }
 }
 
@@ -93,6 +83,7 @@ pub fn exists(location: &Location) -> Result<bool> {
 pub fn read_manifest(location: &Location) -> Result<Option<Manifest>> {
     match location {
         Location::Local(dir) => crate::local::read_manifest(dir),
+        Location::Postgres(a) => postgres::read_manifest(a),
     }
 }
 
@@ -110,6 +101,10 @@ pub fn open(location: &Location, access: Access) -> Result<Box<dyn CollectionBac
                 AnnParams::default(),
             )?))
         }
+        Location::Postgres(a) => Ok(Box::new(PostgresCollection::open(
+            a,
+            access == Access::Write,
+        )?)),
     }
 }
 
@@ -125,6 +120,7 @@ pub fn open_or_create(
             manifest,
             AnnParams::default(),
         )?)),
+        Location::Postgres(a) => Ok(Box::new(PostgresCollection::open_or_create(a, manifest)?)),
     }
 }
 
@@ -141,6 +137,7 @@ pub fn drop_collection(location: &Location) -> Result<()> {
             drop(lock);
             Ok(())
         }
+        Location::Postgres(a) => postgres::drop_collection(a),
     }
 }
 
@@ -173,6 +170,13 @@ impl CollectionStore {
     pub fn open(location: Location) -> Result<Self> {
         match &location {
             Location::Local(dir) => std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?,
+            Location::Postgres(a) => {
+                if let Some(name) = a.collection() {
+                    return Err(IndexError::InvalidInput(format!(
+                        "{a}: a store of collections is a database address without ?collection= (found collection={name})"
+                    )));
+                }
+            }
         }
         Ok(CollectionStore { location })
     }
@@ -186,6 +190,7 @@ impl CollectionStore {
         validate_name(name)?;
         match &self.location {
             Location::Local(dir) => Ok(Location::Local(dir.join(name))),
+            Location::Postgres(a) => Ok(Location::Postgres(a.with_collection(name))),
         }
     }
 
@@ -205,6 +210,7 @@ impl CollectionStore {
                 names.sort();
                 Ok(names)
             }
+            Location::Postgres(a) => postgres::list(a),
         }
     }
 
@@ -238,14 +244,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locations_parse_paths_and_refuse_urls_clearly() {
+    fn locations_parse_paths_and_database_urls() {
         assert_eq!(
             Location::parse("./cols/a").unwrap(),
             Location::Local("./cols/a".into())
         );
-        let e = Location::parse("postgres://me:secret@db/x?collection=a").unwrap_err();
-        let m = e.to_string();
-        assert!(m.contains("PostgreSQL") && !m.contains("secret"), "{m}");
+        let pg = Location::parse("postgres://me:secret@db/x?collection=a").unwrap();
+        assert!(matches!(&pg, Location::Postgres(a) if a.collection() == Some("a")));
+        assert!(!pg.to_string().contains("secret"), "{pg}");
+        let e = Location::parse("postgres://me:secret@db/x?collection=a/b").unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
         assert!(matches!(
             Location::parse("s3://bucket/x"),
             Err(IndexError::Unsupported(_))

@@ -145,13 +145,27 @@ pub(crate) fn parse_weight(s: &str) -> std::result::Result<f32, String> {
     }
 }
 
+/// The collection `--matrix` builds for model `m`: a folder of `--collection` (local), or the
+/// collection `NAME-MODEL` of its database (`NAME` the address's collection, if it names one).
+fn matrix_collection(root: &Location, m: &str) -> Location {
+    match root {
+        Location::Local(dir) => Location::Local(dir.join(sanitize(m))),
+        Location::Postgres(a) => {
+            let name = match a.collection() {
+                Some(c) => format!("{c}-{}", sanitize(m)),
+                None => sanitize(m),
+            };
+            Location::Postgres(a.with_collection(&name))
+        }
+    }
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
     let data = Dataset::load(&args.data, args.files.as_deref())?;
     let policy = args.long_documents.policy()?;
     let embed_engine = args.engine.options(args.embed_precision.get());
     // (collection, embedding model to build it with)
     let targets: Vec<(Location, Option<String>)> = if args.matrix {
-        let Location::Local(root) = &args.collection;
         let models = if args.embed_model.is_empty() {
             vec!["all-MiniLM-L6-v2".to_string()]
         } else {
@@ -159,7 +173,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         };
         models
             .iter()
-            .map(|m| (Location::Local(root.join(sanitize(m))), Some(m.clone())))
+            .map(|m| (matrix_collection(&args.collection, m), Some(m.clone())))
             .collect()
     } else {
         vec![(args.collection.clone(), args.embed_model.first().cloned())]

@@ -36,6 +36,8 @@ use std::sync::Arc;
 /// The keyword index of a local collection, public for measuring analyzers on it alone
 /// (tests/chinese_known_item.rs).
 pub use self::bm25::{Bm25Hit, Bm25Index};
+/// Shared with the PostgreSQL backend, so both store and query the same unit vectors.
+pub(crate) use vectors::normalized;
 use vectors::AnnGraph;
 pub use vectors::{AnnParams, Quantization};
 

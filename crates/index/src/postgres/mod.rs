@@ -1,0 +1,838 @@
+//! The PostgreSQL + pgvector backend: a collection as a schema in a database that many sift
+//! processes share.
+//!
+//! What it is for: a corpus, query load or uptime need that outgrows one machine's directory.
+//! PostgreSQL keeps the data (its WAL makes a committed batch durable, streaming replicas
+//! scale reads), and `sift serve` processes hold nothing but models, so any number of them
+//! can run behind a load balancer. Tables and why: [`schema`]; BM25 in SQL: [`keyword`].
+//!
+//! Guarantees, as the [`CollectionBackend`] contract words them:
+//! - **One batch, one transaction**, acknowledged after `COMMIT` returns with
+//!   `synchronous_commit = on`. Documents, chunks, passages and postings go in by binary
+//!   `COPY`; the batch number and corpus statistics change in the same transaction.
+//! - **One writer per collection**: a session-level advisory lock, held by the writer's
+//!   connection for the handle's life and released by PostgreSQL when that connection ends
+//!   (a `kill -9`ed writer cannot leave a stale lock). Readers take no lock.
+//! - **Reads see committed batches at once**, from any process: every read runs in its own
+//!   read-only transaction on a pooled connection.
+//! - **Compaction is VACUUM**: the derived parts (HNSW index, postings index) are maintained by
+//!   PostgreSQL on every write, so there is nothing to rebuild; what accumulates is dead rows.
+//!   Autovacuum is off for the chunk table — pgvector 0.8.0–0.8.1 can damage an HNSW index
+//!   when a vacuum runs concurrently with inserts (fixed in 0.8.2) — so sift vacuums it itself,
+//!   in `finish_compaction`, where the caller holds the collection exclusively.
+
+mod address;
+mod connection;
+mod keyword;
+mod schema;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
+use postgres::Client;
+
+pub use address::PgAddress;
+
+use self::connection::{checkout, connect, db_error, Pool};
+use self::schema::ident;
+use crate::analysis::Analyzer;
+use crate::backend::{CollectionBackend, CollectionStats, CompactionJob};
+use crate::batch::{validate_batch, vector_problem};
+use crate::document::{ChunkHit, Document, HitDetails, Operation};
+use crate::error::{IndexError, Result};
+use crate::manifest::Manifest;
+
+/// HNSW candidates pgvector examines per search (`hnsw.ef_search`): at least this many, at
+/// least `k`, at most pgvector's limit of 1,000.
+const MIN_EF_SEARCH: usize = 128;
+const MAX_EF_SEARCH: usize = 1000;
+
+/// Documents re-analysed per round when the analyzer changes (bounds memory, not correctness:
+/// it all happens in one transaction).
+const REANALYZE_BATCH: i64 = 500;
+
+/// A compaction is due once the chunk table's dead rows reach this share of its live ones
+/// (and at least [`MIN_DEAD_ROWS`]): autovacuum's own default scale factor.
+const DUE_DEAD_SHARE: f64 = 0.2;
+const MIN_DEAD_ROWS: i64 = 1000;
+
+/// Tells handles apart, so a compaction job finishes only on the handle that began it.
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+/// Whether this database has collection `name` (an address with a collection).
+pub fn exists(address: &PgAddress) -> Result<bool> {
+    let name = address.require_collection()?;
+    let mut client = connect(address)?;
+    Ok(schema::lookup(&mut client, address, name)?.is_some())
+}
+
+/// The manifest of the collection at `address`, if it exists.
+pub fn read_manifest(address: &PgAddress) -> Result<Option<Manifest>> {
+    let name = address.require_collection()?;
+    let mut client = connect(address)?;
+    match schema::lookup(&mut client, address, name)? {
+        Some(s) => Ok(Some(schema::read_manifest(&mut client, address, &s)?)),
+        None => Ok(None),
+    }
+}
+
+/// The collections in the database at `address` (its `collection` parameter is ignored).
+pub fn list(address: &PgAddress) -> Result<Vec<String>> {
+    let mut client = connect(address)?;
+    schema::list(&mut client, address)
+}
+
+/// Drops the collection at `address`; refused ([`IndexError::Locked`]) while a writer holds it.
+pub fn drop_collection(address: &PgAddress) -> Result<()> {
+    let name = address.require_collection()?;
+    let mut client = connect(address)?;
+    if schema::drop(&mut client, address, name, writer_lock_key)? {
+        Ok(())
+    } else {
+        Err(IndexError::NotACollection(address.redacted().into()))
+    }
+}
+
+/// The advisory lock key of the writer of the collection in `schema`: "SIFT" and the schema
+/// name's CRC-32, so it cannot collide with another collection's or the DDL lock.
+fn writer_lock_key(schema: &str) -> i64 {
+    (0x5349_4654_i64 << 32) | i64::from(crc32fast::hash(schema.as_bytes()))
+}
+
+/// A collection in PostgreSQL.
+pub struct PostgresCollection {
+    address: PgAddress,
+    /// The collection's schema, quoted for SQL.
+    schema: String,
+    manifest: Manifest,
+    /// The writer's session, holding the collection's advisory lock; `None` for a searcher.
+    writer: Option<Mutex<Client>>,
+    reads: Pool,
+    compaction_in_flight: Arc<AtomicBool>,
+    handle: u64,
+}
+
+impl PostgresCollection {
+    /// Opens the existing collection at `address`; `writable` takes the writer's lock.
+    pub fn open(address: &PgAddress, writable: bool) -> Result<Self> {
+        let name = address.require_collection()?;
+        let mut client = connect(address)?;
+        let schema = schema::lookup(&mut client, address, name)?
+            .ok_or_else(|| IndexError::NotACollection(address.redacted().into()))?;
+        let manifest = schema::read_manifest(&mut client, address, &schema)?;
+        Self::finish_open(address, client, schema, manifest, writable)
+    }
+
+    /// Opens the collection at `address` for writing, creating it with `manifest` if it does
+    /// not exist; refuses one made with another embedding model.
+    pub fn open_or_create(address: &PgAddress, manifest: Manifest) -> Result<Self> {
+        let name = address.require_collection()?;
+        let mut client = connect(address)?;
+        let schema = match schema::lookup(&mut client, address, name)? {
+            Some(s) => s,
+            None => schema::create(&mut client, address, name, &manifest)?,
+        };
+        let stored = schema::read_manifest(&mut client, address, &schema)?;
+        if !stored.same_model(&manifest.embedding) {
+            return Err(stored.mismatch(&manifest.embedding));
+        }
+        Self::finish_open(address, client, schema, stored, true)
+    }
+
+    fn finish_open(
+        address: &PgAddress,
+        mut client: Client,
+        schema: String,
+        manifest: Manifest,
+        writable: bool,
+    ) -> Result<Self> {
+        if manifest.format != crate::manifest::FORMAT_VERSION {
+            return Err(IndexError::Unsupported(format!(
+                "{address}: collection format {} is not this sift's ({})",
+                manifest.format,
+                crate::manifest::FORMAT_VERSION
+            )));
+        }
+        if schema::pgvector_version(&mut client, address)?.is_none() {
+            return Err(IndexError::Database(format!(
+                "{address}: the `vector` extension was removed from this database"
+            )));
+        }
+        let writer = if writable {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1)",
+                    &[&writer_lock_key(&schema)],
+                )
+                .map_err(|e| db_error(address, e))?
+                .get(0);
+            if !locked {
+                return Err(IndexError::Locked {
+                    path: address.redacted().into(),
+                });
+            }
+            Some(Mutex::new(client))
+        } else {
+            None
+        };
+        Ok(PostgresCollection {
+            address: address.clone(),
+            schema: ident(&schema),
+            manifest,
+            writer,
+            reads: connection::pool(address)?,
+            compaction_in_flight: Arc::new(AtomicBool::new(false)),
+            handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    fn err(&self) -> impl Fn(postgres::Error) -> IndexError + '_ {
+        move |e| db_error(&self.address, e)
+    }
+
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, Client>> {
+        let writer = self.writer.as_ref().ok_or_else(|| {
+            IndexError::InvalidInput(format!(
+                "{}: this handle was opened for searching; open it for writing to change it",
+                self.address
+            ))
+        })?;
+        writer
+            .lock()
+            .map_err(|_| IndexError::Internal("the writer's connection lock is poisoned".into()))
+    }
+
+    /// Runs `f` in a read-only transaction on a pooled connection.
+    fn read<T>(&self, f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = checkout(&self.address, &self.reads)?;
+        let mut tx = conn
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .map_err(self.err())?;
+        let out = f(&mut tx)?;
+        tx.commit().map_err(self.err())?;
+        Ok(out)
+    }
+
+    fn state_number(&self, column: &str) -> Result<i64> {
+        let sql = format!("SELECT {column} FROM {}.state", self.schema);
+        self.read(|tx| Ok(tx.query_one(&sql, &[]).map_err(self.err())?.get(0)))
+    }
+
+    /// Documents by id in request order, read in `tx`.
+    fn documents_in(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        ids: &[&str],
+    ) -> Result<Vec<Option<Document>>> {
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT r.ord, d.id, d.title, d.body, d.metadata::text
+                     FROM unnest($1::text[]) WITH ORDINALITY AS r(id, ord)
+                     JOIN {s}.documents d ON d.id = r.id",
+                    s = self.schema
+                ),
+                &[&ids],
+            )
+            .map_err(self.err())?;
+        let mut out = vec![None; ids.len()];
+        for row in rows {
+            let ord: i64 = row.get(0);
+            out[(ord - 1) as usize] =
+                Some(self.document_from(row.get(1), row.get(2), row.get(3), row.get(4))?);
+        }
+        Ok(out)
+    }
+
+    fn document_from(
+        &self,
+        id: String,
+        title: Option<String>,
+        text: String,
+        metadata: Option<String>,
+    ) -> Result<Document> {
+        let metadata = metadata
+            .map(|m| serde_json::from_str(&m))
+            .transpose()
+            .map_err(|e| {
+                IndexError::Database(format!(
+                    "{}: stored metadata of {id:?} is not JSON: {e}",
+                    self.address
+                ))
+            })?;
+        Ok(Document {
+            id,
+            text,
+            title,
+            metadata,
+        })
+    }
+
+    /// The `vector` type of this database (its OID is assigned when pgvector is installed),
+    /// for binary COPY.
+    fn vector_type(&self, tx: &mut postgres::Transaction<'_>) -> Result<Type> {
+        let statement = tx.prepare("SELECT $1::vector").map_err(self.err())?;
+        Ok(statement.params()[0].clone())
+    }
+
+    /// Writes `rows` into `table (columns)` by binary COPY.
+    fn copy_in(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        table: &str,
+        columns: &str,
+        types: &[Type],
+        rows: impl IntoIterator<Item = Vec<Box<dyn ToSql + Sync>>>,
+    ) -> Result<()> {
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {}.{table} ({columns}) FROM STDIN (FORMAT binary)",
+                self.schema
+            ))
+            .map_err(self.err())?;
+        let mut writer = BinaryCopyInWriter::new(sink, types);
+        for row in rows {
+            let refs: Vec<&(dyn ToSql + Sync)> = row.iter().map(|b| b.as_ref()).collect();
+            writer.write(&refs).map_err(self.err())?;
+        }
+        writer.finish().map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Writes the passages and postings of documents `(key, document, chunk texts)`; returns
+    /// how many passages and terms they add.
+    fn write_keyword_units(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        analyzer: Analyzer,
+        documents: &[(i64, &Document, Vec<&str>)],
+    ) -> Result<(i64, i64)> {
+        let mut passages: Vec<Vec<Box<dyn ToSql + Sync>>> = Vec::new();
+        let mut postings: Vec<Vec<Box<dyn ToSql + Sync>>> = Vec::new();
+        let mut terms_total = 0i64;
+        for (key, document, chunks) in documents {
+            for (i, p) in keyword::analyze(analyzer, document, chunks)
+                .into_iter()
+                .enumerate()
+            {
+                terms_total += i64::from(p.length);
+                passages.push(vec![
+                    Box::new(*key),
+                    Box::new(i as i32),
+                    Box::new(p.chunk),
+                    Box::new(p.length),
+                ]);
+                for (term, tf) in p.terms {
+                    postings.push(vec![
+                        Box::new(term),
+                        Box::new(*key),
+                        Box::new(i as i32),
+                        Box::new(tf),
+                        Box::new(p.length),
+                    ]);
+                }
+            }
+        }
+        let added = passages.len() as i64;
+        self.copy_in(
+            tx,
+            "passages",
+            "doc, passage, chunk, terms",
+            &[Type::INT8, Type::INT4, Type::INT4, Type::INT4],
+            passages,
+        )?;
+        self.copy_in(
+            tx,
+            "postings",
+            "term, doc, passage, tf, passage_terms",
+            &[Type::TEXT, Type::INT8, Type::INT4, Type::INT4, Type::INT4],
+            postings,
+        )?;
+        Ok((added, terms_total))
+    }
+}
+
+impl CollectionBackend for PostgresCollection {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn location(&self) -> String {
+        self.address.redacted()
+    }
+
+    fn len(&self) -> Result<usize> {
+        Ok(self.state_number("documents")? as usize)
+    }
+
+    fn seq(&self) -> Result<u64> {
+        Ok(self.state_number("seq")? as u64)
+    }
+
+    fn documents(&self, ids: &[&str]) -> Result<Vec<Option<Document>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(|tx| self.documents_in(tx, ids))
+    }
+
+    fn hit_details(&self, chunks: &[(&str, u32)]) -> Result<Vec<Option<HitDetails>>> {
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = chunks.iter().map(|c| c.0).collect();
+        let numbers: Vec<i32> = chunks
+            .iter()
+            .map(|c| i32::try_from(c.1).unwrap_or(i32::MAX))
+            .collect();
+        let sql = format!(
+            "SELECT r.ord, d.id, d.title, d.body, d.metadata::text, c.body
+             FROM unnest($1::text[], $2::int4[]) WITH ORDINALITY AS r(id, chunk, ord)
+             JOIN {s}.documents d ON d.id = r.id
+             JOIN {s}.chunks c ON c.doc = d.key AND c.chunk = r.chunk",
+            s = self.schema
+        );
+        let rows = self.read(|tx| tx.query(&sql, &[&ids, &numbers]).map_err(self.err()))?;
+        let mut out = vec![None; chunks.len()];
+        for row in rows {
+            let ord: i64 = row.get(0);
+            out[(ord - 1) as usize] = Some(HitDetails {
+                document: self.document_from(row.get(1), row.get(2), row.get(3), row.get(4))?,
+                chunk_text: row.get(5),
+            });
+        }
+        Ok(out)
+    }
+
+    fn unchanged(&self, documents: &[&Document]) -> Result<Vec<bool>> {
+        let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+        let stored = self.documents(&ids)?;
+        Ok(stored
+            .iter()
+            .zip(documents)
+            .map(|(s, d)| s.as_ref() == Some(*d))
+            .collect())
+    }
+
+    fn set_analyzer(&mut self, analyzer: Analyzer) -> Result<()> {
+        if self.manifest.analyzer == analyzer {
+            return Ok(());
+        }
+        let mut manifest = self.manifest.clone();
+        manifest.analyzer = analyzer;
+        let manifest_json = serde_json::to_string(&manifest)
+            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+        let s = self.schema.clone();
+        let mut client = self.writer()?;
+        let mut tx = client.transaction().map_err(self.err())?;
+        tx.batch_execute(&format!(
+            "SELECT 1 FROM {s}.state FOR UPDATE; DELETE FROM {s}.postings; DELETE FROM {s}.passages;"
+        ))
+        .map_err(self.err())?;
+        let (mut passages, mut terms) = (0i64, 0i64);
+        let mut after = i64::MIN;
+        loop {
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT d.key, d.id, d.title, d.body, array_agg(c.body ORDER BY c.chunk)
+                         FROM (SELECT * FROM {s}.documents WHERE key > $1 ORDER BY key LIMIT $2) d
+                         JOIN {s}.chunks c ON c.doc = d.key
+                         GROUP BY d.key, d.id, d.title, d.body ORDER BY d.key"
+                    ),
+                    &[&after, &REANALYZE_BATCH],
+                )
+                .map_err(self.err())?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            let loaded: Vec<(i64, Document, Vec<String>)> = rows
+                .iter()
+                .map(|r| {
+                    let document = Document {
+                        id: r.get(1),
+                        title: r.get(2),
+                        text: r.get(3),
+                        metadata: None,
+                    };
+                    (r.get(0), document, r.get(4))
+                })
+                .collect();
+            let units: Vec<(i64, &Document, Vec<&str>)> = loaded
+                .iter()
+                .map(|(k, d, c)| (*k, d, c.iter().map(String::as_str).collect()))
+                .collect();
+            let (p, t) = self.write_keyword_units(&mut tx, analyzer, &units)?;
+            passages += p;
+            terms += t;
+        }
+        tx.execute(
+            &format!(
+                "UPDATE {s}.state SET manifest = $1::text::json, passages = $2, passage_terms = $3"
+            ),
+            &[&manifest_json, &passages, &terms],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        drop(client);
+        self.manifest = manifest;
+        Ok(())
+    }
+
+    fn commit(&mut self, operations: Vec<Operation>) -> Result<u64> {
+        validate_batch(&operations, self.manifest.embedding.dim)?;
+        if operations.is_empty() {
+            return self.seq();
+        }
+        let s = self.schema.clone();
+        let ids: Vec<&str> = operations.iter().map(Operation::id).collect();
+        let upserts: Vec<_> = operations
+            .iter()
+            .filter_map(|op| match op {
+                Operation::Upsert(d) => Some(d),
+                Operation::Delete(_) => None,
+            })
+            .collect();
+        let mut client = self.writer()?;
+        let mut tx = client.transaction().map_err(self.err())?;
+        let state = tx
+            .query_one(
+                &format!("SELECT seq, manifest->>'analyzer' FROM {s}.state FOR UPDATE"),
+                &[],
+            )
+            .map_err(self.err())?;
+        let seq = state.get::<_, i64>(0) + 1;
+        let analyzer: Option<String> = state.get(1);
+        let analyzer: Analyzer = match analyzer {
+            Some(name) => name.parse().map_err(|_| {
+                IndexError::Database(format!(
+                    "{}: unknown analyzer {name:?} stored",
+                    self.address
+                ))
+            })?,
+            None => Analyzer::default(),
+        };
+        // Everything the batch touches goes first (an upsert replaces the whole document).
+        let removed = tx
+            .query_one(
+                &format!(
+                    "WITH gone AS (DELETE FROM {s}.documents WHERE id = ANY($1) RETURNING key),
+                     p AS (DELETE FROM {s}.passages WHERE doc IN (SELECT key FROM gone) RETURNING terms),
+                     c AS (DELETE FROM {s}.chunks WHERE doc IN (SELECT key FROM gone) RETURNING 1),
+                     t AS (DELETE FROM {s}.postings WHERE doc IN (SELECT key FROM gone) RETURNING 1)
+                     SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM p),
+                            (SELECT coalesce(sum(terms), 0)::int8 FROM p),
+                            (SELECT count(*) FROM c), (SELECT count(*) FROM t)"
+                ),
+                &[&ids],
+            )
+            .map_err(self.err())?;
+        let (docs_removed, passages_removed, terms_removed): (i64, i64, i64) =
+            (removed.get(0), removed.get(1), removed.get(2));
+        let (mut passages_added, mut terms_added) = (0i64, 0i64);
+        if !upserts.is_empty() {
+            let keys: Vec<i64> = tx
+                .query(
+                    &format!(
+                        "SELECT nextval('{s}.document_keys') FROM generate_series(1, $1::int8)"
+                    ),
+                    &[&(upserts.len() as i64)],
+                )
+                .map_err(self.err())?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let vector = self.vector_type(&mut tx)?;
+            self.copy_in(
+                &mut tx,
+                "documents",
+                "key, id, title, body, metadata, content_hash, seq",
+                &[
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSON,
+                    Type::INT8,
+                    Type::INT8,
+                ],
+                upserts.iter().zip(&keys).map(|(d, &key)| {
+                    let doc = &d.document;
+                    let row: Vec<Box<dyn ToSql + Sync>> = vec![
+                        Box::new(key),
+                        Box::new(doc.id.clone()),
+                        Box::new(doc.title.clone()),
+                        Box::new(doc.text.clone()),
+                        Box::new(doc.metadata.clone()),
+                        Box::new(doc.content_hash() as i64),
+                        Box::new(seq),
+                    ];
+                    row
+                }),
+            )?;
+            self.copy_in(
+                &mut tx,
+                "chunks",
+                "doc, chunk, body, embedding",
+                &[Type::INT8, Type::INT4, Type::TEXT, vector],
+                upserts.iter().zip(&keys).flat_map(|(d, &key)| {
+                    d.chunks.iter().enumerate().map(move |(i, c)| {
+                        let row: Vec<Box<dyn ToSql + Sync>> = vec![
+                            Box::new(key),
+                            Box::new(i as i32),
+                            Box::new(c.text.clone()),
+                            Box::new(pgvector::Vector::from(crate::local::normalized(&c.vector))),
+                        ];
+                        row
+                    })
+                }),
+            )?;
+            let units: Vec<(i64, &Document, Vec<&str>)> = upserts
+                .iter()
+                .zip(&keys)
+                .map(|(d, &key)| {
+                    (
+                        key,
+                        &d.document,
+                        d.chunks.iter().map(|c| c.text.as_str()).collect(),
+                    )
+                })
+                .collect();
+            (passages_added, terms_added) = self.write_keyword_units(&mut tx, analyzer, &units)?;
+        }
+        tx.execute(
+            &format!(
+                "UPDATE {s}.state SET seq = $1, documents = documents + $2,
+                     passages = passages + $3, passage_terms = passage_terms + $4"
+            ),
+            &[
+                &seq,
+                &(upserts.len() as i64 - docs_removed),
+                &(passages_added - passages_removed),
+                &(terms_added - terms_removed),
+            ],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(seq as u64)
+    }
+
+    fn begin_compaction(&self, only_if_due: bool) -> Result<Option<Box<dyn CompactionJob>>> {
+        drop(self.writer()?);
+        if only_if_due {
+            let sql = format!(
+                "SELECT coalesce(n_dead_tup, 0), coalesce(n_live_tup, 0)
+                 FROM pg_stat_user_tables WHERE relid = '{}.chunks'::regclass",
+                self.schema
+            );
+            let due = self.read(|tx| {
+                let row = tx.query_opt(&sql, &[]).map_err(self.err())?;
+                Ok(row.is_some_and(|r| {
+                    let (dead, live): (i64, i64) = (r.get(0), r.get(1));
+                    dead >= MIN_DEAD_ROWS && dead as f64 >= DUE_DEAD_SHARE * live as f64
+                }))
+            })?;
+            if !due {
+                return Ok(None);
+            }
+        }
+        if self.compaction_in_flight.swap(true, Ordering::AcqRel) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(Vacuum {
+            address: self.address.clone(),
+            schema: self.schema.clone(),
+            handle: self.handle,
+            in_flight: Arc::clone(&self.compaction_in_flight),
+        })))
+    }
+
+    fn finish_compaction(&mut self, job: Box<dyn CompactionJob>) -> Result<()> {
+        let job = job.into_any().downcast::<Vacuum>().map_err(|_| {
+            IndexError::InvalidInput("a compaction job of another kind of collection".into())
+        })?;
+        if job.handle != self.handle {
+            return Err(IndexError::InvalidInput(
+                "a compaction job of another handle".into(),
+            ));
+        }
+        // The chunk table, under the caller's exclusive hold (see the module notes on
+        // pgvector 0.8.0): no insert of this collection runs concurrently.
+        let sql = format!("VACUUM (ANALYZE) {}.chunks", self.schema);
+        self.writer()?.batch_execute(&sql).map_err(self.err())
+    }
+
+    fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {
+        let dim = self.manifest.embedding.dim;
+        if vector.len() != dim {
+            return Err(IndexError::InvalidInput(format!(
+                "the query vector has {} dimensions, the collection {dim}",
+                vector.len()
+            )));
+        }
+        if let Some(problem) = vector_problem(vector) {
+            return Err(IndexError::InvalidInput(format!("query vector {problem}")));
+        }
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let query = pgvector::Vector::from(crate::local::normalized(vector));
+        let ef = k.clamp(MIN_EF_SEARCH, MAX_EF_SEARCH).to_string();
+        let sql = format!(
+            "SELECT d.id, n.chunk, (-n.distance)::float4
+             FROM (SELECT doc, chunk, embedding <#> $1 AS distance FROM {s}.chunks
+                   ORDER BY embedding <#> $1 LIMIT $2) n
+             JOIN {s}.documents d ON d.key = n.doc
+             ORDER BY n.distance, n.doc, n.chunk",
+            s = self.schema
+        );
+        let rows = self.read(|tx| {
+            // Past ef_search results, pgvector 0.8's iterative scan keeps going in order.
+            tx.execute(
+                "SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'strict_order', true)",
+                &[&ef],
+            )
+            .map_err(self.err())?;
+            tx.query(&sql, &[&query, &(k as i64)]).map_err(self.err())
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ChunkHit {
+                doc_id: r.get(0),
+                chunk: r.get::<_, i32>(1) as u32,
+                score: r.get(2),
+            })
+            .collect())
+    }
+
+    fn keyword_search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let state_sql = format!("SELECT manifest->>'analyzer' FROM {}.state", self.schema);
+        let sql = keyword::bm25_sql(&self.schema);
+        let rows = self.read(|tx| {
+            // The stored analyzer, not this handle's copy: another process may have changed it.
+            let name: Option<String> = tx.query_one(&state_sql, &[]).map_err(self.err())?.get(0);
+            let analyzer = name
+                .and_then(|n| n.parse::<Analyzer>().ok())
+                .unwrap_or_default();
+            let terms = analyzer.terms(query);
+            if terms.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query(&sql, &[&terms, &(k as i64)]).map_err(self.err())
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ChunkHit {
+                doc_id: r.get(0),
+                chunk: r.get::<_, i32>(1) as u32,
+                score: r.get(2),
+            })
+            .collect())
+    }
+
+    fn stats(&self) -> Result<CollectionStats> {
+        let sql = format!(
+            "SELECT (SELECT documents FROM {s}.state), (SELECT count(*) FROM {s}.chunks)",
+            s = self.schema
+        );
+        let row = self.read(|tx| tx.query_one(&sql, &[]).map_err(self.err()))?;
+        Ok(CollectionStats {
+            documents: row.get::<_, i64>(0) as usize,
+            chunks: row.get::<_, i64>(1) as usize,
+            approximate_vectors: true,
+        })
+    }
+
+    fn verify(&self) -> Result<()> {
+        let s = &self.schema;
+        let checks = [
+            (
+                "the document count matches the documents",
+                format!("SELECT (SELECT documents FROM {s}.state) = (SELECT count(*) FROM {s}.documents)"),
+            ),
+            (
+                "the passage count and total length match the passages",
+                format!(
+                    "SELECT (SELECT passages FROM {s}.state) = (SELECT count(*) FROM {s}.passages)
+                        AND (SELECT passage_terms FROM {s}.state) = (SELECT coalesce(sum(terms), 0) FROM {s}.passages)"
+                ),
+            ),
+            (
+                "every document has chunks numbered from 0 without gaps",
+                format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {s}.documents d LEFT JOIN {s}.chunks c ON c.doc = d.key
+                        GROUP BY d.key HAVING count(c.chunk) = 0 OR max(c.chunk) + 1 <> count(c.chunk))"
+                ),
+            ),
+            (
+                "every chunk, passage and posting belongs to a document",
+                format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {s}.chunks c WHERE NOT EXISTS (SELECT 1 FROM {s}.documents d WHERE d.key = c.doc))
+                        AND NOT EXISTS (SELECT 1 FROM {s}.passages p WHERE NOT EXISTS (SELECT 1 FROM {s}.documents d WHERE d.key = p.doc))
+                        AND NOT EXISTS (SELECT 1 FROM {s}.postings t WHERE NOT EXISTS (SELECT 1 FROM {s}.documents d WHERE d.key = t.doc))"
+                ),
+            ),
+            (
+                "every document has passages, and each passage's postings add up to its length",
+                format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {s}.documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.passages p WHERE p.doc = d.key))
+                        AND NOT EXISTS (SELECT 1 FROM {s}.passages p
+                            LEFT JOIN (SELECT doc, passage, sum(tf) AS n, min(passage_terms) AS lo, max(passage_terms) AS hi
+                                       FROM {s}.postings GROUP BY doc, passage) t
+                            ON t.doc = p.doc AND t.passage = p.passage
+                            WHERE coalesce(t.n, 0) <> p.terms OR t.lo <> p.terms OR t.hi <> p.terms)"
+                ),
+            ),
+        ];
+        self.read(|tx| {
+            for (what, sql) in &checks {
+                let ok: bool = tx.query_one(sql.as_str(), &[]).map_err(self.err())?.get(0);
+                if !ok {
+                    return Err(IndexError::Corrupt {
+                        path: self.address.redacted().into(),
+                        reason: format!("not true: {what}"),
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A compaction of a PostgreSQL collection: VACUUM and ANALYZE of every table but the chunks
+/// (run on its own connection, concurrently with commits and searches), then of the chunks in
+/// `finish_compaction`.
+struct Vacuum {
+    address: PgAddress,
+    schema: String,
+    handle: u64,
+    in_flight: Arc<AtomicBool>,
+}
+
+impl CompactionJob for Vacuum {
+    fn run(&mut self) -> Result<()> {
+        let mut client = connect(&self.address)?;
+        let s = &self.schema;
+        client
+            .batch_execute(&format!(
+                "VACUUM (ANALYZE) {s}.documents, {s}.passages, {s}.postings, {s}.state"
+            ))
+            .map_err(|e| db_error(&self.address, e))
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+impl Drop for Vacuum {
+    fn drop(&mut self) {
+        self.in_flight.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,203 @@
+//! The PostgreSQL backend against a real PostgreSQL 15 + pgvector 0.8.0, started by
+//! `scripts/postgres.sh` for this test binary.
+
+use sift_index::conformance;
+use sift_index::store::{self, Access};
+use sift_index::test_postgres::TestPostgres;
+use sift_index::{IndexError, Location};
+
+#[test]
+fn the_postgres_backend_conforms() {
+    let pg = TestPostgres::start();
+    let mut n = 0;
+    conformance::run_all(&mut || {
+        n += 1;
+        pg.collection(&format!("c{n}"))
+    });
+}
+
+fn manifest_of_dim(fingerprint: &str, dim: usize) -> sift_index::Manifest {
+    let mut m = conformance::manifest(fingerprint);
+    m.embedding.dim = dim;
+    m
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every way an address can be wrong is a typed error with a message naming the problem,
+/// and nothing is created by a refused open.
+#[test]
+fn bad_addresses_servers_and_models_are_clear_errors() {
+    let pg = TestPostgres::start();
+    // Nothing listens on port 1.
+    let nowhere =
+        Location::parse("postgres://postgres@127.0.0.1:1/sift?collection=c&connect_timeout=3")
+            .unwrap();
+    match store::open(&nowhere, Access::Search) {
+        Err(IndexError::Unavailable(m)) => assert!(m.contains("cannot connect"), "{m}"),
+        other => panic!("unreachable server: {:?}", other.err()),
+    }
+    let no_db = Location::parse(&pg.primary.replace("/sift", "/nosuchdb?collection=c")).unwrap();
+    match store::open_or_create(&no_db, conformance::manifest("m")) {
+        Err(IndexError::InvalidInput(m)) => assert!(m.contains("nosuchdb"), "{m}"),
+        other => panic!("missing database: {:?}", other.err()),
+    }
+    match store::open(&pg.collection("absent"), Access::Search) {
+        Err(IndexError::NotACollection(p)) => assert!(p.to_string_lossy().contains("absent")),
+        other => panic!("missing collection: {:?}", other.err()),
+    }
+    // A database address without a collection is for stores, not for one collection.
+    let bare = Location::Postgres(pg.address());
+    assert!(matches!(
+        store::open(&bare, Access::Search),
+        Err(IndexError::InvalidInput(_))
+    ));
+    // Another model, and the same model name at another dimension.
+    drop(store::open_or_create(&pg.collection("m"), conformance::manifest("m1")).unwrap());
+    for other in [conformance::manifest("m2"), manifest_of_dim("m1", 8)] {
+        assert!(matches!(
+            store::open_or_create(&pg.collection("m"), other),
+            Err(IndexError::ModelMismatch { .. })
+        ));
+    }
+    // A role that may not install pgvector in a database that lacks it.
+    psql(&pg.primary, "CREATE ROLE plain LOGIN");
+    psql(&pg.primary, "CREATE DATABASE bare OWNER plain");
+    let plain = Location::parse(
+        &pg.primary
+            .replace("postgres@", "plain@")
+            .replace("/sift", "/bare?collection=c"),
+    )
+    .unwrap();
+    match store::open_or_create(&plain, conformance::manifest("m")) {
+        Err(IndexError::Database(m)) => assert!(m.contains("CREATE EXTENSION vector"), "{m}"),
+        other => panic!("no pgvector: {:?}", other.err()),
+    }
+    assert!(
+        !store::exists(&plain).unwrap(),
+        "a refused create leaves nothing"
+    );
+    assert_eq!(
+        sift_index::CollectionStore::open(Location::Postgres(pg.address()))
+            .unwrap()
+            .list()
+            .unwrap(),
+        ["m"]
+    );
+}
+
+/// One writer per collection, any number of searchers, each seeing every commit at once; a
+/// collection with a writer cannot be dropped.
+#[test]
+fn one_writer_many_readers_and_drops() {
+    let pg = TestPostgres::start();
+    let at = pg.collection("shared");
+    let mut writer = store::open_or_create(&at, conformance::manifest("m")).unwrap();
+    let reader = store::open(&at, Access::Search).unwrap();
+    match store::open(&at, Access::Write) {
+        Err(IndexError::Locked { .. }) => {}
+        other => panic!("a second writer: {:?}", other.err()),
+    }
+    assert!(matches!(
+        store::drop_collection(&at),
+        Err(IndexError::Locked { .. })
+    ));
+    writer
+        .commit(vec![conformance::upsert(
+            "a",
+            None,
+            &[("narwhal tusks", 0)],
+        )])
+        .unwrap();
+    assert_eq!(
+        reader.seq().unwrap(),
+        1,
+        "another handle sees the commit at once"
+    );
+    assert_eq!(reader.keyword_search("narwhal", 5).unwrap().len(), 1);
+    drop(writer);
+    // The lock goes with the writer's session.
+    drop(store::open(&at, Access::Write).unwrap());
+    drop(reader);
+    store::drop_collection(&at).unwrap();
+    assert!(!store::exists(&at).unwrap());
+    assert!(matches!(
+        store::drop_collection(&at),
+        Err(IndexError::NotACollection(_))
+    ));
+}
+
+/// `kill -9` of PostgreSQL in the middle of an ingest: every acknowledged batch is there after
+/// the restart, the collection verifies, and the writer goes on after reopening.
+#[test]
+fn a_killed_server_keeps_every_acknowledged_batch() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let pg = TestPostgres::start();
+    let at = pg.collection("crash");
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let at = at.clone();
+        let acknowledged = Arc::clone(&acknowledged);
+        std::thread::spawn(move || {
+            let mut c = store::open_or_create(&at, conformance::manifest("m")).unwrap();
+            for i in 0.. {
+                let batch: Vec<_> = (0..50)
+                    .map(|j| {
+                        conformance::upsert(
+                            &format!("d{i}-{j}"),
+                            Some("ice"),
+                            &[(&format!("floe{i} drift{j} pack ice"), j)],
+                        )
+                    })
+                    .collect();
+                match c.commit(batch) {
+                    Ok(seq) => acknowledged.store(seq, Ordering::SeqCst),
+                    Err(e) => return e,
+                }
+            }
+            unreachable!()
+        })
+    };
+    while acknowledged.load(Ordering::SeqCst) < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    pg.kill(sift_index::test_postgres::Node::Primary);
+    let error = writer.join().unwrap();
+    assert!(
+        matches!(error, IndexError::Unavailable(_)),
+        "a lost server is Unavailable: {error:?}"
+    );
+    let acked = acknowledged.load(Ordering::SeqCst);
+    pg.restart(sift_index::test_postgres::Node::Primary);
+    let mut c = store::open(&at, Access::Write).unwrap();
+    let seq = c.seq().unwrap();
+    // The batch in flight at the kill may have committed (its acknowledgement was lost).
+    assert!(
+        seq == acked || seq == acked + 1,
+        "seq {seq}, acknowledged {acked}"
+    );
+    assert_eq!(c.len().unwrap() as u64, seq * 50);
+    c.verify().unwrap();
+    for i in 0..acked {
+        assert_eq!(
+            c.keyword_search(&format!("floe{i}"), 100).unwrap().len(),
+            50,
+            "batch {i}"
+        );
+    }
+    c.commit(vec![conformance::upsert("after", None, &[("thaw", 1)])])
+        .unwrap();
+    assert_eq!(c.seq().unwrap(), seq + 1);
+    c.verify().unwrap();
+}
