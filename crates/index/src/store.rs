@@ -69,6 +69,12 @@ pub enum Access {
     Write,
     /// Searching: shares the collection with other readers where the backend can.
     Search,
+    /// A long-lived server that writes: in a database, any number of processes open a
+    /// collection this way and commit batches side by side (each batch waits for the one
+    /// before it), while an exclusive writer ([`Access::Write`], e.g. `sift index`) keeps them
+    /// out for its run. The local backend has one writer per directory, so there it is
+    /// [`Access::Write`].
+    Shared,
 }
 
 /// Whether a collection exists at `location`.
@@ -92,7 +98,7 @@ pub fn open(location: &Location, access: Access) -> Result<Box<dyn CollectionBac
     match location {
         Location::Local(dir) => {
             let mode = match access {
-                Access::Write => OpenMode::Write,
+                Access::Write | Access::Shared => OpenMode::Write,
                 Access::Search => OpenMode::Search,
             };
             Ok(Box::new(LocalCollection::open(
@@ -101,10 +107,7 @@ pub fn open(location: &Location, access: Access) -> Result<Box<dyn CollectionBac
                 AnnParams::default(),
             )?))
         }
-        Location::Postgres(a) => Ok(Box::new(PostgresCollection::open(
-            a,
-            access == Access::Write,
-        )?)),
+        Location::Postgres(a) => Ok(Box::new(PostgresCollection::open(a, access)?)),
     }
 }
 
@@ -114,13 +117,24 @@ pub fn open_or_create(
     location: &Location,
     manifest: Manifest,
 ) -> Result<Box<dyn CollectionBackend>> {
+    open_or_create_with(location, manifest, Access::Write)
+}
+
+/// [`open_or_create`] with the access of a writer (`Write` or `Shared`).
+pub fn open_or_create_with(
+    location: &Location,
+    manifest: Manifest,
+    access: Access,
+) -> Result<Box<dyn CollectionBackend>> {
     match location {
         Location::Local(dir) => Ok(Box::new(LocalCollection::open_or_create(
             dir,
             manifest,
             AnnParams::default(),
         )?)),
-        Location::Postgres(a) => Ok(Box::new(PostgresCollection::open_or_create(a, manifest)?)),
+        Location::Postgres(a) => Ok(Box::new(PostgresCollection::open_or_create(
+            a, manifest, access,
+        )?)),
     }
 }
 
@@ -228,6 +242,16 @@ impl CollectionStore {
 
     pub fn create(&self, name: &str, manifest: Manifest) -> Result<Box<dyn CollectionBackend>> {
         open_or_create(&self.collection(name)?, manifest)
+    }
+
+    /// [`CollectionStore::create`] with the access of a writer (`Write` or `Shared`).
+    pub fn create_with(
+        &self,
+        name: &str,
+        manifest: Manifest,
+        access: Access,
+    ) -> Result<Box<dyn CollectionBackend>> {
+        open_or_create_with(&self.collection(name)?, manifest, access)
     }
 
     pub fn drop_collection(&self, name: &str) -> Result<()> {

@@ -1,7 +1,10 @@
-//! The collections a server owns, reached only through the collection store
-//! ([`sift_index::CollectionStore`]): opened on first use and kept open for writing (the local
-//! backend's lock is exclusive, so `sift index` cannot write to one while the server holds it —
-//! it gets a clear "in use" error instead of corrupting it).
+//! The collections a server serves, reached only through the collection store
+//! ([`sift_index::CollectionStore`]): opened on first use ([`Access::Shared`]) and kept open.
+//! In a directory that makes the server the collection's one writer (the local backend's lock
+//! is exclusive, so `sift index` cannot write to one while the server holds it — it gets a
+//! clear "in use" error instead of corrupting it). In PostgreSQL any number of servers share
+//! each collection: their batches take turns in the database, and every server sees every
+//! committed batch at once.
 //!
 //! At most `max_open` collections stay open: opening one more closes the least recently used
 //! one that no request is using (each open collection holds its vectors in memory, a BM25
@@ -122,13 +125,13 @@ impl Collections {
         }
         open.make_room(self.max_open);
         let collection = if self.store.exists(name)? {
-            self.store.open_collection(name, Access::Write)?
+            self.store.open_collection(name, Access::Shared)?
         } else if let Some(analyzer) = create {
             let embedder = self.embedder.as_ref().ok_or_else(|| {
                 ApiError::unavailable("embedding model (creating a collection needs one)")
             })?;
             let manifest = sift_pipeline::manifest_for(embedder, None, analyzer)?;
-            self.store.create(name, manifest)?
+            self.store.create_with(name, manifest, Access::Shared)?
         } else {
             return Err(ApiError::not_found(format!("no collection named {name:?}")));
         };

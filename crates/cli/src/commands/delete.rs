@@ -14,7 +14,7 @@ pub struct DeleteArgs {
     #[arg(required = true)]
     ids: Vec<String>,
 
-    /// Collection: a directory.
+    /// Collection: a directory, or postgres://USER@HOST/DB?collection=NAME (PostgreSQL + pgvector).
     #[arg(long, short)]
     collection: Location,
 }

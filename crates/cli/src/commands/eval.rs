@@ -37,8 +37,9 @@ pub struct EvalArgs {
     #[arg(long)]
     files: Option<String>,
 
-    /// Collection of the corpus (built if missing). With --matrix: a folder holding one
-    /// collection per embedding model.
+    /// Collection of the corpus (built if missing): a directory, or
+    /// postgres://USER@HOST/DB?collection=NAME. With --matrix: a folder holding one collection
+    /// per embedding model (in PostgreSQL: collections NAME-MODEL).
     #[arg(long, short)]
     collection: Location,
 

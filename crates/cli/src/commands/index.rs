@@ -44,7 +44,7 @@ pub struct IndexArgs {
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
 
-    /// Collection: a directory (created if missing).
+    /// Collection (created if missing): a directory, or postgres://USER@HOST/DB?collection=NAME (PostgreSQL + pgvector).
     #[arg(long, short)]
     pub collection: Location,
 

@@ -33,7 +33,7 @@ pub struct SearchArgs {
     #[arg(long, value_name = "JSON|@FILE")]
     query_vector: Option<String>,
 
-    /// Collection: a directory.
+    /// Collection: a directory, or postgres://USER@HOST/DB?collection=NAME (PostgreSQL + pgvector).
     #[arg(long, short)]
     collection: Location,
 

@@ -36,8 +36,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SIFT_RERANK_MODEL")]
     rerank_model: Option<String>,
 
-    /// Directory of collections served under /collections/{name} (created if missing). The
-    /// server holds each collection it opens exclusively.
+    /// Collections served under /collections/{name}: a directory of them (created if missing;
+    /// the server holds each collection it opens exclusively), or a PostgreSQL database,
+    /// postgres://USER@HOST/DB (every collection in it; any number of servers may share it).
     #[arg(long, env = "SIFT_COLLECTIONS")]
     collections: Option<Location>,
 

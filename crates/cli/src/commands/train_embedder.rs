@@ -46,7 +46,8 @@ pub struct TrainEmbedderArgs {
     #[arg(long)]
     data: PathBuf,
 
-    /// Collection of the corpus whose recall mines the hard negatives (built if missing).
+    /// Collection of the corpus whose recall mines the hard negatives (built if missing): a
+    /// directory or a postgres:// address.
     #[arg(long, short)]
     collection: Location,
 

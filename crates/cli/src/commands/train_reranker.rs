@@ -58,7 +58,8 @@ pub struct TrainRerankerArgs {
     #[arg(long)]
     qrels: Option<PathBuf>,
 
-    /// Collection of the corpus used to mine negatives and dev candidates (built if missing).
+    /// Collection of the corpus used to mine negatives and dev candidates (built if missing):
+    /// a directory or a postgres:// address.
     #[arg(long, short)]
     collection: Location,
 

@@ -114,6 +114,12 @@ pub(crate) fn db_error(address: &PgAddress, e: postgres::Error) -> IndexError {
         return IndexError::Unavailable(text);
     }
     match e.code() {
+        // Another process dropped the collection under this handle.
+        Some(code)
+            if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME =>
+        {
+            IndexError::NotACollection(address.redacted().into())
+        }
         Some(code)
             if *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN

@@ -10,9 +10,13 @@
 //! - **One batch, one transaction**, acknowledged after `COMMIT` returns with
 //!   `synchronous_commit = on`. Documents, chunks, passages and postings go in by binary
 //!   `COPY`; the batch number and corpus statistics change in the same transaction.
-//! - **One writer per collection**: a session-level advisory lock, held by the writer's
-//!   connection for the handle's life and released by PostgreSQL when that connection ends
-//!   (a `kill -9`ed writer cannot leave a stale lock). Readers take no lock.
+//! - **Writers.** An exclusive writer ([`Access::Write`]: `sift index`, `sift delete`) holds a
+//!   session-level advisory lock for the handle's life, released by PostgreSQL when its
+//!   connection ends (a `kill -9`ed writer cannot leave a stale lock). Servers open collections
+//!   [`Access::Shared`]: each batch takes the same lock in shared mode for its transaction, so
+//!   any number of servers commit side by side — their batches serialize on the state row,
+//!   which numbers them — and none while an exclusive writer runs (it waits up to
+//!   [`LOCK_WAIT`], then gets [`IndexError::Locked`]). Readers take no lock.
 //! - **Reads see committed batches at once**, from any process: every read runs in its own
 //!   read-only transaction on a pooled connection.
 //! - **Compaction is VACUUM**: the derived parts (HNSW index, postings index) are maintained by
@@ -43,11 +47,17 @@ use crate::batch::{validate_batch, vector_problem};
 use crate::document::{ChunkHit, Document, HitDetails, Operation};
 use crate::error::{IndexError, Result};
 use crate::manifest::Manifest;
+use crate::store::Access;
 
 /// HNSW candidates pgvector examines per search (`hnsw.ef_search`): at least this many, at
 /// least `k`, at most pgvector's limit of 1,000.
 const MIN_EF_SEARCH: usize = 128;
 const MAX_EF_SEARCH: usize = 1000;
+
+/// How long a writer waits for the collection's lock before reporting it
+/// [`IndexError::Locked`]: long enough for other servers' batches in flight to commit, short
+/// enough that a request does not hang behind a `sift index` run.
+const LOCK_WAIT: &str = "10s";
 
 /// Documents re-analysed per round when the analyzer changes (bounds memory, not correctness:
 /// it all happens in one transaction).
@@ -101,33 +111,62 @@ fn writer_lock_key(schema: &str) -> i64 {
     (0x5349_4654_i64 << 32) | i64::from(crc32fast::hash(schema.as_bytes()))
 }
 
+/// Takes advisory lock `key` with `function` on the session, waiting at most [`LOCK_WAIT`].
+fn lock_waiting(client: &mut Client, address: &PgAddress, function: &str, key: i64) -> Result<()> {
+    client
+        .batch_execute(&format!("SET lock_timeout = '{LOCK_WAIT}'"))
+        .map_err(|e| db_error(address, e))?;
+    let locked = client
+        .execute(&format!("SELECT {function}($1)"), &[&key])
+        .map_err(|e| locked_or(address, e));
+    client
+        .batch_execute("SET lock_timeout = 0")
+        .map_err(|e| db_error(address, e))?;
+    locked.map(drop)
+}
+
+/// A lock wait that ran out is [`IndexError::Locked`]; anything else as [`db_error`] maps it.
+fn locked_or(address: &PgAddress, e: postgres::Error) -> IndexError {
+    if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+        IndexError::Locked {
+            path: address.redacted().into(),
+        }
+    } else {
+        db_error(address, e)
+    }
+}
+
 /// A collection in PostgreSQL.
 pub struct PostgresCollection {
     address: PgAddress,
     /// The collection's schema, quoted for SQL.
     schema: String,
     manifest: Manifest,
-    /// The writer's session, holding the collection's advisory lock; `None` for a searcher.
+    /// The writer's session (holding the collection's advisory lock when `access` is
+    /// `Write`); `None` for a searcher.
     writer: Option<Mutex<Client>>,
+    access: Access,
+    /// The collection's writer lock ([`writer_lock_key`]).
+    lock_key: i64,
     reads: Pool,
     compaction_in_flight: Arc<AtomicBool>,
     handle: u64,
 }
 
 impl PostgresCollection {
-    /// Opens the existing collection at `address`; `writable` takes the writer's lock.
-    pub fn open(address: &PgAddress, writable: bool) -> Result<Self> {
+    /// Opens the existing collection at `address`.
+    pub fn open(address: &PgAddress, access: Access) -> Result<Self> {
         let name = address.require_collection()?;
         let mut client = connect(address)?;
         let schema = schema::lookup(&mut client, address, name)?
             .ok_or_else(|| IndexError::NotACollection(address.redacted().into()))?;
         let manifest = schema::read_manifest(&mut client, address, &schema)?;
-        Self::finish_open(address, client, schema, manifest, writable)
+        Self::finish_open(address, client, schema, manifest, access)
     }
 
     /// Opens the collection at `address` for writing, creating it with `manifest` if it does
     /// not exist; refuses one made with another embedding model.
-    pub fn open_or_create(address: &PgAddress, manifest: Manifest) -> Result<Self> {
+    pub fn open_or_create(address: &PgAddress, manifest: Manifest, access: Access) -> Result<Self> {
         let name = address.require_collection()?;
         let mut client = connect(address)?;
         let schema = match schema::lookup(&mut client, address, name)? {
@@ -138,7 +177,11 @@ impl PostgresCollection {
         if !stored.same_model(&manifest.embedding) {
             return Err(stored.mismatch(&manifest.embedding));
         }
-        Self::finish_open(address, client, schema, stored, true)
+        let access = match access {
+            Access::Search => Access::Write,
+            writer => writer,
+        };
+        Self::finish_open(address, client, schema, stored, access)
     }
 
     fn finish_open(
@@ -146,7 +189,7 @@ impl PostgresCollection {
         mut client: Client,
         schema: String,
         manifest: Manifest,
-        writable: bool,
+        access: Access,
     ) -> Result<Self> {
         if manifest.format != crate::manifest::FORMAT_VERSION {
             return Err(IndexError::Unsupported(format!(
@@ -160,28 +203,26 @@ impl PostgresCollection {
                 "{address}: the `vector` extension was removed from this database"
             )));
         }
-        let writer = if writable {
-            let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1)",
-                    &[&writer_lock_key(&schema)],
-                )
-                .map_err(|e| db_error(address, e))?
-                .get(0);
-            if !locked {
-                return Err(IndexError::Locked {
-                    path: address.redacted().into(),
-                });
+        let writer = match access {
+            Access::Write => {
+                lock_waiting(
+                    &mut client,
+                    address,
+                    "pg_advisory_lock",
+                    writer_lock_key(&schema),
+                )?;
+                Some(Mutex::new(client))
             }
-            Some(Mutex::new(client))
-        } else {
-            None
+            Access::Shared => Some(Mutex::new(client)),
+            Access::Search => None,
         };
         Ok(PostgresCollection {
             address: address.clone(),
             schema: ident(&schema),
             manifest,
             writer,
+            access,
+            lock_key: writer_lock_key(&schema),
             reads: connection::pool(address)?,
             compaction_in_flight: Arc::new(AtomicBool::new(false)),
             handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
@@ -215,6 +256,20 @@ impl PostgresCollection {
         let out = f(&mut tx)?;
         tx.commit().map_err(self.err())?;
         Ok(out)
+    }
+
+    /// A shared writer's hold on the collection for one transaction (an exclusive writer holds
+    /// it already, for the session).
+    fn lock_for_batch(&self, tx: &mut postgres::Transaction<'_>) -> Result<()> {
+        if self.access != Access::Shared {
+            return Ok(());
+        }
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+            .map_err(self.err())?;
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&self.lock_key])
+            .map_err(|e| locked_or(&self.address, e))?;
+        tx.batch_execute("SET LOCAL lock_timeout = 0")
+            .map_err(self.err())
     }
 
     fn state_number(&self, column: &str) -> Result<i64> {
@@ -429,6 +484,7 @@ impl CollectionBackend for PostgresCollection {
         let s = self.schema.clone();
         let mut client = self.writer()?;
         let mut tx = client.transaction().map_err(self.err())?;
+        self.lock_for_batch(&mut tx)?;
         tx.batch_execute(&format!(
             "SELECT 1 FROM {s}.state FOR UPDATE; DELETE FROM {s}.postings; DELETE FROM {s}.passages;"
         ))
@@ -498,6 +554,7 @@ impl CollectionBackend for PostgresCollection {
             .collect();
         let mut client = self.writer()?;
         let mut tx = client.transaction().map_err(self.err())?;
+        self.lock_for_batch(&mut tx)?;
         let state = tx
             .query_one(
                 &format!("SELECT seq, manifest->>'analyzer' FROM {s}.state FOR UPDATE"),
@@ -659,10 +716,25 @@ impl CollectionBackend for PostgresCollection {
                 "a compaction job of another handle".into(),
             ));
         }
-        // The chunk table, under the caller's exclusive hold (see the module notes on
-        // pgvector 0.8.0): no insert of this collection runs concurrently.
+        // The chunk table, with no insert of this collection running concurrently (see the
+        // module notes on pgvector 0.8.0): an exclusive writer holds the lock already; a shared
+        // one takes it exclusively for the vacuum, waiting for other servers' batches.
         let sql = format!("VACUUM (ANALYZE) {}.chunks", self.schema);
-        self.writer()?.batch_execute(&sql).map_err(self.err())
+        let mut client = self.writer()?;
+        if self.access != Access::Shared {
+            return client.batch_execute(&sql).map_err(self.err());
+        }
+        lock_waiting(
+            &mut client,
+            &self.address,
+            "pg_advisory_lock",
+            self.lock_key,
+        )?;
+        let vacuumed = client.batch_execute(&sql).map_err(self.err());
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.lock_key])
+            .map_err(self.err());
+        vacuumed.and(unlocked.map(drop))
     }
 
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {

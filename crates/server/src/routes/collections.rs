@@ -46,12 +46,13 @@ pub struct CollectionList {
     collections: Vec<String>,
 }
 
-/// Names of the collections in the server's collections directory.
+/// Names of the collections the server serves (its directory's, or its database's).
 #[utoipa::path(get, path = "/collections", tag = "collections",
     responses((status = 200, body = CollectionList), (status = 404, description = "collections not enabled", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<CollectionList>, ApiError> {
-    let names = collections(&state)?.names()?;
+    // Blocking: listing may ask a database.
+    let names = on_collections(&state, |cols| cols.names()).await?;
     Ok(Json(CollectionList { collections: names }))
 }
 
