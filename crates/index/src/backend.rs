@@ -19,6 +19,15 @@ pub trait CompactionJob: Send {
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
 }
 
+/// The two legs of [`CollectionBackend::hybrid_search`], each with its time in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HybridHits {
+    pub dense: Vec<ChunkHit>,
+    pub keyword: Vec<ChunkHit>,
+    pub dense_ms: f64,
+    pub keyword_ms: f64,
+}
+
 /// What `sift index` reports about a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CollectionStats {
@@ -137,6 +146,24 @@ pub trait CollectionBackend: Send + Sync {
     /// Best chunks for `query` by BM25 over chunk title and text, both cut by the manifest's
     /// [`Analyzer`]. Any string is a valid query.
     fn keyword_search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>>;
+
+    /// Both recall legs of a hybrid search — `dense_search(vector, k)` and
+    /// `keyword_search(query, k)` — from one committed state. Where other processes commit
+    /// between two calls (a database), the backend runs both in one snapshot, so the legs never
+    /// disagree about which batches exist. Each leg is timed on its own.
+    fn hybrid_search(&self, vector: &[f32], query: &str, k: usize) -> Result<HybridHits> {
+        let t = std::time::Instant::now();
+        let dense = self.dense_search(vector, k)?;
+        let dense_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = std::time::Instant::now();
+        let keyword = self.keyword_search(query, k)?;
+        Ok(HybridHits {
+            dense,
+            keyword,
+            dense_ms,
+            keyword_ms: t.elapsed().as_secs_f64() * 1e3,
+        })
+    }
 
     /// Sizes and the vector search in use, for reports.
     fn stats(&self) -> Result<CollectionStats>;

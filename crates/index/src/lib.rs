@@ -29,7 +29,7 @@ pub mod test_postgres;
 pub mod tmpfs;
 
 pub use analysis::Analyzer;
-pub use backend::{CollectionBackend, CollectionStats, CompactionJob};
+pub use backend::{CollectionBackend, CollectionStats, CompactionJob, HybridHits};
 pub use document::{
     keyword_passages, Chunk, ChunkHit, Document, HitDetails, IndexedDocument, KeywordPassage,
     Operation, MAX_ID_BYTES, PASSAGE_BYTES,

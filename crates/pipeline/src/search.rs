@@ -553,7 +553,7 @@ impl Pipeline {
         let mut timings = Timings::default();
         let fetch = options.depth.saturating_mul(CHUNK_OVERFETCH);
 
-        let (dense_order, dense) = if options.mode != SearchMode::Bm25 {
+        let vector = if options.mode != SearchMode::Bm25 {
             let t = Instant::now();
             let vector = match &options.query_vector {
                 Some(v) => {
@@ -567,21 +567,37 @@ impl Pipeline {
                     .ok_or_else(|| PipelineError::Internal("no query embedding".into()))?,
             };
             timings.query_embedding_ms = ms(t);
-            let t = Instant::now();
-            let hits = self.backend.dense_search(&vector, fetch)?;
-            timings.ann_ms = ms(t);
-            by_document(hits, options.depth)
+            Some(vector)
         } else {
-            Default::default()
+            None
         };
-        let (bm25_order, bm25) = if options.mode != SearchMode::Dense {
-            let t = Instant::now();
-            let hits = self.backend.keyword_search(query, fetch)?;
-            timings.bm25_ms = ms(t);
-            by_document(hits, options.depth)
-        } else {
-            Default::default()
+        let (dense_hits, bm25_hits) = match (options.mode, vector) {
+            // Both legs from one committed state (see CollectionBackend::hybrid_search).
+            (SearchMode::Hybrid, Some(vector)) => {
+                let legs = self.backend.hybrid_search(&vector, query, fetch)?;
+                timings.ann_ms = legs.dense_ms;
+                timings.bm25_ms = legs.keyword_ms;
+                (Some(legs.dense), Some(legs.keyword))
+            }
+            (_, Some(vector)) => {
+                let t = Instant::now();
+                let hits = self.backend.dense_search(&vector, fetch)?;
+                timings.ann_ms = ms(t);
+                (Some(hits), None)
+            }
+            (_, None) => {
+                let t = Instant::now();
+                let hits = self.backend.keyword_search(query, fetch)?;
+                timings.bm25_ms = ms(t);
+                (None, Some(hits))
+            }
         };
+        let (dense_order, dense) = dense_hits
+            .map(|hits| by_document(hits, options.depth))
+            .unwrap_or_default();
+        let (bm25_order, bm25) = bm25_hits
+            .map(|hits| by_document(hits, options.depth))
+            .unwrap_or_default();
 
         let t = Instant::now();
         let fused: Vec<(String, f32)> = match options.mode {

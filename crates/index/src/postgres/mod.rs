@@ -32,6 +32,7 @@ mod schema;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
@@ -42,7 +43,7 @@ pub use address::PgAddress;
 use self::connection::{checkout, connect, db_error, Pool};
 use self::schema::ident;
 use crate::analysis::Analyzer;
-use crate::backend::{CollectionBackend, CollectionStats, CompactionJob};
+use crate::backend::{CollectionBackend, CollectionStats, CompactionJob, HybridHits};
 use crate::batch::{validate_batch, vector_problem};
 use crate::document::{ChunkHit, Document, HitDetails, Operation};
 use crate::error::{IndexError, Result};
@@ -133,6 +134,15 @@ fn locked_or(address: &PgAddress, e: postgres::Error) -> IndexError {
         }
     } else {
         db_error(address, e)
+    }
+}
+
+/// A row of (document id, chunk, score).
+fn chunk_hit(row: postgres::Row) -> ChunkHit {
+    ChunkHit {
+        doc_id: row.get(0),
+        chunk: row.get::<_, i32>(1) as u32,
+        score: row.get(2),
     }
 }
 
@@ -256,6 +266,74 @@ impl PostgresCollection {
         let out = f(&mut tx)?;
         tx.commit().map_err(self.err())?;
         Ok(out)
+    }
+
+    /// `vector` checked and normalized for a dense search.
+    fn query_vector(&self, vector: &[f32]) -> Result<pgvector::Vector> {
+        let dim = self.manifest.embedding.dim;
+        if vector.len() != dim {
+            return Err(IndexError::InvalidInput(format!(
+                "the query vector has {} dimensions, the collection {dim}",
+                vector.len()
+            )));
+        }
+        if let Some(problem) = vector_problem(vector) {
+            return Err(IndexError::InvalidInput(format!("query vector {problem}")));
+        }
+        Ok(pgvector::Vector::from(crate::local::normalized(vector)))
+    }
+
+    fn dense_in(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        query: &pgvector::Vector,
+        k: usize,
+    ) -> Result<Vec<ChunkHit>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let ef = k.clamp(MIN_EF_SEARCH, MAX_EF_SEARCH).to_string();
+        let sql = format!(
+            "SELECT d.id, n.chunk, (-n.distance)::float4
+             FROM (SELECT doc, chunk, embedding <#> $1 AS distance FROM {s}.chunks
+                   ORDER BY embedding <#> $1 LIMIT $2) n
+             JOIN {s}.documents d ON d.key = n.doc
+             ORDER BY n.distance, n.doc, n.chunk",
+            s = self.schema
+        );
+        // Past ef_search results, pgvector 0.8's iterative scan keeps going in order.
+        tx.execute(
+            "SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'strict_order', true)",
+            &[&ef],
+        )
+        .map_err(self.err())?;
+        let rows = tx.query(&sql, &[query, &(k as i64)]).map_err(self.err())?;
+        Ok(rows.into_iter().map(chunk_hit).collect())
+    }
+
+    fn keyword_in(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<ChunkHit>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        // The stored analyzer, not this handle's copy: another process may have changed it.
+        let state_sql = format!("SELECT manifest->>'analyzer' FROM {}.state", self.schema);
+        let name: Option<String> = tx.query_one(&state_sql, &[]).map_err(self.err())?.get(0);
+        let analyzer = name
+            .and_then(|n| n.parse::<Analyzer>().ok())
+            .unwrap_or_default();
+        let terms = analyzer.terms(query);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = tx
+            .query(&keyword::bm25_sql(&self.schema), &[&terms, &(k as i64)])
+            .map_err(self.err())?;
+        Ok(rows.into_iter().map(chunk_hit).collect())
     }
 
     /// A shared writer's hold on the collection for one transaction (an exclusive writer holds
@@ -738,74 +816,38 @@ impl CollectionBackend for PostgresCollection {
     }
 
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {
-        let dim = self.manifest.embedding.dim;
-        if vector.len() != dim {
-            return Err(IndexError::InvalidInput(format!(
-                "the query vector has {} dimensions, the collection {dim}",
-                vector.len()
-            )));
-        }
-        if let Some(problem) = vector_problem(vector) {
-            return Err(IndexError::InvalidInput(format!("query vector {problem}")));
-        }
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let query = pgvector::Vector::from(crate::local::normalized(vector));
-        let ef = k.clamp(MIN_EF_SEARCH, MAX_EF_SEARCH).to_string();
-        let sql = format!(
-            "SELECT d.id, n.chunk, (-n.distance)::float4
-             FROM (SELECT doc, chunk, embedding <#> $1 AS distance FROM {s}.chunks
-                   ORDER BY embedding <#> $1 LIMIT $2) n
-             JOIN {s}.documents d ON d.key = n.doc
-             ORDER BY n.distance, n.doc, n.chunk",
-            s = self.schema
-        );
-        let rows = self.read(|tx| {
-            // Past ef_search results, pgvector 0.8's iterative scan keeps going in order.
-            tx.execute(
-                "SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'strict_order', true)",
-                &[&ef],
-            )
-            .map_err(self.err())?;
-            tx.query(&sql, &[&query, &(k as i64)]).map_err(self.err())
-        })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ChunkHit {
-                doc_id: r.get(0),
-                chunk: r.get::<_, i32>(1) as u32,
-                score: r.get(2),
-            })
-            .collect())
+        let query = self.query_vector(vector)?;
+        self.read(|tx| self.dense_in(tx, &query, k))
     }
 
     fn keyword_search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>> {
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let state_sql = format!("SELECT manifest->>'analyzer' FROM {}.state", self.schema);
-        let sql = keyword::bm25_sql(&self.schema);
-        let rows = self.read(|tx| {
-            // The stored analyzer, not this handle's copy: another process may have changed it.
-            let name: Option<String> = tx.query_one(&state_sql, &[]).map_err(self.err())?.get(0);
-            let analyzer = name
-                .and_then(|n| n.parse::<Analyzer>().ok())
-                .unwrap_or_default();
-            let terms = analyzer.terms(query);
-            if terms.is_empty() {
-                return Ok(Vec::new());
-            }
-            tx.query(&sql, &[&terms, &(k as i64)]).map_err(self.err())
-        })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ChunkHit {
-                doc_id: r.get(0),
-                chunk: r.get::<_, i32>(1) as u32,
-                score: r.get(2),
-            })
-            .collect())
+        self.read(|tx| self.keyword_in(tx, query, k))
+    }
+
+    /// Both legs in one repeatable-read transaction: the same snapshot, whatever other
+    /// processes commit meanwhile.
+    fn hybrid_search(&self, vector: &[f32], query: &str, k: usize) -> Result<HybridHits> {
+        let vector = self.query_vector(vector)?;
+        let mut conn = checkout(&self.address, &self.reads)?;
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(self.err())?;
+        let t = Instant::now();
+        let dense = self.dense_in(&mut tx, &vector, k)?;
+        let dense_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let keyword = self.keyword_in(&mut tx, query, k)?;
+        let keyword_ms = t.elapsed().as_secs_f64() * 1e3;
+        tx.commit().map_err(self.err())?;
+        Ok(HybridHits {
+            dense,
+            keyword,
+            dense_ms,
+            keyword_ms,
+        })
     }
 
     fn stats(&self) -> Result<CollectionStats> {
