@@ -217,57 +217,98 @@ fn ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Two stateless `sift serve` processes on one database: a write through either is seen by a
-/// search through the other as soon as it is acknowledged, both answer the same searches, and
-/// a collection one drops is gone for the other (404, not a server error).
+/// `host:port` of a test server's URL.
+fn host_port(url: &str) -> &str {
+    let rest = &url[url.find('@').unwrap() + 1..];
+    &rest[..rest.find('/').unwrap()]
+}
+
+/// Two stateless `sift serve` processes on one primary and one replica: a write through either
+/// is seen by a search through the other when the search carries the write's `seq`
+/// (read-your-writes, whatever the replica's lag), both answer the same searches, a collection
+/// one drops is gone for the other (404, not a server error), and both keep serving after
+/// PostgreSQL is killed and restarted.
 #[test]
 fn two_servers_share_one_database() {
-    let pg = TestPostgres::start();
+    let pg = TestPostgres::start_with_replica();
+    let url = format!(
+        "postgres://postgres@{},{}/sift?connect_timeout=3",
+        host_port(&pg.primary),
+        host_port(pg.replica.as_deref().unwrap())
+    );
     let args = [
         "--collections",
-        pg.primary.as_str(),
+        url.as_str(),
         "--embed-model",
         "all-MiniLM-L6-v2",
     ];
     let (a, b) = (Server::start(&args), Server::start(&args));
     let docs = |s: &Server| format!("{}/collections/tides/documents", s.base);
-    let search = |s: &Server, q: &str| {
+    let search_after = |s: &Server, q: &str, seq: &Value| {
         let (code, v) = curl(
             "POST",
             &format!("{}/collections/tides/search", s.base),
-            Some(&json!({"query": q, "top_k": 3})),
+            Some(&json!({"query": q, "top_k": 3, "min_seq": seq})),
         );
         assert_eq!(code, 200, "{v}");
         v
     };
-    let (code, v) = curl(
-        "POST",
-        &docs(&a),
-        Some(&json!({"documents": [
+    let upsert = |s: &Server, docs_json: Value| {
+        let (code, v) = curl("POST", &docs(s), Some(&json!({ "documents": docs_json })));
+        assert_eq!(code, 200, "{v}");
+        v["seq"].clone()
+    };
+    let seq = upsert(
+        &a,
+        json!([
             {"id": "moon", "text": "The moon's gravity raises the ocean tides twice a day."},
             {"id": "bread", "text": "Sourdough bread rises with wild yeast and lactobacilli."},
-        ]})),
+        ]),
     );
-    assert_eq!(code, 200, "{v}");
-    assert_eq!(ids(&search(&b, "what causes tides"))[0], "moon");
-    let (code, v) = curl(
-        "POST",
-        &docs(&b),
-        Some(&json!({"documents": [
-            {"id": "storm", "text": "A storm surge floods the coast when wind piles water ashore."},
-        ]})),
+    assert_eq!(seq, json!(1));
+    assert_eq!(ids(&search_after(&b, "what causes tides", &seq))[0], "moon");
+    let seq = upsert(
+        &b,
+        json!([{"id": "storm", "text": "A storm surge floods the coast when wind piles water ashore."}]),
     );
-    assert_eq!(code, 200, "{v}");
+    assert_eq!(seq, json!(2));
     let q = "coastal flooding from wind";
-    assert_eq!(ids(&search(&a, q))[0], "storm");
-    assert_eq!(search(&a, q)["hits"], search(&b, q)["hits"]);
+    assert_eq!(ids(&search_after(&a, q, &seq))[0], "storm");
+    assert_eq!(
+        search_after(&a, q, &seq)["hits"],
+        search_after(&b, q, &seq)["hits"]
+    );
     let (code, v) = curl(
         "DELETE",
         &format!("{}/collections/tides/documents/moon", a.base),
         None,
     );
     assert_eq!(code, 200, "{v}");
-    assert!(!ids(&search(&b, "what causes tides")).contains(&"moon".to_owned()));
+    assert!(!ids(&search_after(&b, "what causes tides", &v["seq"])).contains(&"moon".to_owned()));
+    // A batch number the collection has not reached.
+    let (code, v) = curl(
+        "POST",
+        &format!("{}/collections/tides/search", b.base),
+        Some(&json!({"query": "tides", "min_seq": 99})),
+    );
+    assert_eq!(code, 422, "{v}");
+
+    // PostgreSQL goes down and comes back: writes fail cleanly meanwhile, then work again.
+    pg.kill(sift_index::test_postgres::Node::Primary);
+    let (code, v) = curl(
+        "POST",
+        &docs(&a),
+        Some(&json!({"documents": [{"id": "x", "text": "lost while down"}]})),
+    );
+    assert_eq!(code, 503, "{v}");
+    pg.restart(sift_index::test_postgres::Node::Primary);
+    let seq = upsert(
+        &a,
+        json!([{"id": "x", "text": "an ebb tide after the storm"}]),
+    );
+    assert_eq!(seq, json!(4));
+    assert!(ids(&search_after(&b, "ebb tide", &seq)).contains(&"x".to_owned()));
+
     let (code, v) = curl("GET", &format!("{}/collections", b.base), None);
     assert_eq!(code, 200, "{v}");
     assert!(v.to_string().contains("tides"), "{v}");

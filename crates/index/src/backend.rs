@@ -6,7 +6,7 @@
 
 use crate::analysis::Analyzer;
 use crate::document::{ChunkHit, Document, HitDetails, Operation};
-use crate::error::Result;
+use crate::error::{IndexError, Result};
 use crate::manifest::Manifest;
 
 /// The expensive middle of a compaction ([`CollectionBackend::begin_compaction`]). It owns
@@ -163,6 +163,22 @@ pub trait CollectionBackend: Send + Sync {
             dense_ms,
             keyword_ms: t.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// Makes this handle's later reads see at least batch `seq`: read-your-writes for a batch
+    /// acknowledged through another handle or process, whose number the client carries. A
+    /// backend that reads from replicas waits (bounded) for one that has replayed it, or reads
+    /// the primary. A number beyond the collection's last batch is `InvalidInput`. The local
+    /// backend's reads come from the writer's own state, so there it only checks the number.
+    fn require_seq(&self, seq: u64) -> Result<()> {
+        let current = self.seq()?;
+        if seq > current {
+            return Err(IndexError::InvalidInput(format!(
+                "batch {seq} has not been committed to {} (its last batch is {current})",
+                self.location()
+            )));
+        }
+        Ok(())
     }
 
     /// Sizes and the vector search in use, for reports.

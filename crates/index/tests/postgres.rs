@@ -201,3 +201,93 @@ fn a_killed_server_keeps_every_acknowledged_batch() {
     assert_eq!(c.seq().unwrap(), seq + 1);
     c.verify().unwrap();
 }
+
+/// `host:port` of a test server's URL.
+fn host_port(url: &str) -> &str {
+    let rest = &url[url.find('@').unwrap() + 1..];
+    &rest[..rest.find('/').unwrap()]
+}
+
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A primary and a streaming replica behind one address (`postgres://u@primary,replica/db`):
+/// writes go to the primary; reads to the replica, which serves them alone while the primary
+/// is down; a read that must see a batch the replica has not replayed (`require_seq`) is
+/// answered by the primary; the writer writes again once the primary is back.
+#[test]
+fn replicas_serve_reads_and_a_lagging_one_defers_to_the_primary() {
+    let pg = TestPostgres::start_with_replica();
+    let replica = pg.replica.clone().unwrap();
+    let both = Location::parse(&format!(
+        "postgres://postgres@{},{}/sift?collection=r&connect_timeout=3",
+        host_port(&pg.primary),
+        host_port(&replica)
+    ))
+    .unwrap();
+    let mut writer = store::open_or_create(&both, conformance::manifest("m")).unwrap();
+    writer
+        .commit(vec![conformance::upsert("a", None, &[("auroras glow", 0)])])
+        .unwrap();
+    let reader = store::open(&both, Access::Search).unwrap();
+    eventually("the replica has batch 1", || {
+        reader.keyword_search("auroras", 5).unwrap().len() == 1
+    });
+
+    psql(&replica, "SELECT pg_wal_replay_pause()");
+    let seq = writer
+        .commit(vec![conformance::upsert(
+            "b",
+            None,
+            &[("blizzards howl", 1)],
+        )])
+        .unwrap();
+    assert_eq!(seq, 2);
+    assert!(
+        reader.keyword_search("blizzards", 5).unwrap().is_empty(),
+        "reads come from the paused replica"
+    );
+    reader.require_seq(seq).unwrap();
+    assert_eq!(
+        reader.keyword_search("blizzards", 5).unwrap().len(),
+        1,
+        "a read that must see batch 2 goes to the primary"
+    );
+    assert!(matches!(
+        reader.require_seq(99),
+        Err(IndexError::InvalidInput(_))
+    ));
+    psql(&replica, "SELECT pg_wal_replay_resume()");
+    let replica_only = Location::parse(&format!("{replica}?collection=r")).unwrap();
+    let on_replica = store::open(&replica_only, Access::Search).unwrap();
+    eventually("the replica has batch 2", || on_replica.seq().unwrap() == 2);
+
+    pg.kill(sift_index::test_postgres::Node::Primary);
+    assert_eq!(
+        reader.keyword_search("blizzards", 5).unwrap().len(),
+        1,
+        "the replica serves reads while the primary is down"
+    );
+    match writer.commit(vec![conformance::upsert("c", None, &[("cold", 2)])]) {
+        Err(IndexError::Unavailable(_)) => {}
+        other => panic!("a write with the primary down: {other:?}"),
+    }
+    pg.restart(sift_index::test_postgres::Node::Primary);
+    let seq = writer
+        .commit(vec![conformance::upsert("c", None, &[("cold", 2)])])
+        .unwrap();
+    assert_eq!(
+        seq, 3,
+        "the writer reconnects (and relocks) once the primary is back"
+    );
+    reader.require_seq(3).unwrap();
+    assert_eq!(reader.len().unwrap(), 3);
+}

@@ -93,6 +93,9 @@ pub struct IngestReport {
     pub unchanged: usize,
     pub chunks: usize,
     pub batches: usize,
+    /// The number of the last batch committed (0 when nothing was written): what a client
+    /// carries to read its own write through another server (`min_seq` of a search).
+    pub seq: u64,
 }
 
 /// The text embedded for a chunk: title and chunk, so a window deep in a document still knows
@@ -291,7 +294,7 @@ pub fn ingest(
                 committed: report.batches,
             });
         }
-        backend.commit(docs.into_iter().map(Operation::Upsert).collect())?;
+        report.seq = backend.commit(docs.into_iter().map(Operation::Upsert).collect())?;
         report.batches += 1;
         done += batch.len();
         on_commit(done, total);

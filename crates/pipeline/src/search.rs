@@ -486,8 +486,9 @@ impl Pipeline {
             .filter(|_| !self.backend.manifest().embedding.is_external())
     }
 
-    /// Deletes documents by id in one batch; returns the ids that existed (each once).
-    pub fn delete(&mut self, ids: &[String]) -> Result<Vec<String>> {
+    /// Deletes documents by id in one batch; returns the ids that existed (each once) and the
+    /// batch's number (the collection's current one when none existed: nothing was written).
+    pub fn delete(&mut self, ids: &[String]) -> Result<(Vec<String>, u64)> {
         let mut seen = std::collections::HashSet::new();
         let unique: Vec<&str> = ids
             .iter()
@@ -501,7 +502,7 @@ impl Pipeline {
             .filter(|(_, d)| d.is_some())
             .map(|(id, _)| (*id).to_owned())
             .collect();
-        self.backend.commit(
+        let seq = self.backend.commit(
             existing
                 .iter()
                 .cloned()
@@ -509,7 +510,7 @@ impl Pipeline {
                 .collect(),
         )?;
         self.compact_if_due();
-        Ok(existing)
+        Ok((existing, seq))
     }
 
     /// Both stages: recall, then (when `options.rerank` and a reranker is set) rerank.

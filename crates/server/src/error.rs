@@ -140,6 +140,12 @@ impl From<IndexError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             e @ IndexError::Locked { .. } => ApiError::conflict(e.to_string()),
+            // The collection's database is down or failing over: retry later.
+            e @ IndexError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                e.to_string(),
+            ),
             IndexError::Io { path, source } if source.kind() == std::io::ErrorKind::StorageFull => {
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
@@ -223,6 +229,7 @@ mod tests {
             ),
             (PipelineError::Internal("x".into()).into(), 500),
             (IndexError::InvalidInput("bad".into()).into(), 422),
+            (IndexError::Unavailable("down".into()).into(), 503),
         ];
         for (e, status) in cases {
             assert_eq!(e.status.as_u16(), status, "{e}");

@@ -25,13 +25,13 @@ pub fn run(args: DeleteArgs) -> Result<()> {
     let mut ids = args.ids;
     ids.sort();
     ids.dedup();
-    let deleted = pipeline.delete(&ids)?;
+    let (deleted, seq) = pipeline.delete(&ids)?;
     for id in ids.iter().filter(|id| !deleted.contains(id)) {
         eprintln!("not found: {id}");
     }
     pipeline.backend_mut().compact()?;
     eprintln!(
-        "deleted {} document(s); {} remain",
+        "deleted {} document(s) in batch {seq}; {} remain",
         deleted.len(),
         pipeline.backend().len()?
     );

@@ -27,11 +27,53 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections a handle's read pool keeps at most (one per concurrent search).
 const POOL_SIZE: u32 = 16;
 
-pub(crate) fn connect(address: &PgAddress) -> Result<Client> {
+/// TCP keepalive idle time: a server that vanished without closing the connection (a failed
+/// machine, a network partition) is noticed in about this long plus a few probes, not after
+/// the operating system's two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+
+/// Which server of a replicated database a connection needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The one that accepts writes (`target_session_attrs=read-write`).
+    Primary,
+    /// Any standby (`target_session_attrs=read-only`), hosts tried in random order to spread
+    /// the load (`load_balance_hosts=random`).
+    Replica,
+}
+
+/// The connection settings for `role`. An address with one host is used as given for both
+/// roles; with several (`postgres://u@primary,replica1,replica2/db`) the role picks the
+/// server, overriding the URL's own `target_session_attrs`.
+pub(crate) fn config(address: &PgAddress, role: Role) -> Result<postgres::Config> {
+    use postgres::config::{LoadBalanceHosts, TargetSessionAttrs};
     let mut config = address.config()?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    config.keepalives_idle(KEEPALIVE_IDLE);
+    if has_replicas(&config) {
+        match role {
+            Role::Primary => {
+                config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+            }
+            Role::Replica => {
+                config.target_session_attrs(TargetSessionAttrs::ReadOnly);
+                config.load_balance_hosts(LoadBalanceHosts::Random);
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// Whether the address names several servers (a primary and replicas).
+pub(crate) fn has_replicas(config: &postgres::Config) -> bool {
+    config.get_hosts().len() > 1
+}
+
+/// A session on the primary.
+pub(crate) fn connect(address: &PgAddress) -> Result<Client> {
+    let config = config(address, Role::Primary)?;
     let mut client = config
         .connect(NoTls)
         .map_err(|e| connect_error(address, e))?;
@@ -52,13 +94,10 @@ impl r2d2::CustomizeConnection<Client, postgres::Error> for SessionSettings {
     }
 }
 
-/// A pool for reads. Connections open on demand (none is opened here: the caller has just
-/// connected, so the address works), and a broken one is replaced on its next checkout.
-pub(crate) fn pool(address: &PgAddress) -> Result<Pool> {
-    let mut config = address.config()?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
+/// A pool of read sessions on servers of `role`. Connections open on demand (none is opened
+/// here), and one found broken is dropped when returned.
+pub(crate) fn pool(address: &PgAddress, role: Role) -> Result<Pool> {
+    let config = config(address, role)?;
     let manager = r2d2_postgres::PostgresConnectionManager::new(config, NoTls);
     Ok(r2d2::Pool::builder()
         .max_size(POOL_SIZE)

@@ -40,7 +40,7 @@ use postgres::Client;
 
 pub use address::PgAddress;
 
-use self::connection::{checkout, connect, db_error, Pool};
+use self::connection::{checkout, connect, db_error, Pool, Role};
 use self::schema::ident;
 use crate::analysis::Analyzer;
 use crate::backend::{CollectionBackend, CollectionStats, CompactionJob, HybridHits};
@@ -59,6 +59,11 @@ const MAX_EF_SEARCH: usize = 1000;
 /// [`IndexError::Locked`]: long enough for other servers' batches in flight to commit, short
 /// enough that a request does not hang behind a `sift index` run.
 const LOCK_WAIT: &str = "10s";
+
+/// How long a read waits for a replica to replay a batch it must see before asking the
+/// primary instead. Streaming replication on a LAN replays within milliseconds; a replica this
+/// far behind is better skipped than waited for.
+const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Documents re-analysed per round when the analyzer changes (bounds memory, not correctness:
 /// it all happens in one transaction).
@@ -158,7 +163,16 @@ pub struct PostgresCollection {
     access: Access,
     /// The collection's writer lock ([`writer_lock_key`]).
     lock_key: i64,
+    /// Read sessions: on the replicas when the address names several servers, else on the
+    /// one server.
     reads: Pool,
+    /// Read sessions on the primary, for reads a lagging replica cannot serve; `None` without
+    /// replicas (`reads` is on the primary then).
+    primary_reads: Option<Pool>,
+    /// The newest batch this handle must see: the ones it committed, and those a client said
+    /// it wrote elsewhere ([`CollectionBackend::require_seq`]). Replica reads behind it wait
+    /// or go to the primary.
+    known_seq: AtomicU64,
     compaction_in_flight: Arc<AtomicBool>,
     handle: u64,
 }
@@ -213,6 +227,11 @@ impl PostgresCollection {
                 "{address}: the `vector` extension was removed from this database"
             )));
         }
+        let replicas_or_primary = if connection::has_replicas(&address.config()?) {
+            Role::Replica
+        } else {
+            Role::Primary
+        };
         let writer = match access {
             Access::Write => {
                 lock_waiting(
@@ -233,7 +252,12 @@ impl PostgresCollection {
             writer,
             access,
             lock_key: writer_lock_key(&schema),
-            reads: connection::pool(address)?,
+            reads: connection::pool(address, replicas_or_primary)?,
+            primary_reads: match replicas_or_primary {
+                Role::Replica => Some(connection::pool(address, Role::Primary)?),
+                Role::Primary => None,
+            },
+            known_seq: AtomicU64::new(0),
             compaction_in_flight: Arc::new(AtomicBool::new(false)),
             handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
         })
@@ -243,6 +267,9 @@ impl PostgresCollection {
         move |e| db_error(&self.address, e)
     }
 
+    /// The writer's session. One that the server closed (a restart, a failover) is replaced
+    /// by a new one first — an exclusive writer takes its lock again, which PostgreSQL released
+    /// with the old session — so a long-lived server writes again once the database is back.
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, Client>> {
         let writer = self.writer.as_ref().ok_or_else(|| {
             IndexError::InvalidInput(format!(
@@ -250,22 +277,99 @@ impl PostgresCollection {
                 self.address
             ))
         })?;
-        writer
+        let mut client = writer
             .lock()
-            .map_err(|_| IndexError::Internal("the writer's connection lock is poisoned".into()))
+            .map_err(|_| IndexError::Internal("the writer's connection lock is poisoned".into()))?;
+        if client.is_closed() {
+            let mut fresh = connect(&self.address)?;
+            if self.access == Access::Write {
+                lock_waiting(&mut fresh, &self.address, "pg_advisory_lock", self.lock_key)?;
+            }
+            *client = fresh;
+        }
+        Ok(client)
     }
 
-    /// Runs `f` in a read-only transaction on a pooled connection.
-    fn read<T>(&self, f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = checkout(&self.address, &self.reads)?;
+    /// Runs `f` in a read-only transaction (`isolation`) that sees at least batch
+    /// `known_seq`: on a replica when there are replicas — waiting up to [`REPLICA_WAIT`] for
+    /// one that has replayed that far — else, or then, on the primary. A read that fails
+    /// because its pooled connection had died (the server restarted) is tried once more on a
+    /// new one: reads change nothing, so repeating one is safe.
+    fn read<T>(
+        &self,
+        isolation: postgres::IsolationLevel,
+        f: impl Fn(&mut postgres::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let need = self.known_seq.load(Ordering::Acquire);
+        if let Some(primary) = &self.primary_reads {
+            let deadline = Instant::now() + REPLICA_WAIT;
+            loop {
+                match self.read_on(&self.reads, need, isolation, &f) {
+                    Ok(Some(out)) => return Ok(out),
+                    // Behind (a replica that has not replayed the collection's creation yet
+                    // has no such tables: behind too).
+                    Ok(None) | Err(IndexError::NotACollection(_)) if Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    // Behind for too long, or no replica reachable: the primary answers.
+                    Ok(None) | Err(IndexError::NotACollection(_) | IndexError::Unavailable(_)) => {
+                        break
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return self.read_retrying(primary, isolation, &f);
+        }
+        self.read_retrying(&self.reads, isolation, &f)
+    }
+
+    /// Read sessions on the primary.
+    fn primary_pool(&self) -> &Pool {
+        self.primary_reads.as_ref().unwrap_or(&self.reads)
+    }
+
+    fn read_retrying<T>(
+        &self,
+        pool: &Pool,
+        isolation: postgres::IsolationLevel,
+        f: &impl Fn(&mut postgres::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let once = || {
+            self.read_on(pool, 0, isolation, f)?
+                .ok_or_else(|| IndexError::Internal("a read with no batch to wait for".into()))
+        };
+        match once() {
+            Err(IndexError::Unavailable(_)) => once(),
+            other => other,
+        }
+    }
+
+    /// `f` in a read-only transaction on a session of `pool`; `None` when that server has not
+    /// replayed batch `need` yet (0: any state will do).
+    fn read_on<T>(
+        &self,
+        pool: &Pool,
+        need: u64,
+        isolation: postgres::IsolationLevel,
+        f: &impl Fn(&mut postgres::Transaction<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let mut conn = checkout(&self.address, pool)?;
         let mut tx = conn
             .build_transaction()
+            .isolation_level(isolation)
             .read_only(true)
             .start()
             .map_err(self.err())?;
+        if need > 0 {
+            let sql = format!("SELECT seq FROM {}.state", self.schema);
+            let seq: i64 = tx.query_one(&sql, &[]).map_err(self.err())?.get(0);
+            if (seq as u64) < need {
+                return Ok(None);
+            }
+        }
         let out = f(&mut tx)?;
         tx.commit().map_err(self.err())?;
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// `vector` checked and normalized for a dense search.
@@ -352,7 +456,9 @@ impl PostgresCollection {
 
     fn state_number(&self, column: &str) -> Result<i64> {
         let sql = format!("SELECT {column} FROM {}.state", self.schema);
-        self.read(|tx| Ok(tx.query_one(&sql, &[]).map_err(self.err())?.get(0)))
+        self.read(postgres::IsolationLevel::ReadCommitted, |tx| {
+            Ok(tx.query_one(&sql, &[]).map_err(self.err())?.get(0))
+        })
     }
 
     /// Documents by id in request order, read in `tx`.
@@ -510,7 +616,9 @@ impl CollectionBackend for PostgresCollection {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.read(|tx| self.documents_in(tx, ids))
+        self.read(postgres::IsolationLevel::ReadCommitted, |tx| {
+            self.documents_in(tx, ids)
+        })
     }
 
     fn hit_details(&self, chunks: &[(&str, u32)]) -> Result<Vec<Option<HitDetails>>> {
@@ -529,7 +637,9 @@ impl CollectionBackend for PostgresCollection {
              JOIN {s}.chunks c ON c.doc = d.key AND c.chunk = r.chunk",
             s = self.schema
         );
-        let rows = self.read(|tx| tx.query(&sql, &[&ids, &numbers]).map_err(self.err()))?;
+        let rows = self.read(postgres::IsolationLevel::ReadCommitted, |tx| {
+            tx.query(&sql, &[&ids, &numbers]).map_err(self.err())
+        })?;
         let mut out = vec![None; chunks.len()];
         for row in rows {
             let ord: i64 = row.get(0);
@@ -752,6 +862,7 @@ impl CollectionBackend for PostgresCollection {
         )
         .map_err(self.err())?;
         tx.commit().map_err(self.err())?;
+        self.known_seq.fetch_max(seq as u64, Ordering::AcqRel);
         Ok(seq as u64)
     }
 
@@ -763,13 +874,18 @@ impl CollectionBackend for PostgresCollection {
                  FROM pg_stat_user_tables WHERE relid = '{}.chunks'::regclass",
                 self.schema
             );
-            let due = self.read(|tx| {
-                let row = tx.query_opt(&sql, &[]).map_err(self.err())?;
-                Ok(row.is_some_and(|r| {
-                    let (dead, live): (i64, i64) = (r.get(0), r.get(1));
-                    dead >= MIN_DEAD_ROWS && dead as f64 >= DUE_DEAD_SHARE * live as f64
-                }))
-            })?;
+            // Vacuum statistics live on the primary (a standby keeps none of its own).
+            let due = self.read_retrying(
+                self.primary_pool(),
+                postgres::IsolationLevel::ReadCommitted,
+                &|tx| {
+                    let row = tx.query_opt(&sql, &[]).map_err(self.err())?;
+                    Ok(row.is_some_and(|r| {
+                        let (dead, live): (i64, i64) = (r.get(0), r.get(1));
+                        dead >= MIN_DEAD_ROWS && dead as f64 >= DUE_DEAD_SHARE * live as f64
+                    }))
+                },
+            )?;
             if !due {
                 return Ok(None);
             }
@@ -817,37 +933,57 @@ impl CollectionBackend for PostgresCollection {
 
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {
         let query = self.query_vector(vector)?;
-        self.read(|tx| self.dense_in(tx, &query, k))
+        self.read(postgres::IsolationLevel::ReadCommitted, |tx| {
+            self.dense_in(tx, &query, k)
+        })
     }
 
     fn keyword_search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>> {
-        self.read(|tx| self.keyword_in(tx, query, k))
+        self.read(postgres::IsolationLevel::ReadCommitted, |tx| {
+            self.keyword_in(tx, query, k)
+        })
     }
 
     /// Both legs in one repeatable-read transaction: the same snapshot, whatever other
     /// processes commit meanwhile.
     fn hybrid_search(&self, vector: &[f32], query: &str, k: usize) -> Result<HybridHits> {
         let vector = self.query_vector(vector)?;
-        let mut conn = checkout(&self.address, &self.reads)?;
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(self.err())?;
-        let t = Instant::now();
-        let dense = self.dense_in(&mut tx, &vector, k)?;
-        let dense_ms = t.elapsed().as_secs_f64() * 1e3;
-        let t = Instant::now();
-        let keyword = self.keyword_in(&mut tx, query, k)?;
-        let keyword_ms = t.elapsed().as_secs_f64() * 1e3;
-        tx.commit().map_err(self.err())?;
-        Ok(HybridHits {
-            dense,
-            keyword,
-            dense_ms,
-            keyword_ms,
+        self.read(postgres::IsolationLevel::RepeatableRead, |tx| {
+            let t = Instant::now();
+            let dense = self.dense_in(tx, &vector, k)?;
+            let dense_ms = t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            let keyword = self.keyword_in(tx, query, k)?;
+            Ok(HybridHits {
+                dense,
+                keyword,
+                dense_ms,
+                keyword_ms: t.elapsed().as_secs_f64() * 1e3,
+            })
         })
+    }
+
+    /// Verified on the primary, so that a number no batch has (a client's typo, another
+    /// collection's) is refused instead of making every later read wait for it.
+    fn require_seq(&self, seq: u64) -> Result<()> {
+        if seq <= self.known_seq.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let sql = format!("SELECT seq FROM {}.state", self.schema);
+        let current: i64 = self.read_retrying(
+            self.primary_pool(),
+            postgres::IsolationLevel::ReadCommitted,
+            &|tx| Ok(tx.query_one(&sql, &[]).map_err(self.err())?.get(0)),
+        )?;
+        let current = current as u64;
+        if seq > current {
+            return Err(IndexError::InvalidInput(format!(
+                "batch {seq} has not been committed to {} (its last batch is {current})",
+                self.address
+            )));
+        }
+        self.known_seq.fetch_max(seq, Ordering::AcqRel);
+        Ok(())
     }
 
     fn stats(&self) -> Result<CollectionStats> {
@@ -855,7 +991,9 @@ impl CollectionBackend for PostgresCollection {
             "SELECT (SELECT documents FROM {s}.state), (SELECT count(*) FROM {s}.chunks)",
             s = self.schema
         );
-        let row = self.read(|tx| tx.query_one(&sql, &[]).map_err(self.err()))?;
+        let row = self.read(postgres::IsolationLevel::ReadCommitted, |tx| {
+            tx.query_one(&sql, &[]).map_err(self.err())
+        })?;
         Ok(CollectionStats {
             documents: row.get::<_, i64>(0) as usize,
             chunks: row.get::<_, i64>(1) as usize,
@@ -904,7 +1042,7 @@ impl CollectionBackend for PostgresCollection {
                 ),
             ),
         ];
-        self.read(|tx| {
+        self.read(postgres::IsolationLevel::ReadCommitted, |tx| {
             for (what, sql) in &checks {
                 let ok: bool = tx.query_one(sql.as_str(), &[]).map_err(self.err())?.get(0);
                 if !ok {

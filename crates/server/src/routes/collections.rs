@@ -187,6 +187,10 @@ pub struct UpsertResponse {
     /// Already stored with identical content: not re-embedded.
     unchanged: usize,
     chunks: usize,
+    /// The number of the batch this request committed (the collection's current one when
+    /// nothing changed). Give it as a search's `min_seq` to read this write through any
+    /// server of the collection, replicas included.
+    seq: u64,
 }
 
 /// Adds or replaces documents by id (the collection is created, for the server's embedding
@@ -245,15 +249,27 @@ pub async fn upsert(
                 updated: report.updated,
                 unchanged: report.unchanged,
                 chunks: report.chunks,
+                seq: match report.seq {
+                    0 => pipeline_seq(shared)?,
+                    seq => seq,
+                },
             }))
         })
     })
     .await
 }
 
+/// The collection's last batch number (an upsert that changed nothing committed none).
+fn pipeline_seq(shared: &crate::collections::SharedPipeline) -> Result<u64, ApiError> {
+    let pipeline = shared.read().unwrap_or_else(|p| p.into_inner());
+    Ok(pipeline.backend().seq()?)
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct DeleteResponse {
     deleted: String,
+    /// The number of the batch that deleted it (see the upsert response's `seq`).
+    seq: u64,
 }
 
 /// Removes one document (all its chunks) durably.
@@ -277,7 +293,7 @@ pub async fn delete_document(
             if Instant::now() > deadline {
                 return Err(sift_pipeline::PipelineError::DeadlineExceeded { committed: 0 }.into());
             }
-            let deleted = pipeline.delete(std::slice::from_ref(&id))?;
+            let (deleted, seq) = pipeline.delete(std::slice::from_ref(&id))?;
             drop(pipeline);
             if deleted.is_empty() {
                 return Err(ApiError::not_found(format!(
@@ -285,7 +301,7 @@ pub async fn delete_document(
                 )));
             }
             Collections::compact_in_background(shared);
-            Ok(Json(DeleteResponse { deleted: id }))
+            Ok(Json(DeleteResponse { deleted: id, seq }))
         })
     })
     .await
@@ -325,6 +341,13 @@ pub struct SearchRequest {
     /// `rrf:k=K,dense=W`; as `sift search --fusion`.
     #[serde(default)]
     fusion: Option<String>,
+    /// Read-your-writes: the `seq` an upsert or delete returned (through this server or any
+    /// other of the collection). The search sees at least that batch — on a PostgreSQL
+    /// replica that has replayed it, else on the primary. A number the collection has not
+    /// reached is a 422.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    min_seq: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -423,6 +446,9 @@ pub async fn search(
     let candidates = blocking(move || {
         collections(&app)?.with(&name, None, |pipeline| {
             let pipeline = pipeline.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(seq) = req.min_seq {
+                pipeline.backend().require_seq(seq)?;
+            }
             Ok(pipeline.candidates(&req.query, &options, rerank)?)
         })
     })
