@@ -41,6 +41,7 @@ enum Command {
     Index(commands::index::IndexArgs),
     Search(commands::search::SearchArgs),
     Delete(commands::delete::DeleteArgs),
+    Copy(commands::copy::CopyArgs),
     Eval(commands::eval::EvalArgs),
     Serve(commands::serve::ServeArgs),
     TrainReranker(commands::train_reranker::TrainRerankerArgs),
@@ -97,7 +98,7 @@ impl Command {
             Command::Embed(a) => (&mut a.engine, Some(&mut a.embed_precision), None),
             Command::Rerank(a) => (&mut a.engine, None, Some(&mut a.rerank_precision)),
             Command::Bench(a) => (&mut a.engine, None, None),
-            Command::Delete(_) | Command::Models(_) => return None,
+            Command::Delete(_) | Command::Copy(_) | Command::Models(_) => return None,
         };
         engine.inherit(leading);
         if let Some(e) = embed {
@@ -135,6 +136,7 @@ fn main() -> ExitCode {
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),
         Command::Delete(args) => commands::delete::run(args),
+        Command::Copy(args) => commands::copy::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::TrainReranker(args) => commands::train_reranker::run(args),

@@ -5,7 +5,7 @@
 //! through [`crate::store`], which returns a `Box<dyn CollectionBackend>` for an address.
 
 use crate::analysis::Analyzer;
-use crate::document::{ChunkHit, Document, HitDetails, Operation};
+use crate::document::{ChunkHit, Document, HitDetails, IndexedDocument, Operation};
 use crate::error::{IndexError, Result};
 use crate::manifest::Manifest;
 
@@ -180,6 +180,12 @@ pub trait CollectionBackend: Send + Sync {
         }
         Ok(())
     }
+
+    /// Calls `each` with every document and its chunks (texts and unit vectors), once each
+    /// in an order of the backend's choosing, from one committed state: how a collection moves to another location
+    /// (`sift copy`) without embedding anything again. An error from `each` stops the export
+    /// and is returned.
+    fn export(&self, each: &mut dyn FnMut(IndexedDocument) -> Result<()>) -> Result<()>;
 
     /// Sizes and the vector search in use, for reports.
     fn stats(&self) -> Result<CollectionStats>;

@@ -84,6 +84,7 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Location) {
     search_orders_best_first(&fresh());
     another_model_is_refused(&fresh());
     reads_are_batched_in_request_order(&fresh());
+    export_gives_back_every_document_with_its_chunks(&fresh());
     the_analyzer_is_the_manifests_and_can_change(&fresh());
 }
 
@@ -451,4 +452,47 @@ pub fn the_analyzer_is_the_manifests_and_can_change(location: &Location) {
         "the Chinese analyzer does not stem English"
     );
     c.verify().unwrap();
+}
+
+/// `export` yields every live document once, with its chunks' texts and (unit) vectors as
+/// committed, and none that was deleted or replaced.
+pub fn export_gives_back_every_document_with_its_chunks(location: &Location) {
+    let mut c = create(location);
+    let a = upsert("a", Some("A"), &[("first", 0), ("second", 1)]);
+    let b = upsert("b", None, &[("third", 2)]);
+    c.commit(vec![a.clone(), b, upsert("gone", None, &[("x", 3)])])
+        .unwrap();
+    c.commit(vec![
+        Operation::Delete("gone".into()),
+        upsert("b", None, &[("fourth", 3)]),
+    ])
+    .unwrap();
+    let mut seen = Vec::new();
+    c.export(&mut |d| {
+        seen.push(d);
+        Ok(())
+    })
+    .unwrap();
+    seen.sort_by(|x, y| x.document.id.cmp(&y.document.id));
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let Operation::Upsert(a) = a else { unreachable!() };
+    assert_eq!(seen[0].document, a.document);
+    assert_eq!(seen[0].chunks.len(), 2);
+    for (got, want) in seen[0].chunks.iter().zip(&a.chunks) {
+        assert_eq!(got.text, want.text);
+        for (x, y) in got.vector.iter().zip(&want.vector) {
+            assert!((x - y).abs() < 1e-6, "{:?} vs {:?}", got.vector, want.vector);
+        }
+    }
+    assert_eq!(seen[1].document.id, "b");
+    assert_eq!(seen[1].chunks.len(), 1);
+    assert_eq!(seen[1].chunks[0].text, "fourth");
+    // An error from the callback stops the export and comes back.
+    let mut calls = 0;
+    let stopped = c.export(&mut |_| {
+        calls += 1;
+        Err(IndexError::InvalidInput("stop".into()))
+    });
+    assert!(matches!(stopped, Err(IndexError::InvalidInput(_))));
+    assert_eq!(calls, 1);
 }

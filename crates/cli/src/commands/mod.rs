@@ -1,5 +1,6 @@
 pub mod bench;
 mod bench_search;
+pub mod copy;
 pub mod delete;
 pub mod embed;
 pub mod eval;

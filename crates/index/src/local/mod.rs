@@ -49,7 +49,9 @@ use self::wal::{Record, Wal};
 use crate::analysis::Analyzer;
 use crate::backend::{CollectionBackend, CollectionStats, CompactionJob};
 use crate::batch::validate_batch;
-use crate::document::{keyword_passages, ChunkHit, Document, HitDetails, Operation};
+use crate::document::{
+    keyword_passages, Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation,
+};
 use crate::error::{IndexError, Result};
 use crate::manifest::{Manifest, FORMAT_VERSION};
 
@@ -845,6 +847,31 @@ impl CollectionBackend for LocalCollection {
                 score: h.score,
             })
             .collect())
+    }
+
+    fn export(&self, each: &mut dyn FnMut(IndexedDocument) -> Result<()>) -> Result<()> {
+        self.usable()?;
+        let mut ids: Vec<&String> = self.contents.docs.keys().collect();
+        ids.sort();
+        for id in ids {
+            let stored = &self.contents.docs[id];
+            let texts = self.contents.chunk_texts(stored);
+            let mut chunks = Vec::with_capacity(stored.slots.len());
+            for (&slot, text) in stored.slots.iter().zip(texts) {
+                let vector = self.contents.vectors.get(slot).ok_or_else(|| {
+                    IndexError::Internal(format!("document {id:?}: chunk slot {slot} has no vector"))
+                })?;
+                chunks.push(Chunk {
+                    text: text.to_owned(),
+                    vector: vector.to_vec(),
+                });
+            }
+            each(IndexedDocument {
+                document: Document::clone(&stored.document),
+                chunks,
+            })?;
+        }
+        Ok(())
     }
 
     fn stats(&self) -> Result<CollectionStats> {

@@ -45,7 +45,7 @@ use self::schema::ident;
 use crate::analysis::Analyzer;
 use crate::backend::{CollectionBackend, CollectionStats, CompactionJob, HybridHits};
 use crate::batch::{validate_batch, vector_problem};
-use crate::document::{ChunkHit, Document, HitDetails, Operation};
+use crate::document::{Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation};
 use crate::error::{IndexError, Result};
 use crate::manifest::Manifest;
 use crate::store::Access;
@@ -64,6 +64,9 @@ const LOCK_WAIT: &str = "10s";
 /// primary instead. Streaming replication on a LAN replays within milliseconds; a replica this
 /// far behind is better skipped than waited for.
 const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Documents per page of an export.
+const EXPORT_PAGE: i64 = 500;
 
 /// Documents re-analysed per round when the analyzer changes (bounds memory, not correctness:
 /// it all happens in one transaction).
@@ -984,6 +987,55 @@ impl CollectionBackend for PostgresCollection {
         }
         self.known_seq.fetch_max(seq, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Pages of [`EXPORT_PAGE`] documents by key, all in one repeatable-read transaction on
+    /// the primary (a replica could cancel a long transaction that conflicts with its replay).
+    fn export(&self, each: &mut dyn FnMut(IndexedDocument) -> Result<()>) -> Result<()> {
+        let mut conn = checkout(&self.address, self.primary_pool())?;
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(self.err())?;
+        let sql = format!(
+            "SELECT d.key, d.id, d.title, d.body, d.metadata::text,
+                    array_agg(c.body ORDER BY c.chunk), array_agg(c.embedding ORDER BY c.chunk)
+             FROM (SELECT * FROM {s}.documents WHERE key > $1 ORDER BY key LIMIT $2) d
+             JOIN {s}.chunks c ON c.doc = d.key
+             GROUP BY d.key, d.id, d.title, d.body, d.metadata::text
+             ORDER BY d.key",
+            s = self.schema
+        );
+        let mut after = i64::MIN;
+        loop {
+            let rows = tx
+                .query(&sql, &[&after, &EXPORT_PAGE])
+                .map_err(self.err())?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            let mut page = Vec::with_capacity(rows.len());
+            for row in rows {
+                let texts: Vec<String> = row.get(5);
+                let vectors: Vec<pgvector::Vector> = row.get(6);
+                page.push(IndexedDocument {
+                    document: self.document_from(row.get(1), row.get(2), row.get(3), row.get(4))?,
+                    chunks: texts
+                        .into_iter()
+                        .zip(vectors)
+                        .map(|(text, v)| Chunk {
+                            text,
+                            vector: v.to_vec(),
+                        })
+                        .collect(),
+                });
+            }
+            for d in page {
+                each(d)?;
+            }
+        }
+        tx.commit().map_err(self.err())
     }
 
     fn stats(&self) -> Result<CollectionStats> {
