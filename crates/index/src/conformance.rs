@@ -475,13 +475,20 @@ pub fn export_gives_back_every_document_with_its_chunks(location: &Location) {
     .unwrap();
     seen.sort_by(|x, y| x.document.id.cmp(&y.document.id));
     assert_eq!(seen.len(), 2, "{seen:?}");
-    let Operation::Upsert(a) = a else { unreachable!() };
+    let Operation::Upsert(a) = a else {
+        unreachable!()
+    };
     assert_eq!(seen[0].document, a.document);
     assert_eq!(seen[0].chunks.len(), 2);
     for (got, want) in seen[0].chunks.iter().zip(&a.chunks) {
         assert_eq!(got.text, want.text);
         for (x, y) in got.vector.iter().zip(&want.vector) {
-            assert!((x - y).abs() < 1e-6, "{:?} vs {:?}", got.vector, want.vector);
+            assert!(
+                (x - y).abs() < 1e-6,
+                "{:?} vs {:?}",
+                got.vector,
+                want.vector
+            );
         }
     }
     assert_eq!(seen[1].document.id, "b");

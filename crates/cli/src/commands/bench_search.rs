@@ -19,6 +19,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 use sift_index::local::{AnnParams, LocalCollection, OpenMode, Quantization};
+use sift_index::postgres::{PgAddress, PostgresCollection};
+use sift_index::store::{Access, Location};
 use sift_index::synthetic::Workload;
 use sift_index::CollectionBackend;
 use sift_pipeline::{Pipeline, SearchMode, SearchOptions};
@@ -77,6 +79,16 @@ pub struct ScaleFlags {
     #[arg(long, default_value_t = AnnParams::default().connectivity)]
     pub connectivity: usize,
 
+    /// Build the benchmark collection in PostgreSQL instead of a directory:
+    /// postgres://USER@HOST/DB?collection=NAME (must not exist unless --query-only). Several
+    /// hosts (primary,replica,…) send the searches to the replicas.
+    #[arg(long)]
+    pub collection: Option<Location>,
+
+    /// Concurrent clients for the throughput phase (PostgreSQL only; 0 skips it).
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+
     /// Run only the query phase on the collection in --dir (the benchmark runs itself so).
     #[arg(long, hide = true)]
     pub query_only: bool,
@@ -131,7 +143,7 @@ fn manifest(dim: usize) -> Result<sift_index::Manifest> {
 /// Commits chunks `range` in batches, compacting when the collection's policy says so (as
 /// `sift index` and the server do). Returns the seconds spent in all, and in compactions.
 fn ingest(
-    c: &mut LocalCollection,
+    c: &mut dyn CollectionBackend,
     w: &Workload,
     range: std::ops::Range<usize>,
     batch: usize,
@@ -275,6 +287,12 @@ pub fn run(flags: &ScaleFlags) -> Result<()> {
     if flags.chunks == 0 || flags.dim == 0 {
         bail!("--chunks and --dim must be at least 1");
     }
+    if let Some(location) = &flags.collection {
+        let Location::Postgres(address) = location else {
+            bail!("--collection takes a postgres:// address (a directory is --dir)");
+        };
+        return run_postgres(flags, address);
+    }
     // usearch reads 0 as "its default", which the report would then misname.
     if flags.connectivity < 2 || flags.ef_construction == 0 {
         bail!("--connectivity must be at least 2 and --ef-construction at least 1");
@@ -329,5 +347,131 @@ pub fn run(flags: &ScaleFlags) -> Result<()> {
         r.insert("connectivity".into(), json!(flags.connectivity));
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The same benchmark against PostgreSQL: build (unless --query-only), then open time, hybrid
+/// and dense latency, the HNSW index's recall against an exact scan, and the throughput of
+/// `--clients` concurrent hybrid searches. Runs in one process: the collection's memory is the
+/// database server's, not sift's.
+fn run_postgres(flags: &ScaleFlags, address: &PgAddress) -> Result<()> {
+    address.require_collection()?;
+    let sentences = match &flags.sentences {
+        Some(path) => sift_index::synthetic::read_sentences(path)?,
+        None => sift_index::synthetic::builtin_sentences(),
+    };
+    let w = Workload::new(flags.chunks, flags.dim, sentences);
+    let location = Location::Postgres(address.clone());
+    let mut report = serde_json::Map::new();
+    if !flags.query_only {
+        if sift_index::store::exists(&location)? {
+            bail!("{address} exists; the benchmark builds a new collection there");
+        }
+        let mut c = sift_index::store::open_or_create(&location, manifest(flags.dim)?)?;
+        let n = flags.chunks;
+        let batch = flags.batch_chunks.max(1);
+        eprintln!("building {n} chunks in {address}");
+        let (ingest_s, ingest_compaction_s) = ingest(c.as_mut(), &w, 0..n, batch)?;
+        let t = Instant::now();
+        c.compact()?;
+        let compaction_s = t.elapsed().as_secs_f64();
+        let add = flags.add_chunks.unwrap_or(10_000).min(n);
+        let (add_s, _) = ingest(c.as_mut(), &w, n..n + add, batch)?;
+        report.extend([
+            ("ingest_chunks_per_s".into(), json!(n as f64 / ingest_s)),
+            ("ingest_s".into(), json!(ingest_s)),
+            ("ingest_compaction_s".into(), json!(ingest_compaction_s)),
+            ("compaction_s".into(), json!(compaction_s)),
+            ("add_chunks".into(), json!(add)),
+            ("add_s".into(), json!(add_s)),
+        ]);
+    }
+    let t = Instant::now();
+    let c = PostgresCollection::open(address, Access::Search)?;
+    report.insert("open_s".into(), json!(t.elapsed().as_secs_f64()));
+    let queries: Vec<(String, Vec<f32>)> = (0..flags.queries.max(1)).map(|q| w.query(q)).collect();
+    let mut found = 0;
+    let mut dense_ms = Vec::new();
+    for (_, v) in &queries {
+        let exact: Vec<String> = c
+            .exact_dense_search(v, 10)?
+            .into_iter()
+            .map(|h| h.doc_id)
+            .collect();
+        let t = Instant::now();
+        let ann = c.dense_search(v, 10)?;
+        dense_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        found += exact
+            .iter()
+            .filter(|id| ann.iter().any(|h| &h.doc_id == *id))
+            .count();
+    }
+    let pipeline = Pipeline::new(None, None, Box::new(c))?;
+    let search = |text: &str, v: &[f32]| -> Result<()> {
+        let options = SearchOptions {
+            mode: SearchMode::Hybrid,
+            rerank: false,
+            query_vector: Some(v.to_vec()),
+            ..SearchOptions::default()
+        };
+        pipeline.search(text, &options)?;
+        Ok(())
+    };
+    let mut hybrid_ms = Vec::new();
+    for (i, (text, v)) in queries.iter().chain(queries.iter().take(10)).enumerate() {
+        let t = Instant::now();
+        search(text, v)?;
+        if i >= 10 {
+            hybrid_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    for v in [&mut dense_ms, &mut hybrid_ms] {
+        v.sort_by(f64::total_cmp);
+    }
+    report.extend([
+        ("chunks".into(), json!(pipeline.backend().stats()?.chunks)),
+        (
+            "ann_recall_at_10".into(),
+            json!(found as f64 / (10 * queries.len()) as f64),
+        ),
+        ("dense_p50_ms".into(), json!(percentile(&dense_ms, 0.5))),
+        ("hybrid_p50_ms".into(), json!(percentile(&hybrid_ms, 0.5))),
+        ("hybrid_p99_ms".into(), json!(percentile(&hybrid_ms, 0.99))),
+    ]);
+    if flags.clients > 0 {
+        // Each client runs the query list round-robin for a fixed time.
+        let seconds = 10.0;
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let started = Instant::now();
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..flags.clients)
+                .map(|client| {
+                    let (queries, search, done) = (&queries, &search, &done);
+                    scope.spawn(move || -> Result<()> {
+                        let mut i = client;
+                        while started.elapsed().as_secs_f64() < seconds {
+                            let (text, v) = &queries[i % queries.len()];
+                            search(text, v)?;
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            i += flags.clients;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        let qps = done.load(std::sync::atomic::Ordering::Relaxed) as f64
+            / started.elapsed().as_secs_f64();
+        report.insert("clients".into(), json!(flags.clients));
+        report.insert("hybrid_qps".into(), json!(qps));
+    }
+    report.insert("dim".into(), json!(flags.dim));
+    report.insert("backend".into(), json!("postgres"));
+    println!("{}", serde_json::to_string_pretty(&Value::Object(report))?);
     Ok(())
 }

@@ -859,7 +859,9 @@ impl CollectionBackend for LocalCollection {
             let mut chunks = Vec::with_capacity(stored.slots.len());
             for (&slot, text) in stored.slots.iter().zip(texts) {
                 let vector = self.contents.vectors.get(slot).ok_or_else(|| {
-                    IndexError::Internal(format!("document {id:?}: chunk slot {slot} has no vector"))
+                    IndexError::Internal(format!(
+                        "document {id:?}: chunk slot {slot} has no vector"
+                    ))
                 })?;
                 chunks.push(Chunk {
                     text: text.to_owned(),
