@@ -291,3 +291,32 @@ fn replicas_serve_reads_and_a_lagging_one_defers_to_the_primary() {
     reader.require_seq(3).unwrap();
     assert_eq!(reader.len().unwrap(), 3);
 }
+
+/// Postings cut by another analyzer version are re-cut when a writer opens the collection.
+#[test]
+fn postings_of_an_older_analyzer_are_recut_by_the_next_writer() {
+    let pg = TestPostgres::start();
+    let at = pg.collection("old");
+    let mut c = store::open_or_create(&at, conformance::manifest("m")).unwrap();
+    c.commit(vec![conformance::upsert(
+        "a",
+        Some("Geysers"),
+        &[("geysers erupt", 0)],
+    )])
+    .unwrap();
+    drop(c);
+    // What an older sift would have left: other terms, another version name.
+    psql(
+        &pg.primary,
+        "DO $$ DECLARE s text; BEGIN
+           SELECT schema_name INTO s FROM sift.collections WHERE name = 'old';
+           EXECUTE format('UPDATE %I.postings SET term = ''stale''', s);
+           EXECUTE format('UPDATE %I.state SET keyword_terms = ''sift-english-0''', s);
+         END $$",
+    );
+    let reader = store::open(&at, Access::Search).unwrap();
+    assert!(reader.keyword_search("geysers", 5).unwrap().is_empty());
+    drop(store::open(&at, Access::Write).unwrap());
+    assert_eq!(reader.keyword_search("geysers", 5).unwrap().len(), 1);
+    reader.verify().unwrap();
+}

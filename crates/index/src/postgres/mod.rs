@@ -250,7 +250,7 @@ impl PostgresCollection {
             Access::Shared => Some(Mutex::new(client)),
             Access::Search => None,
         };
-        Ok(PostgresCollection {
+        let mut collection = PostgresCollection {
             address: address.clone(),
             schema: ident(&schema),
             manifest,
@@ -265,7 +265,34 @@ impl PostgresCollection {
             known_seq: AtomicU64::new(0),
             compaction_in_flight: Arc::new(AtomicBool::new(false)),
             handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
-        })
+        };
+        collection.check_keyword_version()?;
+        Ok(collection)
+    }
+
+    /// Postings cut by another version of the analyzer (a sift whose analyzer changed since
+    /// they were written) are re-cut by the first writer that opens the collection, so
+    /// queries are never analysed differently from the documents they search.
+    fn check_keyword_version(&mut self) -> Result<()> {
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
+        let sql = format!("SELECT keyword_terms FROM {}.state", self.schema);
+        let stored: String = writer
+            .lock()
+            .map_err(|_| IndexError::Internal("the writer's connection lock is poisoned".into()))?
+            .query_one(&sql, &[])
+            .map_err(self.err())?
+            .get(0);
+        let current = self.manifest.analyzer.tokenizer_name();
+        if stored != current {
+            tracing::info!(
+                "{}: keyword postings were cut by {stored}; re-cutting them with {current}",
+                self.address
+            );
+            self.rebuild_keywords(self.manifest.analyzer)?;
+        }
+        Ok(())
     }
 
     fn err(&self) -> impl Fn(postgres::Error) -> IndexError + '_ {
@@ -386,6 +413,76 @@ impl PostgresCollection {
                 .map_err(self.err())?;
             self.dense_in(tx, &query, k)
         })
+    }
+
+    /// Re-cuts every document's keyword postings with `analyzer` and records it (and its
+    /// version, the analyzer's tokenizer name) in the state row, in one transaction.
+    fn rebuild_keywords(&mut self, analyzer: Analyzer) -> Result<()> {
+        let mut manifest = self.manifest.clone();
+        manifest.analyzer = analyzer;
+        let manifest_json = serde_json::to_string(&manifest)
+            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+        let s = self.schema.clone();
+        let mut client = self.writer()?;
+        let mut tx = client.transaction().map_err(self.err())?;
+        self.lock_for_batch(&mut tx)?;
+        tx.batch_execute(&format!(
+            "SELECT 1 FROM {s}.state FOR UPDATE; DELETE FROM {s}.postings; DELETE FROM {s}.passages;"
+        ))
+        .map_err(self.err())?;
+        let (mut passages, mut terms) = (0i64, 0i64);
+        let mut after = i64::MIN;
+        loop {
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT d.key, d.id, d.title, d.body, array_agg(c.body ORDER BY c.chunk)
+                         FROM (SELECT * FROM {s}.documents WHERE key > $1 ORDER BY key LIMIT $2) d
+                         JOIN {s}.chunks c ON c.doc = d.key
+                         GROUP BY d.key, d.id, d.title, d.body ORDER BY d.key"
+                    ),
+                    &[&after, &REANALYZE_BATCH],
+                )
+                .map_err(self.err())?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            let loaded: Vec<(i64, Document, Vec<String>)> = rows
+                .iter()
+                .map(|r| {
+                    let document = Document {
+                        id: r.get(1),
+                        title: r.get(2),
+                        text: r.get(3),
+                        metadata: None,
+                    };
+                    (r.get(0), document, r.get(4))
+                })
+                .collect();
+            let units: Vec<(i64, &Document, Vec<&str>)> = loaded
+                .iter()
+                .map(|(k, d, c)| (*k, d, c.iter().map(String::as_str).collect()))
+                .collect();
+            let (p, t) = self.write_keyword_units(&mut tx, analyzer, &units)?;
+            passages += p;
+            terms += t;
+        }
+        tx.execute(
+            &format!(
+                "UPDATE {s}.state SET manifest = $1::text::json, passages = $2, passage_terms = $3,
+                     keyword_terms = $4"
+            ),
+            &[
+                &manifest_json,
+                &passages,
+                &terms,
+                &analyzer.tokenizer_name(),
+            ],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        drop(client);
+        self.manifest = manifest;
+        Ok(())
     }
 
     /// `vector` checked and normalized for a dense search.
@@ -680,65 +777,7 @@ impl CollectionBackend for PostgresCollection {
         if self.manifest.analyzer == analyzer {
             return Ok(());
         }
-        let mut manifest = self.manifest.clone();
-        manifest.analyzer = analyzer;
-        let manifest_json = serde_json::to_string(&manifest)
-            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
-        let s = self.schema.clone();
-        let mut client = self.writer()?;
-        let mut tx = client.transaction().map_err(self.err())?;
-        self.lock_for_batch(&mut tx)?;
-        tx.batch_execute(&format!(
-            "SELECT 1 FROM {s}.state FOR UPDATE; DELETE FROM {s}.postings; DELETE FROM {s}.passages;"
-        ))
-        .map_err(self.err())?;
-        let (mut passages, mut terms) = (0i64, 0i64);
-        let mut after = i64::MIN;
-        loop {
-            let rows = tx
-                .query(
-                    &format!(
-                        "SELECT d.key, d.id, d.title, d.body, array_agg(c.body ORDER BY c.chunk)
-                         FROM (SELECT * FROM {s}.documents WHERE key > $1 ORDER BY key LIMIT $2) d
-                         JOIN {s}.chunks c ON c.doc = d.key
-                         GROUP BY d.key, d.id, d.title, d.body ORDER BY d.key"
-                    ),
-                    &[&after, &REANALYZE_BATCH],
-                )
-                .map_err(self.err())?;
-            let Some(last) = rows.last() else { break };
-            after = last.get(0);
-            let loaded: Vec<(i64, Document, Vec<String>)> = rows
-                .iter()
-                .map(|r| {
-                    let document = Document {
-                        id: r.get(1),
-                        title: r.get(2),
-                        text: r.get(3),
-                        metadata: None,
-                    };
-                    (r.get(0), document, r.get(4))
-                })
-                .collect();
-            let units: Vec<(i64, &Document, Vec<&str>)> = loaded
-                .iter()
-                .map(|(k, d, c)| (*k, d, c.iter().map(String::as_str).collect()))
-                .collect();
-            let (p, t) = self.write_keyword_units(&mut tx, analyzer, &units)?;
-            passages += p;
-            terms += t;
-        }
-        tx.execute(
-            &format!(
-                "UPDATE {s}.state SET manifest = $1::text::json, passages = $2, passage_terms = $3"
-            ),
-            &[&manifest_json, &passages, &terms],
-        )
-        .map_err(self.err())?;
-        tx.commit().map_err(self.err())?;
-        drop(client);
-        self.manifest = manifest;
-        Ok(())
+        self.rebuild_keywords(analyzer)
     }
 
     fn commit(&mut self, operations: Vec<Operation>) -> Result<u64> {

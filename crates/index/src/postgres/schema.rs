@@ -5,7 +5,7 @@
 //!
 //! | table | rows | why |
 //! |---|---|---|
-//! | `state` | one | the manifest, the last batch's number, and BM25's corpus statistics (passages, their total length in terms) |
+//! | `state` | one | the manifest, the last batch's number, BM25's corpus statistics (passages, their total length in terms), and the version of the analyzer that cut the postings |
 //! | `documents` | one per document | id, title, text, metadata, content hash, the batch that wrote it; `key` is what the other tables refer to (8 bytes instead of an id of up to 1 KiB) |
 //! | `chunks` | one per embedded window | text and `vector(d)`, HNSW index on inner product (vectors are stored normalized, so it is the cosine) |
 //! | `passages` | one per keyword unit | the chunk a keyword hit points at, the length in terms |
@@ -202,7 +202,8 @@ pub(crate) fn create(
              seq bigint NOT NULL,
              documents bigint NOT NULL,
              passages bigint NOT NULL,
-             passage_terms bigint NOT NULL
+             passage_terms bigint NOT NULL,
+             keyword_terms text NOT NULL
          );
          CREATE SEQUENCE {s}.document_keys;
          CREATE TABLE {s}.documents (
@@ -243,10 +244,10 @@ pub(crate) fn create(
     .map_err(|e| db_error(address, e))?;
     tx.execute(
         &format!(
-            "INSERT INTO {s}.state (manifest, seq, documents, passages, passage_terms)
-             VALUES ($1::text::json, 0, 0, 0, 0)"
+            "INSERT INTO {s}.state (manifest, seq, documents, passages, passage_terms, keyword_terms)
+             VALUES ($1::text::json, 0, 0, 0, 0, $2)"
         ),
-        &[&manifest_json],
+        &[&manifest_json, &manifest.analyzer.tokenizer_name()],
     )
     .map_err(|e| db_error(address, e))?;
     tx.execute(
