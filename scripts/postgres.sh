@@ -4,15 +4,16 @@
 #
 #   scripts/postgres.sh install            PostgreSQL 15 from Debian, pgvector 0.8.0 built from
 #                                          Debian's own (trixie) source package; idempotent
-#   scripts/postgres.sh start DIR [--replica]
-#                                          a new primary under DIR (and a streaming replica of
+#   scripts/postgres.sh start DIR [--replica | --replicas=N]
+#                                          a new primary under DIR (and streaming replicas of
 #                                          it), listening on 127.0.0.1 only, trust auth, private
 #                                          socket directory; prints shell assignments:
 #                                            SIFT_PG_PRIMARY=postgres://postgres@127.0.0.1:P/sift
 #                                            SIFT_PG_REPLICA=postgres://postgres@127.0.0.1:Q/sift
+#                                            (SIFT_PG_REPLICA2=…, … with --replicas=N)
 #                                            SIFT_PG_DIR=DIR
 #   scripts/postgres.sh stop DIR           stops what `start DIR` started (fast shutdown)
-#   scripts/postgres.sh kill DIR [primary|replica]
+#   scripts/postgres.sh kill DIR [primary|replica|replicaN]
 #                                          SIGKILL the server (crash tests), leaving its data
 #   scripts/postgres.sh restart DIR [primary|replica]
 #                                          starts a stopped or killed server again (crash recovery)
@@ -110,20 +111,33 @@ start() {
   start_server "$dir/primary"
   as_postgres "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres sift
   echo "SIFT_PG_PRIMARY=postgres://postgres@127.0.0.1:$port/sift"
-  if [[ $replica == --replica ]]; then
-    local rport; rport="$(free_port)"
-    as_postgres "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/replica" \
+  local replicas=0 i node rport
+  case "$replica" in
+    "") ;;
+    --replica) replicas=1 ;;
+    --replicas=*) replicas="${replica#--replicas=}" ;;
+    *) die "unknown option $replica (--replica or --replicas=N)" ;;
+  esac
+  for ((i = 1; i <= replicas; i++)); do
+    node=replica; ((i > 1)) && node="replica$i"
+    rport="$(free_port)"
+    as_postgres "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/$node" \
       -R -X stream --checkpoint=fast >/dev/null
-    sed -i "s/^port = $port\$/port = $rport/" "$dir/replica/postgresql.conf"
-    start_server "$dir/replica"
-    echo "SIFT_PG_REPLICA=postgres://postgres@127.0.0.1:$rport/sift"
-  fi
+    sed -i "s/^port = $port\$/port = $rport/" "$dir/$node/postgresql.conf"
+    start_server "$dir/$node"
+    if ((i == 1)); then
+      echo "SIFT_PG_REPLICA=postgres://postgres@127.0.0.1:$rport/sift"
+    else
+      echo "SIFT_PG_REPLICA$i=postgres://postgres@127.0.0.1:$rport/sift"
+    fi
+  done
   echo "SIFT_PG_DIR=$dir"
 }
 
 stop() {
   local dir="$1" node
-  for node in replica primary; do
+  for node in "$dir"/replica* "$dir"/primary; do
+    node="$(basename "$node")"
     if [[ -f $dir/$node/postmaster.pid ]]; then
       as_postgres "$PG_BIN/pg_ctl" -D "$dir/$node" -m fast -w stop >/dev/null 2>&1 || true
     fi
@@ -144,7 +158,7 @@ kill_server() {
 
 case "${1:-}" in
   install) install ;;
-  start) [[ $# -ge 2 ]] || die "usage: postgres.sh start DIR [--replica]"; start "$2" "${3:-}" ;;
+  start) [[ $# -ge 2 ]] || die "usage: postgres.sh start DIR [--replica | --replicas=N]"; start "$2" "${3:-}" ;;
   stop) [[ $# -ge 2 ]] || die "usage: postgres.sh stop DIR"; stop "$2" ;;
   kill) [[ $# -ge 2 ]] || die "usage: postgres.sh kill DIR [primary|replica]"; kill_server "$2" "${3:-}" ;;
   restart)

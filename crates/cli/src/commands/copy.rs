@@ -73,7 +73,6 @@ pub fn run(args: CopyArgs) -> Result<()> {
         Ok(())
     })?;
     flush(&mut batch)?;
-    drop(flush);
     bar.finish_and_clear();
     target.compact()?;
     let stats = target.stats()?;
