@@ -13,6 +13,7 @@
 #                                            (SIFT_PG_REPLICA2=…, … with --replicas=N)
 #                                            SIFT_PG_DIR=DIR
 #   scripts/postgres.sh stop DIR           stops what `start DIR` started (fast shutdown)
+#   (SIFT_PG_SHARED_BUFFERS sets the servers' shared_buffers; default 128MB, enough for tests)
 #   scripts/postgres.sh kill DIR [primary|replica|replicaN]
 #                                          SIGKILL the server (crash tests), leaving its data
 #   scripts/postgres.sh restart DIR [primary|replica]
@@ -85,7 +86,7 @@ wal_level = replica
 max_wal_senders = 4
 hot_standby = on
 hot_standby_feedback = on
-shared_buffers = 128MB
+shared_buffers = ${SIFT_PG_SHARED_BUFFERS:-128MB}
 max_connections = 200
 logging_collector = off
 EOF

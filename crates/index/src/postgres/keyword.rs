@@ -62,9 +62,10 @@ pub(crate) fn analyze(
 /// document key, passage number and score, best first; ties by key and passage. Takes the
 /// schema name (quoted) for `{s}`.
 ///
-/// Document frequency is counted from the postings at query time rather than kept in a table:
-/// the scoring pass reads those same index entries anyway, and a count can never drift from
-/// the postings it describes.
+/// Document frequencies come from the `terms` table that every batch updates in its own
+/// transaction (so they agree with the postings that batch wrote; `verify` checks it).
+/// Counting them from the postings at query time read every posting of every query term twice:
+/// on 100k synthetic chunks, 17 of a 75 ms query.
 pub(crate) fn bm25_sql(s: &str) -> String {
     format!(
         "WITH q AS (
@@ -76,10 +77,9 @@ pub(crate) fn bm25_sql(s: &str) -> String {
              FROM {s}.state
          ),
          w AS (
-             SELECT q.term, q.qtf * ln(1 + (st.n - df.n + 0.5) / (df.n + 0.5)) * ({k1} + 1) AS weight
-             FROM q CROSS JOIN st
-             CROSS JOIN LATERAL (SELECT count(*)::float8 AS n FROM {s}.postings p WHERE p.term = q.term) df
-             WHERE df.n > 0
+             SELECT q.term, q.qtf * ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) * ({k1} + 1) AS weight
+             FROM q JOIN {s}.terms t ON t.term = q.term CROSS JOIN st
+             WHERE t.df > 0
          ),
          top AS (
              SELECT p.doc, p.passage,

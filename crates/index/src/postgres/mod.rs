@@ -56,6 +56,45 @@ use crate::store::Access;
 /// chunks per search, and on SciFact (10k chunks × 384) ef_search 300 took 35 ms against
 /// 7.7 ms for 40 + iterative scan and 3.7 ms for 100 results at ef_search 100.
 const EF_SEARCH: usize = 100;
+/// pgvector's largest `hnsw.ef_search`.
+const MAX_EF_SEARCH: usize = 1000;
+
+/// The installed pgvector's version, for what it can do and what it gets wrong.
+struct PgvectorVersion {
+    text: String,
+    number: (u32, u32, u32),
+}
+
+impl PgvectorVersion {
+    fn parse(text: &str) -> Self {
+        let mut parts = text.split('.').map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or(0)
+        });
+        let number = (
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        );
+        PgvectorVersion {
+            text: text.to_owned(),
+            number,
+        }
+    }
+
+    /// HNSW indexes arrived in 0.5.0.
+    fn has_hnsw(&self) -> bool {
+        self.number >= (0, 5, 0)
+    }
+
+    /// `hnsw.iterative_scan` arrived in 0.8.0.
+    fn has_iterative_scan(&self) -> bool {
+        self.number >= (0, 8, 0)
+    }
+}
 
 /// How long a writer waits for the collection's lock before reporting it
 /// [`IndexError::Locked`]: long enough for other servers' batches in flight to commit, short
@@ -178,6 +217,9 @@ pub struct PostgresCollection {
     /// it wrote elsewhere ([`CollectionBackend::require_seq`]). Replica reads behind it wait
     /// or go to the primary.
     known_seq: AtomicU64,
+    /// pgvector 0.8+: searches keep `ef_search` small and extend by iterative scan; before,
+    /// `ef_search` must be at least `k` to return `k` results.
+    iterative_scan: bool,
     compaction_in_flight: Arc<AtomicBool>,
     handle: u64,
 }
@@ -227,9 +269,18 @@ impl PostgresCollection {
                 crate::manifest::FORMAT_VERSION
             )));
         }
-        if schema::pgvector_version(&mut client, address)?.is_none() {
-            return Err(IndexError::Database(format!(
-                "{address}: the `vector` extension was removed from this database"
+        let pgvector = match schema::pgvector_version(&mut client, address)? {
+            Some(v) => PgvectorVersion::parse(&v),
+            None => {
+                return Err(IndexError::Database(format!(
+                    "{address}: the `vector` extension was removed from this database"
+                )))
+            }
+        };
+        if !pgvector.has_hnsw() {
+            return Err(IndexError::Unsupported(format!(
+                "{address}: pgvector {} has no HNSW index; sift needs pgvector 0.5 or later (0.8.2+ recommended)",
+                pgvector.text
             )));
         }
         let replicas_or_primary = if connection::has_replicas(&address.config()?) {
@@ -263,6 +314,7 @@ impl PostgresCollection {
                 Role::Primary => None,
             },
             known_seq: AtomicU64::new(0),
+            iterative_scan: pgvector.has_iterative_scan(),
             compaction_in_flight: Arc::new(AtomicBool::new(false)),
             handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
         };
@@ -427,7 +479,8 @@ impl PostgresCollection {
         let mut tx = client.transaction().map_err(self.err())?;
         self.lock_for_batch(&mut tx)?;
         tx.batch_execute(&format!(
-            "SELECT 1 FROM {s}.state FOR UPDATE; DELETE FROM {s}.postings; DELETE FROM {s}.passages;"
+            "SELECT 1 FROM {s}.state FOR UPDATE; DELETE FROM {s}.postings; DELETE FROM {s}.passages;
+             DELETE FROM {s}.terms;"
         ))
         .map_err(self.err())?;
         let (mut passages, mut terms) = (0i64, 0i64);
@@ -509,7 +562,12 @@ impl PostgresCollection {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let ef = EF_SEARCH.to_string();
+        let ef = if self.iterative_scan {
+            EF_SEARCH
+        } else {
+            k.clamp(EF_SEARCH, MAX_EF_SEARCH)
+        }
+        .to_string();
         let sql = format!(
             "SELECT d.id, n.chunk, (-n.distance)::float4
              FROM (SELECT doc, chunk, embedding <#> $1 AS distance FROM {s}.chunks
@@ -519,6 +577,8 @@ impl PostgresCollection {
             s = self.schema
         );
         tx.execute(
+            // (An unknown setting with a dot in its name is accepted as a placeholder, so this
+            // is harmless before pgvector 0.8.)
             "SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
             &[&ef],
         )
@@ -665,6 +725,7 @@ impl PostgresCollection {
         let mut passages: Vec<Vec<Box<dyn ToSql + Sync>>> = Vec::new();
         let mut postings: Vec<Vec<Box<dyn ToSql + Sync>>> = Vec::new();
         let mut terms_total = 0i64;
+        let mut df: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         for (key, document, chunks) in documents {
             for (i, p) in keyword::analyze(analyzer, document, chunks)
                 .into_iter()
@@ -678,6 +739,7 @@ impl PostgresCollection {
                     Box::new(p.length),
                 ]);
                 for (term, tf) in p.terms {
+                    *df.entry(term.clone()).or_default() += 1;
                     postings.push(vec![
                         Box::new(term),
                         Box::new(*key),
@@ -703,6 +765,16 @@ impl PostgresCollection {
             &[Type::TEXT, Type::INT8, Type::INT4, Type::INT4, Type::INT4],
             postings,
         )?;
+        let (terms, counts): (Vec<String>, Vec<i64>) = df.into_iter().unzip();
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.terms (term, df) SELECT * FROM unnest($1::text[], $2::int8[])
+                 ON CONFLICT (term) DO UPDATE SET df = terms.df + EXCLUDED.df",
+                s = self.schema
+            ),
+            &[&terms, &counts],
+        )
+        .map_err(self.err())?;
         Ok((added, terms_total))
     }
 }
@@ -821,10 +893,13 @@ impl CollectionBackend for PostgresCollection {
                     "WITH gone AS (DELETE FROM {s}.documents WHERE id = ANY($1) RETURNING key),
                      p AS (DELETE FROM {s}.passages WHERE doc IN (SELECT key FROM gone) RETURNING terms),
                      c AS (DELETE FROM {s}.chunks WHERE doc IN (SELECT key FROM gone) RETURNING 1),
-                     t AS (DELETE FROM {s}.postings WHERE doc IN (SELECT key FROM gone) RETURNING 1)
+                     t AS (DELETE FROM {s}.postings WHERE doc IN (SELECT key FROM gone) RETURNING term),
+                     df AS (UPDATE {s}.terms SET df = terms.df - g.n
+                            FROM (SELECT term, count(*) AS n FROM t GROUP BY term) g
+                            WHERE terms.term = g.term RETURNING 1)
                      SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM p),
                             (SELECT coalesce(sum(terms), 0)::int8 FROM p),
-                            (SELECT count(*) FROM c), (SELECT count(*) FROM t)"
+                            (SELECT count(*) FROM c), (SELECT count(*) FROM df)"
                 ),
                 &[&ids],
             )
@@ -1134,6 +1209,14 @@ impl CollectionBackend for PostgresCollection {
                 ),
             ),
             (
+                "the document frequencies match the postings",
+                format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM (SELECT term, count(*) AS n FROM {s}.postings GROUP BY term) p
+                        FULL JOIN (SELECT term, df FROM {s}.terms WHERE df <> 0) t USING (term)
+                        WHERE p.n IS DISTINCT FROM t.df)"
+                ),
+            ),
+            (
                 "every document has passages, and each passage's postings add up to its length",
                 format!(
                     "SELECT NOT EXISTS (SELECT 1 FROM {s}.documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.passages p WHERE p.doc = d.key))
@@ -1175,8 +1258,13 @@ impl CompactionJob for Vacuum {
         let mut client = connect(&self.address)?;
         let s = &self.schema;
         client
+            .batch_execute(&format!("DELETE FROM {s}.terms WHERE df = 0"))
+            .map_err(|e| db_error(&self.address, e))?;
+        // On its own: several statements in one call run as one transaction, which VACUUM
+        // refuses.
+        client
             .batch_execute(&format!(
-                "VACUUM (ANALYZE) {s}.documents, {s}.passages, {s}.postings, {s}.state"
+                "VACUUM (ANALYZE) {s}.documents, {s}.passages, {s}.postings, {s}.terms, {s}.state"
             ))
             .map_err(|e| db_error(&self.address, e))
     }
@@ -1189,5 +1277,19 @@ impl CompactionJob for Vacuum {
 impl Drop for Vacuum {
     fn drop(&mut self) {
         self.in_flight.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PgvectorVersion;
+
+    #[test]
+    fn pgvector_versions_say_what_they_can_do() {
+        let v = |t: &str| PgvectorVersion::parse(t);
+        assert!(!v("0.4.4").has_hnsw());
+        assert!(v("0.5.0").has_hnsw() && !v("0.7.4").has_iterative_scan());
+        assert!(v("0.8.0").has_iterative_scan() && v("0.10.0").has_iterative_scan());
+        assert!(v("1.0.0-beta").has_hnsw());
     }
 }

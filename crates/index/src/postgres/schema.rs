@@ -10,6 +10,7 @@
 //! | `chunks` | one per embedded window | text and `vector(d)`, HNSW index on inner product (vectors are stored normalized, so it is the cosine) |
 //! | `passages` | one per keyword unit | the chunk a keyword hit points at, the length in terms |
 //! | `postings` | one per (term, passage) | term frequency, with the passage's length beside it so scoring reads one index and joins nothing |
+//! | `terms` | one per term | document frequency (passages holding the term), kept by every batch in its transaction |
 //!
 //! Metadata is stored as `json`, not `jsonb`: `json` keeps the text as given (key order,
 //! number spelling), so a document reads back exactly as it was written — what the local
@@ -239,6 +240,10 @@ pub(crate) fn create(
              passage_terms integer NOT NULL
          );
          CREATE INDEX postings_term ON {s}.postings (term) INCLUDE (doc, passage, tf, passage_terms);
+         CREATE TABLE {s}.terms (
+             term text PRIMARY KEY,
+             df bigint NOT NULL
+         );
          CREATE INDEX postings_doc ON {s}.postings (doc);"
     ))
     .map_err(|e| db_error(address, e))?;
