@@ -41,12 +41,15 @@ installed() {
 }
 
 install() {
-  if installed; then echo "postgres.sh: PostgreSQL 15 and pgvector present"; return; fi
+  if installed && command -v pkill >/dev/null; then
+    echo "postgres.sh: PostgreSQL 15 and pgvector present"
+    return
+  fi
   [[ $(id -u) == 0 ]] || die "installing needs root (apt-get): run as root, or install PostgreSQL 15 and pgvector yourself"
   command -v apt-get >/dev/null || die "installing needs Debian's apt-get; install PostgreSQL 15 and pgvector 0.8 yourself"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    postgresql-15 postgresql-server-dev-15 dpkg-dev make gcc >/dev/null
+    postgresql-15 postgresql-server-dev-15 dpkg-dev make gcc procps >/dev/null
   local work; work="$(mktemp -d)"
   # A private apt configuration that knows only trixie's source index.
   cat >"$work/trixie.sources" <<'EOF'
