@@ -2,17 +2,15 @@
 //! subset of SciFact (read from ../shared/data/scifact, never copied into the repo).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use sift_index::store::{self, Access};
 use sift_index::{CollectionBackend, Location};
 
 mod common;
-use common::{scifact, sift_cmd, succeeds, workspace};
+use common::{kill_sift_index, scifact, sift_cmd, succeeds, workspace};
 
 /// Opens the collection in `dir` for writing, through the store as the CLI does.
 fn open_collection(dir: &std::path::Path) -> Box<dyn CollectionBackend> {
@@ -409,37 +407,7 @@ fn sigkill_during_ingest_loses_no_committed_batch() {
         [(None, 300), (Some(1), 0), (Some(2), 170), (Some(1), 40)];
     let mut last_reported = 0;
     for (after, delay_ms) in plans {
-        let mut child = sift_cmd(&args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<usize>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("committed ") {
-                    let n: usize = rest.split('/').next().unwrap().parse().unwrap();
-                    let _ = tx.send(n);
-                }
-            }
-        });
-        let started = Instant::now();
-        let mut commits = 0;
-        if let Some(after) = after {
-            while commits < after && started.elapsed() < Duration::from_secs(120) {
-                if let Ok(n) = rx.recv_timeout(Duration::from_millis(50)) {
-                    commits += 1;
-                    last_reported = last_reported.max(n);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        while let Ok(n) = rx.try_recv() {
-            last_reported = last_reported.max(n);
-        }
+        last_reported = kill_sift_index(&args, after, delay_ms, last_reported);
         if !col.join("collection.json").exists() {
             assert_eq!(last_reported, 0);
             continue;

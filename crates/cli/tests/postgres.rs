@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::{sift_cmd, workspace, Server};
+use common::{kill_sift_index, sift_cmd, workspace, Server};
 use serde_json::{json, Value};
 use sift_index::store::{self, Access};
 use sift_index::test_postgres::TestPostgres;
@@ -147,35 +145,7 @@ fn sigkill_of_sift_index_loses_no_acknowledged_batch() {
     let location = Location::parse(&collection).unwrap();
     let mut last_reported = 0;
     for (after, delay_ms) in [(1usize, 0u64), (3, 40), (2, 150)] {
-        let mut child = sift_cmd(&args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<usize>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("committed ") {
-                    let n: usize = rest.split('/').next().unwrap().parse().unwrap();
-                    let _ = tx.send(n);
-                }
-            }
-        });
-        let started = Instant::now();
-        let mut commits = 0;
-        while commits < after && started.elapsed() < Duration::from_secs(120) {
-            if let Ok(n) = rx.recv_timeout(Duration::from_millis(20)) {
-                commits += 1;
-                last_reported = last_reported.max(n);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        while let Ok(n) = rx.try_recv() {
-            last_reported = last_reported.max(n);
-        }
+        last_reported = kill_sift_index(&args, Some(after), delay_ms, last_reported);
         let c = store::open(&location, Access::Search).unwrap();
         c.verify().unwrap();
         assert!(

@@ -28,6 +28,13 @@ pub struct HybridHits {
     pub keyword_ms: f64,
 }
 
+/// `f`'s result and how long it took (ms), for [`HybridHits`].
+pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t = std::time::Instant::now();
+    let out = f()?;
+    Ok((out, t.elapsed().as_secs_f64() * 1e3))
+}
+
 /// What `sift index` reports about a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CollectionStats {
@@ -152,16 +159,13 @@ pub trait CollectionBackend: Send + Sync {
     /// between two calls (a database), the backend runs both in one snapshot, so the legs never
     /// disagree about which batches exist. Each leg is timed on its own.
     fn hybrid_search(&self, vector: &[f32], query: &str, k: usize) -> Result<HybridHits> {
-        let t = std::time::Instant::now();
-        let dense = self.dense_search(vector, k)?;
-        let dense_ms = t.elapsed().as_secs_f64() * 1e3;
-        let t = std::time::Instant::now();
-        let keyword = self.keyword_search(query, k)?;
+        let (dense, dense_ms) = timed(|| self.dense_search(vector, k))?;
+        let (keyword, keyword_ms) = timed(|| self.keyword_search(query, k))?;
         Ok(HybridHits {
             dense,
             keyword,
             dense_ms,
-            keyword_ms: t.elapsed().as_secs_f64() * 1e3,
+            keyword_ms,
         })
     }
 

@@ -200,6 +200,28 @@ fn build(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
     }))
 }
 
+/// Recall@10 of the dense search `ann` against the exact search `exact` over the queries'
+/// vectors, and each `ann` call's time (ms).
+fn dense_recall(
+    queries: &[(String, Vec<f32>)],
+    exact: impl Fn(&[f32]) -> sift_index::Result<Vec<sift_index::ChunkHit>>,
+    ann: impl Fn(&[f32]) -> sift_index::Result<Vec<sift_index::ChunkHit>>,
+) -> Result<(f64, Vec<f64>)> {
+    let mut found = 0;
+    let mut ms = Vec::with_capacity(queries.len());
+    for (_, v) in queries {
+        let truth = exact(v)?;
+        let t = Instant::now();
+        let hits = ann(v)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        found += truth
+            .iter()
+            .filter(|e| hits.iter().any(|h| h.doc_id == e.doc_id))
+            .count();
+    }
+    Ok((found as f64 / (10 * queries.len().max(1)) as f64, ms))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -242,23 +264,11 @@ fn query(flags: &ScaleFlags, dir: &Path, w: &Workload) -> Result<Value> {
     drop(pipeline);
     // The recall check needs the collection's exact search, which the pipeline does not offer.
     let c = LocalCollection::open(dir, OpenMode::ReadOnly, params)?;
-    let mut found = 0;
-    let mut dense_ms = Vec::new();
-    for (_, v) in &queries {
-        let exact: Vec<String> = c
-            .exact_dense_search(v, 10)?
-            .into_iter()
-            .map(|h| h.doc_id)
-            .collect();
-        let t = Instant::now();
-        let ann = c.dense_search(v, 10)?;
-        dense_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        found += exact
-            .iter()
-            .filter(|id| ann.iter().any(|h| &h.doc_id == *id))
-            .count();
-    }
-    let recall = found as f64 / (10 * queries.len()) as f64;
+    let (recall, mut dense_ms) = dense_recall(
+        &queries,
+        |v| c.exact_dense_search(v, 10),
+        |v| c.dense_search(v, 10),
+    )?;
     for v in [&mut dense_ms, &mut hybrid_ms, &mut bm25_ms] {
         v.sort_by(f64::total_cmp);
     }
@@ -390,22 +400,11 @@ fn run_postgres(flags: &ScaleFlags, address: &PgAddress) -> Result<()> {
     let c = PostgresCollection::open(address, Access::Search)?;
     report.insert("open_s".into(), json!(t.elapsed().as_secs_f64()));
     let queries: Vec<(String, Vec<f32>)> = (0..flags.queries.max(1)).map(|q| w.query(q)).collect();
-    let mut found = 0;
-    let mut dense_ms = Vec::new();
-    for (_, v) in &queries {
-        let exact: Vec<String> = c
-            .exact_dense_search(v, 10)?
-            .into_iter()
-            .map(|h| h.doc_id)
-            .collect();
-        let t = Instant::now();
-        let ann = c.dense_search(v, 10)?;
-        dense_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        found += exact
-            .iter()
-            .filter(|id| ann.iter().any(|h| &h.doc_id == *id))
-            .count();
-    }
+    let (recall, mut dense_ms) = dense_recall(
+        &queries,
+        |v| c.exact_dense_search(v, 10),
+        |v| c.dense_search(v, 10),
+    )?;
     let pipeline = Pipeline::new(None, None, Box::new(c))?;
     let search = |text: &str, v: &[f32]| -> Result<()> {
         let options = SearchOptions {
@@ -430,10 +429,7 @@ fn run_postgres(flags: &ScaleFlags, address: &PgAddress) -> Result<()> {
     }
     report.extend([
         ("chunks".into(), json!(pipeline.backend().stats()?.chunks)),
-        (
-            "ann_recall_at_10".into(),
-            json!(found as f64 / (10 * queries.len()) as f64),
-        ),
+        ("ann_recall_at_10".into(), json!(recall)),
         ("dense_p50_ms".into(), json!(percentile(&dense_ms, 0.5))),
         ("hybrid_p50_ms".into(), json!(percentile(&hybrid_ms, 0.5))),
         ("hybrid_p99_ms".into(), json!(percentile(&hybrid_ms, 0.99))),

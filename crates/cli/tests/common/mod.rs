@@ -156,3 +156,47 @@ pub fn fails(out: &std::process::Output, want: &str) {
     assert!(!e.contains("panicked"), "{e}");
     assert!(e.contains(want), "{e:?} should mention {want:?}");
 }
+
+/// Runs `sift ARGS` (an indexing command) and kills it with SIGKILL after it has reported
+/// `after` committed batches ("committed N/M" lines; `None`: before any) plus `delay_ms`;
+/// returns the most documents it reported committed, at least `reported_so_far`.
+pub fn kill_sift_index(
+    args: &[&str],
+    after: Option<usize>,
+    delay_ms: u64,
+    reported_so_far: usize,
+) -> usize {
+    let mut last_reported = reported_so_far;
+    let mut child = sift_cmd(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<usize>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("committed ") {
+                let n: usize = rest.split('/').next().unwrap().parse().unwrap();
+                let _ = tx.send(n);
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut commits = 0;
+    if let Some(after) = after {
+        while commits < after && started.elapsed() < Duration::from_secs(120) {
+            if let Ok(n) = rx.recv_timeout(Duration::from_millis(20)) {
+                commits += 1;
+                last_reported = last_reported.max(n);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    while let Ok(n) = rx.try_recv() {
+        last_reported = last_reported.max(n);
+    }
+    last_reported
+}

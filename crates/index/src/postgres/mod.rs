@@ -43,7 +43,7 @@ pub use address::PgAddress;
 use self::connection::{checkout, connect, db_error, Pool, Role};
 use self::schema::ident;
 use crate::analysis::Analyzer;
-use crate::backend::{CollectionBackend, CollectionStats, CompactionJob, HybridHits};
+use crate::backend::{timed, CollectionBackend, CollectionStats, CompactionJob, HybridHits};
 use crate::batch::{validate_batch, vector_problem};
 use crate::document::{Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation};
 use crate::error::{IndexError, Result};
@@ -1078,16 +1078,13 @@ impl CollectionBackend for PostgresCollection {
     fn hybrid_search(&self, vector: &[f32], query: &str, k: usize) -> Result<HybridHits> {
         let vector = self.query_vector(vector)?;
         self.read(postgres::IsolationLevel::RepeatableRead, |tx| {
-            let t = Instant::now();
-            let dense = self.dense_in(tx, &vector, k)?;
-            let dense_ms = t.elapsed().as_secs_f64() * 1e3;
-            let t = Instant::now();
-            let keyword = self.keyword_in(tx, query, k)?;
+            let (dense, dense_ms) = timed(|| self.dense_in(tx, &vector, k))?;
+            let (keyword, keyword_ms) = timed(|| self.keyword_in(tx, query, k))?;
             Ok(HybridHits {
                 dense,
                 keyword,
                 dense_ms,
-                keyword_ms: t.elapsed().as_secs_f64() * 1e3,
+                keyword_ms,
             })
         })
     }
