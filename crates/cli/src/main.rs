@@ -4,6 +4,7 @@ mod commands;
 mod documents;
 mod inference;
 mod input;
+mod location_arg;
 mod model_path;
 
 use std::process::ExitCode;

@@ -82,7 +82,7 @@ pub struct ScaleFlags {
     /// Build the benchmark collection in PostgreSQL instead of a directory:
     /// postgres://USER@HOST/DB?collection=NAME (must not exist unless --query-only). Several
     /// hosts (primary,replica,…) send the searches to the replicas.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::location_arg::LocationParser)]
     pub collection: Option<Location>,
 
     /// Concurrent clients for the throughput phase (PostgreSQL only; 0 skips it).

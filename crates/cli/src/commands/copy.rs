@@ -18,12 +18,12 @@ sift copy --from scifact --to 'postgres://sift@db.internal/search?collection=sci
 sift copy --from 'postgres://sift@db.internal/search?collection=scifact' --to ./scifact-backup")]
 pub struct CopyArgs {
     /// The collection to copy: a directory or a postgres:// address.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::location_arg::LocationParser)]
     from: Location,
 
     /// Where to copy it: a new collection (created), or one made with the same embedding
     /// model (documents with the same id are replaced).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::location_arg::LocationParser)]
     to: Location,
 
     /// Documents per committed batch.

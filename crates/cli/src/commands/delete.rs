@@ -15,7 +15,7 @@ pub struct DeleteArgs {
     ids: Vec<String>,
 
     /// Collection: a directory, or postgres://USER@HOST/DB?collection=NAME (PostgreSQL + pgvector).
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = crate::location_arg::LocationParser)]
     collection: Location,
 }
 

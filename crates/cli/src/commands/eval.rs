@@ -40,7 +40,7 @@ pub struct EvalArgs {
     /// Collection of the corpus (built if missing): a directory, or
     /// postgres://USER@HOST/DB?collection=NAME. With --matrix: a folder holding one collection
     /// per embedding model (in PostgreSQL: collections NAME-MODEL).
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = crate::location_arg::LocationParser)]
     collection: Location,
 
     /// Compare several embedding models: bm25 once, dense and hybrid per model, each crossed

@@ -45,7 +45,7 @@ pub struct IndexArgs {
     pub inputs: Vec<PathBuf>,
 
     /// Collection (created if missing): a directory, or postgres://USER@HOST/DB?collection=NAME (PostgreSQL + pgvector).
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = crate::location_arg::LocationParser)]
     pub collection: Location,
 
     /// Embedding model (default: the collection's, or all-MiniLM-L6-v2 for a new one).

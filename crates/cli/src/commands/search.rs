@@ -34,7 +34,7 @@ pub struct SearchArgs {
     query_vector: Option<String>,
 
     /// Collection: a directory, or postgres://USER@HOST/DB?collection=NAME (PostgreSQL + pgvector).
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = crate::location_arg::LocationParser)]
     collection: Location,
 
     /// Recall legs: dense, bm25 or hybrid.

@@ -39,7 +39,7 @@ pub struct ServeArgs {
     /// Collections served under /collections/{name}: a directory of them (created if missing;
     /// the server holds each collection it opens exclusively), or a PostgreSQL database,
     /// postgres://USER@HOST/DB (every collection in it; any number of servers may share it).
-    #[arg(long, env = "SIFT_COLLECTIONS")]
+    #[arg(long, env = "SIFT_COLLECTIONS", value_parser = crate::location_arg::LocationParser)]
     collections: Option<Location>,
 
     /// Address to listen on; 0.0.0.0 exposes the server to the network.

@@ -48,7 +48,7 @@ pub struct TrainEmbedderArgs {
 
     /// Collection of the corpus whose recall mines the hard negatives (built if missing): a
     /// directory or a postgres:// address.
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = crate::location_arg::LocationParser)]
     collection: Location,
 
     /// Embedding model of that collection (default: the one it was built with; for a new

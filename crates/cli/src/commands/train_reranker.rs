@@ -60,7 +60,7 @@ pub struct TrainRerankerArgs {
 
     /// Collection of the corpus used to mine negatives and dev candidates (built if missing):
     /// a directory or a postgres:// address.
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = crate::location_arg::LocationParser)]
     collection: Location,
 
     /// Embedding model of the collection (default: the one it was built with; for a new
