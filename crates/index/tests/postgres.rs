@@ -320,3 +320,84 @@ fn postings_of_an_older_analyzer_are_recut_by_the_next_writer() {
     assert_eq!(reader.keyword_search("geysers", 5).unwrap().len(), 1);
     reader.verify().unwrap();
 }
+
+fn psql_value(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Whether collection `name` has its HNSW index now.
+fn has_vector_index(pg: &TestPostgres, name: &str) -> bool {
+    psql_value(
+        &pg.primary,
+        &format!(
+            "SELECT count(*) FROM pg_indexes i JOIN sift.collections c ON c.schema_name = i.schemaname
+             WHERE c.name = '{name}' AND i.indexname = 'chunks_embedding'"
+        ),
+    ) == "1"
+}
+
+fn many(prefix: &str, n: usize) -> Vec<sift_index::Operation> {
+    (0..n)
+        .map(|i| {
+            conformance::upsert(
+                &format!("{prefix}{i}"),
+                None,
+                &[(&format!("fjord{i} glacier{prefix}"), i)],
+            )
+        })
+        .collect()
+}
+
+/// A large first batch into an empty collection defers the HNSW index to the compaction that
+/// ends the load (searches are exact meanwhile); a load that never got there has its index
+/// built by the next compaction of any writer.
+#[test]
+fn a_bulk_load_builds_the_vector_index_once_at_its_end() {
+    let pg = TestPostgres::start();
+    let at = pg.collection("bulk");
+    let mut c = store::open_or_create(&at, conformance::manifest("m")).unwrap();
+    c.commit(many("a", 1200)).unwrap();
+    assert!(!has_vector_index(&pg, "bulk"), "dropped for the load");
+    c.commit(many("b", 10)).unwrap();
+    let q = [0.05, 0.05, 1.0, 0.05];
+    let hits = c.dense_search(&q, 5).unwrap();
+    assert_eq!(hits.len(), 5);
+    assert!(hits[0].score > 0.99, "{hits:?}");
+    assert!(!c.compact_if_due().unwrap(), "not before the load ends");
+    c.compact().unwrap();
+    assert!(has_vector_index(&pg, "bulk"));
+    // (Vectors repeat along four axes: which of the tied chunks come back may differ.)
+    let scores = |h: &[sift_index::ChunkHit]| h.iter().map(|h| h.score).collect::<Vec<_>>();
+    assert_eq!(
+        scores(&c.dense_search(&q, 5).unwrap()),
+        scores(&hits),
+        "the index finds what the scan found"
+    );
+    c.verify().unwrap();
+    drop(c);
+
+    // A load killed before its end: the next writer's compaction builds the index.
+    let at = pg.collection("unfinished");
+    let mut c = store::open_or_create(&at, conformance::manifest("m")).unwrap();
+    c.commit(many("u", 1000)).unwrap();
+    drop(c);
+    assert!(!has_vector_index(&pg, "unfinished"));
+    let mut c = store::open(&at, Access::Shared).unwrap();
+    assert!(c.compact_if_due().unwrap());
+    assert!(has_vector_index(&pg, "unfinished"));
+    // Small first batches and later ones never drop it.
+    let at = pg.collection("small");
+    let mut c = store::open_or_create(&at, conformance::manifest("m")).unwrap();
+    c.commit(many("s", 10)).unwrap();
+    c.commit(many("t", 1500)).unwrap();
+    assert!(has_vector_index(&pg, "small"));
+}

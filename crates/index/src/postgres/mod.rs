@@ -106,6 +106,18 @@ const LOCK_WAIT: &str = "10s";
 /// far behind is better skipped than waited for.
 const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// A first batch of at least this many chunks into an empty collection, by an exclusive
+/// writer, is a bulk load: the HNSW index is dropped in that batch's transaction and built
+/// once by the compaction that ends the load (`sift index`, `sift copy` and the benchmark end
+/// with one). pgvector inserts into its graph row by row; building it in one `CREATE INDEX`
+/// was 4.3× faster here (SciFact's 10,295 chunks: 15.6 s of inserts against 0.16 s to copy
+/// the rows plus 3.6 s to build). Searches during the load scan the table: exact, slower.
+const BULK_LOAD_CHUNKS: usize = 1000;
+
+/// Memory for one HNSW build (`maintenance_work_mem`): a graph that fits builds in memory
+/// (pgvector notices when it does not and goes on, slower, on disk).
+const INDEX_BUILD_MEMORY: &str = "1GB";
+
 /// Documents per page of an export.
 const EXPORT_PAGE: i64 = 500;
 
@@ -220,6 +232,9 @@ pub struct PostgresCollection {
     /// pgvector 0.8+: searches keep `ef_search` small and extend by iterative scan; before,
     /// `ef_search` must be at least `k` to return `k` results.
     iterative_scan: bool,
+    /// This handle dropped the HNSW index for a bulk load and builds it at its next
+    /// compaction.
+    vector_index_deferred: bool,
     compaction_in_flight: Arc<AtomicBool>,
     handle: u64,
 }
@@ -315,6 +330,7 @@ impl PostgresCollection {
             },
             known_seq: AtomicU64::new(0),
             iterative_scan: pgvector.has_iterative_scan(),
+            vector_index_deferred: false,
             compaction_in_flight: Arc::new(AtomicBool::new(false)),
             handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
         };
@@ -871,11 +887,23 @@ impl CollectionBackend for PostgresCollection {
         self.lock_for_batch(&mut tx)?;
         let state = tx
             .query_one(
-                &format!("SELECT seq, manifest->>'analyzer' FROM {s}.state FOR UPDATE"),
+                &format!("SELECT seq, manifest->>'analyzer', documents FROM {s}.state FOR UPDATE"),
                 &[],
             )
             .map_err(self.err())?;
         let seq = state.get::<_, i64>(0) + 1;
+        let new_chunks: usize = upserts.iter().map(|d| d.chunks.len()).sum();
+        let bulk_load = self.access == Access::Write
+            && !self.vector_index_deferred
+            && state.get::<_, i64>(2) == 0
+            && new_chunks >= BULK_LOAD_CHUNKS;
+        if bulk_load {
+            tx.batch_execute(&format!(
+                "DROP INDEX IF EXISTS {s}.{}",
+                schema::VECTOR_INDEX
+            ))
+            .map_err(self.err())?;
+        }
         let analyzer: Option<String> = state.get(1);
         let analyzer: Analyzer = match analyzer {
             Some(name) => name.parse().map_err(|_| {
@@ -991,6 +1019,8 @@ impl CollectionBackend for PostgresCollection {
         )
         .map_err(self.err())?;
         tx.commit().map_err(self.err())?;
+        drop(client);
+        self.vector_index_deferred |= bulk_load;
         self.known_seq.fetch_max(seq as u64, Ordering::AcqRel);
         Ok(seq as u64)
     }
@@ -1004,10 +1034,21 @@ impl CollectionBackend for PostgresCollection {
                 self.schema
             );
             // Vacuum statistics live on the primary (a standby keeps none of its own).
+            let index_sql = format!(
+                "SELECT to_regclass('{}.{}') IS NULL",
+                self.schema,
+                schema::VECTOR_INDEX
+            );
             let due = self.read_retrying(
                 self.primary_pool(),
                 postgres::IsolationLevel::ReadCommitted,
                 &|tx| {
+                    // A missing index (a bulk load that never finished) is due at once; one
+                    // this handle deferred waits for the compaction that ends its load.
+                    let missing: bool = tx.query_one(&index_sql, &[]).map_err(self.err())?.get(0);
+                    if missing && !self.vector_index_deferred {
+                        return Ok(true);
+                    }
                     let row = tx.query_opt(&sql, &[]).map_err(self.err())?;
                     Ok(row.is_some_and(|r| {
                         let (dead, live): (i64, i64) = (r.get(0), r.get(1));
@@ -1042,22 +1083,37 @@ impl CollectionBackend for PostgresCollection {
         // The chunk table, with no insert of this collection running concurrently (see the
         // module notes on pgvector 0.8.0): an exclusive writer holds the lock already; a shared
         // one takes it exclusively for the vacuum, waiting for other servers' batches.
-        let sql = format!("VACUUM (ANALYZE) {}.chunks", self.schema);
+        // The HNSW index is built here too when it is missing (after a bulk load, or one that
+        // never finished), under the same hold.
+        let schema_name = self.schema.trim_matches('"').to_owned();
+        let work = format!(
+            "SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'; {}; RESET maintenance_work_mem",
+            schema::create_vector_index(&schema_name)
+        );
+        let vacuum = format!("VACUUM (ANALYZE) {}.chunks", self.schema);
         let mut client = self.writer()?;
-        if self.access != Access::Shared {
-            return client.batch_execute(&sql).map_err(self.err());
+        let shared = self.access == Access::Shared;
+        if shared {
+            lock_waiting(
+                &mut client,
+                &self.address,
+                "pg_advisory_lock",
+                self.lock_key,
+            )?;
         }
-        lock_waiting(
-            &mut client,
-            &self.address,
-            "pg_advisory_lock",
-            self.lock_key,
-        )?;
-        let vacuumed = client.batch_execute(&sql).map_err(self.err());
-        let unlocked = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&self.lock_key])
+        let done = client
+            .batch_execute(&work)
+            .and_then(|()| client.batch_execute(&vacuum))
             .map_err(self.err());
-        vacuumed.and(unlocked.map(drop))
+        if shared {
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&self.lock_key])
+                .map_err(self.err())?;
+        }
+        done?;
+        drop(client);
+        self.vector_index_deferred = false;
+        Ok(())
     }
 
     fn dense_search(&self, vector: &[f32], k: usize) -> Result<Vec<ChunkHit>> {

@@ -195,6 +195,7 @@ pub(crate) fn create(
     }
     let manifest_json = serde_json::to_string(manifest)
         .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+    let vector_index = create_vector_index(&schema);
     tx.batch_execute(&format!(
         "CREATE SCHEMA {s};
          CREATE TABLE {s}.state (
@@ -223,8 +224,7 @@ pub(crate) fn create(
              embedding vector({dim}) NOT NULL,
              PRIMARY KEY (doc, chunk)
          ) WITH (autovacuum_enabled = false);
-         CREATE INDEX chunks_embedding ON {s}.chunks
-             USING hnsw (embedding vector_ip_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION});
+         {vector_index};
          CREATE TABLE {s}.passages (
              doc bigint NOT NULL,
              passage integer NOT NULL,
@@ -266,6 +266,20 @@ pub(crate) fn create(
         .batch_execute(&format!("ANALYZE {s}.state"))
         .map_err(|e| db_error(address, e))?;
     Ok(schema)
+}
+
+/// The name of the chunk table's HNSW index.
+pub(crate) const VECTOR_INDEX: &str = "chunks_embedding";
+
+/// The statement that builds the chunk table's HNSW index of the collection in `schema`
+/// (unquoted). Built single-process: sessions set `max_parallel_maintenance_workers = 0`
+/// (see connection.rs on pgvector 0.8.0–0.8.1).
+pub(crate) fn create_vector_index(schema: &str) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS {VECTOR_INDEX} ON {s}.chunks
+             USING hnsw (embedding vector_ip_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})",
+        s = ident(schema)
+    )
 }
 
 /// Drops collection `name`: its schema and registry row, in one transaction. Refused while a
