@@ -4,10 +4,10 @@
 //! What it is for: a corpus, query load or uptime need that outgrows one machine's directory.
 //! PostgreSQL keeps the data (its WAL makes a committed batch durable, streaming replicas
 //! scale reads), and `sift serve` processes hold nothing but models, so any number of them
-//! can run behind a load balancer. Tables and why: [`schema`]; BM25 in SQL: [`keyword`];
-//! reads (replicas, the recall legs): [`read`]; batches and the writer's lock: [`write`];
-//! VACUUM and the HNSW index: [`compaction`]; checks: [`verify`]; addresses: [`address`];
-//! sessions and errors: [`connection`]; what the installed pgvector can do: [`version`].
+//! can run behind a load balancer. Tables and why: `schema.rs`; BM25 in SQL: `keyword.rs`;
+//! reads (replicas, the recall legs): `read.rs`; batches and the writer's lock: `write.rs`;
+//! VACUUM and the HNSW index: `compaction.rs`; checks: `verify.rs`; addresses: `address.rs`;
+//! sessions and errors: `connection.rs`; what the installed pgvector can do: `version.rs`.
 //!
 //! Guarantees, as the [`CollectionBackend`] contract words them:
 //! - **One batch, one transaction**, acknowledged after `COMMIT` returns with
