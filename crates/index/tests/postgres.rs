@@ -394,10 +394,15 @@ fn a_bulk_load_builds_the_vector_index_once_at_its_end() {
     let mut c = store::open(&at, Access::Shared).unwrap();
     assert!(c.compact_if_due().unwrap());
     assert!(has_vector_index(&pg, "unfinished"));
-    // Small first batches and later ones never drop it.
-    let at = pg.collection("small");
-    let mut c = store::open_or_create(&at, conformance::manifest("m")).unwrap();
-    c.commit(many("s", 10)).unwrap();
+    // Servers (shared writers) never drop it, nor does a writer's batch into a collection
+    // that has documents.
+    let at = pg.collection("served");
+    drop(store::open_or_create(&at, conformance::manifest("m")).unwrap());
+    let mut c = store::open(&at, Access::Shared).unwrap();
+    c.commit(many("s", 1500)).unwrap();
+    assert!(has_vector_index(&pg, "served"));
+    drop(c);
+    let mut c = store::open(&at, Access::Write).unwrap();
     c.commit(many("t", 1500)).unwrap();
-    assert!(has_vector_index(&pg, "small"));
+    assert!(has_vector_index(&pg, "served"));
 }

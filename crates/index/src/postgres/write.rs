@@ -21,14 +21,6 @@ use crate::store::Access;
 /// enough that a request does not hang behind a `sift index` run.
 pub(super) const LOCK_WAIT: &str = "10s";
 
-/// A first batch of at least this many chunks into an empty collection, by an exclusive
-/// writer, is a bulk load: the HNSW index is dropped in that batch's transaction and built
-/// once by the compaction that ends the load (`sift index`, `sift copy` and the benchmark end
-/// with one). pgvector inserts into its graph row by row; building it in one `CREATE INDEX`
-/// was 4.3× faster here (SciFact's 10,295 chunks: 15.6 s of inserts against 0.16 s to copy
-/// the rows plus 3.6 s to build). Searches during the load scan the table: exact, slower.
-pub(super) const BULK_LOAD_CHUNKS: usize = 1000;
-
 /// Documents re-analysed per round when the analyzer changes (bounds memory, not correctness:
 /// it all happens in one transaction).
 pub(super) const REANALYZE_BATCH: i64 = 500;
@@ -316,11 +308,18 @@ impl PostgresCollection {
             )
             .map_err(self.err())?;
         let seq = state.get::<_, i64>(0) + 1;
-        let new_chunks: usize = upserts.iter().map(|d| d.chunks.len()).sum();
+        // A bulk load: the first batch into an empty collection, by an exclusive writer
+        // (`sift index`, `sift copy`, the benchmark — each ends with a compaction). The HNSW
+        // index is dropped in this transaction and built once by the compaction that ends
+        // the load: pgvector inserts into its graph row by row, and one `CREATE INDEX` was
+        // 4.3× faster (SciFact's 10,295 chunks: 15.6 s of inserts against 0.16 s to copy the
+        // rows plus 3.6 s to build). Searches meanwhile scan the table: exact, slower. No size
+        // threshold: building a small collection's index at its first compaction costs what
+        // inserting into it would have.
         let bulk_load = self.access == Access::Write
             && !self.vector_index_deferred
             && state.get::<_, i64>(2) == 0
-            && new_chunks >= BULK_LOAD_CHUNKS;
+            && !upserts.is_empty();
         if bulk_load {
             tx.batch_execute(&format!(
                 "DROP INDEX IF EXISTS {s}.{}",
