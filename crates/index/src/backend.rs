@@ -28,6 +28,21 @@ pub struct HybridHits {
     pub keyword_ms: f64,
 }
 
+impl HybridHits {
+    /// From each leg's hits and milliseconds, as [`timed`] gives them.
+    pub fn from_legs(
+        (dense, dense_ms): (Vec<ChunkHit>, f64),
+        (keyword, keyword_ms): (Vec<ChunkHit>, f64),
+    ) -> Self {
+        HybridHits {
+            dense,
+            keyword,
+            dense_ms,
+            keyword_ms,
+        }
+    }
+}
+
 /// `f`'s result and how long it took (ms), for [`HybridHits`].
 pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     let t = std::time::Instant::now();
@@ -159,14 +174,10 @@ pub trait CollectionBackend: Send + Sync {
     /// between two calls (a database), the backend runs both in one snapshot, so the legs never
     /// disagree about which batches exist. Each leg is timed on its own.
     fn hybrid_search(&self, vector: &[f32], query: &str, k: usize) -> Result<HybridHits> {
-        let (dense, dense_ms) = timed(|| self.dense_search(vector, k))?;
-        let (keyword, keyword_ms) = timed(|| self.keyword_search(query, k))?;
-        Ok(HybridHits {
-            dense,
-            keyword,
-            dense_ms,
-            keyword_ms,
-        })
+        Ok(HybridHits::from_legs(
+            timed(|| self.dense_search(vector, k))?,
+            timed(|| self.keyword_search(query, k))?,
+        ))
     }
 
     /// Makes this handle's later reads see at least batch `seq`: read-your-writes for a batch

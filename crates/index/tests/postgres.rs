@@ -22,16 +22,9 @@ fn manifest_of_dim(fingerprint: &str, dim: usize) -> sift_index::Manifest {
     m
 }
 
+/// Runs `sql` with psql; its output is what [`psql_value`] returns.
 fn psql(url: &str, sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    psql_value(url, sql);
 }
 
 /// Every way an address can be wrong is a typed error with a message naming the problem,

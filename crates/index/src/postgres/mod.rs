@@ -338,14 +338,11 @@ impl CollectionBackend for PostgresCollection {
     fn hybrid_search(&self, vector: &[f32], query: &str, k: usize) -> Result<HybridHits> {
         let vector = self.query_vector(vector)?;
         self.read(postgres::IsolationLevel::RepeatableRead, |tx| {
-            let (dense, dense_ms) = timed(|| self.dense_in(tx, &vector, k))?;
-            let (keyword, keyword_ms) = timed(|| self.keyword_in(tx, query, k))?;
-            Ok(HybridHits {
+            let dense = timed(|| self.dense_in(tx, &vector, k))?;
+            Ok(HybridHits::from_legs(
                 dense,
-                keyword,
-                dense_ms,
-                keyword_ms,
-            })
+                timed(|| self.keyword_in(tx, query, k))?,
+            ))
         })
     }
 

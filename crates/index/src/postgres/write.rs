@@ -60,13 +60,12 @@ impl PostgresCollection {
     /// they were written) are re-cut by the first writer that opens the collection, so
     /// queries are never analysed differently from the documents they search.
     pub(super) fn check_keyword_version(&mut self) -> Result<()> {
-        let Some(writer) = &self.writer else {
+        if self.writer.is_none() {
             return Ok(());
-        };
+        }
         let sql = format!("SELECT keyword_terms FROM {}.state", self.schema);
-        let stored: String = writer
-            .lock()
-            .map_err(|_| IndexError::Internal("the writer's connection lock is poisoned".into()))?
+        let stored: String = self
+            .writer()?
             .query_one(&sql, &[])
             .map_err(self.err())?
             .get(0);
