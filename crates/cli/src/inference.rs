@@ -10,7 +10,10 @@
 use std::num::NonZeroUsize;
 
 use clap::Args;
-use sift_models::{EngineChoice, EngineOptions, LongDocumentMode, LongDocumentPolicy, Precision};
+use sift_models::{
+    EngineChoice, EngineOptions, LongDocumentMode, LongDocumentPolicy, Precision, RerankTemplate,
+    RerankerOptions,
+};
 
 /// Engine and threads, for every subcommand that runs a model.
 #[derive(Args, Debug, Clone, Default)]
@@ -41,6 +44,35 @@ pub struct RerankPrecisionFlag {
     /// [default: f32].
     #[arg(long, env = "SIFT_RERANK_PRECISION")]
     pub rerank_precision: Option<Precision>,
+}
+
+/// How an LLM reranker (a decoder: Qwen3-Reranker, bge-reranker-v2-gemma, …) builds its prompt.
+/// A cross-encoder has no prompt: giving these with one is an error.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LlmRerankFlags {
+    /// LLM rerankers: the scoring recipe, qwen3-reranker or bge-llm [default: the one the
+    /// model was published with: Qwen3 models → qwen3-reranker, other decoders → bge-llm].
+    #[arg(long, env = "SIFT_RERANK_TEMPLATE", value_name = "NAME")]
+    pub rerank_template: Option<RerankTemplate>,
+
+    /// LLM rerankers: the recipe's instruction (qwen3-reranker: "Given a web search query,
+    /// retrieve relevant passages that answer the query") or prompt (bge-llm: "Given a query A
+    /// and a passage B, determine whether the passage contains an answer to the query by
+    /// providing a prediction of either 'Yes' or 'No'.").
+    #[arg(long, env = "SIFT_RERANK_PROMPT", value_name = "TEXT")]
+    pub rerank_prompt: Option<String>,
+}
+
+impl LlmRerankFlags {
+    /// Loader options with these flags and `engine`; length and batch size left to the model.
+    pub fn options(&self, engine: EngineOptions) -> RerankerOptions {
+        RerankerOptions {
+            engine,
+            template: self.rerank_template,
+            prompt: self.rerank_prompt.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// The same flags before the subcommand, kept for compatibility and hidden from help.

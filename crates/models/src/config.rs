@@ -17,6 +17,9 @@ pub enum Architecture {
     XlmRoberta,
     /// MPNet: all-mpnet-base-v2 and its fine-tunes.
     MpNet,
+    /// A decoder LLM (Llama/Mistral, Qwen2/3, Gemma 1–3): used as an LLM reranker; the family
+    /// and its switches are in [`ModelConfig::decoder`].
+    Decoder,
 }
 
 impl Architecture {
@@ -25,6 +28,7 @@ impl Architecture {
             Architecture::Bert => "bert",
             Architecture::XlmRoberta => "xlm-roberta",
             Architecture::MpNet => "mpnet",
+            Architecture::Decoder => "decoder",
         }
     }
 }
@@ -36,6 +40,8 @@ pub enum Head {
     Encoder,
     /// `*ForSequenceClassification`: one logit per label, used as a cross-encoder.
     SequenceClassification,
+    /// `*ForCausalLM`: next-token logits, used as an LLM reranker (the logit of "yes").
+    CausalLm,
 }
 
 /// Activation of the feed-forward block (`hidden_act`).
@@ -104,6 +110,8 @@ pub struct ModelConfig {
     pub labels: Vec<String>,
     /// MPNet's relative position buckets.
     pub relative_attention_num_buckets: usize,
+    /// Everything a decoder needs; `Some` exactly when `architecture` is `Decoder`.
+    pub decoder: Option<crate::decoder::DecoderConfig>,
 }
 
 impl ModelConfig {
@@ -132,6 +140,13 @@ impl ModelConfig {
             .get("model_type")
             .and_then(|m| m.as_str())
             .map(str::to_owned);
+        if model_type
+            .as_deref()
+            .and_then(crate::decoder::DecoderFamily::from_model_type)
+            .is_some()
+        {
+            return Self::from_decoder(&value, &architectures, path);
+        }
         let (architecture, head, architecture_name) =
             classify(&architectures, model_type.as_deref()).ok_or_else(|| {
                 ModelError::UnsupportedArchitecture {
@@ -185,7 +200,7 @@ impl ModelConfig {
             (None, None) => vec!["LABEL_0".into(), "LABEL_1".into()],
         };
         let default_pad = match architecture {
-            Architecture::Bert => 0,
+            Architecture::Bert | Architecture::Decoder => 0,
             Architecture::XlmRoberta | Architecture::MpNet => 1,
         };
         let type_vocab_size = match architecture {
@@ -226,6 +241,38 @@ impl ModelConfig {
                 Vec::new()
             },
             relative_attention_num_buckets: buckets,
+            decoder: None,
+        })
+    }
+
+    /// The encoder-shaped summary of a decoder's config (what listings, `/info` and length
+    /// checks read), with the decoder's own config inside.
+    fn from_decoder(
+        value: &serde_json::Value,
+        architectures: &[String],
+        path: &Path,
+    ) -> Result<Self> {
+        let d = crate::decoder::DecoderConfig::from_value(value, path)?;
+        Ok(ModelConfig {
+            architecture: Architecture::Decoder,
+            head: Head::CausalLm,
+            architecture_name: architectures
+                .first()
+                .cloned()
+                .unwrap_or_else(|| d.model_type.clone()),
+            vocab_size: d.vocab_size,
+            hidden_size: d.hidden_size,
+            num_layers: d.num_layers(),
+            num_heads: d.num_heads,
+            intermediate_size: d.intermediate_size,
+            activation: d.activation,
+            max_position_embeddings: d.max_position_embeddings,
+            type_vocab_size: 0,
+            layer_norm_eps: d.rms_norm_eps,
+            pad_token_id: d.pad_token_id.unwrap_or(0),
+            labels: Vec::new(),
+            relative_attention_num_buckets: 0,
+            decoder: Some(d),
         })
     }
 
@@ -233,7 +280,7 @@ impl ModelConfig {
     /// first `pad_token_id + 1` positions, so XLM-R's 514 embeddings give 512 tokens.
     pub fn max_tokens(&self) -> usize {
         match self.architecture {
-            Architecture::Bert => self.max_position_embeddings,
+            Architecture::Bert | Architecture::Decoder => self.max_position_embeddings,
             Architecture::XlmRoberta | Architecture::MpNet => self
                 .max_position_embeddings
                 .saturating_sub(self.pad_token_id as usize + 1),
@@ -329,13 +376,27 @@ mod tests {
     #[test]
     fn unsupported_architecture_names_the_supported_ones() {
         let err =
-            parse(&BERT.replace("BertForSequenceClassification", "LlamaForCausalLM")).unwrap_err();
+            parse(&BERT.replace("BertForSequenceClassification", "FalconForCausalLM")).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ModelError::UnsupportedArchitecture { .. }));
         assert!(
-            msg.contains("LlamaForCausalLM") && msg.contains("MPNet") && msg.contains("BERT"),
+            msg.contains("FalconForCausalLM") && msg.contains("MPNet") && msg.contains("Qwen3"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn decoders_are_read_with_their_own_config() {
+        let c = parse(
+            r#"{"architectures":["Qwen3ForCausalLM"],"model_type":"qwen3","vocab_size":100,
+            "hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,
+            "head_dim":8,"max_position_embeddings":128}"#,
+        )
+        .unwrap();
+        assert_eq!(c.architecture, Architecture::Decoder);
+        assert_eq!(c.head, Head::CausalLm);
+        assert_eq!(c.max_tokens(), 128);
+        assert_eq!(c.decoder.unwrap().num_layers(), 2);
     }
 
     #[test]

@@ -36,6 +36,12 @@ impl CrossEncoder {
                 architectures: dir.config.architecture_name.clone(),
             });
         }
+        if options.template.is_some() || options.prompt.is_some() {
+            return Err(ModelError::InvalidInput(format!(
+                "{} is a cross-encoder: a rerank template or prompt applies to LLM rerankers only",
+                dir.name()
+            )));
+        }
         let labels = dir.config.labels.len();
         if !(1..=2).contains(&labels) {
             return Err(ModelError::InvalidConfig {

@@ -17,7 +17,7 @@ pub enum ModelError {
     #[error("{path}: {reason}")]
     InvalidConfig { path: PathBuf, reason: String },
 
-    #[error("unsupported model architecture {found:?} in {path}; sift supports BERT (BertModel, BertForSequenceClassification), XLM-RoBERTa/RoBERTa (XLMRobertaModel, XLMRobertaForSequenceClassification) and MPNet (MPNetModel, MPNetForSequenceClassification)")]
+    #[error("unsupported model architecture {found:?} in {path}; sift supports the encoders BERT (BertModel, BertForSequenceClassification), XLM-RoBERTa/RoBERTa (XLMRobertaModel, XLMRobertaForSequenceClassification) and MPNet (MPNetModel, MPNetForSequenceClassification), and as LLM rerankers the decoders Llama/Mistral, Qwen2, Qwen3, Gemma, Gemma2 and Gemma3 (*ForCausalLM)")]
     UnsupportedArchitecture { found: String, path: PathBuf },
 
     #[error("cannot load weights from {path}: {reason}")]

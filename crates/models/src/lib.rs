@@ -3,17 +3,20 @@
 //! Loads ordinary Hugging Face model directories (`config.json`, `tokenizer.json`,
 //! `*.safetensors` or `pytorch_model.bin`, plus sentence-transformers metadata) and runs them on
 //! candle or ONNX Runtime: an [`Embedder`] (bi-encoder, the recall stage) and a [`Reranker`]
-//! (the rerank stage's seam; [`CrossEncoder`] implements it), loaded by [`load_reranker`]. BERT, XLM-RoBERTa/RoBERTa and MPNet are supported, each as a bare encoder and as a
-//! sequence classifier.
+//! (the rerank stage's seam; [`CrossEncoder`] and [`LlmReranker`] implement it), loaded by
+//! [`load_reranker`]. BERT, XLM-RoBERTa/RoBERTa and MPNet are supported, each as a bare encoder
+//! and as a sequence classifier; decoder LLMs (Llama/Mistral, Qwen2/3, Gemma 1–3) as rerankers.
 
 pub mod arch;
 pub mod batch;
 mod calibration_text;
 pub mod config;
 pub mod cross_encoder;
+pub mod decoder;
 pub mod embedder;
 pub mod engine;
 pub mod error;
+pub mod llm_reranker;
 pub mod model_dir;
 pub mod onnx;
 pub mod pooling;
@@ -34,6 +37,7 @@ pub use cross_encoder::CrossEncoder;
 pub use embedder::{Embedder, EmbedderOptions, TextRole};
 pub use engine::{Engine, EngineChoice, EngineOptions};
 pub use error::{ModelError, Result};
+pub use llm_reranker::{LlmReranker, RerankTemplate};
 pub use model_dir::ModelDir;
 pub use onnx::Precision;
 pub use pooling::Pooling;

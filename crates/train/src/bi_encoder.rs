@@ -23,12 +23,13 @@ use crate::model::{
 };
 
 /// The encoder class a sentence-transformers directory of `arch` names in `config.json`.
-fn encoder_architecture(arch: Architecture) -> &'static str {
-    match arch {
+fn encoder_architecture(arch: Architecture) -> Result<&'static str> {
+    Ok(match arch {
         Architecture::Bert => "BertModel",
         Architecture::XlmRoberta => "XLMRobertaModel",
         Architecture::MpNet => "MPNetModel",
-    }
+        Architecture::Decoder => return Err(crate::model::decoder_base()),
+    })
 }
 
 pub struct TrainableBiEncoder {
@@ -48,7 +49,7 @@ impl TrainableBiEncoder {
     /// checkpoint: a bi-encoder has no fresh parts to initialise.
     pub fn from_base(base: &ModelDir) -> Result<Self> {
         let (mut config_json, config_path) = read_config_json(base)?;
-        config_json["architectures"] = json!([encoder_architecture(base.config.architecture)]);
+        config_json["architectures"] = json!([encoder_architecture(base.config.architecture)?]);
         if let Some(obj) = config_json.as_object_mut() {
             for key in ["id2label", "label2id", "num_labels"] {
                 obj.remove(key);

@@ -42,12 +42,21 @@ pub struct TrainableCrossEncoder {
     pub fresh: Vec<String>,
 }
 
-fn task_architecture(arch: Architecture) -> (&'static str, &'static str) {
-    match arch {
+fn task_architecture(arch: Architecture) -> Result<(&'static str, &'static str)> {
+    Ok(match arch {
         Architecture::Bert => ("BertForSequenceClassification", "bert."),
         Architecture::XlmRoberta => ("XLMRobertaForSequenceClassification", "roberta."),
         Architecture::MpNet => ("MPNetForSequenceClassification", "mpnet."),
-    }
+        Architecture::Decoder => return Err(decoder_base()),
+    })
+}
+
+/// What training says about a decoder LLM base: sift trains encoders only.
+pub(crate) fn decoder_base() -> TrainError {
+    TrainError::Invalid(
+        "the base is a decoder LLM; sift trains encoder models only (BERT, XLM-RoBERTa, MPNet)"
+            .into(),
+    )
 }
 
 /// Where the checkpoint keeps its encoder: the prefix of its word embeddings.
@@ -101,7 +110,7 @@ impl TrainableCrossEncoder {
     /// head too when the base already is a one-label cross-encoder (continued training), else a
     /// fresh head drawn from N(0, 0.02) with `seed`, as transformers initialises it.
     pub fn from_base(base: &ModelDir, seed: u64) -> Result<Self> {
-        let (architecture, prefix) = task_architecture(base.config.architecture);
+        let (architecture, prefix) = task_architecture(base.config.architecture)?;
         let (mut config_json, config_path) = read_config_json(base)?;
         let keeps_head =
             base.config.head == Head::SequenceClassification && base.config.labels.len() == 1;

@@ -9,11 +9,13 @@ use sift_eval::experiment::{run_grid, sanitize, seen_unseen, GridOptions, GridRo
 use sift_eval::report::{html_report, print_seen_unseen, print_table};
 use sift_eval::{Dataset, DevSplit, Qrels, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
-use sift_models::{Reranker, RerankerOptions};
+use sift_models::Reranker;
 use sift_pipeline::fusion::Fusion;
 use sift_pipeline::{Pipeline, SearchMode};
 
-use crate::inference::{EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
+use crate::inference::{
+    EmbedPrecisionFlag, EngineFlags, LlmRerankFlags, LongDocumentFlags, RerankPrecisionFlag,
+};
 use crate::model_path::{load_embedder, load_reranker};
 
 /// Evaluate retrieval on BEIR-layout data (corpus.jsonl, queries*.jsonl, qrels*.tsv): runs the
@@ -135,6 +137,9 @@ pub struct EvalArgs {
 
     #[command(flatten)]
     pub rerank_precision: RerankPrecisionFlag,
+
+    #[command(flatten)]
+    llm: LlmRerankFlags,
 }
 
 /// A blend weight in [0, 1].
@@ -225,10 +230,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for name in &args.rerank_model {
         let model = load_reranker(
             name,
-            RerankerOptions {
-                engine: args.engine.options(args.rerank_precision.get()),
-                ..Default::default()
-            },
+            args.llm
+                .options(args.engine.options(args.rerank_precision.get())),
         )?;
         rerankers.push((model.model_dir().name(), Some(model)));
     }

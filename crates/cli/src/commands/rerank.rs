@@ -1,4 +1,4 @@
-//! `sift rerank`: score documents against a query with a cross-encoder.
+//! `sift rerank`: score documents against a query with a cross-encoder or an LLM reranker.
 
 use std::path::PathBuf;
 
@@ -7,22 +7,25 @@ use clap::Args;
 use sift_models::rerank::{prepare, sort_by_score};
 use sift_models::RerankerOptions;
 
-use crate::inference::{EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
+use crate::inference::{EngineFlags, LlmRerankFlags, LongDocumentFlags, RerankPrecisionFlag};
 use crate::input::{read_texts, InputFormat};
 use crate::model_path::load_reranker;
 
-/// Rerank documents for a query with a cross-encoder; prints a JSON array sorted by score:
-/// [{"index", "score", "logit", "text", "id"?}].
+/// Rerank documents for a query with a cross-encoder or an LLM reranker; prints a JSON array
+/// sorted by score: [{"index", "score", "logit", "text", "id"?}].
 ///
 /// "score" is the probability of relevance (sigmoid of the logit; for two-label models the
-/// softmax of label 1), "logit" the raw model output. Query and document are encoded together;
+/// softmax of label 1), "logit" the raw model output; for LLM rerankers the logit is the
+/// recipe's (bge-llm: the "Yes" token's logit; qwen3-reranker: logit(yes) − logit(no), so the
+/// score is P(yes)). Query and document are encoded together;
 /// a document longer than the model's window is scored by windows and gets its best window's
 /// score (--long-documents truncate scores only its beginning); the query is never cut unless
 /// it alone exceeds the window.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
 sift rerank --model ./ms-marco-MiniLM-L-6-v2 --query \"capital of France\" \"Paris is the capital\" \"Berlin is in Germany\"\n  \
-sift rerank --model bge-reranker-base --query \"q\" --file candidates.jsonl --top-k 10")]
+sift rerank --model bge-reranker-base --query \"q\" --file candidates.jsonl --top-k 10\n  \
+sift rerank --model ./Qwen3-Reranker-0.6B --rerank-prompt \"Given a claim, find abstracts that support or refute it\" --query \"q\" --file candidates.jsonl")]
 pub struct RerankArgs {
     /// Documents to score (omit to read --file or stdin).
     documents: Vec<String>,
@@ -31,7 +34,9 @@ pub struct RerankArgs {
     #[arg(long, short)]
     query: String,
 
-    /// Cross-encoder directory (a *ForSequenceClassification checkpoint) or name.
+    /// Rerank model directory or name: a cross-encoder (*ForSequenceClassification) or a
+    /// decoder LLM reranker (Qwen3-Reranker, bge-reranker-v2-gemma, any *ForCausalLM of the
+    /// families in `sift models --help`).
     #[arg(long, short, env = "SIFT_RERANK_MODEL")]
     model: String,
 
@@ -59,6 +64,9 @@ pub struct RerankArgs {
     long_documents: LongDocumentFlags,
 
     #[command(flatten)]
+    llm: LlmRerankFlags,
+
+    #[command(flatten)]
     pub engine: EngineFlags,
 
     #[command(flatten)]
@@ -73,7 +81,9 @@ pub fn run(args: RerankArgs) -> Result<()> {
         RerankerOptions {
             max_length: args.max_length,
             max_batch_tokens: args.batch_tokens,
-            engine: args.engine.options(args.rerank_precision.get()),
+            ..args
+                .llm
+                .options(args.engine.options(args.rerank_precision.get()))
         },
     )?;
     let strings: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();

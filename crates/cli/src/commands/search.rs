@@ -5,10 +5,11 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use sift_index::store::{self, Access, Location};
-use sift_models::RerankerOptions;
 use sift_pipeline::{Pipeline, SearchMode, SearchOptions, SearchResults};
 
-use crate::inference::{EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
+use crate::inference::{
+    EmbedPrecisionFlag, EngineFlags, LlmRerankFlags, LongDocumentFlags, RerankPrecisionFlag,
+};
 use crate::model_path::{load_embedder, load_reranker};
 
 /// Search a collection: recall candidates with embeddings (dense) and BM25, fuse them (an even
@@ -95,6 +96,9 @@ pub struct SearchArgs {
 
     #[command(flatten)]
     pub rerank_precision: RerankPrecisionFlag,
+
+    #[command(flatten)]
+    llm: LlmRerankFlags,
 }
 
 pub fn run(args: SearchArgs) -> Result<()> {
@@ -124,10 +128,8 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let reranker = match &args.rerank_model {
         Some(name) => Some(load_reranker(
             name,
-            RerankerOptions {
-                engine: args.engine.options(args.rerank_precision.get()),
-                ..Default::default()
-            },
+            args.llm
+                .options(args.engine.options(args.rerank_precision.get())),
         )?),
         None => None,
     };

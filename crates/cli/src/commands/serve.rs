@@ -6,10 +6,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sift_index::Location;
-use sift_models::RerankerOptions;
 use sift_server::{AppState, BatcherConfig, Limits, ServerConfig};
 
-use crate::inference::{EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag};
+use crate::inference::{
+    EmbedPrecisionFlag, EngineFlags, LlmRerankFlags, LongDocumentFlags, RerankPrecisionFlag,
+};
 use crate::model_path::{load_embedder, load_reranker};
 
 /// Serve embedding, rerank and collection search over HTTP.
@@ -112,6 +113,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub rerank_precision: RerankPrecisionFlag,
+
+    #[command(flatten)]
+    llm: LlmRerankFlags,
 }
 
 fn api_keys(args: &ServeArgs) -> Result<Vec<String>> {
@@ -177,10 +181,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let reranker = match &args.rerank_model {
         Some(m) => Some(load_reranker(
             m,
-            RerankerOptions {
-                engine: args.engine.options(args.rerank_precision.get()),
-                ..Default::default()
-            },
+            args.llm
+                .options(args.engine.options(args.rerank_precision.get())),
         )?),
         None => None,
     };

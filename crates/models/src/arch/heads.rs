@@ -33,6 +33,7 @@ impl ClassificationHead {
                 dense: linear(h, h, root_vb.pp("classifier.dense"))?,
                 out_proj: linear(h, n, root_vb.pp("classifier.out_proj"))?,
             },
+            Architecture::Decoder => candle_core::bail!("a decoder has no classification head"),
         })
     }
 

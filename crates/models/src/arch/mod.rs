@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 
 pub(crate) use bert::position_ids;
 pub use heads::ClassificationHead;
+pub(crate) use layers::activate;
 pub use layers::Kernels;
 pub(crate) use mpnet::relative_buckets;
 
@@ -70,6 +71,7 @@ impl Transformer {
                 (_, Architecture::Bert) => "bert.",
                 (_, Architecture::XlmRoberta) => "roberta.",
                 (_, Architecture::MpNet) => "mpnet.",
+                (_, Architecture::Decoder) => "model.",
             });
         let encoder_vb = if prefix.is_empty() {
             vb.clone()
@@ -85,6 +87,10 @@ impl Transformer {
                 encoder_vb.clone(),
                 kernels,
             )?),
+            Architecture::Decoder => candle_core::bail!(
+                "{} is a decoder LLM: it can rerank (sift rerank, --rerank-model) but not embed",
+                config.architecture_name
+            ),
         };
         let head = if with_head {
             Some(ClassificationHead::load(&config, encoder_vb, vb)?)

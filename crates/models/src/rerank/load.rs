@@ -7,14 +7,17 @@ use super::{Reranker, RerankerOptions};
 use crate::config::Head;
 use crate::cross_encoder::CrossEncoder;
 use crate::error::{ModelError, Result};
+use crate::llm_reranker::LlmReranker;
 use crate::model_dir::ModelDir;
 
 /// Loads the rerank model in `dir`, choosing the implementation from its `config.json`:
-/// `*ForSequenceClassification` checkpoints are cross-encoders.
+/// `*ForSequenceClassification` checkpoints are cross-encoders, decoder LLMs (`*ForCausalLM`)
+/// are LLM rerankers.
 pub fn load_reranker(dir: impl AsRef<Path>, options: RerankerOptions) -> Result<Arc<dyn Reranker>> {
     let dir = ModelDir::open(dir)?;
     match dir.config.head {
         Head::SequenceClassification => Ok(Arc::new(CrossEncoder::from_dir(dir, options)?)),
+        Head::CausalLm => Ok(Arc::new(LlmReranker::from_dir(dir, options)?)),
         Head::Encoder => Err(ModelError::NotACrossEncoder {
             path: dir.path.clone(),
             architectures: dir.config.architecture_name.clone(),

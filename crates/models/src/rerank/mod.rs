@@ -32,6 +32,13 @@ pub struct RerankerOptions {
     /// Padded tokens per forward pass.
     pub max_batch_tokens: Option<usize>,
     pub engine: EngineOptions,
+    /// LLM rerankers: the scoring recipe; `None` picks the one the model was published with.
+    pub template: Option<crate::llm_reranker::RerankTemplate>,
+    /// LLM rerankers: the recipe's instruction (Qwen3) or prompt (bge) instead of its default.
+    pub prompt: Option<String>,
+    /// LLM rerankers: run the prefix a batch's pairs share once (default on; off only to
+    /// measure what it saves).
+    pub share_prefix: Option<bool>,
 }
 
 /// The score of one document (or one window of it).

@@ -1,0 +1,178 @@
+//! LLM rerankers through the same doors as cross-encoders: `sift rerank` and a live
+//! `sift serve`'s TEI `/rerank` and Cohere `/v1/rerank` give the scores the published recipes
+//! give in transformers (tiny random-weight decoders from scripts/golden/make_llm_fixtures.py).
+
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+mod common;
+use common::{workspace, Server};
+
+const TOLERANCE: f64 = 1e-4;
+
+fn llm_fixture(name: &str) -> String {
+    workspace()
+        .join("crates/models/tests/fixtures/llm")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn expected(name: &str) -> Value {
+    let path = workspace()
+        .join("crates/models/tests/fixtures/llm")
+        .join(name)
+        .join("expected.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn sift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sift"))
+        .args(args)
+        .env("SIFT_THREADS", "2")
+        .output()
+        .unwrap()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Every pair of every recipe case of the Qwen3 fixture (its own recipe and bge's, default and
+/// custom prompts, one document cut to the max length) scored by `sift rerank`.
+#[test]
+fn sift_rerank_scores_pairs_as_the_recipes_do() {
+    let model = llm_fixture("qwen3");
+    for case in expected("qwen3")["cases"].as_array().unwrap() {
+        let max_length = case["max_length"].to_string();
+        for pair in case["pairs"].as_array().unwrap() {
+            let mut args = vec![
+                "rerank",
+                "--model",
+                &model,
+                "--rerank-template",
+                case["template"].as_str().unwrap(),
+                "--max-length",
+                &max_length,
+                // The recipes cut long documents; sift's default scores their windows.
+                "--long-documents",
+                "truncate",
+                "-q",
+                pair["query"].as_str().unwrap(),
+                pair["document"].as_str().unwrap(),
+            ];
+            if let Some(prompt) = case["prompt"].as_str() {
+                args.extend(["--rerank-prompt", prompt]);
+            }
+            let out = sift(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let ranked: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+            let got = &ranked[0];
+            for key in ["logit", "score"] {
+                let diff = (f(&got[key]) - f(&pair[key])).abs();
+                assert!(
+                    diff <= TOLERANCE,
+                    "{} {:?}: {key} {} vs {}",
+                    case["template"],
+                    pair["query"],
+                    got[key],
+                    pair[key]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_prompt_for_a_cross_encoder_and_an_unknown_template_are_refused() {
+    let cross_encoder = common::golden("bert-classifier");
+    let out = sift(&[
+        "rerank",
+        "--model",
+        &cross_encoder,
+        "--rerank-prompt",
+        "judge",
+        "-q",
+        "q",
+        "d",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LLM rerankers only"), "{err}");
+
+    let out = sift(&[
+        "rerank",
+        "--model",
+        &llm_fixture("gemma"),
+        "--rerank-template",
+        "gpt",
+        "-q",
+        "q",
+        "d",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("qwen3-reranker, bge-llm"), "{err}");
+}
+
+fn post(base: &str, path: &str, body: Value) -> Value {
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-H", "content-type: application/json"])
+        .arg("--data-binary")
+        .arg(body.to_string())
+        .arg(format!("{base}{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {path}");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{path}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v.get("error").is_none(), "{path}: {v}");
+    v
+}
+
+/// A Gemma 2 reranker behind the TEI and Cohere routes: each pair that the recipe does not cut
+/// (the server runs at the recipe's default max length, the fixture at 48 tokens) scores as
+/// transformers scored it.
+#[test]
+fn sift_serve_reranks_with_an_llm_on_tei_and_cohere_routes() {
+    let model = llm_fixture("gemma2");
+    let server = Server::start(&["--rerank-model", &model]);
+    let case = &expected("gemma2")["cases"][0];
+    let mut checked = 0;
+    for pair in case["pairs"].as_array().unwrap() {
+        let document = pair["document"].as_str().unwrap();
+        if document.len() > 100 {
+            continue;
+        }
+        let query = pair["query"].as_str().unwrap();
+        let tei = post(
+            &server.base,
+            "/rerank",
+            json!({"query": query, "texts": [document], "raw_scores": true}),
+        );
+        let cohere = post(
+            &server.base,
+            "/v1/rerank",
+            json!({"query": query, "documents": [document]}),
+        );
+        let logit = f(&tei[0]["score"]);
+        let score = f(&cohere["results"][0]["relevance_score"]);
+        assert!(
+            (logit - f(&pair["logit"])).abs() <= TOLERANCE,
+            "{query}: TEI {logit} vs {}",
+            pair["logit"]
+        );
+        assert!(
+            (score - f(&pair["score"])).abs() <= TOLERANCE,
+            "{query}: Cohere {score} vs {}",
+            pair["score"]
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4);
+}

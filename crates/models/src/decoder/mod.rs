@@ -1,0 +1,8 @@
+//! Decoder LLMs (Llama/Mistral, Qwen2/3, Gemma 1–3): their configuration and the network.
+//! sift runs them as rerankers ([`crate::llm_reranker`]), reading one position's logits.
+
+mod config;
+mod model;
+
+pub use config::{DecoderConfig, DecoderFamily, LayerSpec, Rope};
+pub use model::{Decoder, PrefixCache};

@@ -1,0 +1,429 @@
+//! The decoder network on candle: embeddings, pre-norm layers with rotary grouped-query
+//! attention and a gated MLP, a final norm, and an output projection kept only for the
+//! vocabulary rows a caller reads.
+//!
+//! Written here rather than taken from candle-transformers: its decoders take no padding mask
+//! (a batch of ragged pairs could not be scored in one pass) and cannot reuse a prefix's keys
+//! and values across a batch; sift needs both.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use super::config::{DecoderConfig, LayerSpec};
+use crate::arch::activate;
+
+/// RMS normalisation; Gemma's `1 + w` is folded into the weight at load.
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn load(size: usize, cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let w = vb.get(size, "weight")?;
+        let weight = if cfg.norm_adds_one { (w + 1.0)? } else { w };
+        Ok(RmsNorm {
+            weight,
+            eps: cfg.rms_norm_eps as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+    }
+}
+
+fn linear(i: usize, o: usize, bias: bool, vb: VarBuilder) -> candle_core::Result<Linear> {
+    if bias {
+        candle_nn::linear(i, o, vb)
+    } else {
+        candle_nn::linear_no_bias(i, o, vb)
+    }
+}
+
+/// Keys and values of every layer for a shared token prefix, `[1, kv_heads, P, head_dim]` each.
+pub struct PrefixCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl PrefixCache {
+    /// Tokens in the prefix.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Layer {
+    spec: LayerSpec,
+    attention: Attention,
+    mlp: Mlp,
+    input_norm: RmsNorm,
+    /// Llama/Qwen: the norm before the MLP. Gemma 2/3: the norm after attention.
+    post_attention_norm: RmsNorm,
+    /// Gemma 2/3 only: the norms before and after the MLP.
+    feedforward_norms: Option<(RmsNorm, RmsNorm)>,
+}
+
+/// A loaded decoder. Inputs are right-padded rows; positions count from 0 in each row (after
+/// the prefix when one is given), so padding never shifts a real token's position.
+pub struct Decoder {
+    config: DecoderConfig,
+    embed_tokens: Tensor,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    /// `[n, hidden]`: the output projection's rows for the tokens the caller reads.
+    head_rows: Tensor,
+    device: Device,
+}
+
+impl Decoder {
+    /// Builds the network from `vb` (tensors under `model.` as `*ForCausalLM` saves them, or
+    /// bare), keeping only the output rows of `output_tokens`.
+    pub fn load(
+        config: DecoderConfig,
+        vb: VarBuilder,
+        output_tokens: &[u32],
+    ) -> candle_core::Result<Self> {
+        let device = vb.device().clone();
+        let body = if vb.contains_tensor("model.embed_tokens.weight") {
+            vb.pp("model")
+        } else {
+            vb.clone()
+        };
+        let (h, kvh, d) = (config.hidden_size, config.num_kv_heads, config.head_dim);
+        let heads = config.num_heads;
+        let embed_tokens = body.get((config.vocab_size, h), "embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(config.num_layers());
+        for (i, spec) in config.layers.iter().enumerate() {
+            let lvb = body.pp(format!("layers.{i}"));
+            let avb = lvb.pp("self_attn");
+            let attention = Attention {
+                q: linear(h, heads * d, config.qkv_bias, avb.pp("q_proj"))?,
+                k: linear(h, kvh * d, config.qkv_bias, avb.pp("k_proj"))?,
+                v: linear(h, kvh * d, config.qkv_bias, avb.pp("v_proj"))?,
+                o: linear(heads * d, h, config.o_bias, avb.pp("o_proj"))?,
+                q_norm: config
+                    .qk_norm
+                    .then(|| RmsNorm::load(d, &config, avb.pp("q_norm")))
+                    .transpose()?,
+                k_norm: config
+                    .qk_norm
+                    .then(|| RmsNorm::load(d, &config, avb.pp("k_norm")))
+                    .transpose()?,
+            };
+            let mvb = lvb.pp("mlp");
+            let i_size = config.intermediate_size;
+            let mlp = Mlp {
+                gate: linear(h, i_size, config.mlp_bias, mvb.pp("gate_proj"))?,
+                up: linear(h, i_size, config.mlp_bias, mvb.pp("up_proj"))?,
+                down: linear(i_size, h, config.mlp_bias, mvb.pp("down_proj"))?,
+            };
+            let feedforward_norms = if config.sandwich_norms {
+                Some((
+                    RmsNorm::load(h, &config, lvb.pp("pre_feedforward_layernorm"))?,
+                    RmsNorm::load(h, &config, lvb.pp("post_feedforward_layernorm"))?,
+                ))
+            } else {
+                None
+            };
+            layers.push(Layer {
+                spec: *spec,
+                attention,
+                mlp,
+                input_norm: RmsNorm::load(h, &config, lvb.pp("input_layernorm"))?,
+                post_attention_norm: RmsNorm::load(h, &config, lvb.pp("post_attention_layernorm"))?,
+                feedforward_norms,
+            });
+        }
+        let norm = RmsNorm::load(h, &config, body.pp("norm"))?;
+        let head = if !config.tie_word_embeddings || vb.contains_tensor("lm_head.weight") {
+            vb.get((config.vocab_size, h), "lm_head.weight")?
+        } else {
+            embed_tokens.clone()
+        };
+        if let Some(&bad) = output_tokens
+            .iter()
+            .find(|&&t| t as usize >= config.vocab_size)
+        {
+            candle_core::bail!(
+                "output token {bad} is outside the vocabulary ({} tokens)",
+                config.vocab_size
+            );
+        }
+        let rows = Tensor::new(output_tokens, &device)?;
+        let head_rows = head.index_select(&rows, 0)?.contiguous()?;
+        Ok(Decoder {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            head_rows,
+            device,
+        })
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs the shared prefix `ids` once (batch of one) and keeps every layer's keys and values.
+    pub fn prefix_cache(&self, ids: &[u32]) -> candle_core::Result<PrefixCache> {
+        let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        self.run(&input, None, self.layers.len(), Some(&mut layers))?;
+        Ok(PrefixCache {
+            layers,
+            len: ids.len(),
+        })
+    }
+
+    /// Output logits `[b, n]` (n = the `output_tokens` given at load) at each row's last real
+    /// token, after `num_layers` layers. `input_ids` is `[b, t]`, right-padded; `lengths` are
+    /// the rows' real lengths (at least 1 each); `prefix` holds keys and values of tokens that
+    /// precede every row.
+    pub fn last_token_logits(
+        &self,
+        input_ids: &Tensor,
+        lengths: &[usize],
+        prefix: Option<&PrefixCache>,
+        num_layers: usize,
+    ) -> candle_core::Result<Tensor> {
+        let hidden = self.run(input_ids, prefix, num_layers, None)?;
+        let (b, t, h) = hidden.dims3()?;
+        if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
+            candle_core::bail!("row lengths {lengths:?} do not fit a batch of {b} × {t}");
+        }
+        let flat: Vec<u32> = lengths
+            .iter()
+            .enumerate()
+            .map(|(row, &len)| (row * t + len - 1) as u32)
+            .collect();
+        let last = hidden
+            .reshape((b * t, h))?
+            .index_select(&Tensor::new(flat, &self.device)?, 0)?;
+        let last = self.norm.forward(&last)?;
+        let logits = last.matmul(&self.head_rows.t()?)?;
+        match self.config.final_logit_softcap {
+            Some(cap) => (logits / cap)?.tanh()? * cap,
+            None => Ok(logits),
+        }
+    }
+
+    /// Hidden states `[b, t, hidden]` after `num_layers` layers (before the final norm).
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        prefix: Option<&PrefixCache>,
+        num_layers: usize,
+        mut keep: Option<&mut Vec<(Tensor, Tensor)>>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let start = prefix.map_or(0, |p| p.len);
+        let mut x = self
+            .embed_tokens
+            .index_select(&input_ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.hidden_size))?;
+        if self.config.scale_embeddings {
+            x = (x * (self.config.hidden_size as f64).sqrt())?;
+        }
+        let mut rotations = RotationCache::default();
+        for (i, layer) in self.layers.iter().take(num_layers).enumerate() {
+            let past = prefix.map(|p| &p.layers[i]);
+            let (cos, sin) =
+                rotations.get(&layer.spec, start, t, self.config.head_dim, &self.device)?;
+            let mask = attention_mask(start, t, layer.spec.window, &self.device)?;
+            let residual = x.clone();
+            let normed = layer.input_norm.forward(&x)?;
+            let (attn, kv) = self.attention(layer, &normed, past, &cos, &sin, &mask)?;
+            if let Some(keep) = keep.as_deref_mut() {
+                keep.push(kv);
+            }
+            x = match &layer.feedforward_norms {
+                None => {
+                    let h = (residual + attn)?;
+                    let m = self.mlp(&layer.mlp, &layer.post_attention_norm.forward(&h)?)?;
+                    (h + m)?
+                }
+                Some((pre, post)) => {
+                    let h = (residual + layer.post_attention_norm.forward(&attn)?)?;
+                    let m = self.mlp(&layer.mlp, &pre.forward(&h)?)?;
+                    (h + post.forward(&m)?)?
+                }
+            };
+        }
+        Ok(x)
+    }
+
+    fn mlp(&self, mlp: &Mlp, x: &Tensor) -> candle_core::Result<Tensor> {
+        let gate = activate(&mlp.gate.forward(x)?, self.config.activation)?;
+        mlp.down.forward(&(gate * mlp.up.forward(x)?)?)
+    }
+
+    /// Self-attention of `x` `[b, t, hidden]` over the prefix (if any) and itself. Returns the
+    /// output and this call's keys and values `[b, kv_heads, t, head_dim]`.
+    fn attention(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<(Tensor, (Tensor, Tensor))> {
+        let cfg = &self.config;
+        let a = &layer.attention;
+        let (b, t, _) = x.dims3()?;
+        let (heads, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let group = heads / kvh;
+        let split = |y: Tensor, n: usize, norm: &Option<RmsNorm>| -> candle_core::Result<Tensor> {
+            let y = y.reshape((b, t, n, d))?;
+            let y = match norm {
+                Some(norm) => norm.forward(&y)?,
+                None => y,
+            };
+            y.transpose(1, 2)?.contiguous()
+        };
+        let q = split(a.q.forward(x)?, heads, &a.q_norm)?;
+        let k = split(a.k.forward(x)?, kvh, &a.k_norm)?;
+        let v = split(a.v.forward(x)?, kvh, &None)?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let (keys, values) = match past {
+            Some((pk, pv)) => {
+                let p = pk.dim(2)?;
+                let pk = pk.broadcast_as((b, kvh, p, d))?;
+                let pv = pv.broadcast_as((b, kvh, p, d))?;
+                (
+                    Tensor::cat(&[&pk, &k], 2)?.contiguous()?,
+                    Tensor::cat(&[&pv, &v], 2)?.contiguous()?,
+                )
+            }
+            None => (k.clone(), v.clone()),
+        };
+        let total = keys.dim(2)?;
+        // Query heads of one key/value group stacked as rows: [b, kvh, group·t, d], so the
+        // keys are never copied per query head.
+        let q = q.reshape((b, kvh, group * t, d))?;
+        let mut scores = (q.matmul(&keys.t()?)? * cfg.attention_scale)?;
+        if let Some(cap) = cfg.attention_softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        let scores = scores
+            .reshape((b, kvh, group, t, total))?
+            .broadcast_add(mask)?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kvh, group * t, total))?;
+        let context = probs
+            .matmul(&values)?
+            .reshape((b, heads, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, heads * d))?;
+        Ok((a.o.forward(&context)?, (k, v)))
+    }
+}
+
+/// Additive mask `[t, start + t]` for queries at positions `start..start + t`: 0 where the key
+/// is visible (not later than the query, and within the window when the layer slides), the
+/// most negative f32 elsewhere. Right padding needs nothing more: a real token never sees a
+/// later position.
+fn attention_mask(
+    start: usize,
+    t: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let total = start + t;
+    let mut mask = vec![0f32; t * total];
+    for i in 0..t {
+        let q = start + i;
+        for (k, m) in mask[i * total..(i + 1) * total].iter_mut().enumerate() {
+            let visible = k <= q && window.is_none_or(|w| q - k < w);
+            if !visible {
+                *m = f32::MIN;
+            }
+        }
+    }
+    Tensor::from_vec(mask, (t, total), device)
+}
+
+/// cos/sin tables `[t, head_dim / 2]` per distinct rotary setting of a forward pass.
+#[derive(Default)]
+struct RotationCache {
+    entries: Vec<((u64, u64), (Tensor, Tensor))>,
+}
+
+impl RotationCache {
+    fn get(
+        &mut self,
+        spec: &LayerSpec,
+        start: usize,
+        t: usize,
+        head_dim: usize,
+        device: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let key = (spec.rope.theta.to_bits(), spec.rope.linear_factor.to_bits());
+        if let Some((_, cs)) = self.entries.iter().find(|(k, _)| *k == key) {
+            return Ok(cs.clone());
+        }
+        let half = head_dim / 2;
+        // As transformers: inverse frequencies in f32, positions divided by the linear factor.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                let f = 1.0 / spec.rope.theta.powf((2 * i) as f64 / head_dim as f64);
+                (f / spec.rope.linear_factor) as f32
+            })
+            .collect();
+        let positions: Vec<f32> = (start..start + t).map(|p| p as f32).collect();
+        let inv = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let pos = Tensor::from_vec(positions, (t, 1), device)?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        let cs = (freqs.cos()?.contiguous()?, freqs.sin()?.contiguous()?);
+        self.entries.push((key, cs.clone()));
+        Ok(cs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_are_causal_and_windowed() {
+        let m = attention_mask(2, 3, Some(2), &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let visible: Vec<Vec<bool>> = m
+            .iter()
+            .map(|r| r.iter().map(|&x| x == 0.0).collect())
+            .collect();
+        // queries at positions 2, 3, 4 over keys 0..5, window 2
+        assert_eq!(visible[0], vec![false, true, true, false, false]);
+        assert_eq!(visible[1], vec![false, false, true, true, false]);
+        assert_eq!(visible[2], vec![false, false, false, true, true]);
+    }
+}

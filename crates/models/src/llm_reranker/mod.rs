@@ -1,0 +1,323 @@
+//! LLM rerankers: a decoder reads a prompt holding the query and the document and the logit of
+//! an answer token ("yes") at the last position is the relevance score.
+//!
+//! Every published recipe puts the query before the document, so the pairs of one query share
+//! a token prefix. [`LlmReranker::score_pairs`] finds the longest prefix a batch shares, runs it
+//! once and lets every document attend to its keys and values, instead of recomputing it per
+//! document (exact: the same tokens at the same positions; a test holds it to 1e-4).
+
+mod template;
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use tokenizers::Tokenizer;
+
+pub use template::{PairEncoder, RerankTemplate};
+
+use crate::batch::plan_batches;
+use crate::decoder::{Decoder, DecoderConfig};
+use crate::error::{ModelError, Result};
+use crate::model_dir::ModelDir;
+use crate::rerank::{RerankScore, Reranker, RerankerOptions};
+use crate::tokenize::{Encoded, TextTokenizer};
+
+/// Padded tokens per forward pass of a decoder. Attention over a 100-document batch of ~300
+/// tokens stays within a few hundred MB at this size for sub-1B models.
+pub const DEFAULT_LLM_BATCH_TOKENS: usize = 4096;
+
+/// Shared prefixes shorter than this are recomputed with each row: a separate pass over a few
+/// tokens costs more than it saves.
+const MIN_SHARED_PREFIX: usize = 8;
+
+pub struct LlmReranker {
+    decoder: Decoder,
+    encoder: PairEncoder,
+    /// The raw tokenizer the recipe encodes with (no truncation, no padding).
+    raw_tokenizer: Tokenizer,
+    /// sift's tokenizer wrapper, for the long-document policy's token offsets.
+    tokenizer: TextTokenizer,
+    dir: ModelDir,
+    max_batch_tokens: usize,
+    share_prefix: bool,
+}
+
+impl LlmReranker {
+    /// Loads a `*ForCausalLM` directory; the recipe comes from `options.template`, else from
+    /// the model's family ([`RerankTemplate::for_model_type`]).
+    pub fn from_dir(dir: ModelDir, options: RerankerOptions) -> Result<Self> {
+        let config = dir
+            .config
+            .decoder
+            .clone()
+            .ok_or_else(|| ModelError::InvalidConfig {
+                path: dir.path.join("config.json"),
+                reason: format!("{} is not a decoder LLM", dir.config.architecture_name),
+            })?;
+        if options.engine.engine == crate::EngineChoice::Onnx
+            || options.engine.precision != crate::Precision::F32
+        {
+            return Err(ModelError::InvalidInput(
+                "LLM rerankers run on candle in f32 for now (--engine candle or auto, --precision f32)"
+                    .into(),
+            ));
+        }
+        let template = options
+            .template
+            .unwrap_or_else(|| RerankTemplate::for_model_type(&config.model_type));
+        let raw_tokenizer = raw_tokenizer(&dir.path)?;
+        let specials = SpecialTokens::from_dir(&dir.path, &raw_tokenizer, &config)?;
+        let encoder_at = |max_length: usize| {
+            PairEncoder::new(
+                template,
+                &raw_tokenizer,
+                max_length,
+                options.prompt.as_deref(),
+                specials.bos,
+                specials.pad,
+            )
+        };
+        let limit = config.max_position_embeddings;
+        let mut encoder = encoder_at(options.max_length.unwrap_or(template.default_max_length()))?;
+        if encoder.max_total_length() > limit {
+            let over = encoder.max_total_length() - limit;
+            match options.max_length {
+                // The recipe's default does not fit this model: shrink it to what does.
+                None if over < template.default_max_length() => {
+                    encoder = encoder_at(template.default_max_length() - over)?;
+                }
+                _ => {
+                    return Err(ModelError::InvalidInput(format!(
+                        "max length {} gives pairs of up to {} tokens, beyond what {} supports ({limit})",
+                        options.max_length.unwrap_or(template.default_max_length()),
+                        encoder.max_total_length(),
+                        dir.name(),
+                    )))
+                }
+            }
+        }
+        let tokenizer = TextTokenizer::from_dir(&dir.path, encoder.max_total_length(), false)?;
+        let vb = dir.var_builder(&Device::Cpu)?;
+        let decoder = Decoder::load(config, vb, encoder.output_tokens()).map_err(|e| {
+            ModelError::Weights {
+                path: dir.path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(LlmReranker {
+            decoder,
+            encoder,
+            raw_tokenizer,
+            tokenizer,
+            dir,
+            max_batch_tokens: options
+                .max_batch_tokens
+                .unwrap_or(DEFAULT_LLM_BATCH_TOKENS)
+                .max(1),
+            share_prefix: options.share_prefix.unwrap_or(true),
+        })
+    }
+
+    pub fn load(dir: impl AsRef<Path>, options: RerankerOptions) -> Result<Self> {
+        Self::from_dir(ModelDir::open(dir)?, options)
+    }
+
+    pub fn template(&self) -> RerankTemplate {
+        self.encoder.template()
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Output-row logits `[n]` at the last token of each pair, in input order, all in one pass
+    /// without prefix sharing: what the golden tests compare with the reference.
+    pub fn output_logits(&self, pairs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
+        let rows: Vec<&Encoded> = pairs.iter().collect();
+        let (ids, lengths) = pad_rows(&rows, 0, self.decoder.device())?;
+        Ok(self
+            .decoder
+            .last_token_logits(&ids, &lengths, None, self.decoder.config().num_layers())?
+            .to_vec2()?)
+    }
+
+    /// Logits of one planned batch, sharing the rows' common prefix when it is long enough.
+    fn batch_logits(&self, rows: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        let layers = self.decoder.config().num_layers();
+        let device = self.decoder.device();
+        let shared = if self.share_prefix && rows.len() > 1 {
+            shared_prefix(rows)
+        } else {
+            0
+        };
+        if shared < MIN_SHARED_PREFIX {
+            let (ids, lengths) = pad_rows(rows, 0, device)?;
+            return Ok(self
+                .decoder
+                .last_token_logits(&ids, &lengths, None, layers)?
+                .to_vec2()?);
+        }
+        let cache = self.decoder.prefix_cache(&rows[0].ids[..shared])?;
+        let (ids, lengths) = pad_rows(rows, shared, device)?;
+        Ok(self
+            .decoder
+            .last_token_logits(&ids, &lengths, Some(&cache), layers)?
+            .to_vec2()?)
+    }
+}
+
+/// Tokens every row starts with, leaving each row at least one token of its own (the last
+/// token's state must come from the rows' own pass).
+fn shared_prefix(rows: &[&Encoded]) -> usize {
+    let first = &rows[0].ids;
+    let mut n = rows
+        .iter()
+        .map(|r| r.ids.len())
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(1);
+    for r in &rows[1..] {
+        n = n.min(first.iter().zip(&r.ids).take_while(|(a, b)| a == b).count());
+    }
+    n
+}
+
+/// `[b, t]` ids of `rows[i][skip..]`, right-padded with 0 (padding is never attended to by a
+/// real token and never read), and each row's real length.
+fn pad_rows(rows: &[&Encoded], skip: usize, device: &Device) -> Result<(Tensor, Vec<usize>)> {
+    let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len() - skip).collect();
+    let t = lengths.iter().copied().max().unwrap_or(0);
+    if t == 0 || lengths.contains(&0) {
+        return Err(ModelError::InvalidInput(
+            "an encoded pair has no tokens".into(),
+        ));
+    }
+    let mut ids = vec![0u32; rows.len() * t];
+    for (i, r) in rows.iter().enumerate() {
+        ids[i * t..i * t + lengths[i]].copy_from_slice(&r.ids[skip..]);
+    }
+    Ok((Tensor::from_vec(ids, (rows.len(), t), device)?, lengths))
+}
+
+fn raw_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        return Err(ModelError::MissingFile {
+            dir: dir.to_owned(),
+            what: "tokenizer",
+            looked_for: "tokenizer.json".into(),
+        });
+    }
+    let mut t = Tokenizer::from_file(&path)
+        .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+    t.with_padding(None);
+    t.with_truncation(None)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok(t)
+}
+
+/// BOS and padding token ids as transformers' tokenizer reports them: tokenizer_config.json's
+/// `bos_token` / `pad_token` looked up in the vocabulary, else config.json's ids.
+struct SpecialTokens {
+    bos: Option<u32>,
+    pad: Option<u32>,
+}
+
+impl SpecialTokens {
+    fn from_dir(dir: &Path, tokenizer: &Tokenizer, config: &DecoderConfig) -> Result<Self> {
+        let path = dir.join("tokenizer_config.json");
+        let value: Option<serde_json::Value> = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                Some(
+                    serde_json::from_str(&text).map_err(|e| ModelError::InvalidConfig {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            Err(_) => None,
+        };
+        let lookup = |key: &str| -> Option<Option<u32>> {
+            let v = value.as_ref()?.get(key)?;
+            let text = match v {
+                serde_json::Value::String(s) => Some(s.as_str()),
+                serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()),
+                _ => None,
+            };
+            Some(text.and_then(|t| tokenizer.token_to_id(t)))
+        };
+        Ok(SpecialTokens {
+            bos: lookup("bos_token").unwrap_or(config.bos_token_id),
+            pad: lookup("pad_token").unwrap_or(config.pad_token_id),
+        })
+    }
+}
+
+impl Reranker for LlmReranker {
+    fn model_dir(&self) -> &ModelDir {
+        &self.dir
+    }
+
+    fn engine_name(&self) -> &'static str {
+        "candle"
+    }
+
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    fn max_length(&self) -> usize {
+        self.encoder.max_total_length()
+    }
+
+    /// The pair's tokens with a one-token probe document, less the probe: the template,
+    /// instruction and query.
+    fn pair_overhead(&self, query: &str) -> Result<usize> {
+        const PROBE: &str = "a";
+        let (pair, _) = self.encoder.encode(&self.raw_tokenizer, query, PROBE)?;
+        let probe = self.tokenizer.token_offsets(PROBE)?.len();
+        Ok(pair.len().saturating_sub(probe))
+    }
+
+    fn encode_pair(&self, query: &str, document: &str) -> Result<(Encoded, bool)> {
+        if crate::is_blank(query) {
+            return Err(ModelError::InvalidInput("the query is empty".into()));
+        }
+        if crate::is_blank(document) {
+            return Err(ModelError::InvalidInput("a document is empty".into()));
+        }
+        let (ids, cut) = self.encoder.encode(&self.raw_tokenizer, query, document)?;
+        let type_ids = vec![0; ids.len()];
+        Ok((Encoded { ids, type_ids }, cut))
+    }
+
+    fn score_pairs(
+        &self,
+        pairs: &[Encoded],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<RerankScore>> {
+        let lengths: Vec<usize> = pairs.iter().map(|e| e.len()).collect();
+        let mut out = vec![
+            RerankScore {
+                index: 0,
+                logit: f32::NAN,
+                score: f32::NAN,
+            };
+            pairs.len()
+        ];
+        for group in plan_batches(&lengths, self.max_batch_tokens) {
+            let rows: Vec<&Encoded> = group.iter().map(|&i| &pairs[i]).collect();
+            let logits = self.batch_logits(&rows)?;
+            for (&slot, row) in group.iter().zip(logits) {
+                let logit = self.encoder.logit(&row);
+                out[slot] = RerankScore {
+                    index: slot,
+                    logit,
+                    score: 1.0 / (1.0 + (-logit).exp()),
+                };
+            }
+            progress(group.len());
+        }
+        Ok(out)
+    }
+}

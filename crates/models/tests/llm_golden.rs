@@ -1,0 +1,200 @@
+//! sift's LLM rerankers against the published recipes run by Hugging Face transformers, on tiny
+//! random-weight decoders of every supported family (fixtures from
+//! scripts/golden/make_llm_fixtures.py): token ids exactly, the answer tokens' logits at the
+//! last position, the recipe's logit and score within 1e-4 (f32).
+
+mod common;
+
+use candle_core::Tensor;
+use common::{assert_close, fixture, floats, read_json};
+use sift_models::{Encoded, LlmReranker, ModelError, RerankTemplate, Reranker, RerankerOptions};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn load(name: &str, case: &serde_json::Value, share_prefix: bool) -> LlmReranker {
+    let options = RerankerOptions {
+        max_length: Some(case["max_length"].as_u64().unwrap() as usize),
+        template: Some(case["template"].as_str().unwrap().parse().unwrap()),
+        prompt: case["prompt"].as_str().map(str::to_owned),
+        share_prefix: Some(share_prefix),
+        ..Default::default()
+    };
+    LlmReranker::load(fixture("llm").join(name), options).unwrap()
+}
+
+fn check(name: &str, expected_from: &str) {
+    let expected = read_json(fixture("llm").join(expected_from).join("expected.json"));
+    for case in expected["cases"].as_array().unwrap() {
+        let what = format!("{name} {} prompt={}", case["template"], case["prompt"]);
+        let reranker = load(name, case, false);
+        let pairs = case["pairs"].as_array().unwrap();
+        let mut encoded = Vec::new();
+        let mut any_cut = false;
+        for p in pairs {
+            let (enc, cut) = reranker
+                .encode_pair(
+                    p["query"].as_str().unwrap(),
+                    p["document"].as_str().unwrap(),
+                )
+                .unwrap();
+            let want: Vec<u32> = serde_json::from_value(p["input_ids"].clone()).unwrap();
+            assert_eq!(enc.ids, want, "{what}: token ids of {}", p["query"]);
+            any_cut |= cut;
+            encoded.push(enc);
+        }
+        assert!(any_cut, "{what}: the fixture should exercise truncation");
+
+        // One padded pass, no prefix sharing: the answer rows' logits.
+        let rows = reranker.output_logits(&encoded).unwrap();
+        for (row, p) in rows.iter().zip(pairs) {
+            assert_close(row, &floats(&p["output_logits"]), TOLERANCE, &what);
+        }
+        // Through the seam, with and without the shared prefix.
+        for share in [false, true] {
+            let reranker = load(name, case, share);
+            let scores = reranker.score_pairs(&encoded, &mut |_| {}).unwrap();
+            let logits: Vec<f32> = scores.iter().map(|s| s.logit).collect();
+            let probs: Vec<f32> = scores.iter().map(|s| s.score).collect();
+            let want_logits: Vec<f32> = pairs
+                .iter()
+                .map(|p| p["logit"].as_f64().unwrap() as f32)
+                .collect();
+            let want_scores: Vec<f32> = pairs
+                .iter()
+                .map(|p| p["score"].as_f64().unwrap() as f32)
+                .collect();
+            assert_close(
+                &logits,
+                &want_logits,
+                TOLERANCE,
+                &format!("{what} share={share}: logit"),
+            );
+            assert_close(
+                &probs,
+                &want_scores,
+                TOLERANCE,
+                &format!("{what} share={share}: score"),
+            );
+        }
+    }
+}
+
+#[test]
+fn qwen3_matches_the_qwen3_reranker_card_and_flagembedding() {
+    check("qwen3", "qwen3");
+}
+
+#[test]
+fn a_transformers_5_config_reads_like_a_4_config() {
+    check("qwen3-v5-config", "qwen3");
+}
+
+#[test]
+fn qwen2_sharded_checkpoint_matches_flagembedding() {
+    check("qwen2", "qwen2");
+}
+
+#[test]
+fn llama_with_biases_and_linear_rope_matches_flagembedding() {
+    check("llama", "llama");
+}
+
+#[test]
+fn mistral_bf16_with_a_sliding_window_matches_flagembedding() {
+    check("mistral", "mistral");
+}
+
+#[test]
+fn gemma_matches_flagembedding() {
+    check("gemma", "gemma");
+}
+
+#[test]
+fn gemma2_soft_capping_and_alternating_windows_match_flagembedding() {
+    check("gemma2", "gemma2");
+}
+
+#[test]
+fn gemma3_local_and_global_layers_match_flagembedding() {
+    check("gemma3", "gemma3");
+}
+
+/// Prefix keys and values reused for every row equal one pass over the whole sequences, for
+/// every family (windows, soft-capping and rotary bases included), at ragged suffix lengths.
+#[test]
+fn a_shared_prefix_equals_one_pass_over_the_whole_sequence() {
+    for name in [
+        "qwen3", "qwen2", "llama", "mistral", "gemma", "gemma2", "gemma3",
+    ] {
+        let case = &read_json(fixture("llm").join(name).join("expected.json"))["cases"][0];
+        let reranker = load(name, case, true);
+        let decoder = reranker.decoder();
+        let prefix: Vec<u32> = (0..13).map(|i| 40 + i * 7).collect();
+        let suffixes: Vec<Vec<u32>> = vec![
+            vec![5, 9, 200, 31],
+            vec![77],
+            (0..11).map(|i| 100 + i).collect(),
+        ];
+        let rows: Vec<Encoded> = suffixes
+            .iter()
+            .map(|s| {
+                let ids: Vec<u32> = prefix.iter().chain(s).copied().collect();
+                Encoded {
+                    type_ids: vec![0; ids.len()],
+                    ids,
+                }
+            })
+            .collect();
+        let whole = reranker.output_logits(&rows).unwrap();
+
+        let cache = decoder.prefix_cache(&prefix).unwrap();
+        let width = suffixes.iter().map(Vec::len).max().unwrap();
+        let mut ids = vec![0u32; suffixes.len() * width];
+        for (i, s) in suffixes.iter().enumerate() {
+            ids[i * width..i * width + s.len()].copy_from_slice(s);
+        }
+        let ids = Tensor::from_vec(ids, (suffixes.len(), width), decoder.device()).unwrap();
+        let lengths: Vec<usize> = suffixes.iter().map(Vec::len).collect();
+        let split = decoder
+            .last_token_logits(&ids, &lengths, Some(&cache), decoder.config().num_layers())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in whole.iter().zip(&split) {
+            assert_close(
+                a,
+                b,
+                TOLERANCE,
+                &format!("{name}: prefix + suffix vs one pass"),
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_templates_lengths_and_inputs_are_errors() {
+    let dir = fixture("llm").join("qwen3");
+    assert!("chatgpt".parse::<RerankTemplate>().is_err());
+    let too_short = LlmReranker::load(
+        &dir,
+        RerankerOptions {
+            max_length: Some(10),
+            template: Some(RerankTemplate::Qwen3),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(too_short, Err(ModelError::InvalidInput(_))));
+    let r = LlmReranker::load(&dir, RerankerOptions::default()).unwrap();
+    assert_eq!(r.template(), RerankTemplate::Qwen3);
+    assert!(matches!(
+        r.encode_pair("  ", "doc"),
+        Err(ModelError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        r.encode_pair("q", ""),
+        Err(ModelError::InvalidInput(_))
+    ));
+    // An encoder directory is not an LLM reranker.
+    let encoder = fixture("golden").join("bert-classifier");
+    assert!(LlmReranker::load(&encoder, RerankerOptions::default()).is_err());
+}
