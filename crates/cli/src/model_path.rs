@@ -11,20 +11,32 @@ pub fn models_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("models"))
 }
 
-/// A path that exists is used as is; otherwise the name is looked up in [`models_dir`].
+/// A path that exists is used as is (a model directory, or a `.gguf` file); otherwise the name
+/// is looked up in [`models_dir`] and its `gguf/` folder.
 pub fn resolve(model: &str) -> Result<PathBuf> {
+    let is_model = |p: &std::path::Path| p.is_dir() || (p.is_file() && is_gguf(p));
     let direct = PathBuf::from(model);
-    if direct.is_dir() {
+    if is_model(&direct) {
         return Ok(direct);
     }
-    let named = models_dir().join(model);
-    if named.is_dir() {
-        return Ok(named);
+    for named in [
+        models_dir().join(model),
+        models_dir().join("gguf").join(model),
+    ] {
+        if is_model(&named) {
+            return Ok(named);
+        }
     }
     bail!(
         "model {model:?} not found: it is neither a directory nor a model in {} (run `sift models` to list installed ones, or scripts/setup.sh to fetch the defaults)",
         models_dir().display()
     )
+}
+
+/// A llama.cpp model file.
+pub fn is_gguf(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// The embedding model a collection was built with, as a model argument: its name when that

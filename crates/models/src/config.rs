@@ -245,21 +245,26 @@ impl ModelConfig {
         })
     }
 
-    /// The encoder-shaped summary of a decoder's config (what listings, `/info` and length
-    /// checks read), with the decoder's own config inside.
     fn from_decoder(
         value: &serde_json::Value,
         architectures: &[String],
         path: &Path,
     ) -> Result<Self> {
         let d = crate::decoder::DecoderConfig::from_value(value, path)?;
-        Ok(ModelConfig {
+        let name = architectures
+            .first()
+            .cloned()
+            .unwrap_or_else(|| d.model_type.clone());
+        Ok(Self::for_decoder(d, name))
+    }
+
+    /// The encoder-shaped summary of a decoder's config (what listings, `/info` and length
+    /// checks read), with the decoder's own config inside.
+    pub fn for_decoder(d: crate::decoder::DecoderConfig, architecture_name: String) -> Self {
+        ModelConfig {
             architecture: Architecture::Decoder,
             head: Head::CausalLm,
-            architecture_name: architectures
-                .first()
-                .cloned()
-                .unwrap_or_else(|| d.model_type.clone()),
+            architecture_name,
             vocab_size: d.vocab_size,
             hidden_size: d.hidden_size,
             num_layers: d.num_layers(),
@@ -273,7 +278,7 @@ impl ModelConfig {
             labels: Vec::new(),
             relative_attention_num_buckets: 0,
             decoder: Some(d),
-        })
+        }
     }
 
     /// Longest input in tokens the position embeddings allow. RoBERTa-style models reserve the

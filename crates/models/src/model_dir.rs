@@ -19,13 +19,16 @@ pub enum WeightFiles {
     Safetensors(Vec<PathBuf>),
     /// `pytorch_model.bin` (a pickled state dict), read without Python.
     PyTorch(PathBuf),
+    /// One GGUF file (llama.cpp's format): config, tokenizer and weights in one, read by
+    /// [`crate::decoder::GgufModel`].
+    Gguf(PathBuf),
 }
 
 impl WeightFiles {
     pub fn paths(&self) -> Vec<&Path> {
         match self {
             WeightFiles::Safetensors(p) => p.iter().map(|p| p.as_path()).collect(),
-            WeightFiles::PyTorch(p) => vec![p.as_path()],
+            WeightFiles::PyTorch(p) | WeightFiles::Gguf(p) => vec![p.as_path()],
         }
     }
 }
@@ -66,6 +69,22 @@ impl ModelDir {
         })
     }
 
+    /// A GGUF file seen as a model "directory": its path, the config its metadata gives, no
+    /// sentence-transformers or rerank settings.
+    pub fn for_gguf(path: &Path, config: ModelConfig) -> Self {
+        ModelDir {
+            path: path.to_owned(),
+            config,
+            sentence_transformers: SentenceTransformersConfig::default(),
+            rerank_settings: crate::rerank::RerankSettings::default(),
+        }
+    }
+
+    /// True when the model is one GGUF file rather than a directory.
+    pub fn is_gguf(&self) -> bool {
+        self.path.is_file()
+    }
+
     /// A short name for listings and API responses: the directory's name.
     pub fn name(&self) -> String {
         self.path
@@ -75,6 +94,9 @@ impl ModelDir {
     }
 
     pub fn weight_files(&self) -> Result<WeightFiles> {
+        if self.is_gguf() {
+            return Ok(WeightFiles::Gguf(self.path.clone()));
+        }
         let single = self.path.join("model.safetensors");
         if single.is_file() {
             return Ok(WeightFiles::Safetensors(vec![single]));
@@ -119,10 +141,12 @@ impl ModelDir {
             }
             Ok(())
         };
-        add_file(&self.path.join("config.json"))?;
-        let tokenizer = self.path.join("tokenizer.json");
-        if tokenizer.is_file() {
-            add_file(&tokenizer)?;
+        if !self.is_gguf() {
+            add_file(&self.path.join("config.json"))?;
+            let tokenizer = self.path.join("tokenizer.json");
+            if tokenizer.is_file() {
+                add_file(&tokenizer)?;
+            }
         }
         for p in self.weight_files()?.paths() {
             add_file(p)?;
@@ -190,6 +214,10 @@ impl ModelDir {
             WeightFiles::PyTorch(path) => {
                 VarBuilder::from_pth(path, DType::F32, device).map_err(|e| wrap(path, e))
             }
+            WeightFiles::Gguf(path) => Err(ModelError::Weights {
+                path: path.clone(),
+                reason: "a GGUF file is read whole by GgufModel, not through a VarBuilder".into(),
+            }),
         }
     }
 

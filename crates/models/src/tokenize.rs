@@ -55,6 +55,11 @@ impl TextTokenizer {
         }
         let base = Tokenizer::from_file(&path)
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::from_tokenizer(base, max_length, use_type_ids)
+    }
+
+    /// Wraps a tokenizer built in memory (from a GGUF file's vocabulary).
+    pub fn from_tokenizer(base: Tokenizer, max_length: usize, use_type_ids: bool) -> Result<Self> {
         let with = |strategy| -> Result<Tokenizer> {
             let mut t = base.clone();
             t.with_padding(None);

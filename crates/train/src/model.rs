@@ -96,6 +96,7 @@ pub(crate) fn read_tensors(dir: &ModelDir) -> Result<BTreeMap<String, Tensor>> {
                 }
             }
         }
+        sift_models::model_dir::WeightFiles::Gguf(_) => return Err(decoder_base()),
         sift_models::model_dir::WeightFiles::PyTorch(p) => {
             for (name, t) in candle_core::pickle::read_all(p).map_err(|e| wrap(p, e))? {
                 out.insert(name, t.to_dtype(DType::F32)?);

@@ -28,6 +28,16 @@ pub fn run(args: ModelsArgs) -> Result<()> {
         .map(|e| e.path())
         .filter(|p| p.is_dir() && p.join("config.json").is_file())
         .collect();
+    // GGUF files, in the folder or in its gguf/ (where scripts/setup.sh --gguf puts them).
+    for dir in [root.clone(), root.join("gguf")] {
+        if let Ok(read) = std::fs::read_dir(&dir) {
+            entries.extend(
+                read.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file() && crate::model_path::is_gguf(p)),
+            );
+        }
+    }
     entries.sort();
 
     let mut rows = Vec::new();
@@ -37,7 +47,15 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        let row = match ModelDir::open(&path) {
+        let opened = if path.is_file() {
+            sift_models::decoder::GgufModel::read_config(&path).map(|c| {
+                let name = format!("{} (GGUF)", c.model_type);
+                ModelDir::for_gguf(&path, sift_models::ModelConfig::for_decoder(c, name))
+            })
+        } else {
+            ModelDir::open(&path)
+        };
+        let row = match opened {
             Ok(dir) => {
                 let st = &dir.sentence_transformers;
                 let c = &dir.config;

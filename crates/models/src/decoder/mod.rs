@@ -2,7 +2,9 @@
 //! sift runs them as rerankers ([`crate::llm_reranker`]), reading one position's logits.
 
 mod config;
+mod gguf;
 mod model;
 
 pub use config::{DecoderConfig, DecoderFamily, LayerSpec, Rope};
+pub use gguf::GgufModel;
 pub use model::{Decoder, PrefixCache};

@@ -10,7 +10,8 @@ mod template;
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 pub use template::{PairEncoder, RerankTemplate};
@@ -54,19 +55,44 @@ impl LlmReranker {
                 path: dir.path.join("config.json"),
                 reason: format!("{} is not a decoder LLM", dir.config.architecture_name),
             })?;
-        if options.engine.engine == crate::EngineChoice::Onnx
-            || options.engine.precision != crate::Precision::F32
-        {
-            return Err(ModelError::InvalidInput(
-                "LLM rerankers run on candle in f32 for now (--engine candle or auto, --precision f32)"
-                    .into(),
-            ));
-        }
+        let raw = raw_tokenizer(&dir.path)?;
+        let specials = SpecialTokens::from_dir(&dir.path, &raw, &config)?;
+        let vb = dir.var_builder(&Device::Cpu)?;
+        Self::build(dir, config, raw, specials, vb, options)
+    }
+
+    /// Loads a GGUF file: config, tokenizer and special tokens from its metadata, weights
+    /// dequantized to f32.
+    pub fn from_gguf(path: &Path, options: RerankerOptions) -> Result<Self> {
+        check_engine(&options)?;
+        let gguf = crate::decoder::GgufModel::read(path)?;
+        let config = gguf.config.clone();
+        let name = format!("{} (GGUF)", config.model_type);
+        let dir = ModelDir::for_gguf(path, crate::ModelConfig::for_decoder(config.clone(), name));
+        let specials = SpecialTokens {
+            bos: gguf.bos_token_id,
+            pad: gguf.pad_token_id,
+        };
+        let vb = VarBuilder::from_tensors(gguf.tensors, DType::F32, &Device::Cpu);
+        let mut raw = gguf.tokenizer;
+        raw.with_padding(None);
+        raw.with_truncation(None)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Self::build(dir, config, raw, specials, vb, options)
+    }
+
+    fn build(
+        dir: ModelDir,
+        config: DecoderConfig,
+        raw_tokenizer: Tokenizer,
+        specials: SpecialTokens,
+        vb: VarBuilder,
+        options: RerankerOptions,
+    ) -> Result<Self> {
+        check_engine(&options)?;
         let template = options
             .template
             .unwrap_or_else(|| RerankTemplate::for_model_type(&config.model_type));
-        let raw_tokenizer = raw_tokenizer(&dir.path)?;
-        let specials = SpecialTokens::from_dir(&dir.path, &raw_tokenizer, &config)?;
         let encoder_at = |max_length: usize| {
             PairEncoder::new(
                 template,
@@ -96,8 +122,11 @@ impl LlmReranker {
                 }
             }
         }
-        let tokenizer = TextTokenizer::from_dir(&dir.path, encoder.max_total_length(), false)?;
-        let vb = dir.var_builder(&Device::Cpu)?;
+        let tokenizer = TextTokenizer::from_tokenizer(
+            raw_tokenizer.clone(),
+            encoder.max_total_length(),
+            false,
+        )?;
         let decoder = Decoder::load(config, vb, encoder.output_tokens()).map_err(|e| {
             ModelError::Weights {
                 path: dir.path.clone(),
@@ -118,8 +147,13 @@ impl LlmReranker {
         })
     }
 
-    pub fn load(dir: impl AsRef<Path>, options: RerankerOptions) -> Result<Self> {
-        Self::from_dir(ModelDir::open(dir)?, options)
+    /// Loads a model directory, or a GGUF file.
+    pub fn load(path: impl AsRef<Path>, options: RerankerOptions) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_file() {
+            return Self::from_gguf(path, options);
+        }
+        Self::from_dir(ModelDir::open(path)?, options)
     }
 
     pub fn template(&self) -> RerankTemplate {
@@ -164,6 +198,18 @@ impl LlmReranker {
             .last_token_logits(&ids, &lengths, Some(&cache), layers)?
             .to_vec2()?)
     }
+}
+
+fn check_engine(options: &RerankerOptions) -> Result<()> {
+    if options.engine.engine == crate::EngineChoice::Onnx
+        || options.engine.precision != crate::Precision::F32
+    {
+        return Err(ModelError::InvalidInput(
+            "LLM rerankers run on candle in f32 for now (--engine candle or auto, --precision f32)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Tokens every row starts with, leaving each row at least one token of its own (the last

@@ -12,8 +12,12 @@ use crate::model_dir::ModelDir;
 
 /// Loads the rerank model in `dir`, choosing the implementation from its `config.json`:
 /// `*ForSequenceClassification` checkpoints are cross-encoders, decoder LLMs (`*ForCausalLM`)
-/// are LLM rerankers.
+/// are LLM rerankers, and so is a `.gguf` file.
 pub fn load_reranker(dir: impl AsRef<Path>, options: RerankerOptions) -> Result<Arc<dyn Reranker>> {
+    // A single file is a GGUF model (llama.cpp's format); only decoders come that way.
+    if dir.as_ref().is_file() {
+        return Ok(Arc::new(LlmReranker::from_gguf(dir.as_ref(), options)?));
+    }
     let dir = ModelDir::open(dir)?;
     match dir.config.head {
         Head::SequenceClassification => Ok(Arc::new(CrossEncoder::from_dir(dir, options)?)),
