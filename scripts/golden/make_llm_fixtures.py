@@ -18,6 +18,13 @@ FlagEmbedding's FlagLLMReranker (right padding), both re-typed here step by step
 sources — and writes the model plus the reference token ids, output logits and scores to
 crates/models/tests/fixtures/llm/<name>/.
 
+The layerwise MiniCPM reranker (bge-reranker-v2-minicpm-layerwise's architecture: one scoring
+head per layer from `start_layer`) is scored by FlagEmbedding's own code, not a re-typing:
+`FlagEmbedding==1.4.2`'s LayerWiseLLMReranker (and its modeling_minicpm_reranker.py) at every
+cutoff layer; `pip install FlagEmbedding==1.4.2` into the same venv. Its modeling file calls a
+cache method transformers 4.5x removed, so the tiny model's config says `use_cache: false`
+(scoring never uses the cache).
+
 Configs are written as transformers 4.x saves them (`rope_theta` at the top level,
 `rope_scaling`, `torch_dtype`); one copy of the Qwen3 model is rewritten in the 5.x layout
 (`rope_parameters`, `dtype`) to check both read the same. Weights: f32
@@ -26,6 +33,7 @@ sharded checkpoint with model.safetensors.index.json.
 """
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -133,8 +141,9 @@ def randomize(model, seed, gemma):
                 p.copy_(0.3 * noise)
 
 
-def qwen3_recipe(tokenizer, model, pairs, max_length, instruction=None):
-    """The Qwen3-Reranker model card's code, step by step."""
+def qwen3_inputs(tokenizer, pairs, max_length, instruction=None):
+    """The Qwen3-Reranker model card's tokenization, step by step: ids per pair, then the padded
+    batch (left padding)."""
     tokenizer.padding_side = "left"
     prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
               "and the Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n"
@@ -150,7 +159,12 @@ def qwen3_recipe(tokenizer, model, pairs, max_length, instruction=None):
     for i, ele in enumerate(inputs["input_ids"]):
         inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
     ids = [list(x) for x in inputs["input_ids"]]
-    inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
+    return ids, tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
+
+
+def qwen3_recipe(tokenizer, model, pairs, max_length, instruction=None):
+    """The Qwen3-Reranker model card's scoring: P(yes) from the yes/no logits at the last token."""
+    ids, inputs = qwen3_inputs(tokenizer, pairs, max_length, instruction)
     true_id = tokenizer.convert_tokens_to_ids("yes")
     false_id = tokenizer.convert_tokens_to_ids("no")
     with torch.no_grad():
@@ -160,8 +174,9 @@ def qwen3_recipe(tokenizer, model, pairs, max_length, instruction=None):
     return ids, rows, (rows[:, 0] - rows[:, 1]), probs
 
 
-def bge_recipe(tokenizer, model, pairs, max_length, prompt=None):
-    """FlagEmbedding's BaseLLMReranker.compute_score_single_gpu, step by step."""
+def bge_inputs(tokenizer, pairs, max_length, prompt=None):
+    """FlagEmbedding's BaseLLMReranker.compute_score_single_gpu tokenization, step by step: ids
+    per pair, then the padded batch (right padding, multiples of 8)."""
     tokenizer.padding_side = "right"
     query_max_length = max_length * 3 // 4
     queries = [f"A: {q}" for q, _ in pairs]
@@ -189,12 +204,17 @@ def bge_recipe(tokenizer, model, pairs, max_length, prompt=None):
         item["attention_mask"] = [1] * len(item["input_ids"])
         items.append({"input_ids": item["input_ids"], "attention_mask": item["attention_mask"]})
     ids = [list(x["input_ids"]) for x in items]
-    batch = tokenizer.pad(items, padding=True, pad_to_multiple_of=8, return_tensors="pt")
+    return ids, tokenizer.pad(items, padding=True, pad_to_multiple_of=8, return_tensors="pt")
+
+
+def bge_recipe(tokenizer, model, pairs, max_length, prompt=None):
+    """FlagEmbedding's scoring: the "Yes" logit at each row's last real token."""
+    ids, batch = bge_inputs(tokenizer, pairs, max_length, prompt)
     yes_loc = tokenizer("Yes", add_special_tokens=False)["input_ids"][0]
     with torch.no_grad():
         logits = model(**batch).logits
     lengths = batch["attention_mask"].sum(dim=1) - 1
-    last = torch.stack([logits[i, lengths[i], :] for i in range(len(items))])
+    last = torch.stack([logits[i, lengths[i], :] for i in range(len(ids))])
     rows = last[:, [yes_loc]]
     return ids, rows, rows[:, 0], torch.sigmoid(rows[:, 0])
 
@@ -260,6 +280,52 @@ def build(spec, tok, seed):
     return path
 
 
+def build_layerwise(tok, seed):
+    """A 3-layer LayerWiseMiniCPMForCausalLM (heads at layers 1, 2, 3), scored at every cutoff
+    layer by FlagEmbedding's LayerWiseLLMReranker."""
+    from FlagEmbedding.inference.reranker.decoder_only.layerwise import LayerWiseLLMReranker
+    from FlagEmbedding.inference.reranker.decoder_only.models.configuration_minicpm_reranker import (
+        LayerWiseMiniCPMConfig)
+    from FlagEmbedding.inference.reranker.decoder_only.models.modeling_minicpm_reranker import (
+        LayerWiseMiniCPMForCausalLM)
+
+    hf_tok = hf_tokenizer(tok, "right")
+    cfg = LayerWiseMiniCPMConfig(vocab_size=tok.get_vocab_size(), pad_token_id=hf_tok.pad_token_id,
+                                 bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
+                                 scale_emb=12.0, scale_depth=1.4, dim_model_base=8, start_layer=1,
+                                 head_multi=True, head_type="simple", rope_theta=1e4,
+                                 attn_implementation="eager", use_cache=False, **COMMON)
+    cfg.architectures = ["LayerWiseMiniCPMForCausalLM"]
+    torch.manual_seed(seed)
+    model = LayerWiseMiniCPMForCausalLM(cfg).eval()
+    randomize(model, seed, False)
+    path = OUT / "minicpm-layerwise"
+    if path.exists():
+        shutil.rmtree(path)
+    model.save_pretrained(path)
+    hf_tok.save_pretrained(path)
+    reranker = LayerWiseLLMReranker(str(path), use_fp16=False, devices=["cpu"], batch_size=4)
+    max_length = MAX_LENGTH["bge-llm"]
+    ids = bge_inputs(hf_tok, PAIRS, max_length)[0]
+    cases = []
+    for cutoff in [1, 2, 3]:
+        logits = reranker.compute_score(PAIRS, cutoff_layers=[cutoff], max_length=max_length,
+                                        normalize=False)
+        cases.append({
+            "template": "bge-llm",
+            "max_length": max_length,
+            "prompt": None,
+            "cutoff_layer": cutoff,
+            "pairs": [
+                {"query": q, "document": d, "input_ids": i, "output_logits": [round(float(l), 7)],
+                 "logit": round(float(l), 7), "score": round(1 / (1 + math.exp(-float(l))), 7)}
+                for (q, d), i, l in zip(PAIRS, ids, logits)
+            ],
+        })
+    (path / "expected.json").write_text(json.dumps({"cases": cases}, ensure_ascii=False, indent=1))
+    return path
+
+
 def new_layout(src, dst):
     """The same Qwen3 model with its config as transformers 5.x writes it."""
     if dst.exists():
@@ -283,6 +349,7 @@ def main():
         print("wrote", path)
     new_layout(OUT / "qwen3", OUT / "qwen3-v5-config")
     print("wrote", OUT / "qwen3-v5-config")
+    print("wrote", build_layerwise(tok, 2000))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,16 @@ pub struct LlmRerankFlags {
     /// providing a prediction of either 'Yes' or 'No'.").
     #[arg(long, env = "SIFT_RERANK_PROMPT", value_name = "TEXT")]
     pub rerank_prompt: Option<String>,
+
+    /// Layerwise LLM rerankers (bge-reranker-v2-minicpm-layerwise): stop after layer N and
+    /// score with its head; fewer layers, less time [default: all layers].
+    #[arg(long, env = "SIFT_CUTOFF_LAYER", value_name = "N")]
+    pub cutoff_layer: Option<usize>,
+
+    /// LLM rerankers: recompute the query's shared prompt prefix with every document instead of
+    /// once per batch (only to measure what sharing saves; scores are the same).
+    #[arg(long, hide = true)]
+    pub no_shared_prefix: bool,
 }
 
 impl LlmRerankFlags {
@@ -70,6 +80,8 @@ impl LlmRerankFlags {
             engine,
             template: self.rerank_template,
             prompt: self.rerank_prompt.clone(),
+            share_prefix: self.no_shared_prefix.then_some(false),
+            cutoff_layer: self.cutoff_layer,
             ..Default::default()
         }
     }

@@ -17,6 +17,7 @@ fn load(name: &str, case: &serde_json::Value, share_prefix: bool) -> LlmReranker
         template: Some(case["template"].as_str().unwrap().parse().unwrap()),
         prompt: case["prompt"].as_str().map(str::to_owned),
         share_prefix: Some(share_prefix),
+        cutoff_layer: case["cutoff_layer"].as_u64().map(|n| n as usize),
         ..Default::default()
     };
     LlmReranker::load(fixture("llm").join(name), options).unwrap()
@@ -25,7 +26,10 @@ fn load(name: &str, case: &serde_json::Value, share_prefix: bool) -> LlmReranker
 fn check(name: &str, expected_from: &str) {
     let expected = read_json(fixture("llm").join(expected_from).join("expected.json"));
     for case in expected["cases"].as_array().unwrap() {
-        let what = format!("{name} {} prompt={}", case["template"], case["prompt"]);
+        let what = format!(
+            "{name} {} prompt={} cutoff={}",
+            case["template"], case["prompt"], case["cutoff_layer"]
+        );
         let reranker = load(name, case, false);
         let pairs = case["pairs"].as_array().unwrap();
         let mut encoded = Vec::new();
@@ -119,6 +123,61 @@ fn gemma3_local_and_global_layers_match_flagembedding() {
     check("gemma3", "gemma3");
 }
 
+#[test]
+fn minicpm_layerwise_matches_flagembedding_at_every_cutoff_layer() {
+    check("minicpm-layerwise", "minicpm-layerwise");
+}
+
+/// A cutoff really skips the deeper layers: with NaN weights in layer 3, scores at cutoffs 1
+/// and 2 are unchanged and finite, and only the full depth turns NaN.
+#[test]
+fn a_cutoff_layer_never_runs_the_layers_after_it() {
+    let src = fixture("llm").join("minicpm-layerwise");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let weights = dir.path().join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    for (name, t) in tensors.iter_mut() {
+        if name.starts_with("model.layers.2.") {
+            *t = (t.ones_like().unwrap() * f64::NAN).unwrap();
+        }
+    }
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let expected = read_json(src.join("expected.json"));
+    for case in expected["cases"].as_array().unwrap() {
+        let cutoff = case["cutoff_layer"].as_u64().unwrap() as usize;
+        let reranker = LlmReranker::load(
+            dir.path(),
+            RerankerOptions {
+                max_length: Some(case["max_length"].as_u64().unwrap() as usize),
+                cutoff_layer: Some(cutoff),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let p = &case["pairs"][0];
+        let (enc, _) = reranker
+            .encode_pair(
+                p["query"].as_str().unwrap(),
+                p["document"].as_str().unwrap(),
+            )
+            .unwrap();
+        let got = reranker.score_pairs(&[enc], &mut |_| {}).unwrap()[0].logit;
+        if cutoff < 3 {
+            let want = p["logit"].as_f64().unwrap() as f32;
+            assert!(
+                (got - want).abs() <= TOLERANCE,
+                "cutoff {cutoff}: {got} vs {want}"
+            );
+        } else {
+            assert!(got.is_nan(), "the full depth runs the poisoned layer");
+        }
+    }
+}
+
 /// Prefix keys and values reused for every row equal one pass over the whole sequences, for
 /// every family (windows, soft-capping and rotary bases included), at ragged suffix lengths.
 #[test]
@@ -147,7 +206,9 @@ fn a_shared_prefix_equals_one_pass_over_the_whole_sequence() {
             .collect();
         let whole = reranker.output_logits(&rows).unwrap();
 
-        let cache = decoder.prefix_cache(&prefix).unwrap();
+        let cache = decoder
+            .prefix_cache(&prefix, decoder.config().num_layers())
+            .unwrap();
         let width = suffixes.iter().map(Vec::len).max().unwrap();
         let mut ids = vec![0u32; suffixes.len() * width];
         for (i, s) in suffixes.iter().enumerate() {
@@ -194,6 +255,32 @@ fn bad_templates_lengths_and_inputs_are_errors() {
         r.encode_pair("q", ""),
         Err(ModelError::InvalidInput(_))
     ));
+    // Cutoff layers: only layerwise models, only where they have heads.
+    let layerwise = fixture("llm").join("minicpm-layerwise");
+    for bad in [0, 4, 100] {
+        let e = LlmReranker::load(
+            &layerwise,
+            RerankerOptions {
+                cutoff_layer: Some(bad),
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("1..=3"), "{e}");
+    }
+    let e = LlmReranker::load(
+        &dir,
+        RerankerOptions {
+            cutoff_layer: Some(1),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("layerwise"), "{e}");
     // An encoder directory is not an LLM reranker.
     let encoder = fixture("golden").join("bert-classifier");
     assert!(LlmReranker::load(&encoder, RerankerOptions::default()).is_err());

@@ -63,6 +63,11 @@ pub struct BenchArgs {
     #[arg(long)]
     batch_tokens: Option<usize>,
 
+    /// LLM rerankers: recompute the prefix the pairs share with every pair (to measure what
+    /// sharing it saves).
+    #[arg(long)]
+    no_shared_prefix: bool,
+
     /// f32, or int8 (ONNX Runtime only).
     #[arg(long, default_value = "f32")]
     precision: sift_models::Precision,
@@ -118,7 +123,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let dir = resolve(model_arg)?;
     let engine = args.engine.options(args.precision);
-    let model = Model::load(&dir, task, engine, args.batch_tokens)?;
+    let model = Model::load(
+        &dir,
+        task,
+        engine,
+        args.batch_tokens,
+        !args.no_shared_prefix,
+    )?;
     let sequences = match (&args.input, &args.synthetic) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
@@ -186,6 +197,7 @@ impl Model {
         task: Task,
         engine: EngineOptions,
         batch_tokens: Option<usize>,
+        share_prefix: bool,
     ) -> Result<Self> {
         Ok(match task {
             Task::Embed => Model::Embed(Box::new(Embedder::load(
@@ -201,6 +213,7 @@ impl Model {
                 RerankerOptions {
                     engine,
                     max_batch_tokens: batch_tokens,
+                    share_prefix: Some(share_prefix),
                     ..Default::default()
                 },
             )?),

@@ -35,6 +35,10 @@ pub enum DecoderFamily {
     /// Gemma 3 (text): Gemma 2 without soft-capping, with query/key norms and a different
     /// rotary base for local (sliding) and global layers.
     Gemma3,
+    /// MiniCPM: Llama with scaled embeddings (`scale_emb`) and depth-scaled residuals
+    /// (`scale_depth / sqrt(layers)`); FlagEmbedding's layerwise reranker adds a one-output head
+    /// per layer from `start_layer` on.
+    MiniCpm,
 }
 
 impl DecoderFamily {
@@ -47,6 +51,7 @@ impl DecoderFamily {
             "gemma" => DecoderFamily::Gemma,
             "gemma2" => DecoderFamily::Gemma2,
             "gemma3_text" => DecoderFamily::Gemma3,
+            "minicpm" => DecoderFamily::MiniCpm,
             _ => return None,
         })
     }
@@ -76,6 +81,14 @@ pub struct LayerSpec {
     pub rope: Rope,
 }
 
+/// FlagEmbedding's layerwise heads (bge-reranker-v2-minicpm-layerwise): `lm_head.{i}` scores the
+/// final-normed hidden state after `start_layer + i` layers with one output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerwiseHeads {
+    /// The shallowest layer with a head; heads cover `start_layer..=num_layers`.
+    pub start_layer: usize,
+}
+
 /// Everything that decides how a decoder is built and run.
 #[derive(Debug, Clone)]
 pub struct DecoderConfig {
@@ -101,8 +114,16 @@ pub struct DecoderConfig {
     pub qk_norm: bool,
     /// Gemma stores norm weights as offsets from 1: the scale is `1 + w`.
     pub norm_adds_one: bool,
-    /// Embeddings multiplied by `sqrt(hidden_size)` (Gemma).
-    pub scale_embeddings: bool,
+    /// Embeddings multiplied by this: `sqrt(hidden_size)` (Gemma), `scale_emb` (MiniCPM).
+    pub embedding_scale: Option<f64>,
+    /// Each layer's attention and MLP outputs are multiplied by this before the residual add:
+    /// MiniCPM's `scale_depth / sqrt(num_layers)`; 1 elsewhere.
+    pub residual_scale: f64,
+    /// The final hidden state is multiplied by this before the vocabulary projection:
+    /// MiniCPM's `dim_model_base / hidden_size`; 1 elsewhere.
+    pub head_input_scale: f64,
+    /// Per-layer one-output heads instead of the vocabulary projection.
+    pub layerwise: Option<LayerwiseHeads>,
     /// Norms after attention and after the MLP too (Gemma 2 and 3).
     pub sandwich_norms: bool,
     /// Multiplies attention scores: `head_dim^-0.5`, or Gemma 2/3's
@@ -300,7 +321,7 @@ impl DecoderConfig {
             rms_norm_eps: f64_field("rms_norm_eps")?.unwrap_or(1e-6),
             max_position_embeddings: usize_field("max_position_embeddings")?.unwrap_or(
                 match family {
-                    DecoderFamily::Llama => 2048,
+                    DecoderFamily::Llama | DecoderFamily::MiniCpm => 2048,
                     DecoderFamily::Gemma | DecoderFamily::Gemma2 => 8192,
                     DecoderFamily::Gemma3 => 131_072,
                     DecoderFamily::Qwen2 | DecoderFamily::Qwen3 => 32_768,
@@ -312,17 +333,66 @@ impl DecoderConfig {
             mlp_bias: bool_field("mlp_bias").unwrap_or(false),
             qk_norm: matches!(family, DecoderFamily::Qwen3 | DecoderFamily::Gemma3),
             norm_adds_one: family.is_gemma(),
-            scale_embeddings: family.is_gemma(),
+            embedding_scale: match family {
+                _ if family.is_gemma() => Some((hidden_size as f64).sqrt()),
+                DecoderFamily::MiniCpm => Some(f64_field("scale_emb")?.unwrap_or(1.0)),
+                _ => None,
+            },
+            residual_scale: match family {
+                DecoderFamily::MiniCpm => {
+                    f64_field("scale_depth")?.unwrap_or(1.0) / (num_layers as f64).sqrt()
+                }
+                _ => 1.0,
+            },
+            head_input_scale: match family {
+                DecoderFamily::MiniCpm => {
+                    f64_field("dim_model_base")?.unwrap_or(1.0) / hidden_size as f64
+                }
+                _ => 1.0,
+            },
+            layerwise: layerwise_heads(v, family, num_layers, &invalid)?,
             sandwich_norms: gemma23,
             attention_scale,
             attention_softcap,
             final_logit_softcap,
-            // Gemma ties by default; Llama, Mistral and Qwen do not (Qwen3-0.6B's config says so).
-            tie_word_embeddings: bool_field("tie_word_embeddings").unwrap_or(family.is_gemma()),
+            // Gemma and MiniCPM tie by default; Llama, Mistral and Qwen do not (Qwen3-0.6B's config says so).
+            tie_word_embeddings: bool_field("tie_word_embeddings")
+                .unwrap_or(family.is_gemma() || family == DecoderFamily::MiniCpm),
             bos_token_id: id("bos_token_id"),
             pad_token_id: id("pad_token_id"),
         })
     }
+}
+
+/// FlagEmbedding's layerwise heads when the config declares them (`head_type`, `start_layer`):
+/// only the published kind, one output per layer (`head_type: "simple"`, `head_multi: true`).
+fn layerwise_heads(
+    v: &Value,
+    family: DecoderFamily,
+    num_layers: usize,
+    invalid: &dyn Fn(String) -> ModelError,
+) -> Result<Option<LayerwiseHeads>> {
+    let declared = v.get("head_type").is_some() || v.get("start_layer").is_some();
+    if family != DecoderFamily::MiniCpm || !declared {
+        return Ok(None);
+    }
+    let head_type = v
+        .get("head_type")
+        .and_then(Value::as_str)
+        .unwrap_or("simple");
+    let multi = v.get("head_multi").and_then(Value::as_bool).unwrap_or(true);
+    if head_type != "simple" || !multi {
+        return Err(invalid(format!(
+            "layerwise head_type {head_type:?} with head_multi {multi} is not supported (the published bge-reranker-v2-minicpm-layerwise uses \"simple\" heads, one per layer)"
+        )));
+    }
+    let start_layer = v.get("start_layer").and_then(Value::as_u64).unwrap_or(8) as usize;
+    if start_layer == 0 || start_layer > num_layers {
+        return Err(invalid(format!(
+            "start_layer {start_layer} must be within 1..={num_layers}"
+        )));
+    }
+    Ok(Some(LayerwiseHeads { start_layer }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,7 +435,7 @@ fn layer_types(
     let kinds = (0..num_layers).map(|i| match family {
         // Mistral's sliding window spans every layer; Llama configs carry none.
         DecoderFamily::Llama if has_window => LayerKind::Sliding,
-        DecoderFamily::Llama | DecoderFamily::Gemma => LayerKind::Full,
+        DecoderFamily::Llama | DecoderFamily::Gemma | DecoderFamily::MiniCpm => LayerKind::Full,
         // Qwen: only with use_sliding_window, and then from max_window_layers on.
         DecoderFamily::Qwen2 | DecoderFamily::Qwen3 => {
             let used = v

@@ -93,6 +93,8 @@ pub struct Decoder {
     norm: RmsNorm,
     /// `[n, hidden]`: the output projection's rows for the tokens the caller reads.
     head_rows: Tensor,
+    /// Layerwise models: `[1, hidden]` per layer from `start_layer` (index = layer − start).
+    layer_heads: Vec<Tensor>,
     device: Device,
 }
 
@@ -156,7 +158,9 @@ impl Decoder {
             });
         }
         let norm = RmsNorm::load(h, &config, body.pp("norm"))?;
-        let head = if !config.tie_word_embeddings || vb.contains_tensor("lm_head.weight") {
+        let head = if config.layerwise.is_none()
+            && (!config.tie_word_embeddings || vb.contains_tensor("lm_head.weight"))
+        {
             vb.get((config.vocab_size, h), "lm_head.weight")?
         } else {
             embed_tokens.clone()
@@ -172,12 +176,20 @@ impl Decoder {
         }
         let rows = Tensor::new(output_tokens, &device)?;
         let head_rows = head.index_select(&rows, 0)?.contiguous()?;
+        let layer_heads = match config.layerwise {
+            Some(lw) => (lw.start_layer..=config.num_layers())
+                .enumerate()
+                .map(|(i, _)| vb.get((1, h), &format!("lm_head.{i}.linear_head.weight")))
+                .collect::<candle_core::Result<_>>()?,
+            None => Vec::new(),
+        };
         Ok(Decoder {
             config,
             embed_tokens,
             layers,
             norm,
             head_rows,
+            layer_heads,
             device,
         })
     }
@@ -190,19 +202,20 @@ impl Decoder {
         &self.device
     }
 
-    /// Runs the shared prefix `ids` once (batch of one) and keeps every layer's keys and values.
-    pub fn prefix_cache(&self, ids: &[u32]) -> candle_core::Result<PrefixCache> {
+    /// Runs the shared prefix `ids` once (batch of one) through the first `num_layers` layers
+    /// and keeps their keys and values.
+    pub fn prefix_cache(&self, ids: &[u32], num_layers: usize) -> candle_core::Result<PrefixCache> {
         let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-        let mut layers = Vec::with_capacity(self.layers.len());
-        self.run(&input, None, self.layers.len(), Some(&mut layers))?;
+        let mut layers = Vec::with_capacity(num_layers);
+        self.run(&input, None, num_layers, Some(&mut layers))?;
         Ok(PrefixCache {
             layers,
             len: ids.len(),
         })
     }
 
-    /// Output logits `[b, n]` (n = the `output_tokens` given at load) at each row's last real
-    /// token, after `num_layers` layers. `input_ids` is `[b, t]`, right-padded; `lengths` are
+    /// Output logits `[b, n]` (n = the `output_tokens` given at load; 1 for layerwise models:
+    /// the head of layer `num_layers`) at each row's last real token, after `num_layers` layers. `input_ids` is `[b, t]`, right-padded; `lengths` are
     /// the rows' real lengths (at least 1 each); `prefix` holds keys and values of tokens that
     /// precede every row.
     pub fn last_token_logits(
@@ -226,7 +239,29 @@ impl Decoder {
             .reshape((b * t, h))?
             .index_select(&Tensor::new(flat, &self.device)?, 0)?;
         let last = self.norm.forward(&last)?;
-        let logits = last.matmul(&self.head_rows.t()?)?;
+        let logits = match self.config.layerwise {
+            Some(lw) => {
+                let head = num_layers
+                    .checked_sub(lw.start_layer)
+                    .and_then(|i| self.layer_heads.get(i))
+                    .ok_or_else(|| {
+                        candle_core::Error::Msg(format!(
+                            "layer {num_layers} has no head (heads cover {}..={})",
+                            lw.start_layer,
+                            self.config.num_layers()
+                        ))
+                    })?;
+                last.matmul(&head.t()?)?
+            }
+            None => {
+                let last = if self.config.head_input_scale != 1.0 {
+                    (last * self.config.head_input_scale)?
+                } else {
+                    last
+                };
+                last.matmul(&self.head_rows.t()?)?
+            }
+        };
         match self.config.final_logit_softcap {
             Some(cap) => (logits / cap)?.tanh()? * cap,
             None => Ok(logits),
@@ -243,12 +278,21 @@ impl Decoder {
     ) -> candle_core::Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         let start = prefix.map_or(0, |p| p.len);
+        if num_layers == 0 || num_layers > self.layers.len() {
+            candle_core::bail!(
+                "cannot stop after layer {num_layers}: the model has {} layers",
+                self.layers.len()
+            );
+        }
+        if prefix.is_some_and(|p| p.layers.len() < num_layers) {
+            candle_core::bail!("the prefix cache holds fewer layers than {num_layers}");
+        }
         let mut x = self
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, self.config.hidden_size))?;
-        if self.config.scale_embeddings {
-            x = (x * (self.config.hidden_size as f64).sqrt())?;
+        if let Some(scale) = self.config.embedding_scale {
+            x = (x * scale)?;
         }
         let mut rotations = RotationCache::default();
         for (i, layer) in self.layers.iter().take(num_layers).enumerate() {
@@ -262,7 +306,13 @@ impl Decoder {
             if let Some(keep) = keep.as_deref_mut() {
                 keep.push(kv);
             }
+            let scale = self.config.residual_scale;
             x = match &layer.feedforward_norms {
+                None if scale != 1.0 => {
+                    let h = (residual + (attn * scale)?)?;
+                    let m = self.mlp(&layer.mlp, &layer.post_attention_norm.forward(&h)?)?;
+                    (h + (m * scale)?)?
+                }
                 None => {
                     let h = (residual + attn)?;
                     let m = self.mlp(&layer.mlp, &layer.post_attention_norm.forward(&h)?)?;

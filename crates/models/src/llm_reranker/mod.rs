@@ -41,6 +41,8 @@ pub struct LlmReranker {
     dir: ModelDir,
     max_batch_tokens: usize,
     share_prefix: bool,
+    /// Layers run per pair: all, or the cutoff of a layerwise model.
+    num_layers: usize,
 }
 
 impl LlmReranker {
@@ -122,6 +124,7 @@ impl LlmReranker {
                 }
             }
         }
+        let num_layers = cutoff_layer(&config, options.cutoff_layer)?;
         let tokenizer = TextTokenizer::from_tokenizer(
             raw_tokenizer.clone(),
             encoder.max_total_length(),
@@ -144,6 +147,7 @@ impl LlmReranker {
                 .unwrap_or(DEFAULT_LLM_BATCH_TOKENS)
                 .max(1),
             share_prefix: options.share_prefix.unwrap_or(true),
+            num_layers,
         })
     }
 
@@ -164,6 +168,11 @@ impl LlmReranker {
         &self.decoder
     }
 
+    /// Layers each pair runs through.
+    pub fn num_layers(&self) -> usize {
+        self.num_layers
+    }
+
     /// Output-row logits `[n]` at the last token of each pair, in input order, all in one pass
     /// without prefix sharing: what the golden tests compare with the reference.
     pub fn output_logits(&self, pairs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
@@ -171,13 +180,13 @@ impl LlmReranker {
         let (ids, lengths) = pad_rows(&rows, 0, self.decoder.device())?;
         Ok(self
             .decoder
-            .last_token_logits(&ids, &lengths, None, self.decoder.config().num_layers())?
+            .last_token_logits(&ids, &lengths, None, self.num_layers)?
             .to_vec2()?)
     }
 
     /// Logits of one planned batch, sharing the rows' common prefix when it is long enough.
     fn batch_logits(&self, rows: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
-        let layers = self.decoder.config().num_layers();
+        let layers = self.num_layers;
         let device = self.decoder.device();
         let shared = if self.share_prefix && rows.len() > 1 {
             shared_prefix(rows)
@@ -191,12 +200,29 @@ impl LlmReranker {
                 .last_token_logits(&ids, &lengths, None, layers)?
                 .to_vec2()?);
         }
-        let cache = self.decoder.prefix_cache(&rows[0].ids[..shared])?;
+        let cache = self.decoder.prefix_cache(&rows[0].ids[..shared], layers)?;
         let (ids, lengths) = pad_rows(rows, shared, device)?;
         Ok(self
             .decoder
             .last_token_logits(&ids, &lengths, Some(&cache), layers)?
             .to_vec2()?)
+    }
+}
+
+/// Layers to run: every layer, or a layerwise model's cutoff (within its heads' range).
+fn cutoff_layer(config: &DecoderConfig, cutoff: Option<usize>) -> Result<usize> {
+    let total = config.num_layers();
+    match (cutoff, config.layerwise) {
+        (None, _) => Ok(total),
+        (Some(n), Some(lw)) if (lw.start_layer..=total).contains(&n) => Ok(n),
+        (Some(n), Some(lw)) => Err(ModelError::InvalidInput(format!(
+            "cutoff layer {n} is out of range: this model scores at layers {}..={total}",
+            lw.start_layer
+        ))),
+        (Some(_), None) => Err(ModelError::InvalidInput(format!(
+            "a cutoff layer needs a layerwise model (one scoring head per layer, e.g. bge-reranker-v2-minicpm-layerwise); {} has one head after its last layer",
+            config.model_type
+        ))),
     }
 }
 

@@ -39,6 +39,9 @@ pub struct RerankerOptions {
     /// LLM rerankers: run the prefix a batch's pairs share once (default on; off only to
     /// measure what it saves).
     pub share_prefix: Option<bool>,
+    /// Layerwise LLM rerankers: stop after this many layers and score with that layer's head
+    /// (default: all layers).
+    pub cutoff_layer: Option<usize>,
 }
 
 /// The score of one document (or one window of it).
