@@ -176,3 +176,75 @@ fn sift_serve_reranks_with_an_llm_on_tei_and_cohere_routes() {
     }
     assert!(checked >= 4);
 }
+
+/// `sift models` lists decoder directories and GGUF files (in the folder's gguf/) with their
+/// recipe, layers and weight types, and `--model NAME` finds a GGUF file by its file name.
+#[test]
+fn sift_models_lists_llm_rerankers_and_gguf_files_resolve_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        llm_fixture("minicpm-layerwise"),
+        dir.path().join("layerwise"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("gguf")).unwrap();
+    let smol = common::models_dir().join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(smol.is_file(), "run scripts/setup.sh --gguf");
+    std::os::unix::fs::symlink(&smol, dir.path().join("gguf/smol.gguf")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sift"))
+        .args(["models", "--json"])
+        .env("SIFT_MODELS_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
+    let layerwise = find("layerwise");
+    assert_eq!(layerwise["role"], "llm-reranker");
+    assert_eq!(layerwise["recipe"], "bge-llm");
+    assert_eq!(layerwise["layerwise_heads"], "1..=3");
+    assert_eq!(layerwise["layers"], 3);
+    let gguf = find("smol.gguf");
+    assert_eq!(gguf["role"], "llm-reranker");
+    assert!(gguf["weights"].as_str().unwrap().contains("Q4_1"), "{gguf}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sift"))
+        .args(["rerank", "--model", "smol.gguf", "-q", "capital of France"])
+        .args(["Paris is the capital of France.", "Bananas are yellow."])
+        .env("SIFT_MODELS_DIR", dir.path())
+        .env("SIFT_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ranked: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ranked.len(), 2);
+    assert!(ranked.iter().all(|r| f(&r["logit"]).is_finite()));
+}
+
+#[test]
+fn a_cutoff_layer_outside_the_heads_is_refused_by_the_cli() {
+    let out = sift(&[
+        "rerank",
+        "--model",
+        &llm_fixture("minicpm-layerwise"),
+        "--cutoff-layer",
+        "9",
+        "-q",
+        "q",
+        "d",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cutoff layer 9") && err.contains("1..=3"),
+        "{err}"
+    );
+}

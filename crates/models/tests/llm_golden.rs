@@ -178,6 +178,40 @@ fn a_cutoff_layer_never_runs_the_layers_after_it() {
     }
 }
 
+/// Pairs of two queries interleaved in one call (as the server's batcher merges requests) score
+/// the same with the queries' prefixes shared as without, in input order.
+#[test]
+fn interleaved_queries_share_their_own_prefixes() {
+    for name in ["qwen3", "gemma2", "minicpm-layerwise"] {
+        let case = &read_json(fixture("llm").join(name).join("expected.json"))["cases"][0];
+        let docs = [
+            "Paris is the capital of France.",
+            "Vaccines reduce the risk of severe disease.",
+            "北京是中国的首都。",
+        ];
+        let queries = [
+            "what is the capital of france?",
+            "vaccines for older adults",
+        ];
+        let mut pairs = Vec::new();
+        for d in docs {
+            for q in queries {
+                pairs.push(load(name, case, false).encode_pair(q, d).unwrap().0);
+            }
+        }
+        let plain = load(name, case, false)
+            .score_pairs(&pairs, &mut |_| {})
+            .unwrap();
+        let shared = load(name, case, true)
+            .score_pairs(&pairs, &mut |_| {})
+            .unwrap();
+        for (i, (a, b)) in plain.iter().zip(&shared).enumerate() {
+            assert_eq!((a.index, b.index), (i, i));
+            assert!((a.logit - b.logit).abs() <= TOLERANCE, "{name} pair {i}");
+        }
+    }
+}
+
 /// Prefix keys and values reused for every row equal one pass over the whole sequences, for
 /// every family (windows, soft-capping and rotary bases included), at ragged suffix lengths.
 #[test]

@@ -6,13 +6,29 @@ use sift_models::{Head, ModelDir};
 
 use crate::model_path::models_dir;
 
-/// List the models in the models folder ($SIFT_MODELS_DIR, default ./models): architecture,
-/// role, embedding dimension, max length in tokens, pooling and size on disk.
+/// List the models in the models folder ($SIFT_MODELS_DIR, default ./models, and its gguf/):
+/// architecture, role (embedder, cross-encoder, llm-reranker), width, layers, max length in
+/// tokens, pooling (embedders) or scoring recipe (LLM rerankers; layerwise heads), stored weight
+/// type (dtype, or a GGUF file's quantization types) and size on disk.
 #[derive(Args)]
 pub struct ModelsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// The dtype a Hugging Face directory's config says its weights are stored in (`dtype` in
+/// transformers 5, `torch_dtype` in 4.x), or "-" when it does not say.
+fn stored_dtype(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v.get("dtype")
+                .or_else(|| v.get("torch_dtype"))
+                .and_then(|d| d.as_str().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "-".into())
 }
 
 pub fn run(args: ModelsArgs) -> Result<()> {
@@ -47,12 +63,16 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        let mut weights = String::new();
         let opened = if path.is_file() {
-            sift_models::decoder::GgufModel::read_config(&path).map(|c| {
+            sift_models::decoder::GgufModel::inspect(&path).map(|summary| {
+                weights = format!("gguf {}", summary.tensor_types.join("+"));
+                let c = summary.config;
                 let name = format!("{} (GGUF)", c.model_type);
                 ModelDir::for_gguf(&path, sift_models::ModelConfig::for_decoder(c, name))
             })
         } else {
+            weights = stored_dtype(&path);
             ModelDir::open(&path)
         };
         let row = match opened {
@@ -71,6 +91,10 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                         Head::SequenceClassification | Head::CausalLm => "-",
                     },
                     "normalized": st.normalize,
+                    "layers": c.num_layers,
+                    "weights": weights,
+                    "recipe": c.decoder.as_ref().map(|d| sift_models::RerankTemplate::for_model_type(&d.model_type).name()),
+                    "layerwise_heads": c.decoder.as_ref().and_then(|d| d.layerwise).map(|lw| format!("{}..={}", lw.start_layer, c.num_layers)),
                     "size_bytes": dir.weights_bytes().unwrap_or(0),
                 })
             }
@@ -89,8 +113,16 @@ pub fn run(args: ModelsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<30} {:<13} {:>5} {:>7} {:<15} {:>9}",
-        "NAME", "ARCHITECTURE", "ROLE", "DIMS", "MAX_LEN", "POOLING", "SIZE"
+        "{:<24} {:<30} {:<13} {:>5} {:>6} {:>7} {:<15} {:<26} {:>9}",
+        "NAME",
+        "ARCHITECTURE",
+        "ROLE",
+        "DIMS",
+        "LAYERS",
+        "MAX_LEN",
+        "POOLING/RECIPE",
+        "WEIGHTS",
+        "SIZE"
     );
     for r in rows {
         if let Some(err) = r.get("error") {
@@ -101,14 +133,21 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             );
             continue;
         }
+        let how = match (r["recipe"].as_str(), r["layerwise_heads"].as_str()) {
+            (Some(recipe), Some(heads)) => format!("{recipe}, heads {heads}"),
+            (Some(recipe), None) => recipe.to_owned(),
+            _ => r["pooling"].as_str().unwrap_or("").to_owned(),
+        };
         println!(
-            "{:<24} {:<30} {:<13} {:>5} {:>7} {:<15} {:>6} MB",
+            "{:<24} {:<30} {:<13} {:>5} {:>6} {:>7} {:<15} {:<26} {:>6} MB",
             r["name"].as_str().unwrap_or(""),
             r["architecture"].as_str().unwrap_or(""),
             r["role"].as_str().unwrap_or(""),
             r["dims"].to_string(),
+            r["layers"].to_string(),
             r["max_length"].to_string(),
-            r["pooling"].as_str().unwrap_or(""),
+            how,
+            r["weights"].as_str().unwrap_or(""),
             r["size_bytes"].as_u64().unwrap_or(0) / 1_000_000,
         );
     }

@@ -44,10 +44,26 @@ struct Header {
     config: DecoderConfig,
 }
 
+/// What a GGUF file holds, from its header alone (what listings need; no weights read).
+pub struct GgufSummary {
+    pub config: DecoderConfig,
+    /// The tensor types present, most tensors first (`Q4_K`, `Q5_0`, `F32`, …).
+    pub tensor_types: Vec<String>,
+}
+
 impl GgufModel {
-    /// The model's config alone, from the file's header (what listings need; no weights read).
-    pub fn read_config(path: &Path) -> Result<DecoderConfig> {
-        Ok(Self::header(path)?.config)
+    pub fn inspect(path: &Path) -> Result<GgufSummary> {
+        let header = Self::header(path)?;
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for info in header.content.tensor_infos.values() {
+            *counts.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
+        }
+        let mut types: Vec<(String, usize)> = counts.into_iter().collect();
+        types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(GgufSummary {
+            config: header.config,
+            tensor_types: types.into_iter().map(|(t, _)| t).collect(),
+        })
     }
 
     fn header(path: &Path) -> Result<Header> {

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
-pub use template::{PairEncoder, RerankTemplate};
+pub use template::{EncodedPair, PairEncoder, RerankTemplate};
 
 use crate::batch::plan_batches;
 use crate::decoder::{Decoder, DecoderConfig};
@@ -238,6 +238,24 @@ fn check_engine(options: &RerankerOptions) -> Result<()> {
     Ok(())
 }
 
+/// Pairs grouped by query: the tokens before the document (segment 0 of each encoding, see
+/// [`LlmReranker::encode_pair`]) are the key, so a server batch that mixes requests still shares
+/// each query's prefix. Groups keep the order of their first pair.
+fn prefix_families(pairs: &[Encoded]) -> Vec<Vec<usize>> {
+    let mut index: std::collections::HashMap<&[u32], usize> = std::collections::HashMap::new();
+    let mut families: Vec<Vec<usize>> = Vec::new();
+    for (i, pair) in pairs.iter().enumerate() {
+        let query_len = pair.type_ids.iter().take_while(|&&t| t == 0).count();
+        let key = &pair.ids[..query_len.min(pair.ids.len())];
+        let slot = *index.entry(key).or_insert_with(|| {
+            families.push(Vec::new());
+            families.len() - 1
+        });
+        families[slot].push(i);
+    }
+    families
+}
+
 /// Tokens every row starts with, leaving each row at least one token of its own (the last
 /// token's state must come from the rows' own pass).
 fn shared_prefix(rows: &[&Encoded]) -> usize {
@@ -346,11 +364,12 @@ impl Reranker for LlmReranker {
     /// instruction and query.
     fn pair_overhead(&self, query: &str) -> Result<usize> {
         const PROBE: &str = "a";
-        let (pair, _) = self.encoder.encode(&self.raw_tokenizer, query, PROBE)?;
+        let pair = self.encoder.encode(&self.raw_tokenizer, query, PROBE)?;
         let probe = self.tokenizer.token_offsets(PROBE)?.len();
-        Ok(pair.len().saturating_sub(probe))
+        Ok(pair.ids.len().saturating_sub(probe))
     }
 
+    /// The recipe's tokens; `type_ids` mark the tokens before the document (0) and the rest (1).
     fn encode_pair(&self, query: &str, document: &str) -> Result<(Encoded, bool)> {
         if crate::is_blank(query) {
             return Err(ModelError::InvalidInput("the query is empty".into()));
@@ -358,9 +377,18 @@ impl Reranker for LlmReranker {
         if crate::is_blank(document) {
             return Err(ModelError::InvalidInput("a document is empty".into()));
         }
-        let (ids, cut) = self.encoder.encode(&self.raw_tokenizer, query, document)?;
-        let type_ids = vec![0; ids.len()];
-        Ok((Encoded { ids, type_ids }, cut))
+        let pair = self.encoder.encode(&self.raw_tokenizer, query, document)?;
+        // Segment 0: the tokens before the document, 1: the document and what follows. The
+        // decoder ignores them; batching reads them to group one query's pairs.
+        let mut type_ids = vec![0; pair.query_len];
+        type_ids.resize(pair.ids.len(), 1);
+        Ok((
+            Encoded {
+                ids: pair.ids,
+                type_ids,
+            },
+            pair.cut,
+        ))
     }
 
     fn score_pairs(
@@ -377,19 +405,60 @@ impl Reranker for LlmReranker {
             };
             pairs.len()
         ];
-        for group in plan_batches(&lengths, self.max_batch_tokens) {
-            let rows: Vec<&Encoded> = group.iter().map(|&i| &pairs[i]).collect();
-            let logits = self.batch_logits(&rows)?;
-            for (&slot, row) in group.iter().zip(logits) {
-                let logit = self.encoder.logit(&row);
-                out[slot] = RerankScore {
-                    index: slot,
-                    logit,
-                    score: 1.0 / (1.0 + (-logit).exp()),
-                };
+        let families = if self.share_prefix {
+            prefix_families(pairs)
+        } else {
+            vec![(0..pairs.len()).collect()]
+        };
+        for family in families {
+            let family_lengths: Vec<usize> = family.iter().map(|&i| lengths[i]).collect();
+            for batch in plan_batches(&family_lengths, self.max_batch_tokens) {
+                let slots: Vec<usize> = batch.iter().map(|&j| family[j]).collect();
+                let rows: Vec<&Encoded> = slots.iter().map(|&i| &pairs[i]).collect();
+                let logits = self.batch_logits(&rows)?;
+                for (&slot, row) in slots.iter().zip(logits) {
+                    let logit = self.encoder.logit(&row);
+                    out[slot] = RerankScore {
+                        index: slot,
+                        logit,
+                        score: 1.0 / (1.0 + (-logit).exp()),
+                    };
+                }
+                progress(slots.len());
             }
-            progress(group.len());
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `query` tokens of segment 0, then the document's of segment 1.
+    fn enc(query: &[u32], document: &[u32]) -> Encoded {
+        Encoded {
+            ids: query.iter().chain(document).copied().collect(),
+            type_ids: [vec![0; query.len()], vec![1; document.len()]].concat(),
+        }
+    }
+
+    #[test]
+    fn pairs_group_by_their_query_prefix() {
+        // Template 1 2 3, query A = 7 7, query B = 8; documents after.
+        let (a, b) = ([1, 2, 3, 7, 7], [1, 2, 3, 8]);
+        let pairs = vec![
+            enc(&b, &[50, 51]),
+            enc(&a, &[40, 44]),
+            enc(&b, &[60]),
+            enc(&a, &[41, 42]),
+            enc(&a, &[40, 43]),
+            enc(&[9], &[9]),
+        ];
+        let families = prefix_families(&pairs);
+        assert_eq!(families, vec![vec![0, 2], vec![1, 3, 4], vec![5]]);
+        // Within a family the shared run may go past the query (two documents starting alike).
+        let rows: Vec<&Encoded> = [1, 4].iter().map(|&i| &pairs[i]).collect();
+        assert_eq!(shared_prefix(&rows), 6);
     }
 }

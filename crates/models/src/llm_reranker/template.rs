@@ -80,6 +80,15 @@ const QWEN3_DEFAULT_INSTRUCTION: &str =
     "Given a web search query, retrieve relevant passages that answer the query";
 const BGE_DEFAULT_PROMPT: &str = "Given a query A and a passage B, determine whether the passage contains an answer to the query by providing a prediction of either 'Yes' or 'No'.";
 
+/// One pair's tokens under a recipe.
+pub struct EncodedPair {
+    pub ids: Vec<u32>,
+    /// Leading tokens that depend only on the query (and template), never on the document.
+    pub query_len: usize,
+    /// Whether the query or document was cut to fit.
+    pub cut: bool,
+}
+
 /// A recipe bound to one tokenizer: the fixed token runs and output token ids, computed once.
 #[derive(Clone)]
 pub struct PairEncoder {
@@ -179,13 +188,14 @@ impl PairEncoder {
         }
     }
 
-    /// Tokens of one pair and whether anything was cut.
+    /// Tokens of one pair, how many of them come before the document (the same for every
+    /// document of a query: what pairs of one query share), and whether anything was cut.
     pub fn encode(
         &self,
         tokenizer: &Tokenizer,
         query: &str,
         document: &str,
-    ) -> Result<(Vec<u32>, bool)> {
+    ) -> Result<EncodedPair> {
         let encode = |text: &str| -> Result<Vec<u32>> {
             Ok(tokenizer
                 .encode(text, false)
@@ -197,11 +207,22 @@ impl PairEncoder {
             RerankTemplate::Qwen3 => {
                 // The card formats one string and cuts it from the right: the document goes
                 // first, the query only when it alone is longer than the budget.
-                let text = format!(
-                    "<Instruct>: {}\n<Query>: {query}\n<Document>: {document}",
+                let head = format!(
+                    "<Instruct>: {}\n<Query>: {query}\n<Document>: ",
                     self.prompt
                 );
-                let mut body = encode(&text)?;
+                let text = format!("{head}{document}");
+                let encoding = tokenizer
+                    .encode(text.as_str(), false)
+                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                let mut body = encoding.get_ids().to_vec();
+                // Tokens wholly before the document; one that straddles the boundary (a space
+                // merged with the document's first word) belongs to the document.
+                let before = encoding
+                    .get_offsets()
+                    .iter()
+                    .take_while(|(_, end)| *end <= head.len())
+                    .count();
                 let budget = self.max_length - self.fixed_before.len() - self.fixed_after.len();
                 let cut = body.len() > budget;
                 body.truncate(budget);
@@ -211,7 +232,12 @@ impl PairEncoder {
                 ids.extend_from_slice(&self.fixed_before);
                 ids.extend_from_slice(&body);
                 ids.extend_from_slice(&self.fixed_after);
-                Ok((ids, cut))
+                let query_len = (self.fixed_before.len() + before).min(ids.len());
+                Ok(EncodedPair {
+                    ids,
+                    query_len,
+                    cut,
+                })
             }
             RerankTemplate::BgeLlm => {
                 let (sep, prompt) = (&self.fixed_before, &self.fixed_after);
@@ -236,11 +262,16 @@ impl PairEncoder {
                         cut = true;
                     }
                 }
+                let query_len = first.len();
                 let mut ids = first;
                 ids.extend_from_slice(&second);
                 ids.extend_from_slice(sep);
                 ids.extend_from_slice(prompt);
-                Ok((ids, cut))
+                Ok(EncodedPair {
+                    ids,
+                    query_len,
+                    cut,
+                })
             }
         }
     }
