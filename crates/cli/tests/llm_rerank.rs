@@ -175,6 +175,52 @@ fn sift_serve_reranks_with_an_llm_on_tei_and_cohere_routes() {
         checked += 1;
     }
     assert!(checked >= 4);
+
+    // A request's own prompt (sift's extension of both APIs) scores as the recipe does with it.
+    let custom = &expected("gemma2")["cases"][1];
+    let prompt = custom["prompt"].as_str().unwrap();
+    for pair in custom["pairs"].as_array().unwrap() {
+        let document = pair["document"].as_str().unwrap();
+        if document.len() > 100 {
+            continue;
+        }
+        let query = pair["query"].as_str().unwrap();
+        let tei = post(
+            &server.base,
+            "/rerank",
+            json!({"query": query, "texts": [document], "raw_scores": true, "prompt": prompt}),
+        );
+        let cohere = post(
+            &server.base,
+            "/v2/rerank",
+            json!({"query": query, "documents": [document], "prompt": prompt}),
+        );
+        assert!(
+            (f(&tei[0]["score"]) - f(&pair["logit"])).abs() <= TOLERANCE,
+            "{query}: TEI with a prompt"
+        );
+        assert!(
+            (f(&cohere["results"][0]["relevance_score"]) - f(&pair["score"])).abs() <= TOLERANCE,
+            "{query}: Cohere with a prompt"
+        );
+    }
+}
+
+/// A prompt sent to a server whose reranker is a cross-encoder is a client error naming why.
+#[test]
+fn a_prompt_for_a_cross_encoder_server_is_a_422() {
+    let server = Server::start(&["--rerank-model", &common::golden("bert-classifier")]);
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "-X", "POST"])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(json!({"query": "q", "texts": ["d"], "prompt": "judge"}).to_string())
+        .arg(format!("{}/rerank", server.base))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(code, "422", "{body}");
+    assert!(body.contains("no prompt to replace"), "{body}");
 }
 
 /// `sift models` lists decoder directories and GGUF files (in the folder's gguf/) with their

@@ -319,3 +319,111 @@ fn bad_templates_lengths_and_inputs_are_errors() {
     let encoder = fixture("golden").join("bert-classifier");
     assert!(LlmReranker::load(&encoder, RerankerOptions::default()).is_err());
 }
+
+/// A GGUF file sift cannot run says what it can: another architecture, an i-quant tensor type,
+/// a file that is not GGUF at all.
+#[test]
+fn unsupported_gguf_files_are_clear_errors() {
+    use candle_core::quantized::gguf_file::{write, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    let dir = tempfile::tempdir().unwrap();
+    let make = |arch: &str| -> Vec<u8> {
+        let tokens = Value::Array(vec![Value::String("a".into()), Value::String("b".into())]);
+        let meta = [
+            ("general.architecture", Value::String(arch.into())),
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.tokens", tokens),
+            ("tokenizer.ggml.merges", Value::Array(vec![])),
+            (&format!("{arch}.embedding_length") as &str, Value::U32(4)),
+            (
+                &format!("{arch}.feed_forward_length") as &str,
+                Value::U32(8),
+            ),
+            (&format!("{arch}.block_count") as &str, Value::U32(1)),
+            (
+                &format!("{arch}.attention.head_count") as &str,
+                Value::U32(2),
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+        let embeddings =
+            Tensor::zeros((2, 4), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let q = QTensor::quantize(&embeddings, GgmlDType::F32).unwrap();
+        let metadata: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        write(&mut bytes, &metadata, &[("token_embd.weight", &q)]).unwrap();
+        bytes.into_inner()
+    };
+    let falcon = dir.path().join("falcon.gguf");
+    std::fs::write(&falcon, make("falcon")).unwrap();
+    let e = LlmReranker::load(&falcon, RerankerOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, ModelError::UnsupportedArchitecture { .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("falcon") && e.to_string().contains("qwen3"),
+        "{e}"
+    );
+
+    // The same file with its tensor's type changed to IQ2_XXS (16): found after the tensor's
+    // name, its dimension count and its two dimensions.
+    let mut bytes = make("llama");
+    let name = b"token_embd.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    let dtype_at = at + 4 + 2 * 8;
+    bytes[dtype_at..dtype_at + 4].copy_from_slice(&16u32.to_le_bytes());
+    let iquant = dir.path().join("iq2.gguf");
+    std::fs::write(&iquant, bytes).unwrap();
+    let e = LlmReranker::load(&iquant, RerankerOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("Q4_K") && e.contains("IQ"), "{e}");
+
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let e = LlmReranker::load(&junk, RerankerOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not a readable GGUF file"), "{e}");
+}
+
+/// The Qwen3-Reranker recipe reads the tokens "yes" and "no"; a tokenizer without them is an
+/// error naming the token, not a score from some other row.
+#[test]
+fn a_recipe_whose_answer_token_is_missing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("llm").join("qwen3");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let vocab: std::collections::HashMap<String, u32> = [("a", 0), ("b", 1), ("<unk>", 2)]
+        .map(|(t, i)| (t.to_owned(), i))
+        .into_iter()
+        .collect();
+    let model = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(vocab.into_iter().collect())
+        .unk_token("<unk>".into())
+        .build()
+        .unwrap();
+    tokenizers::Tokenizer::new(model)
+        .save(dir.path().join("tokenizer.json"), false)
+        .unwrap();
+    let e = LlmReranker::load(
+        dir.path(),
+        RerankerOptions {
+            template: Some(RerankTemplate::Qwen3),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("\"yes\""), "{e}");
+}

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     #[arg(long)]
     no_shared_prefix: bool,
 
+    /// Layerwise LLM rerankers: stop after this layer (to time what a cutoff saves).
+    #[arg(long)]
+    cutoff_layer: Option<usize>,
+
     /// f32, or int8 (ONNX Runtime only).
     #[arg(long, default_value = "f32")]
     precision: sift_models::Precision,
@@ -129,6 +133,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         engine,
         args.batch_tokens,
         !args.no_shared_prefix,
+        args.cutoff_layer,
     )?;
     let sequences = match (&args.input, &args.synthetic) {
         (Some(path), _) => {
@@ -198,6 +203,7 @@ impl Model {
         engine: EngineOptions,
         batch_tokens: Option<usize>,
         share_prefix: bool,
+        cutoff_layer: Option<usize>,
     ) -> Result<Self> {
         Ok(match task {
             Task::Embed => Model::Embed(Box::new(Embedder::load(
@@ -214,6 +220,7 @@ impl Model {
                     engine,
                     max_batch_tokens: batch_tokens,
                     share_prefix: Some(share_prefix),
+                    cutoff_layer,
                     ..Default::default()
                 },
             )?),

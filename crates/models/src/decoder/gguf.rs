@@ -32,7 +32,8 @@ pub struct GgufModel {
 }
 
 /// GGUF tensor types sift dequantizes (candle's k-quants and legacy quants).
-pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q8_K";
+pub const SUPPORTED_TYPES: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K (not the IQ* or TQ* types)";
 
 /// The header of a GGUF file read: its metadata and tensor index, no tensor data.
 struct Header {
@@ -72,8 +73,11 @@ impl GgufModel {
             reason,
         };
         let mut file = std::fs::File::open(path).map_err(|e| invalid(e.to_string()))?;
-        let content = Content::read(&mut file)
-            .map_err(|e| invalid(format!("not a readable GGUF file: {e}")))?;
+        let content = Content::read(&mut file).map_err(|e| {
+            invalid(format!(
+                "not a readable GGUF file: {e} (sift reads the tensor types {SUPPORTED_TYPES})"
+            ))
+        })?;
         let meta = &content.metadata;
         let arch = meta
             .get("general.architecture")
@@ -86,7 +90,7 @@ impl GgufModel {
         };
         let family = DecoderFamily::from_model_type(&model_type).ok_or_else(|| {
             ModelError::UnsupportedArchitecture {
-                found: format!("GGUF architecture {arch}"),
+                found: format!("GGUF architecture {arch} (sift reads llama, qwen2, qwen3, gemma, gemma2, gemma3)"),
                 path: path.to_owned(),
             }
         })?;

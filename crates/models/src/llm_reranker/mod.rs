@@ -9,6 +9,7 @@
 mod template;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -32,12 +33,13 @@ pub const DEFAULT_LLM_BATCH_TOKENS: usize = 4096;
 const MIN_SHARED_PREFIX: usize = 8;
 
 pub struct LlmReranker {
-    decoder: Decoder,
+    /// Shared with the views [`Reranker::with_prompt`] makes.
+    decoder: Arc<Decoder>,
     encoder: PairEncoder,
     /// The raw tokenizer the recipe encodes with (no truncation, no padding).
-    raw_tokenizer: Tokenizer,
+    raw_tokenizer: Arc<Tokenizer>,
     /// sift's tokenizer wrapper, for the long-document policy's token offsets.
-    tokenizer: TextTokenizer,
+    tokenizer: Arc<TextTokenizer>,
     dir: ModelDir,
     max_batch_tokens: usize,
     share_prefix: bool,
@@ -137,10 +139,10 @@ impl LlmReranker {
             }
         })?;
         Ok(LlmReranker {
-            decoder,
+            decoder: Arc::new(decoder),
             encoder,
-            raw_tokenizer,
-            tokenizer,
+            raw_tokenizer: Arc::new(raw_tokenizer),
+            tokenizer: Arc::new(tokenizer),
             dir,
             max_batch_tokens: options
                 .max_batch_tokens
@@ -367,6 +369,28 @@ impl Reranker for LlmReranker {
         let pair = self.encoder.encode(&self.raw_tokenizer, query, PROBE)?;
         let probe = self.tokenizer.token_offsets(PROBE)?.len();
         Ok(pair.ids.len().saturating_sub(probe))
+    }
+
+    fn with_prompt(&self, prompt: &str) -> Result<Arc<dyn Reranker>> {
+        let encoder = self.encoder.with_prompt(&self.raw_tokenizer, prompt)?;
+        let limit = self.decoder.config().max_position_embeddings;
+        if encoder.max_total_length() > limit {
+            return Err(ModelError::InvalidInput(format!(
+                "with this prompt pairs reach {} tokens, beyond what {} supports ({limit})",
+                encoder.max_total_length(),
+                self.dir.name()
+            )));
+        }
+        Ok(Arc::new(LlmReranker {
+            decoder: self.decoder.clone(),
+            encoder,
+            raw_tokenizer: self.raw_tokenizer.clone(),
+            tokenizer: self.tokenizer.clone(),
+            dir: self.dir.clone(),
+            max_batch_tokens: self.max_batch_tokens,
+            share_prefix: self.share_prefix,
+            num_layers: self.num_layers,
+        }))
     }
 
     /// The recipe's tokens; `type_ids` mark the tokens before the document (0) and the rest (1).

@@ -172,6 +172,23 @@ impl PairEncoder {
         self.template
     }
 
+    /// The same recipe with another instruction (Qwen3) or prompt (bge).
+    pub fn with_prompt(&self, tokenizer: &Tokenizer, prompt: &str) -> Result<Self> {
+        if crate::is_blank(prompt) {
+            return Err(ModelError::InvalidInput("the prompt is empty".into()));
+        }
+        let mut out = self.clone();
+        out.prompt = prompt.to_owned();
+        if self.template == RerankTemplate::BgeLlm {
+            out.fixed_after = tokenizer
+                .encode(prompt, false)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?
+                .get_ids()
+                .to_vec();
+        }
+        Ok(out)
+    }
+
     pub fn output_tokens(&self) -> &[u32] {
         &self.output_tokens
     }

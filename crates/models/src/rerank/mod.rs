@@ -106,6 +106,17 @@ pub trait Reranker: Send + Sync {
     /// anything was cut.
     fn encode_pair(&self, query: &str, document: &str) -> Result<(Encoded, bool)>;
 
+    /// This model with its recipe's instruction or prompt replaced, sharing its weights (LLM
+    /// rerankers: the per-request `prompt` of the server's rerank routes). Pairs it encodes are
+    /// scored by either model alike. Models without a prompt refuse.
+    fn with_prompt(&self, prompt: &str) -> Result<std::sync::Arc<dyn Reranker>> {
+        let _ = prompt;
+        Err(crate::ModelError::InvalidInput(format!(
+            "{} reads the query and the document alone: it has no prompt to replace (prompts apply to LLM rerankers)",
+            self.model_dir().name()
+        )))
+    }
+
     /// Scores prepared pairs in input order, calling `progress(n)` after each forward pass of
     /// `n` pairs.
     fn score_pairs(

@@ -97,6 +97,10 @@ pub struct RerankRequest {
     /// Fields of object documents the model reads (default: `text`).
     #[serde(default)]
     rank_fields: Option<Vec<String>>,
+    /// LLM rerankers (sift's extension): this request's instruction (qwen3-reranker) or prompt
+    /// (bge-llm) instead of the recipe's default or the server's --rerank-prompt.
+    #[serde(default)]
+    prompt: Option<String>,
 }
 
 /// The document as it was sent: `{"text": …}` for a string, every field of an object.
@@ -194,8 +198,15 @@ async fn rerank(
         .clone()
         .or_else(|| Some(batcher.model().0.model_dir().name()));
     let docs = Arc::new(docs);
-    let (mut scores, tokens) =
-        rerank_documents(&state, req.query.clone(), docs, policy, false).await?;
+    let (mut scores, tokens) = rerank_documents(
+        &state,
+        req.query.clone(),
+        docs,
+        policy,
+        false,
+        req.prompt.clone(),
+    )
+    .await?;
     sift_models::rerank::sort_by_score(&mut scores);
     if let Some(n) = top_n {
         scores.truncate(n);

@@ -457,8 +457,15 @@ pub async fn search(
         let started = std::time::Instant::now();
         let texts = Arc::new(candidates.rerank_texts().to_vec());
         let policy = state.inner.long_documents;
-        let (scores, _) =
-            rerank_documents(&state, candidates.query().to_owned(), texts, policy, false).await?;
+        let (scores, _) = rerank_documents(
+            &state,
+            candidates.query().to_owned(),
+            texts,
+            policy,
+            false,
+            None,
+        )
+        .await?;
         let model = state
             .inner
             .reranker

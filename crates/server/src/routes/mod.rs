@@ -105,17 +105,25 @@ fn encode_text(
 
 /// Scores `documents` for `query` under `policy` through the rerank batching queue: one score
 /// per document, in input order, and the tokens scored. With `refuse_cut`, a document of which
-/// any text would go unscored is refused with 413 (TEI's `truncate: false`).
+/// any text would go unscored is refused with 413 (TEI's `truncate: false`). `prompt` replaces
+/// an LLM reranker's instruction or prompt for this request (422 for a cross-encoder).
 async fn rerank_documents(
     state: &AppState,
     query: String,
     documents: Arc<Vec<String>>,
     policy: LongDocumentPolicy,
     refuse_cut: bool,
+    prompt: Option<String>,
 ) -> Result<(Vec<RerankScore>, usize), ApiError> {
     let batcher = reranker(state)?;
     let model: Arc<dyn Reranker> = batcher.model().0.clone();
     let (pairs, owners, tokens) = blocking(move || {
+        // A request's own prompt: a view of the same model encodes the pairs; the batching
+        // worker scores them with the shared weights like any other pairs.
+        let model = match prompt.as_deref() {
+            Some(p) => model.with_prompt(p)?,
+            None => model,
+        };
         let prepared = sift_models::rerank::prepare(model.as_ref(), &query, &documents, &policy)?;
         if refuse_cut {
             if let Some(i) = prepared.first_truncated() {

@@ -280,6 +280,10 @@ pub struct RerankRequest {
     #[serde(default)]
     #[allow(dead_code)]
     truncation_direction: Option<String>,
+    /// LLM rerankers (sift's extension): this request's instruction (qwen3-reranker) or prompt
+    /// (bge-llm) instead of the recipe's default or the server's --rerank-prompt.
+    #[serde(default)]
+    prompt: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -300,8 +304,15 @@ pub(crate) async fn rerank_request(
     let policy = state.inner.long_documents;
     // TEI's `truncate: false` refuses what the model cannot score whole; under the windows
     // rule a long text is scored whole (by windows), so only text beyond the window limits is.
-    let (mut scores, _) =
-        rerank_documents(state, req.query, texts.clone(), policy, !truncate).await?;
+    let (mut scores, _) = rerank_documents(
+        state,
+        req.query,
+        texts.clone(),
+        policy,
+        !truncate,
+        req.prompt,
+    )
+    .await?;
     sift_models::rerank::sort_by_score(&mut scores);
     Ok(scores
         .into_iter()
