@@ -67,6 +67,15 @@ pub struct LlmRerankFlags {
     #[arg(long, env = "SIFT_CUTOFF_LAYER", value_name = "N")]
     pub cutoff_layer: Option<usize>,
 
+    /// Lightweight LLM rerankers (bge-reranker-v2.5-gemma2-lightweight): average the
+    /// document's tokens in groups of this many, 1 (off), 2, 4 or 8 [default: 1].
+    #[arg(long, env = "SIFT_COMPRESS_RATIO", value_name = "R")]
+    pub compress_ratio: Option<usize>,
+
+    /// Lightweight LLM rerankers: compress before these layers [default: 8].
+    #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
+    pub compress_layers: Option<Vec<usize>>,
+
     /// LLM rerankers: recompute the query's shared prompt prefix with every document instead of
     /// once per batch (only to measure what sharing saves; scores are the same).
     #[arg(long, hide = true)]
@@ -82,6 +91,8 @@ impl LlmRerankFlags {
             prompt: self.rerank_prompt.clone(),
             share_prefix: self.no_shared_prefix.then_some(false),
             cutoff_layer: self.cutoff_layer,
+            compress_ratio: self.compress_ratio,
+            compress_layers: self.compress_layers.clone(),
             ..Default::default()
         }
     }

@@ -36,10 +36,14 @@ impl CrossEncoder {
                 architectures: dir.config.architecture_name.clone(),
             });
         }
-        if options.template.is_some() || options.prompt.is_some() || options.cutoff_layer.is_some()
+        if options.template.is_some()
+            || options.prompt.is_some()
+            || options.cutoff_layer.is_some()
+            || options.compress_ratio.is_some()
+            || options.compress_layers.is_some()
         {
             return Err(ModelError::InvalidInput(format!(
-                "{} is a cross-encoder: a rerank template, prompt or cutoff layer applies to LLM rerankers only",
+                "{} is a cross-encoder: a rerank template, prompt, cutoff layer or compression applies to LLM rerankers only",
                 dir.name()
             )));
         }

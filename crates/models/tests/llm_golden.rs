@@ -18,6 +18,8 @@ fn load(name: &str, case: &serde_json::Value, share_prefix: bool) -> LlmReranker
         prompt: case["prompt"].as_str().map(str::to_owned),
         share_prefix: Some(share_prefix),
         cutoff_layer: case["cutoff_layer"].as_u64().map(|n| n as usize),
+        compress_ratio: case["compress_ratio"].as_u64().map(|n| n as usize),
+        compress_layers: serde_json::from_value(case["compress_layers"].clone()).unwrap_or(None),
         ..Default::default()
     };
     LlmReranker::load(fixture("llm").join(name), options).unwrap()
@@ -121,6 +123,14 @@ fn gemma2_soft_capping_and_alternating_windows_match_flagembedding() {
 #[test]
 fn gemma3_local_and_global_layers_match_flagembedding() {
     check("gemma3", "gemma3");
+}
+
+/// bge-reranker-v2.5-gemma2-lightweight's architecture against FlagEmbedding's own
+/// LightweightLLMReranker: cutoff layers (with its first-head indexing), token compression at
+/// ratios 2, 4 and 8 before one or two layers.
+#[test]
+fn lightweight_gemma2_matches_flagembedding_with_cutoffs_and_compression() {
+    check("gemma2-lightweight", "gemma2-lightweight");
 }
 
 #[test]
@@ -315,6 +325,42 @@ fn bad_templates_lengths_and_inputs_are_errors() {
     .unwrap()
     .to_string();
     assert!(e.contains("layerwise"), "{e}");
+    // Token compression: only the lightweight model, only FlagEmbedding's ratios, only before
+    // a layer that exists (and never before the first).
+    let lightweight = fixture("llm").join("gemma2-lightweight");
+    for (model, ratio, layers, want) in [
+        (&lightweight, 3, None, "1, 2, 4 or 8"),
+        (&lightweight, 2, Some(vec![0]), "out of range"),
+        (&lightweight, 2, Some(vec![4]), "out of range"),
+        (&lightweight, 1, Some(vec![2]), "ratio above 1"),
+        (&layerwise, 2, Some(vec![1]), "lightweight"),
+    ] {
+        let e = LlmReranker::load(
+            model,
+            RerankerOptions {
+                compress_ratio: Some(ratio),
+                compress_layers: layers,
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    // The lightweight model's cutoffs: layers with a head.
+    let r = LlmReranker::load(
+        &lightweight,
+        RerankerOptions {
+            cutoff_layer: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (r.template(), r.num_layers()),
+        (RerankTemplate::BgeLightweight, 2)
+    );
     // An encoder directory is not an LLM reranker.
     let encoder = fixture("golden").join("bert-classifier");
     assert!(LlmReranker::load(&encoder, RerankerOptions::default()).is_err());

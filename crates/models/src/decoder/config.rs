@@ -49,7 +49,8 @@ impl DecoderFamily {
             "qwen2" => DecoderFamily::Qwen2,
             "qwen3" => DecoderFamily::Qwen3,
             "gemma" => DecoderFamily::Gemma,
-            "gemma2" => DecoderFamily::Gemma2,
+            // FlagEmbedding's lightweight reranker: Gemma 2 with layerwise heads.
+            "gemma2" | "cost_wise_gemma" => DecoderFamily::Gemma2,
             "gemma3_text" => DecoderFamily::Gemma3,
             "minicpm" => DecoderFamily::MiniCpm,
             _ => return None,
@@ -81,12 +82,45 @@ pub struct LayerSpec {
     pub rope: Rope,
 }
 
-/// FlagEmbedding's layerwise heads (bge-reranker-v2-minicpm-layerwise): `lm_head.{i}` scores the
-/// final-normed hidden state after `start_layer + i` layers with one output.
+/// FlagEmbedding's layerwise heads: one one-output head (`lm_head.{i}.linear_head`) per layer in
+/// `start_layer..=num_layers` (every `layer_sep`-th), scoring the final-normed hidden state
+/// after that many layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerwiseHeads {
-    /// The shallowest layer with a head; heads cover `start_layer..=num_layers`.
+    /// The shallowest layer with a head.
     pub start_layer: usize,
+    /// Layers between two heads (1: every layer).
+    pub layer_sep: usize,
+    /// Which head scores a cutoff.
+    pub head_for_cutoff: HeadIndexing,
+    /// Whether the model can compress document tokens mid-network (the lightweight Gemma 2).
+    pub token_compression: bool,
+}
+
+/// How FlagEmbedding picks the head that scores cutoff layer N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadIndexing {
+    /// `lm_head[(N − start_layer) / layer_sep]`: the head trained for layer N
+    /// (`LayerWiseMiniCPMForCausalLM`).
+    ByLayer,
+    /// `lm_head[i]` with i the cutoff's position in the request — for one cutoff always the
+    /// first head, whatever N (`CostWiseGemmaForCausalLM`'s indexing, reproduced for parity).
+    FirstRequested,
+}
+
+impl LayerwiseHeads {
+    /// The layers that have a head.
+    pub fn layers(&self, num_layers: usize) -> impl Iterator<Item = usize> {
+        (self.start_layer..=num_layers).step_by(self.layer_sep.max(1))
+    }
+
+    /// The head (index into `lm_head`) that scores cutoff `layer`.
+    pub fn head_index(&self, layer: usize) -> usize {
+        match self.head_for_cutoff {
+            HeadIndexing::ByLayer => (layer - self.start_layer) / self.layer_sep.max(1),
+            HeadIndexing::FirstRequested => 0,
+        }
+    }
 }
 
 /// Everything that decides how a decoder is built and run.
@@ -372,6 +406,38 @@ fn layerwise_heads(
     num_layers: usize,
     invalid: &dyn Fn(String) -> ModelError,
 ) -> Result<Option<LayerwiseHeads>> {
+    let start = |default: u64| -> Result<usize> {
+        let start_layer = v
+            .get("start_layer")
+            .and_then(Value::as_u64)
+            .unwrap_or(default) as usize;
+        if start_layer == 0 || start_layer > num_layers {
+            return Err(invalid(format!(
+                "start_layer {start_layer} must be within 1..={num_layers}"
+            )));
+        }
+        Ok(start_layer)
+    };
+    if family == DecoderFamily::Gemma2 {
+        // CostWiseGemma: heads only with `layer_wise`, else an ordinary vocabulary head.
+        if !v
+            .get("layer_wise")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let layer_sep = v.get("layer_sep").and_then(Value::as_u64).unwrap_or(28) as usize;
+        if layer_sep == 0 {
+            return Err(invalid("layer_sep must be at least 1".into()));
+        }
+        return Ok(Some(LayerwiseHeads {
+            start_layer: start(28)?,
+            layer_sep,
+            head_for_cutoff: HeadIndexing::FirstRequested,
+            token_compression: true,
+        }));
+    }
     let declared = v.get("head_type").is_some() || v.get("start_layer").is_some();
     if family != DecoderFamily::MiniCpm || !declared {
         return Ok(None);
@@ -386,13 +452,12 @@ fn layerwise_heads(
             "layerwise head_type {head_type:?} with head_multi {multi} is not supported (the published bge-reranker-v2-minicpm-layerwise uses \"simple\" heads, one per layer)"
         )));
     }
-    let start_layer = v.get("start_layer").and_then(Value::as_u64).unwrap_or(8) as usize;
-    if start_layer == 0 || start_layer > num_layers {
-        return Err(invalid(format!(
-            "start_layer {start_layer} must be within 1..={num_layers}"
-        )));
-    }
-    Ok(Some(LayerwiseHeads { start_layer }))
+    Ok(Some(LayerwiseHeads {
+        start_layer: start(8)?,
+        layer_sep: 1,
+        head_for_cutoff: HeadIndexing::ByLayer,
+        token_compression: false,
+    }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

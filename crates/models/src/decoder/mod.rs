@@ -5,6 +5,6 @@ mod config;
 mod gguf;
 mod model;
 
-pub use config::{DecoderConfig, DecoderFamily, LayerSpec, LayerwiseHeads, Rope};
+pub use config::{DecoderConfig, DecoderFamily, HeadIndexing, LayerSpec, LayerwiseHeads, Rope};
 pub use gguf::{GgufModel, GgufSummary};
-pub use model::{Decoder, PrefixCache};
+pub use model::{Decoder, PrefixCache, TokenCompression};

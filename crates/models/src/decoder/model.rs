@@ -177,7 +177,8 @@ impl Decoder {
         let rows = Tensor::new(output_tokens, &device)?;
         let head_rows = head.index_select(&rows, 0)?.contiguous()?;
         let layer_heads = match config.layerwise {
-            Some(lw) => (lw.start_layer..=config.num_layers())
+            Some(lw) => lw
+                .layers(config.num_layers())
                 .enumerate()
                 .map(|(i, _)| vb.get((1, h), &format!("lm_head.{i}.linear_head.weight")))
                 .collect::<candle_core::Result<_>>()?,
@@ -207,7 +208,15 @@ impl Decoder {
     pub fn prefix_cache(&self, ids: &[u32], num_layers: usize) -> candle_core::Result<PrefixCache> {
         let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
         let mut layers = Vec::with_capacity(num_layers);
-        self.run(&input, None, num_layers, Some(&mut layers))?;
+        let mut lengths = vec![ids.len()];
+        self.run(
+            &input,
+            &mut lengths,
+            None,
+            num_layers,
+            Some(&mut layers),
+            None,
+        )?;
         Ok(PrefixCache {
             layers,
             len: ids.len(),
@@ -215,9 +224,10 @@ impl Decoder {
     }
 
     /// Output logits `[b, n]` (n = the `output_tokens` given at load; 1 for layerwise models:
-    /// the head of layer `num_layers`) at each row's last real token, after `num_layers` layers. `input_ids` is `[b, t]`, right-padded; `lengths` are
-    /// the rows' real lengths (at least 1 each); `prefix` holds keys and values of tokens that
-    /// precede every row.
+    /// the head that scores layer `num_layers`) at each row's last real token, after
+    /// `num_layers` layers. `input_ids` is `[b, t]`, right-padded; `lengths` are the rows' real
+    /// lengths (at least 1 each); `prefix` holds keys and values of tokens that precede every
+    /// row.
     pub fn last_token_logits(
         &self,
         input_ids: &Tensor,
@@ -225,11 +235,43 @@ impl Decoder {
         prefix: Option<&PrefixCache>,
         num_layers: usize,
     ) -> candle_core::Result<Tensor> {
-        let hidden = self.run(input_ids, prefix, num_layers, None)?;
-        let (b, t, h) = hidden.dims3()?;
+        self.score_last(input_ids, lengths, prefix, num_layers, None)
+    }
+
+    /// [`Decoder::last_token_logits`] with the document tokens compressed mid-network
+    /// (FlagEmbedding's lightweight reranker; no prefix sharing).
+    pub fn last_token_logits_compressed(
+        &self,
+        input_ids: &Tensor,
+        lengths: &[usize],
+        num_layers: usize,
+        compression: &TokenCompression,
+    ) -> candle_core::Result<Tensor> {
+        self.score_last(input_ids, lengths, None, num_layers, Some(compression))
+    }
+
+    fn score_last(
+        &self,
+        input_ids: &Tensor,
+        lengths: &[usize],
+        prefix: Option<&PrefixCache>,
+        num_layers: usize,
+        compression: Option<&TokenCompression>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
         if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
             candle_core::bail!("row lengths {lengths:?} do not fit a batch of {b} × {t}");
         }
+        let mut lengths = lengths.to_vec();
+        let hidden = self.run(
+            input_ids,
+            &mut lengths,
+            prefix,
+            num_layers,
+            None,
+            compression,
+        )?;
+        let (b, t, h) = hidden.dims3()?;
         let flat: Vec<u32> = lengths
             .iter()
             .enumerate()
@@ -241,16 +283,17 @@ impl Decoder {
         let last = self.norm.forward(&last)?;
         let logits = match self.config.layerwise {
             Some(lw) => {
-                let head = num_layers
-                    .checked_sub(lw.start_layer)
-                    .and_then(|i| self.layer_heads.get(i))
-                    .ok_or_else(|| {
-                        candle_core::Error::Msg(format!(
-                            "layer {num_layers} has no head (heads cover {}..={})",
-                            lw.start_layer,
-                            self.config.num_layers()
-                        ))
-                    })?;
+                let total = self.config.num_layers();
+                if !lw.layers(total).any(|l| l == num_layers) {
+                    candle_core::bail!(
+                        "layer {num_layers} has no head (heads at layers {:?})",
+                        lw.layers(total).collect::<Vec<_>>()
+                    );
+                }
+                let head = self
+                    .layer_heads
+                    .get(lw.head_index(num_layers))
+                    .ok_or_else(|| candle_core::Error::Msg("missing layer head".into()))?;
                 last.matmul(&head.t()?)?
             }
             None => {
@@ -268,16 +311,22 @@ impl Decoder {
         }
     }
 
-    /// Hidden states `[b, t, hidden]` after `num_layers` layers (before the final norm).
+    /// Hidden states `[b, t, hidden]` after `num_layers` layers (before the final norm);
+    /// `lengths` are updated when compression shortens the rows.
     fn run(
         &self,
         input_ids: &Tensor,
+        lengths: &mut [usize],
         prefix: Option<&PrefixCache>,
         num_layers: usize,
         mut keep: Option<&mut Vec<(Tensor, Tensor)>>,
+        compression: Option<&TokenCompression>,
     ) -> candle_core::Result<Tensor> {
-        let (b, t) = input_ids.dims2()?;
+        let (b, mut t) = input_ids.dims2()?;
         let start = prefix.map_or(0, |p| p.len);
+        if compression.is_some() && prefix.is_some() {
+            candle_core::bail!("token compression cannot run after a shared prefix");
+        }
         if num_layers == 0 || num_layers > self.layers.len() {
             candle_core::bail!(
                 "cannot stop after layer {num_layers}: the model has {} layers",
@@ -296,6 +345,12 @@ impl Decoder {
         }
         let mut rotations = RotationCache::default();
         for (i, layer) in self.layers.iter().take(num_layers).enumerate() {
+            // FlagEmbedding compresses before running layer i (never before the first).
+            if let Some(c) = compression.filter(|c| i != 0 && c.layers.contains(&i)) {
+                x = c.compress(&x, lengths)?;
+                t = x.dim(1)?;
+                rotations = RotationCache::default();
+            }
             let past = prefix.map(|p| &p.layers[i]);
             let (cos, sin) =
                 rotations.get(&layer.spec, start, t, self.config.head_dim, &self.device)?;
@@ -393,6 +448,75 @@ impl Decoder {
             .transpose(1, 2)?
             .reshape((b, t, heads * d))?;
         Ok((a.o.forward(&context)?, (k, v)))
+    }
+}
+
+/// FlagEmbedding's token compression (the lightweight reranker's `compress_ratio` and
+/// `compress_layers`): before each listed layer, every row keeps its query tokens and its
+/// prompt tokens and replaces its document tokens by the means of consecutive groups of `ratio`
+/// (the last group may be shorter); positions are then numbered afresh from 0.
+#[derive(Debug, Clone)]
+pub struct TokenCompression {
+    pub ratio: usize,
+    /// Layer indices (0-based; before running that layer).
+    pub layers: Vec<usize>,
+    /// Per row: tokens before the document (BOS, query, separator).
+    pub query_lens: Vec<usize>,
+    /// Tokens after the document (separator and prompt), the same for every row.
+    pub prompt_len: usize,
+}
+
+impl TokenCompression {
+    fn compress(&self, x: &Tensor, lengths: &mut [usize]) -> candle_core::Result<Tensor> {
+        let (b, _, h) = x.dims3()?;
+        let ratio = self.ratio.max(1);
+        let mut rows = Vec::with_capacity(b);
+        for (r, len) in lengths.iter_mut().enumerate() {
+            let n = *len;
+            let q = self.query_lens.get(r).copied().unwrap_or(0).min(n);
+            let p = self.prompt_len.min(n - q);
+            let passage = n - q - p;
+            let retain = passage.div_ceil(ratio);
+            let row = x.get(r)?;
+            let mut parts = Vec::with_capacity(3);
+            if q > 0 {
+                parts.push(row.narrow(0, 0, q)?);
+            }
+            if retain > 0 {
+                let mut doc = row.narrow(0, q, passage)?;
+                if retain * ratio > passage {
+                    let pad = Tensor::zeros((retain * ratio - passage, h), x.dtype(), x.device())?;
+                    doc = Tensor::cat(&[&doc, &pad], 0)?;
+                }
+                let counts: Vec<f32> = (0..retain)
+                    .map(|k| (passage - k * ratio).min(ratio) as f32)
+                    .collect();
+                let counts = Tensor::from_vec(counts, (retain, 1), x.device())?;
+                parts.push(
+                    doc.reshape((retain, ratio, h))?
+                        .sum(1)?
+                        .broadcast_div(&counts)?,
+                );
+            }
+            if p > 0 {
+                parts.push(row.narrow(0, q + passage, p)?);
+            }
+            *len = q + retain + p;
+            rows.push(Tensor::cat(&parts, 0)?);
+        }
+        let width = lengths.iter().copied().max().unwrap_or(1).max(1);
+        let padded = rows
+            .into_iter()
+            .map(|row| {
+                let n = row.dim(0)?;
+                if n == width {
+                    return Ok(row);
+                }
+                let pad = Tensor::zeros((width - n, h), x.dtype(), x.device())?;
+                Tensor::cat(&[&row, &pad], 0)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::stack(&padded, 0)
     }
 }
 

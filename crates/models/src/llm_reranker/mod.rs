@@ -18,7 +18,7 @@ use tokenizers::Tokenizer;
 pub use template::{EncodedPair, PairEncoder, RerankTemplate};
 
 use crate::batch::plan_batches;
-use crate::decoder::{Decoder, DecoderConfig};
+use crate::decoder::{Decoder, DecoderConfig, TokenCompression};
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
 use crate::rerank::{RerankScore, Reranker, RerankerOptions};
@@ -45,6 +45,8 @@ pub struct LlmReranker {
     share_prefix: bool,
     /// Layers run per pair: all, or the cutoff of a layerwise model.
     num_layers: usize,
+    /// Token compression (ratio, layers) of a lightweight model; `None`: off.
+    compression: Option<(usize, Vec<usize>)>,
 }
 
 impl LlmReranker {
@@ -127,6 +129,7 @@ impl LlmReranker {
             }
         }
         let num_layers = cutoff_layer(&config, options.cutoff_layer)?;
+        let compression = compression(&config, &encoder, &options)?;
         let tokenizer = TextTokenizer::from_tokenizer(
             raw_tokenizer.clone(),
             encoder.max_total_length(),
@@ -150,6 +153,7 @@ impl LlmReranker {
                 .max(1),
             share_prefix: options.share_prefix.unwrap_or(true),
             num_layers,
+            compression,
         })
     }
 
@@ -179,18 +183,34 @@ impl LlmReranker {
     /// without prefix sharing: what the golden tests compare with the reference.
     pub fn output_logits(&self, pairs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
         let rows: Vec<&Encoded> = pairs.iter().collect();
-        let (ids, lengths) = pad_rows(&rows, 0, self.decoder.device())?;
-        Ok(self
-            .decoder
-            .last_token_logits(&ids, &lengths, None, self.num_layers)?
-            .to_vec2()?)
+        self.logits_of(&rows, false)
     }
 
-    /// Logits of one planned batch, sharing the rows' common prefix when it is long enough.
-    fn batch_logits(&self, rows: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+    /// Logits of one planned batch, sharing the rows' common prefix when it is long enough
+    /// (and `share` allows; compression never shares).
+    fn logits_of(&self, rows: &[&Encoded], share: bool) -> Result<Vec<Vec<f32>>> {
         let layers = self.num_layers;
         let device = self.decoder.device();
-        let shared = if self.share_prefix && rows.len() > 1 {
+        if let (Some((ratio, at)), Some((after_query, tail))) =
+            (&self.compression, self.encoder.compression_spans())
+        {
+            let (ids, lengths) = pad_rows(rows, 0, device)?;
+            let query_lens = rows
+                .iter()
+                .map(|r| r.type_ids.iter().take_while(|&&t| t == 0).count() + after_query)
+                .collect();
+            let compression = TokenCompression {
+                ratio: *ratio,
+                layers: at.clone(),
+                query_lens,
+                prompt_len: tail,
+            };
+            return Ok(self
+                .decoder
+                .last_token_logits_compressed(&ids, &lengths, layers, &compression)?
+                .to_vec2()?);
+        }
+        let shared = if share && self.share_prefix && rows.len() > 1 {
             shared_prefix(rows)
         } else {
             0
@@ -211,21 +231,70 @@ impl LlmReranker {
     }
 }
 
-/// Layers to run: every layer, or a layerwise model's cutoff (within its heads' range).
+/// Layers to run: every layer, or a layerwise model's cutoff (a layer with a head).
 fn cutoff_layer(config: &DecoderConfig, cutoff: Option<usize>) -> Result<usize> {
     let total = config.num_layers();
     match (cutoff, config.layerwise) {
         (None, _) => Ok(total),
-        (Some(n), Some(lw)) if (lw.start_layer..=total).contains(&n) => Ok(n),
-        (Some(n), Some(lw)) => Err(ModelError::InvalidInput(format!(
+        (Some(n), Some(lw)) if lw.layers(total).any(|l| l == n) => Ok(n),
+        (Some(n), Some(lw)) if lw.layer_sep == 1 => Err(ModelError::InvalidInput(format!(
             "cutoff layer {n} is out of range: this model scores at layers {}..={total}",
             lw.start_layer
+        ))),
+        (Some(n), Some(lw)) => Err(ModelError::InvalidInput(format!(
+            "cutoff layer {n} has no head: this model scores at layers {:?}",
+            lw.layers(total).collect::<Vec<_>>()
         ))),
         (Some(_), None) => Err(ModelError::InvalidInput(format!(
             "a cutoff layer needs a layerwise model (one scoring head per layer, e.g. bge-reranker-v2-minicpm-layerwise); {} has one head after its last layer",
             config.model_type
         ))),
     }
+}
+
+/// FlagEmbedding's supported compression ratios.
+const COMPRESS_RATIOS: [usize; 4] = [1, 2, 4, 8];
+
+/// Token compression to apply: only for models built for it (the lightweight Gemma 2) under
+/// the bge-llm recipe; ratio 1 is off.
+fn compression(
+    config: &DecoderConfig,
+    encoder: &PairEncoder,
+    options: &RerankerOptions,
+) -> Result<Option<(usize, Vec<usize>)>> {
+    let ratio = options.compress_ratio.unwrap_or(1);
+    if !COMPRESS_RATIOS.contains(&ratio) {
+        return Err(ModelError::InvalidInput(format!(
+            "compress ratio {ratio} is not supported (1, 2, 4 or 8)"
+        )));
+    }
+    let layers = options.compress_layers.clone().unwrap_or_else(|| vec![8]);
+    if ratio == 1 {
+        if options.compress_layers.is_some() {
+            return Err(ModelError::InvalidInput(
+                "compress layers need a compress ratio above 1".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if !config.layerwise.is_some_and(|lw| lw.token_compression) {
+        return Err(ModelError::InvalidInput(format!(
+            "token compression needs a lightweight layerwise model (bge-reranker-v2.5-gemma2-lightweight's CostWiseGemmaForCausalLM); {} has none",
+            config.model_type
+        )));
+    }
+    if encoder.compression_spans().is_none() {
+        return Err(ModelError::InvalidInput(
+            "token compression applies to the bge-llm recipe only".into(),
+        ));
+    }
+    let total = config.num_layers();
+    if let Some(&bad) = layers.iter().find(|&&l| l == 0 || l >= total) {
+        return Err(ModelError::InvalidInput(format!(
+            "compress layer {bad} is out of range: compression happens before a layer in 1..{total}"
+        )));
+    }
+    Ok(Some((ratio, layers)))
 }
 
 fn check_engine(options: &RerankerOptions) -> Result<()> {
@@ -390,6 +459,7 @@ impl Reranker for LlmReranker {
             max_batch_tokens: self.max_batch_tokens,
             share_prefix: self.share_prefix,
             num_layers: self.num_layers,
+            compression: self.compression.clone(),
         }))
     }
 
@@ -439,7 +509,7 @@ impl Reranker for LlmReranker {
             for batch in plan_batches(&family_lengths, self.max_batch_tokens) {
                 let slots: Vec<usize> = batch.iter().map(|&j| family[j]).collect();
                 let rows: Vec<&Encoded> = slots.iter().map(|&i| &pairs[i]).collect();
-                let logits = self.batch_logits(&rows)?;
+                let logits = self.logits_of(&rows, true)?;
                 for (&slot, row) in slots.iter().zip(logits) {
                     let logit = self.encoder.logit(&row);
                     out[slot] = RerankScore {

@@ -3,7 +3,9 @@
 //!
 //! Each follows its authors' reference code token for token (the golden tests compare with it):
 //! - [`RerankTemplate::Qwen3`]: the Qwen3-Reranker model card's transformers recipe.
-//! - [`RerankTemplate::BgeLlm`]: FlagEmbedding's `FlagLLMReranker` (bge-reranker-v2-gemma).
+//! - [`RerankTemplate::BgeLlm`]: FlagEmbedding's `FlagLLMReranker` (bge-reranker-v2-gemma) and
+//!   `LayerWiseLLMReranker` (bge-reranker-v2-minicpm-layerwise), which tokenize alike.
+//! - [`RerankTemplate::BgeLightweight`]: FlagEmbedding's `LightweightLLMReranker`.
 
 use std::str::FromStr;
 
@@ -19,15 +21,19 @@ pub enum RerankTemplate {
     Qwen3,
     /// `<bos>A: {query}\nB: {passage}\n{prompt}`; logit = logit("Yes") at the last token.
     BgeLlm,
+    /// FlagEmbedding's `LightweightLLMReranker` (bge-reranker-v2.5-gemma2-lightweight): bge-llm's
+    /// layout with its own default prompt and a BOS always; scored by a layerwise head.
+    BgeLightweight,
 }
 
 impl RerankTemplate {
-    pub const NAMES: &'static str = "qwen3-reranker, bge-llm";
+    pub const NAMES: &'static str = "qwen3-reranker, bge-llm, bge-lightweight";
 
     pub fn name(self) -> &'static str {
         match self {
             RerankTemplate::Qwen3 => "qwen3-reranker",
             RerankTemplate::BgeLlm => "bge-llm",
+            RerankTemplate::BgeLightweight => "bge-lightweight",
         }
     }
 
@@ -36,6 +42,7 @@ impl RerankTemplate {
     pub fn for_model_type(model_type: &str) -> Self {
         match model_type {
             "qwen3" => RerankTemplate::Qwen3,
+            "cost_wise_gemma" => RerankTemplate::BgeLightweight,
             _ => RerankTemplate::BgeLlm,
         }
     }
@@ -45,6 +52,7 @@ impl RerankTemplate {
         match self {
             RerankTemplate::Qwen3 => QWEN3_DEFAULT_INSTRUCTION,
             RerankTemplate::BgeLlm => BGE_DEFAULT_PROMPT,
+            RerankTemplate::BgeLightweight => BGE_LIGHTWEIGHT_DEFAULT_PROMPT,
         }
     }
 
@@ -54,7 +62,7 @@ impl RerankTemplate {
     pub fn default_max_length(self) -> usize {
         match self {
             RerankTemplate::Qwen3 => 8192,
-            RerankTemplate::BgeLlm => 512,
+            RerankTemplate::BgeLlm | RerankTemplate::BgeLightweight => 512,
         }
     }
 }
@@ -66,6 +74,7 @@ impl FromStr for RerankTemplate {
         match s {
             "qwen3-reranker" | "qwen3" => Ok(RerankTemplate::Qwen3),
             "bge-llm" | "bge-reranker-v2-gemma" | "bge" => Ok(RerankTemplate::BgeLlm),
+            "bge-lightweight" => Ok(RerankTemplate::BgeLightweight),
             other => Err(ModelError::InvalidInput(format!(
                 "unknown rerank template {other:?}; known: {}",
                 Self::NAMES
@@ -78,6 +87,8 @@ const QWEN3_PREFIX: &str = "<|im_start|>system\nJudge whether the Document meets
 const QWEN3_SUFFIX: &str = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
 const QWEN3_DEFAULT_INSTRUCTION: &str =
     "Given a web search query, retrieve relevant passages that answer the query";
+const BGE_LIGHTWEIGHT_DEFAULT_PROMPT: &str =
+    "Predict whether passage B contains an answer to query A.";
 const BGE_DEFAULT_PROMPT: &str = "Given a query A and a passage B, determine whether the passage contains an answer to the query by providing a prediction of either 'Yes' or 'No'.";
 
 /// One pair's tokens under a recipe.
@@ -137,12 +148,17 @@ impl PairEncoder {
                 let outputs = vec![id("yes")?, id("no")?];
                 (encode(QWEN3_PREFIX)?, encode(QWEN3_SUFFIX)?, None, outputs)
             }
-            RerankTemplate::BgeLlm => {
+            RerankTemplate::BgeLlm | RerankTemplate::BgeLightweight => {
                 let yes = encode("Yes")?;
                 let first = *yes
                     .first()
                     .ok_or_else(|| ModelError::Tokenizer("\"Yes\" encodes to no token".into()))?;
-                let bos = bos.filter(|&b| Some(b) != pad);
+                // FlagLLMReranker skips a BOS equal to the padding token; the lightweight
+                // reranker always prepends it.
+                let bos = match template {
+                    RerankTemplate::BgeLightweight => bos,
+                    _ => bos.filter(|&b| Some(b) != pad),
+                };
                 (encode("\n")?, encode(&prompt)?, bos, vec![first])
             }
         };
@@ -179,7 +195,7 @@ impl PairEncoder {
         }
         let mut out = self.clone();
         out.prompt = prompt.to_owned();
-        if self.template == RerankTemplate::BgeLlm {
+        if self.template != RerankTemplate::Qwen3 {
             out.fixed_after = tokenizer
                 .encode(prompt, false)
                 .map_err(|e| ModelError::Tokenizer(e.to_string()))?
@@ -187,6 +203,19 @@ impl PairEncoder {
                 .to_vec();
         }
         Ok(out)
+    }
+
+    /// For FlagEmbedding's token compression: tokens that follow the query part (segment 0)
+    /// but still count as query (the separator), and the tokens after the document (separator
+    /// and prompt). `None` for recipes the lightweight reranker does not use.
+    pub fn compression_spans(&self) -> Option<(usize, usize)> {
+        match self.template {
+            RerankTemplate::BgeLlm | RerankTemplate::BgeLightweight => Some((
+                self.fixed_before.len(),
+                self.fixed_before.len() + self.fixed_after.len(),
+            )),
+            RerankTemplate::Qwen3 => None,
+        }
     }
 
     pub fn output_tokens(&self) -> &[u32] {
@@ -199,7 +228,7 @@ impl PairEncoder {
             RerankTemplate::Qwen3 => self.max_length,
             // FlagEmbedding cuts query + separator + passage at max_length + separator + prompt
             // and then appends the separator and the prompt once more.
-            RerankTemplate::BgeLlm => {
+            RerankTemplate::BgeLlm | RerankTemplate::BgeLightweight => {
                 self.max_length + 2 * (self.fixed_before.len() + self.fixed_after.len())
             }
         }
@@ -256,7 +285,7 @@ impl PairEncoder {
                     cut,
                 })
             }
-            RerankTemplate::BgeLlm => {
+            RerankTemplate::BgeLlm | RerankTemplate::BgeLightweight => {
                 let (sep, prompt) = (&self.fixed_before, &self.fixed_after);
                 let mut q = encode(&format!("A: {query}"))?;
                 let mut p = encode(&format!("B: {document}"))?;
@@ -297,7 +326,7 @@ impl PairEncoder {
     pub fn logit(&self, row: &[f32]) -> f32 {
         match (self.template, row) {
             (RerankTemplate::Qwen3, [yes, no, ..]) => yes - no,
-            (RerankTemplate::BgeLlm, [yes, ..]) => *yes,
+            (RerankTemplate::BgeLlm | RerankTemplate::BgeLightweight, [yes, ..]) => *yes,
             _ => f32::NAN,
         }
     }

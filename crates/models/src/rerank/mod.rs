@@ -42,6 +42,11 @@ pub struct RerankerOptions {
     /// Layerwise LLM rerankers: stop after this many layers and score with that layer's head
     /// (default: all layers).
     pub cutoff_layer: Option<usize>,
+    /// Lightweight LLM rerankers (bge-reranker-v2.5-gemma2-lightweight): average the document's
+    /// tokens in groups of this many (1, 2, 4 or 8; default 1: no compression) ...
+    pub compress_ratio: Option<usize>,
+    /// ... before each of these layers (default: 8, FlagEmbedding's).
+    pub compress_layers: Option<Vec<usize>>,
 }
 
 /// The score of one document (or one window of it).
