@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{golden, sift_cmd};
+use common::{golden, sift_cmd, workspace};
 
 fn sift(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = sift_cmd(args)
@@ -283,6 +283,33 @@ fn bench_reports_throughput_per_engine() {
         None,
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    // A decoder LLM reranker through the same task, with a layerwise cutoff.
+    let layerwise = workspace()
+        .join("crates/models/tests/fixtures/llm/minicpm-layerwise")
+        .display()
+        .to_string();
+    let out = sift(
+        &[
+            "bench",
+            "--model",
+            &layerwise,
+            "--task",
+            "rerank",
+            "--synthetic",
+            "3x12",
+            "--runs",
+            "1",
+            "--cutoff-layer",
+            "2",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (report["engine"].as_str(), report["tokens"].as_u64()),
+        (Some("candle"), Some(36))
+    );
     let out = sift(
         &[
             "bench",

@@ -468,11 +468,15 @@ fn eval_reports_metrics_runs_and_data_problems() {
         sift(&args)
     };
     let reranker = workspace().join("crates/models/tests/fixtures/golden/bert-classifier");
+    // An LLM reranker beside the cross-encoder: one table, a row per reranker.
+    let llm = workspace().join("crates/models/tests/fixtures/llm/gemma2");
     let result = eval(&[
         "--modes",
         "bm25,hybrid",
         "--rerank-model",
         reranker.to_str().unwrap(),
+        "--rerank-model",
+        llm.to_str().unwrap(),
         "--candidates",
         "10",
         "--first-stage-weights",
@@ -490,7 +494,9 @@ fn eval_reports_metrics_runs_and_data_problems() {
     );
     assert!(stderr.contains("1 empty queries"), "{stderr}");
     assert!(
-        table.contains("| bm25 | none |") && table.contains("bert-classifier"),
+        table.contains("| bm25 | none |")
+            && table.contains("bert-classifier")
+            && table.contains("| gemma2"),
         "{table}"
     );
 
@@ -499,8 +505,8 @@ fn eval_reports_metrics_runs_and_data_problems() {
     let runs = summary["runs"].as_array().unwrap();
     assert_eq!(
         runs.len(),
-        6,
-        "2 modes × (no reranker + 1 reranker alone + blended at weight 1)"
+        10,
+        "2 modes × (no reranker + 2 rerankers × (alone + blended at weight 1))"
     );
     // Weight 1 keeps the first stage's order, and only the top 10 are reranked: past them the
     // reranker alone leaves the first stage's order too.
