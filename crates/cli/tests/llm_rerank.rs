@@ -121,18 +121,7 @@ fn a_prompt_for_a_cross_encoder_and_an_unknown_template_are_refused() {
 }
 
 fn post(base: &str, path: &str, body: Value) -> Value {
-    let out = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-H", "content-type: application/json"])
-        .arg("--data-binary")
-        .arg(body.to_string())
-        .arg(format!("{base}{path}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "curl {path}");
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{path}: {}", String::from_utf8_lossy(&out.stdout)));
-    assert!(v.get("error").is_none(), "{path}: {v}");
-    v
+    common::post_json(base, path, &body)
 }
 
 /// A Gemma 2 reranker behind the TEI and Cohere routes: each pair that the recipe does not cut

@@ -200,3 +200,20 @@ pub fn kill_sift_index(
     }
     last_reported
 }
+
+/// POSTs `body` as JSON to `base` + `path` with curl and returns the parsed answer, failing the
+/// test on a transport error, a non-JSON body or an `error` field.
+pub fn post_json(base: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-H", "content-type: application/json"])
+        .arg("--data-binary")
+        .arg(body.to_string())
+        .arg(format!("{base}{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {path}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{path}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v.get("error").is_none(), "{path}: {v}");
+    v
+}

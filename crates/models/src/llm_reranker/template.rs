@@ -128,13 +128,7 @@ impl PairEncoder {
         bos: Option<u32>,
         pad: Option<u32>,
     ) -> Result<Self> {
-        let encode = |text: &str| -> Result<Vec<u32>> {
-            Ok(tokenizer
-                .encode(text, false)
-                .map_err(|e| ModelError::Tokenizer(e.to_string()))?
-                .get_ids()
-                .to_vec())
-        };
+        let encode = |text: &str| token_ids(tokenizer, text);
         let prompt = prompt.unwrap_or(template.default_prompt()).to_owned();
         let (fixed_before, fixed_after, bos, output_tokens) = match template {
             RerankTemplate::Qwen3 => {
@@ -196,11 +190,7 @@ impl PairEncoder {
         let mut out = self.clone();
         out.prompt = prompt.to_owned();
         if self.template != RerankTemplate::Qwen3 {
-            out.fixed_after = tokenizer
-                .encode(prompt, false)
-                .map_err(|e| ModelError::Tokenizer(e.to_string()))?
-                .get_ids()
-                .to_vec();
+            out.fixed_after = token_ids(tokenizer, prompt)?;
         }
         Ok(out)
     }
@@ -242,13 +232,7 @@ impl PairEncoder {
         query: &str,
         document: &str,
     ) -> Result<EncodedPair> {
-        let encode = |text: &str| -> Result<Vec<u32>> {
-            Ok(tokenizer
-                .encode(text, false)
-                .map_err(|e| ModelError::Tokenizer(e.to_string()))?
-                .get_ids()
-                .to_vec())
-        };
+        let encode = |text: &str| token_ids(tokenizer, text);
         match self.template {
             RerankTemplate::Qwen3 => {
                 // The card formats one string and cuts it from the right: the document goes
@@ -330,4 +314,13 @@ impl PairEncoder {
             _ => f32::NAN,
         }
     }
+}
+
+/// Token ids of `text` without special tokens, as the recipes tokenize each piece.
+fn token_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    Ok(tokenizer
+        .encode(text, false)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?
+        .get_ids()
+        .to_vec())
 }
