@@ -3,13 +3,12 @@
 
 use std::path::Path;
 
-use crate::batch::plan_batches;
 use crate::calibration_text;
 use crate::config::Head;
 use crate::engine::Engine;
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
-use crate::rerank::{RerankScore, Reranker, RerankerOptions};
+use crate::rerank::{score_in_batches, sigmoid, RerankScore, Reranker, RerankerOptions};
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::{resolve_max_length, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_ONNX_BATCH_TOKENS};
 
@@ -124,23 +123,22 @@ impl CrossEncoder {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<RerankScore>> {
         let lengths: Vec<usize> = pairs.iter().map(|e| e.len()).collect();
-        let mut out = vec![
-            RerankScore {
-                index: 0,
-                logit: 0.0,
-                score: 0.0
-            };
-            pairs.len()
-        ];
-        for group in plan_batches(&lengths, self.max_batch_tokens) {
-            let rows: Vec<&Encoded> = group.iter().map(|&i| &pairs[i]).collect();
-            let logits = self.engine.logits(&rows, self.dir.config.pad_token_id)?;
-            for (&slot, row) in group.iter().zip(logits) {
-                out[slot] = score_from_logits(slot, &row);
-            }
-            progress(group.len());
-        }
-        Ok(out)
+        let everything = vec![(0..pairs.len()).collect()];
+        score_in_batches(
+            &lengths,
+            everything,
+            self.max_batch_tokens,
+            |slots| {
+                let rows: Vec<&Encoded> = slots.iter().map(|&i| &pairs[i]).collect();
+                let logits = self.engine.logits(&rows, self.dir.config.pad_token_id)?;
+                Ok(slots
+                    .iter()
+                    .zip(logits)
+                    .map(|(&slot, row)| score_from_logits(slot, &row))
+                    .collect())
+            },
+            progress,
+        )
     }
 
     /// Raw logits `[b, num_labels]` of prepared pairs; the golden tests compare these.
@@ -169,10 +167,6 @@ fn score_from_logits(index: usize, logits: &[f32]) -> RerankScore {
             score: f32::NAN,
         },
     }
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 impl Reranker for CrossEncoder {

@@ -177,18 +177,6 @@ impl DecoderConfig {
         self.layers.len()
     }
 
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::InvalidConfig {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::InvalidConfig {
-            path: path.to_owned(),
-            reason: format!("not valid JSON: {e}"),
-        })?;
-        Self::from_value(&value, path)
-    }
-
     pub fn from_value(v: &Value, path: &Path) -> Result<Self> {
         let invalid = |reason: String| ModelError::InvalidConfig {
             path: path.to_owned(),

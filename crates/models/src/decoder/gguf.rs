@@ -13,7 +13,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{Content, Value as GgufValue};
 use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::config::{DecoderConfig, DecoderFamily};
@@ -21,14 +21,11 @@ use crate::error::{ModelError, Result};
 
 /// Everything read from one GGUF file.
 pub struct GgufModel {
-    /// The config in Hugging Face layout (what `config.json` would say).
-    pub config_json: Value,
+    /// The config as a Hugging Face directory's would read (BOS and padding ids included).
     pub config: DecoderConfig,
     /// Weights in f32 under Hugging Face names (`model.layers.0.self_attn.q_proj.weight`, …).
     pub tensors: HashMap<String, Tensor>,
     pub tokenizer: Tokenizer,
-    pub bos_token_id: Option<u32>,
-    pub pad_token_id: Option<u32>,
 }
 
 /// GGUF tensor types sift dequantizes (candle's k-quants and legacy quants).
@@ -41,7 +38,6 @@ struct Header {
     content: Content,
     family: DecoderFamily,
     tokens: Vec<String>,
-    config_json: Value,
     config: DecoderConfig,
 }
 
@@ -103,7 +99,6 @@ impl GgufModel {
             content,
             family,
             tokens,
-            config_json,
             config,
         })
     }
@@ -119,7 +114,6 @@ impl GgufModel {
             content,
             family,
             tokens,
-            config_json,
             config,
         } = Self::header(path)?;
         let meta = &content.metadata;
@@ -149,14 +143,10 @@ impl GgufModel {
             tensors.insert(hf, t);
         }
         let tokenizer = tokenizer(meta, tokens, path)?;
-        let id = |key: &str| meta.get(key).and_then(|v| v.to_u32().ok());
         Ok(GgufModel {
-            config_json,
             config,
             tensors,
             tokenizer,
-            bos_token_id: id("tokenizer.ggml.bos_token_id"),
-            pad_token_id: id("tokenizer.ggml.padding_token_id"),
         })
     }
 }
@@ -316,7 +306,7 @@ fn tokenizer(
         .and_then(|v| v.to_vec().ok())
         .map(|v| v.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
         .unwrap_or_else(|| vec![1; tokens.len()]);
-    let vocab: HashMap<String, u32> = tokens
+    let vocab: Vocab = tokens
         .iter()
         .enumerate()
         .map(|(i, t)| (t.clone(), i as u32))
@@ -331,13 +321,7 @@ fn tokenizer(
                 .map(|(a, b)| (a.to_owned(), b.to_owned()))
                 .collect();
             let bpe = BPE::builder()
-                .vocab_and_merges(
-                    vocab
-                        .clone()
-                        .into_iter()
-                        .collect::<tokenizers::models::bpe::Vocab>(),
-                    merges,
-                )
+                .vocab_and_merges(vocab.clone(), merges)
                 .build()
                 .map_err(|e| invalid(e.to_string()))?;
             let mut t = Tokenizer::new(bpe);
@@ -379,13 +363,7 @@ fn tokenizer(
                 .and_then(|v| v.to_u32().ok())
                 .and_then(|i| tokens.get(i as usize).cloned());
             let mut builder = BPE::builder()
-                .vocab_and_merges(
-                    vocab
-                        .clone()
-                        .into_iter()
-                        .collect::<tokenizers::models::bpe::Vocab>(),
-                    merges,
-                )
+                .vocab_and_merges(vocab.clone(), merges)
                 .byte_fallback(true)
                 .fuse_unk(true);
             if let Some(unk) = unk {
@@ -446,7 +424,7 @@ fn merges_from_scores(
     tokens: &[String],
     scores: &[f32],
     types: &[i32],
-    vocab: &HashMap<String, u32>,
+    vocab: &Vocab,
 ) -> Vec<(String, String)> {
     let mut ranked: Vec<(f32, u32, String, String)> = Vec::new();
     for (id, token) in tokens.iter().enumerate() {

@@ -47,17 +47,6 @@ pub struct PrefixCache {
     len: usize,
 }
 
-impl PrefixCache {
-    /// Tokens in the prefix.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
 struct Attention {
     q: Linear,
     k: Linear,
@@ -93,7 +82,8 @@ pub struct Decoder {
     norm: RmsNorm,
     /// `[n, hidden]`: the output projection's rows for the tokens the caller reads.
     head_rows: Tensor,
-    /// Layerwise models: `[1, hidden]` per layer from `start_layer` (index = layer − start).
+    /// Layerwise models: `[1, hidden]` per head, in `LayerwiseHeads::layers` order (which one
+    /// scores a cutoff: `LayerwiseHeads::head_index`).
     layer_heads: Vec<Tensor>,
     device: Device,
 }
@@ -343,35 +333,38 @@ impl Decoder {
         if let Some(scale) = self.config.embedding_scale {
             x = (x * scale)?;
         }
-        let mut rotations = RotationCache::default();
+        let mut positions = PositionCache::default();
         for (i, layer) in self.layers.iter().take(num_layers).enumerate() {
             // FlagEmbedding compresses before running layer i (never before the first).
             if let Some(c) = compression.filter(|c| i != 0 && c.layers.contains(&i)) {
                 x = c.compress(&x, lengths)?;
                 t = x.dim(1)?;
-                rotations = RotationCache::default();
+                positions = PositionCache::default();
             }
             let past = prefix.map(|p| &p.layers[i]);
             let (cos, sin) =
-                rotations.get(&layer.spec, start, t, self.config.head_dim, &self.device)?;
-            let mask = attention_mask(start, t, layer.spec.window, &self.device)?;
+                positions.rotation(&layer.spec, start, t, self.config.head_dim, &self.device)?;
+            let mask = positions.mask(start, t, layer.spec.window, &self.device)?;
             let residual = x.clone();
             let normed = layer.input_norm.forward(&x)?;
             let (attn, kv) = self.attention(layer, &normed, past, &cos, &sin, &mask)?;
             if let Some(keep) = keep.as_deref_mut() {
                 keep.push(kv);
             }
-            let scale = self.config.residual_scale;
-            x = match &layer.feedforward_norms {
-                None if scale != 1.0 => {
-                    let h = (residual + (attn * scale)?)?;
-                    let m = self.mlp(&layer.mlp, &layer.post_attention_norm.forward(&h)?)?;
-                    (h + (m * scale)?)?
+            // MiniCPM scales each branch before the residual add; other families add it as is.
+            let scaled = |branch: Tensor| {
+                let scale = self.config.residual_scale;
+                if scale == 1.0 {
+                    Ok(branch)
+                } else {
+                    branch * scale
                 }
+            };
+            x = match &layer.feedforward_norms {
                 None => {
-                    let h = (residual + attn)?;
+                    let h = (residual + scaled(attn)?)?;
                     let m = self.mlp(&layer.mlp, &layer.post_attention_norm.forward(&h)?)?;
-                    (h + m)?
+                    (h + scaled(m)?)?
                 }
                 Some((pre, post)) => {
                     let h = (residual + layer.post_attention_norm.forward(&attn)?)?;
@@ -544,14 +537,32 @@ fn attention_mask(
     Tensor::from_vec(mask, (t, total), device)
 }
 
-/// cos/sin tables `[t, head_dim / 2]` per distinct rotary setting of a forward pass.
+/// What depends only on positions in a forward pass, built once per distinct setting rather
+/// than per layer: cos/sin tables `[t, head_dim / 2]` per rotary setting, and attention masks
+/// per window. Reset when compression renumbers the positions.
 #[derive(Default)]
-struct RotationCache {
-    entries: Vec<((u64, u64), (Tensor, Tensor))>,
+struct PositionCache {
+    rotations: Vec<((u64, u64), (Tensor, Tensor))>,
+    masks: Vec<(Option<usize>, Tensor)>,
 }
 
-impl RotationCache {
-    fn get(
+impl PositionCache {
+    fn mask(
+        &mut self,
+        start: usize,
+        t: usize,
+        window: Option<usize>,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        if let Some((_, m)) = self.masks.iter().find(|(w, _)| *w == window) {
+            return Ok(m.clone());
+        }
+        let m = attention_mask(start, t, window, device)?;
+        self.masks.push((window, m.clone()));
+        Ok(m)
+    }
+
+    fn rotation(
         &mut self,
         spec: &LayerSpec,
         start: usize,
@@ -560,7 +571,7 @@ impl RotationCache {
         device: &Device,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let key = (spec.rope.theta.to_bits(), spec.rope.linear_factor.to_bits());
-        if let Some((_, cs)) = self.entries.iter().find(|(k, _)| *k == key) {
+        if let Some((_, cs)) = self.rotations.iter().find(|(k, _)| *k == key) {
             return Ok(cs.clone());
         }
         let half = head_dim / 2;
@@ -576,7 +587,7 @@ impl RotationCache {
         let pos = Tensor::from_vec(positions, (t, 1), device)?;
         let freqs = pos.broadcast_mul(&inv)?;
         let cs = (freqs.cos()?.contiguous()?, freqs.sin()?.contiguous()?);
-        self.entries.push((key, cs.clone()));
+        self.rotations.push((key, cs.clone()));
         Ok(cs)
     }
 }

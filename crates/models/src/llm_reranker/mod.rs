@@ -17,11 +17,10 @@ use tokenizers::Tokenizer;
 
 pub use template::{EncodedPair, PairEncoder, RerankTemplate};
 
-use crate::batch::plan_batches;
 use crate::decoder::{Decoder, DecoderConfig, TokenCompression};
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
-use crate::rerank::{RerankScore, Reranker, RerankerOptions};
+use crate::rerank::{score_in_batches, sigmoid, RerankScore, Reranker, RerankerOptions};
 use crate::tokenize::{Encoded, TextTokenizer};
 
 /// Padded tokens per forward pass of a decoder. Attention over a 100-document batch of ~300
@@ -79,8 +78,8 @@ impl LlmReranker {
         let name = format!("{} (GGUF)", config.model_type);
         let dir = ModelDir::for_gguf(path, crate::ModelConfig::for_decoder(config.clone(), name));
         let specials = SpecialTokens {
-            bos: gguf.bos_token_id,
-            pad: gguf.pad_token_id,
+            bos: config.bos_token_id,
+            pad: config.pad_token_id,
         };
         let vb = VarBuilder::from_tensors(gguf.tensors, DType::F32, &Device::Cpu);
         let mut raw = gguf.tokenizer;
@@ -198,10 +197,7 @@ impl LlmReranker {
             (&self.compression, self.encoder.compression_spans())
         {
             let (ids, lengths) = pad_rows(rows, 0, device)?;
-            let query_lens = rows
-                .iter()
-                .map(|r| r.type_ids.iter().take_while(|&&t| t == 0).count() + after_query)
-                .collect();
+            let query_lens = rows.iter().map(|r| query_tokens(r) + after_query).collect();
             let compression = TokenCompression {
                 ratio: *ratio,
                 layers: at.clone(),
@@ -313,6 +309,11 @@ fn check_engine(options: &RerankerOptions) -> Result<()> {
     Ok(())
 }
 
+/// Tokens of a pair before its document: segment 0 of [`LlmReranker::encode_pair`]'s encoding.
+fn query_tokens(pair: &Encoded) -> usize {
+    pair.type_ids.iter().take_while(|&&t| t == 0).count()
+}
+
 /// Pairs grouped by query: the tokens before the document (segment 0 of each encoding, see
 /// [`LlmReranker::encode_pair`]) are the key, so a server batch that mixes requests still shares
 /// each query's prefix. Groups keep the order of their first pair.
@@ -320,8 +321,7 @@ fn prefix_families(pairs: &[Encoded]) -> Vec<Vec<usize>> {
     let mut index: std::collections::HashMap<&[u32], usize> = std::collections::HashMap::new();
     let mut families: Vec<Vec<usize>> = Vec::new();
     for (i, pair) in pairs.iter().enumerate() {
-        let query_len = pair.type_ids.iter().take_while(|&&t| t == 0).count();
-        let key = &pair.ids[..query_len.min(pair.ids.len())];
+        let key = &pair.ids[..query_tokens(pair).min(pair.ids.len())];
         let slot = *index.entry(key).or_insert_with(|| {
             families.push(Vec::new());
             families.len() - 1
@@ -495,37 +495,33 @@ impl Reranker for LlmReranker {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<RerankScore>> {
         let lengths: Vec<usize> = pairs.iter().map(|e| e.len()).collect();
-        let mut out = vec![
-            RerankScore {
-                index: 0,
-                logit: f32::NAN,
-                score: f32::NAN,
-            };
-            pairs.len()
-        ];
         let families = if self.share_prefix {
             prefix_families(pairs)
         } else {
             vec![(0..pairs.len()).collect()]
         };
-        for family in families {
-            let family_lengths: Vec<usize> = family.iter().map(|&i| lengths[i]).collect();
-            for batch in plan_batches(&family_lengths, self.max_batch_tokens) {
-                let slots: Vec<usize> = batch.iter().map(|&j| family[j]).collect();
+        score_in_batches(
+            &lengths,
+            families,
+            self.max_batch_tokens,
+            |slots| {
                 let rows: Vec<&Encoded> = slots.iter().map(|&i| &pairs[i]).collect();
-                let logits = self.logits_of(&rows, true)?;
-                for (&slot, row) in slots.iter().zip(logits) {
-                    let logit = self.encoder.logit(&row);
-                    out[slot] = RerankScore {
-                        index: slot,
-                        logit,
-                        score: 1.0 / (1.0 + (-logit).exp()),
-                    };
-                }
-                progress(slots.len());
-            }
-        }
-        Ok(out)
+                Ok(self
+                    .logits_of(&rows, true)?
+                    .iter()
+                    .zip(slots)
+                    .map(|(row, &index)| {
+                        let logit = self.encoder.logit(row);
+                        RerankScore {
+                            index,
+                            logit,
+                            score: sigmoid(logit),
+                        }
+                    })
+                    .collect())
+            },
+            progress,
+        )
     }
 }
 

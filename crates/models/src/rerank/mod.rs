@@ -131,6 +131,41 @@ pub trait Reranker: Send + Sync {
     ) -> Result<Vec<RerankScore>>;
 }
 
+/// The one map from a logit to a probability-like score, `1 / (1 + e^-x)`.
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// What every [`Reranker::score_pairs`] does around its forward passes: plans batches of at
+/// most `max_batch_tokens` padded tokens within each group of pair indices (every pair in
+/// exactly one group), calls `score(slots)` for each batch — one score per slot, in slot
+/// order — puts each score at its pair's position, and reports progress per batch.
+pub(crate) fn score_in_batches(
+    lengths: &[usize],
+    groups: Vec<Vec<usize>>,
+    max_batch_tokens: usize,
+    mut score: impl FnMut(&[usize]) -> Result<Vec<RerankScore>>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<RerankScore>> {
+    let unscored = RerankScore {
+        index: 0,
+        logit: f32::NAN,
+        score: f32::NAN,
+    };
+    let mut out = vec![unscored; lengths.len()];
+    for group in groups {
+        let group_lengths: Vec<usize> = group.iter().map(|&i| lengths[i]).collect();
+        for batch in crate::batch::plan_batches(&group_lengths, max_batch_tokens) {
+            let slots: Vec<usize> = batch.iter().map(|&j| group[j]).collect();
+            for (&slot, s) in slots.iter().zip(score(&slots)?) {
+                out[slot] = RerankScore { index: slot, ..s };
+            }
+            progress(slots.len());
+        }
+    }
+    Ok(out)
+}
+
 /// Scores of `documents` for `query` under `policy`, one per document in input order.
 pub fn score_documents(
     reranker: &dyn Reranker,
