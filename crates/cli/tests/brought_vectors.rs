@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{fails, sift_cmd, succeeds, Server};
+use common::{curl, fails, sift_cmd, succeeds, Server};
 use serde_json::{json, Value};
 
 const DIM: usize = 16;
@@ -316,30 +315,6 @@ fn brought_vectors_index_search_and_refusals() {
         .unwrap(),
         "toy-embedder",
     );
-}
-
-fn curl(method: &str, url: &str, body: &Value) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-X",
-            method,
-            "-H",
-            "content-type: application/json",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg("--data-binary")
-        .arg(body.to_string())
-        .arg(url)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (json, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.trim().parse().unwrap(),
-        serde_json::from_str(json).unwrap_or(Value::Null),
-    )
 }
 
 /// A server with no model serves a collection of brought vectors: searches bring a query

@@ -131,67 +131,44 @@ fn post(base: &str, path: &str, body: Value) -> Value {
 fn sift_serve_reranks_with_an_llm_on_tei_and_cohere_routes() {
     let model = llm_fixture("gemma2");
     let server = Server::start(&["--rerank-model", &model]);
-    let case = &expected("gemma2")["cases"][0];
-    let mut checked = 0;
-    for pair in case["pairs"].as_array().unwrap() {
-        let document = pair["document"].as_str().unwrap();
-        if document.len() > 100 {
-            continue;
+    // Case 0: the recipe's default prompt (Cohere v1); case 1: a request's own prompt
+    // (sift's extension of both APIs; Cohere v2).
+    for (case, cohere_route) in expected("gemma2")["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["/v1/rerank", "/v2/rerank"])
+    {
+        let prompt = &case["prompt"];
+        let mut checked = 0;
+        for pair in case["pairs"].as_array().unwrap() {
+            let document = pair["document"].as_str().unwrap();
+            if document.len() > 100 {
+                continue;
+            }
+            let query = pair["query"].as_str().unwrap();
+            let mut tei_body = json!({"query": query, "texts": [document], "raw_scores": true});
+            let mut cohere_body = json!({"query": query, "documents": [document]});
+            if !prompt.is_null() {
+                tei_body["prompt"] = prompt.clone();
+                cohere_body["prompt"] = prompt.clone();
+            }
+            let logit = f(&post(&server.base, "/rerank", tei_body)[0]["score"]);
+            let score =
+                f(&post(&server.base, cohere_route, cohere_body)["results"][0]["relevance_score"]);
+            assert!(
+                (logit - f(&pair["logit"])).abs() <= TOLERANCE,
+                "{query} (prompt {prompt}): TEI {logit} vs {}",
+                pair["logit"]
+            );
+            assert!(
+                (score - f(&pair["score"])).abs() <= TOLERANCE,
+                "{query} (prompt {prompt}): Cohere {score} vs {}",
+                pair["score"]
+            );
+            checked += 1;
         }
-        let query = pair["query"].as_str().unwrap();
-        let tei = post(
-            &server.base,
-            "/rerank",
-            json!({"query": query, "texts": [document], "raw_scores": true}),
-        );
-        let cohere = post(
-            &server.base,
-            "/v1/rerank",
-            json!({"query": query, "documents": [document]}),
-        );
-        let logit = f(&tei[0]["score"]);
-        let score = f(&cohere["results"][0]["relevance_score"]);
-        assert!(
-            (logit - f(&pair["logit"])).abs() <= TOLERANCE,
-            "{query}: TEI {logit} vs {}",
-            pair["logit"]
-        );
-        assert!(
-            (score - f(&pair["score"])).abs() <= TOLERANCE,
-            "{query}: Cohere {score} vs {}",
-            pair["score"]
-        );
-        checked += 1;
-    }
-    assert!(checked >= 4);
-
-    // A request's own prompt (sift's extension of both APIs) scores as the recipe does with it.
-    let custom = &expected("gemma2")["cases"][1];
-    let prompt = custom["prompt"].as_str().unwrap();
-    for pair in custom["pairs"].as_array().unwrap() {
-        let document = pair["document"].as_str().unwrap();
-        if document.len() > 100 {
-            continue;
-        }
-        let query = pair["query"].as_str().unwrap();
-        let tei = post(
-            &server.base,
-            "/rerank",
-            json!({"query": query, "texts": [document], "raw_scores": true, "prompt": prompt}),
-        );
-        let cohere = post(
-            &server.base,
-            "/v2/rerank",
-            json!({"query": query, "documents": [document], "prompt": prompt}),
-        );
-        assert!(
-            (f(&tei[0]["score"]) - f(&pair["logit"])).abs() <= TOLERANCE,
-            "{query}: TEI with a prompt"
-        );
-        assert!(
-            (f(&cohere["results"][0]["relevance_score"]) - f(&pair["score"])).abs() <= TOLERANCE,
-            "{query}: Cohere with a prompt"
-        );
+        assert!(checked >= 4);
     }
 }
 
@@ -199,17 +176,13 @@ fn sift_serve_reranks_with_an_llm_on_tei_and_cohere_routes() {
 #[test]
 fn a_prompt_for_a_cross_encoder_server_is_a_422() {
     let server = Server::start(&["--rerank-model", &common::golden("bert-classifier")]);
-    let out = Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "-X", "POST"])
-        .args(["-H", "content-type: application/json", "--data-binary"])
-        .arg(json!({"query": "q", "texts": ["d"], "prompt": "judge"}).to_string())
-        .arg(format!("{}/rerank", server.base))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, code) = text.trim_end().rsplit_once('\n').unwrap();
-    assert_eq!(code, "422", "{body}");
-    assert!(body.contains("no prompt to replace"), "{body}");
+    let (code, body) = common::curl(
+        "POST",
+        &format!("{}/rerank", server.base),
+        &json!({"query": "q", "texts": ["d"], "prompt": "judge"}),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.to_string().contains("no prompt to replace"), "{body}");
 }
 
 /// `sift models` lists decoder directories and GGUF files (in the folder's gguf/) with their

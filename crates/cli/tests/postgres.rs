@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{kill_sift_index, sift_cmd, workspace, Server};
+use common::{curl, kill_sift_index, sift_cmd, workspace, Server};
 use serde_json::{json, Value};
 use sift_index::store::{self, Access};
 use sift_index::test_postgres::TestPostgres;
@@ -160,22 +160,6 @@ fn sigkill_of_sift_index_loses_no_acknowledged_batch() {
     let c = store::open(&location, Access::Search).unwrap();
     c.verify().unwrap();
     assert_eq!(c.len().unwrap(), 60);
-}
-
-fn curl(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-sS", "-X", method, "-H", "content-type: application/json"]);
-    cmd.args(["-w", "\n%{http_code}"]);
-    if let Some(body) = body {
-        cmd.arg("--data-binary").arg(body.to_string());
-    }
-    let out = cmd.arg(url).output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
 }
 
 fn ids(v: &Value) -> Vec<String> {

@@ -201,19 +201,34 @@ pub fn kill_sift_index(
     last_reported
 }
 
-/// POSTs `body` as JSON to `base` + `path` with curl and returns the parsed answer, failing the
-/// test on a transport error, a non-JSON body or an `error` field.
+/// One HTTP request with curl: `method` to `url`, with `body` (a value or `None`) sent as JSON.
+/// Returns the status code (0 when nothing answered) and the answer parsed as JSON (`Null` when
+/// it is not JSON).
+pub fn curl<'a>(
+    method: &str,
+    url: &str,
+    body: impl Into<Option<&'a serde_json::Value>>,
+) -> (u16, serde_json::Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-X", method, "-H", "content-type: application/json"]);
+    cmd.args(["-w", "\n%{http_code}"]);
+    if let Some(body) = body.into() {
+        cmd.arg("--data-binary").arg(body.to_string());
+    }
+    let out = cmd.arg(url).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// POSTs `body` as JSON to `base` + `path` and returns the parsed answer, failing the test on a
+/// transport error, a non-JSON body or an `error` field.
 pub fn post_json(base: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
-    let out = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-H", "content-type: application/json"])
-        .arg("--data-binary")
-        .arg(body.to_string())
-        .arg(format!("{base}{path}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "curl {path}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{path}: {}", String::from_utf8_lossy(&out.stdout)));
+    let (_, v) = curl("POST", &format!("{base}{path}"), body);
+    assert!(v.is_object() || v.is_array(), "{path}: not JSON: {v}");
     assert!(v.get("error").is_none(), "{path}: {v}");
     v
 }
