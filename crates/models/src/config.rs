@@ -112,6 +112,9 @@ pub struct ModelConfig {
     pub relative_attention_num_buckets: usize,
     /// Everything a decoder needs; `Some` exactly when `architecture` is `Decoder`.
     pub decoder: Option<crate::decoder::DecoderConfig>,
+    /// The dtype the weights are stored in, as the config says it (`dtype` in transformers 5,
+    /// `torch_dtype` in 4.x); `None` when it does not (weights load as f32 either way).
+    pub stored_dtype: Option<String>,
 }
 
 impl ModelConfig {
@@ -140,12 +143,20 @@ impl ModelConfig {
             .get("model_type")
             .and_then(|m| m.as_str())
             .map(str::to_owned);
+        let stored_dtype = value
+            .get("dtype")
+            .or_else(|| value.get("torch_dtype"))
+            .and_then(|d| d.as_str())
+            .map(str::to_owned);
         if model_type
             .as_deref()
             .and_then(crate::decoder::DecoderFamily::from_model_type)
             .is_some()
         {
-            return Self::from_decoder(&value, &architectures, path);
+            return Ok(ModelConfig {
+                stored_dtype,
+                ..Self::from_decoder(&value, &architectures, path)?
+            });
         }
         let (architecture, head, architecture_name) =
             classify(&architectures, model_type.as_deref()).ok_or_else(|| {
@@ -242,6 +253,7 @@ impl ModelConfig {
             },
             relative_attention_num_buckets: buckets,
             decoder: None,
+            stored_dtype,
         })
     }
 
@@ -278,6 +290,7 @@ impl ModelConfig {
             labels: Vec::new(),
             relative_attention_num_buckets: 0,
             decoder: Some(d),
+            stored_dtype: None,
         }
     }
 

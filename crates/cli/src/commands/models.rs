@@ -17,20 +17,6 @@ pub struct ModelsArgs {
     json: bool,
 }
 
-/// The dtype a Hugging Face directory's config says its weights are stored in (`dtype` in
-/// transformers 5, `torch_dtype` in 4.x), or "-" when it does not say.
-fn stored_dtype(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v.get("dtype")
-                .or_else(|| v.get("torch_dtype"))
-                .and_then(|d| d.as_str().map(str::to_owned))
-        })
-        .unwrap_or_else(|| "-".into())
-}
-
 pub fn run(args: ModelsArgs) -> Result<()> {
     let root = models_dir();
     let mut entries: Vec<_> = std::fs::read_dir(&root)
@@ -72,8 +58,13 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                 ModelDir::for_gguf(&path, sift_models::ModelConfig::for_decoder(c, name))
             })
         } else {
-            weights = stored_dtype(&path);
-            ModelDir::open(&path)
+            ModelDir::open(&path).inspect(|dir| {
+                weights = dir
+                    .config
+                    .stored_dtype
+                    .clone()
+                    .unwrap_or_else(|| "-".into());
+            })
         };
         let row = match opened {
             Ok(dir) => {

@@ -55,6 +55,7 @@ impl LlmReranker {
     /// Loads a `*ForCausalLM` directory; the recipe comes from `options.template`, else from
     /// the model's family ([`RerankTemplate::for_model_type`]).
     pub fn from_dir(dir: ModelDir, options: RerankerOptions) -> Result<Self> {
+        check_engine(&options)?;
         let config = dir
             .config
             .decoder
@@ -97,7 +98,6 @@ impl LlmReranker {
         vb: VarBuilder,
         options: RerankerOptions,
     ) -> Result<Self> {
-        check_engine(&options)?;
         let template = options
             .template
             .unwrap_or_else(|| RerankTemplate::for_model_type(&config.model_type));
