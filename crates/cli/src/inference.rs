@@ -10,6 +10,7 @@
 use std::num::NonZeroUsize;
 
 use clap::Args;
+use sift_models::rerank::Cascade;
 use sift_models::{
     EngineChoice, EngineOptions, LongDocumentMode, LongDocumentPolicy, Precision, RerankTemplate,
     RerankerOptions,
@@ -46,10 +47,11 @@ pub struct RerankPrecisionFlag {
     pub rerank_precision: Option<Precision>,
 }
 
-/// How an LLM reranker (a decoder: Qwen3-Reranker, bge-reranker-v2-gemma, …) builds its prompt.
-/// A cross-encoder has no prompt: giving these with one is an error.
+/// How a rerank model scores: the prompt an LLM reranker (a decoder: Qwen3-Reranker,
+/// bge-reranker-v2-gemma, …) builds, and where a layerwise model stops. A flag that does not
+/// apply to the model loaded is an error, never ignored.
 #[derive(Args, Debug, Clone, Default)]
-pub struct LlmRerankFlags {
+pub struct RerankScoringFlags {
     /// LLM rerankers: the scoring recipe, qwen3-reranker or bge-llm [default: the one the
     /// model was published with: Qwen3 models → qwen3-reranker, other decoders → bge-llm].
     #[arg(long, env = "SIFT_RERANK_TEMPLATE", value_name = "NAME")]
@@ -76,13 +78,29 @@ pub struct LlmRerankFlags {
     #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
     pub compress_layers: Option<Vec<usize>>,
 
+    /// Layerwise cross-encoders (`sift train-reranker --layerwise`): score with the first N
+    /// layers and that layer's head; fewer layers, less time [default: all layers].
+    #[arg(long, env = "SIFT_RERANK_LAYER", value_name = "N")]
+    pub rerank_layer: Option<usize>,
+
+    /// Layerwise cross-encoders: score every candidate after layer EXIT, then run the
+    /// remaining layers for the best KEEP only (from the states the first stage kept); the
+    /// others rank below them by their early score. E.g. `2:20`.
+    #[arg(
+        long,
+        env = "SIFT_RERANK_CASCADE",
+        value_name = "EXIT:KEEP",
+        conflicts_with = "rerank_layer"
+    )]
+    pub rerank_cascade: Option<Cascade>,
+
     /// LLM rerankers: recompute the query's shared prompt prefix with every document instead of
     /// once per batch (only to measure what sharing saves; scores are the same).
     #[arg(long, hide = true)]
     pub no_shared_prefix: bool,
 }
 
-impl LlmRerankFlags {
+impl RerankScoringFlags {
     /// Loader options with these flags and `engine`; length and batch size left to the model.
     pub fn options(&self, engine: EngineOptions) -> RerankerOptions {
         RerankerOptions {
@@ -93,6 +111,8 @@ impl LlmRerankFlags {
             cutoff_layer: self.cutoff_layer,
             compress_ratio: self.compress_ratio,
             compress_layers: self.compress_layers.clone(),
+            exit_layer: self.rerank_layer,
+            cascade: self.rerank_cascade,
             ..Default::default()
         }
     }

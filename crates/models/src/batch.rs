@@ -48,6 +48,52 @@ impl Batch {
     }
 }
 
+/// Token states of a batch after some layer, `[b, t, hidden]` row-major, with each row's real
+/// length: what a rerank cascade keeps from its first stage for its second. Padding positions
+/// hold whatever the engine left there; every consumer masks them.
+#[derive(Debug, Clone)]
+pub struct SavedStates {
+    pub dims: [usize; 3],
+    pub data: Vec<f32>,
+    pub lengths: Vec<usize>,
+}
+
+/// One row of [`SavedStates`] without its padding: `len × hidden` values.
+#[derive(Debug, Clone)]
+pub struct RowStates {
+    pub data: Vec<f32>,
+    pub len: usize,
+}
+
+impl SavedStates {
+    /// Each row's real positions, in row order.
+    pub fn into_rows(self) -> Vec<RowStates> {
+        let [_, t, h] = self.dims;
+        self.lengths
+            .iter()
+            .enumerate()
+            .map(|(r, &len)| RowStates {
+                data: self.data[r * t * h..(r * t + len) * h].to_vec(),
+                len,
+            })
+            .collect()
+    }
+
+    /// Rows padded with zeros to the longest of them: a batch to continue.
+    pub fn from_rows(rows: &[&RowStates], hidden: usize) -> Self {
+        let t = rows.iter().map(|r| r.len).max().unwrap_or(0).max(1);
+        let mut data = vec![0f32; rows.len() * t * hidden];
+        for (r, row) in rows.iter().enumerate() {
+            data[r * t * hidden..r * t * hidden + row.data.len()].copy_from_slice(&row.data);
+        }
+        SavedStates {
+            dims: [rows.len(), t, hidden],
+            data,
+            lengths: rows.iter().map(|r| r.len).collect(),
+        }
+    }
+}
+
 /// Groups inputs into batches whose padded size (rows × longest row, in tokens) stays within
 /// `max_batch_tokens`. Inputs are sorted by length first so rows of a batch have similar lengths
 /// and little compute goes to padding. Returns indices into `lengths`; every index appears once.

@@ -79,6 +79,43 @@ struct RawConfig {
     relative_attention_num_buckets: Option<usize>,
     #[serde(default)]
     position_embedding_type: Option<String>,
+    #[serde(default)]
+    sift_layerwise: Option<LayerwiseSection>,
+}
+
+/// `"sift_layerwise"` in a layerwise cross-encoder's config.json (docs/design.md, "Layerwise
+/// cross-encoders").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerwiseSection {
+    exit_layers: Vec<usize>,
+}
+
+/// The exit layers before the last, sorted; every listed layer must exist, and only a
+/// cross-encoder can have them.
+fn exit_layers(
+    section: &Option<LayerwiseSection>,
+    num_layers: usize,
+    head: Head,
+) -> std::result::Result<Vec<usize>, String> {
+    let Some(section) = section else {
+        return Ok(Vec::new());
+    };
+    if head != Head::SequenceClassification {
+        return Err(
+            "sift_layerwise applies to cross-encoders (*ForSequenceClassification) only".into(),
+        );
+    }
+    let mut layers = section.exit_layers.clone();
+    layers.sort_unstable();
+    layers.dedup();
+    if let Some(&bad) = layers.iter().find(|&&l| l == 0 || l > num_layers) {
+        return Err(format!(
+            "sift_layerwise.exit_layers names layer {bad}; layers are counted from 1 to {num_layers}"
+        ));
+    }
+    layers.retain(|&l| l != num_layers);
+    Ok(layers)
 }
 
 fn default_act() -> String {
@@ -115,6 +152,10 @@ pub struct ModelConfig {
     /// The dtype the weights are stored in, as the config says it (`dtype` in transformers 5,
     /// `torch_dtype` in 4.x); `None` when it does not (weights load as f32 either way).
     pub stored_dtype: Option<String>,
+    /// Layerwise cross-encoders: the layers before the last (counted from 1) that have their
+    /// own scoring head (`"sift_layerwise": {"exit_layers": [...]}` in config.json); empty for
+    /// every other model.
+    pub exit_layers: Vec<usize>,
 }
 
 impl ModelConfig {
@@ -232,6 +273,8 @@ impl ModelConfig {
                     .into(),
             ));
         }
+        let exit_layers =
+            exit_layers(&raw.sift_layerwise, raw.num_hidden_layers, head).map_err(invalid)?;
         Ok(ModelConfig {
             architecture,
             head,
@@ -254,6 +297,7 @@ impl ModelConfig {
             relative_attention_num_buckets: buckets,
             decoder: None,
             stored_dtype,
+            exit_layers,
         })
     }
 
@@ -291,7 +335,15 @@ impl ModelConfig {
             relative_attention_num_buckets: 0,
             decoder: Some(d),
             stored_dtype: None,
+            exit_layers: Vec::new(),
         }
+    }
+
+    /// Every layer a cross-encoder can score after: its exit layers, then the last.
+    pub fn all_exit_layers(&self) -> Vec<usize> {
+        let mut layers = self.exit_layers.clone();
+        layers.push(self.num_layers);
+        layers
     }
 
     /// Longest input in tokens the position embeddings allow. RoBERTa-style models reserve the

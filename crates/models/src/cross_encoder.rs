@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
+use crate::batch::{RowStates, SavedStates};
 use crate::calibration_text;
 use crate::config::Head;
 use crate::engine::Engine;
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
-use crate::rerank::{score_in_batches, sigmoid, RerankScore, Reranker, RerankerOptions};
+use crate::rerank::{score_in_batches, sigmoid, Cascade, RerankScore, Reranker, RerankerOptions};
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::{resolve_max_length, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_ONNX_BATCH_TOKENS};
 
@@ -17,6 +18,10 @@ pub struct CrossEncoder {
     tokenizer: TextTokenizer,
     dir: ModelDir,
     max_batch_tokens: usize,
+    /// The layer whose head [`CrossEncoder::score_encoded`] scores with: the last, unless a
+    /// layerwise model was loaded with an earlier exit.
+    exit: usize,
+    cascade: Option<Cascade>,
 }
 
 impl CrossEncoder {
@@ -45,6 +50,33 @@ impl CrossEncoder {
                 "{} is a cross-encoder: a rerank template, prompt, cutoff layer or compression applies to LLM rerankers only",
                 dir.name()
             )));
+        }
+        let exits = dir.config.all_exit_layers();
+        let exit = match options.exit_layer {
+            Some(layer) if !exits.contains(&layer) => {
+                return Err(ModelError::InvalidInput(if exits.len() > 1 {
+                    format!(
+                        "{} has no head after layer {layer}: its exit layers are {exits:?}",
+                        dir.name()
+                    )
+                } else {
+                    format!(
+                        "{} scores after its last layer ({}) only: an earlier --rerank-layer needs a layerwise reranker (sift train-reranker --layerwise)",
+                        dir.name(),
+                        dir.config.num_layers
+                    )
+                }));
+            }
+            Some(layer) => layer,
+            None => dir.config.num_layers,
+        };
+        if let Some(c) = options.cascade {
+            if options.exit_layer.is_some() {
+                return Err(ModelError::InvalidInput(
+                    "a cascade and a fixed exit layer exclude each other: give --rerank-cascade or --rerank-layer".into(),
+                ));
+            }
+            c.validate(&dir.name(), &exits)?;
         }
         let labels = dir.config.labels.len();
         if !(1..=2).contains(&labels) {
@@ -76,6 +108,8 @@ impl CrossEncoder {
             engine,
             tokenizer,
             dir,
+            exit,
+            cascade: options.cascade,
         })
     }
 
@@ -130,7 +164,9 @@ impl CrossEncoder {
             self.max_batch_tokens,
             |slots| {
                 let rows: Vec<&Encoded> = slots.iter().map(|&i| &pairs[i]).collect();
-                let logits = self.engine.logits(&rows, self.dir.config.pad_token_id)?;
+                let logits =
+                    self.engine
+                        .logits_at(&rows, self.dir.config.pad_token_id, self.exit)?;
                 Ok(slots
                     .iter()
                     .zip(logits)
@@ -154,17 +190,20 @@ fn score_from_logits(index: usize, logits: &[f32]) -> RerankScore {
             index,
             logit: *l,
             score: sigmoid(*l),
+            dropped: false,
         },
         [l0, l1, ..] => RerankScore {
             index,
             logit: *l1,
             // softmax over two labels == sigmoid of their difference
             score: sigmoid(l1 - l0),
+            dropped: false,
         },
         [] => RerankScore {
             index,
             logit: f32::NAN,
             score: f32::NAN,
+            dropped: false,
         },
     }
 }
@@ -208,6 +247,89 @@ impl Reranker for CrossEncoder {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<RerankScore>> {
         self.score_encoded(pairs, progress)
+    }
+
+    fn exit_layers(&self) -> Vec<usize> {
+        self.dir.config.all_exit_layers()
+    }
+
+    fn cascade(&self) -> Option<Cascade> {
+        self.cascade
+    }
+
+    fn score_pairs_partway(
+        &self,
+        pairs: &[Encoded],
+        exit: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<RerankScore>, Vec<RowStates>)> {
+        Cascade { exit, keep: 1 }.validate(&self.dir.name(), &self.exit_layers())?;
+        let lengths: Vec<usize> = pairs.iter().map(|e| e.len()).collect();
+        let mut states: Vec<Option<RowStates>> = vec![None; pairs.len()];
+        let scores = score_in_batches(
+            &lengths,
+            vec![(0..pairs.len()).collect()],
+            self.max_batch_tokens,
+            |slots| {
+                let rows: Vec<&Encoded> = slots.iter().map(|&i| &pairs[i]).collect();
+                let (logits, saved) =
+                    self.engine
+                        .exit_states(&rows, self.dir.config.pad_token_id, exit)?;
+                for (&slot, row) in slots.iter().zip(saved.into_rows()) {
+                    states[slot] = Some(row);
+                }
+                Ok(slots
+                    .iter()
+                    .zip(logits)
+                    .map(|(&slot, row)| score_from_logits(slot, &row))
+                    .collect())
+            },
+            progress,
+        )?;
+        let states = states
+            .into_iter()
+            .map(|s| s.ok_or_else(|| ModelError::Internal("a pair kept no token states".into())))
+            .collect::<Result<_>>()?;
+        Ok((scores, states))
+    }
+
+    fn finish_pairs(
+        &self,
+        states: &[&RowStates],
+        from: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<RerankScore>> {
+        Cascade {
+            exit: from,
+            keep: 1,
+        }
+        .validate(&self.dir.name(), &self.exit_layers())?;
+        let hidden = self.dir.config.hidden_size;
+        if let Some(bad) = states.iter().find(|s| s.data.len() != s.len * hidden) {
+            return Err(ModelError::InvalidInput(format!(
+                "saved token states of {} values for {} tokens of width {hidden}",
+                bad.data.len(),
+                bad.len
+            )));
+        }
+        let lengths: Vec<usize> = states.iter().map(|s| s.len).collect();
+        score_in_batches(
+            &lengths,
+            vec![(0..states.len()).collect()],
+            self.max_batch_tokens,
+            |slots| {
+                let rows: Vec<&RowStates> = slots.iter().map(|&i| states[i]).collect();
+                let logits = self
+                    .engine
+                    .finish(&SavedStates::from_rows(&rows, hidden), from)?;
+                Ok(slots
+                    .iter()
+                    .zip(logits)
+                    .map(|(&slot, row)| score_from_logits(slot, &row))
+                    .collect())
+            },
+            progress,
+        )
     }
 }
 

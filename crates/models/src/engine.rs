@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use crate::arch::Transformer;
-use crate::batch::Batch;
+use crate::batch::{Batch, SavedStates};
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
 use crate::onnx::{self, OnnxEncoder, Precision};
@@ -122,6 +122,66 @@ impl Engine {
                 Ok((m.hidden_states(&batch)?, batch))
             }
             Engine::Onnx(e) => e.hidden_states(rows),
+        }
+    }
+
+    /// Logits of the head after layer `exit` (counted from 1; layerwise cross-encoders),
+    /// running only the layers up to it.
+    pub fn logits_at(&self, rows: &[&Encoded], pad_id: u32, exit: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Engine::Candle(m) => {
+                let batch = Batch::new(rows, pad_id, &candle_core::Device::Cpu)?;
+                Ok(m.logits_at(&batch, exit)?.to_vec2()?)
+            }
+            Engine::Onnx(e) => e.logits_at(rows, exit),
+        }
+    }
+
+    /// Logits of the head after layer `exit` and the token states there, which
+    /// [`Engine::finish`] continues.
+    pub fn exit_states(
+        &self,
+        rows: &[&Encoded],
+        pad_id: u32,
+        exit: usize,
+    ) -> Result<(Vec<Vec<f32>>, SavedStates)> {
+        match self {
+            Engine::Candle(m) => {
+                let batch = Batch::new(rows, pad_id, &candle_core::Device::Cpu)?;
+                let state = m.encoder.run(m.encoder.start(&batch)?, exit)?;
+                let logits = m.exit_logits(&state)?.to_vec2()?;
+                let hidden = state.hidden()?;
+                let (b, t, h) = hidden.dims3()?;
+                let states = SavedStates {
+                    dims: [b, t, h],
+                    data: hidden.flatten_all()?.to_vec1()?,
+                    lengths: batch.lengths,
+                };
+                Ok((logits, states))
+            }
+            Engine::Onnx(e) => e.exit_states(rows, exit),
+        }
+    }
+
+    /// Continues token states saved after layer `from` through the remaining layers and
+    /// scores them with the last head.
+    pub fn finish(&self, states: &SavedStates, from: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Engine::Candle(m) => {
+                let device = candle_core::Device::Cpu;
+                let [b, t, _] = states.dims;
+                let hidden =
+                    candle_core::Tensor::from_slice(&states.data, (b, t, states.dims[2]), &device)?;
+                let mut mask = vec![0f32; b * t];
+                for (r, &len) in states.lengths.iter().enumerate() {
+                    mask[r * t..r * t + len.min(t)].fill(1.0);
+                }
+                let mask = candle_core::Tensor::from_vec(mask, (b, t), &device)?;
+                let state = m.encoder.resume(&hidden, &mask, from)?;
+                let state = m.encoder.run(state, m.encoder.num_layers())?;
+                Ok(m.exit_logits(&state)?.to_vec2()?)
+            }
+            Engine::Onnx(e) => e.finish(states, from),
         }
     }
 

@@ -219,6 +219,7 @@ mod tests {
                 index,
                 logit,
                 score: logit,
+                dropped: false,
             })
             .collect()
     }

@@ -152,6 +152,7 @@ fn blended_run(scored: &BTreeMap<String, Vec<(String, f32)>>, weight: f32) -> Ru
                 index,
                 logit,
                 score: logit,
+                dropped: false,
             })
             .collect();
         let order = blend_with_first_stage(&scores, weight);

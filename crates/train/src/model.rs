@@ -110,9 +110,33 @@ impl TrainableCrossEncoder {
     /// Builds a one-label cross-encoder from `base`: encoder weights from the checkpoint, the
     /// head too when the base already is a one-label cross-encoder (continued training), else a
     /// fresh head drawn from N(0, 0.02) with `seed`, as transformers initialises it.
-    pub fn from_base(base: &ModelDir, seed: u64) -> Result<Self> {
+    ///
+    /// `exit_layers` (counted from 1) makes it layerwise: each of those layers gets its own
+    /// fresh head, saved as `exits.{layer}.*` and listed in config.json's `sift_layerwise`
+    /// (docs/design.md); the last layer's head stays the ordinary one.
+    pub fn from_base(base: &ModelDir, seed: u64, exit_layers: &[usize]) -> Result<Self> {
         let (architecture, prefix) = task_architecture(base.config.architecture)?;
         let (mut config_json, config_path) = read_config_json(base)?;
+        let layers = base.config.num_layers;
+        if let Some(&bad) = exit_layers.iter().find(|&&l| l == 0 || l > layers) {
+            return Err(TrainError::Invalid(format!(
+                "exit layer {bad} does not exist: {} has layers 1 to {layers}",
+                base.name()
+            )));
+        }
+        let mut exits: Vec<usize> = exit_layers
+            .iter()
+            .copied()
+            .filter(|&l| l < layers)
+            .collect();
+        exits.sort_unstable();
+        exits.dedup();
+        if let Some(obj) = config_json.as_object_mut() {
+            obj.remove("sift_layerwise");
+            if !exits.is_empty() {
+                obj.insert("sift_layerwise".into(), json!({ "exit_layers": exits }));
+            }
+        }
         let keeps_head =
             base.config.head == Head::SequenceClassification && base.config.labels.len() == 1;
         config_json["architectures"] = json!([architecture]);
@@ -163,7 +187,9 @@ impl TrainableCrossEncoder {
                         )))
                     }
                     None => {
-                        let head = name.starts_with("classifier.") || name.contains("pooler.");
+                        let head = name.starts_with("classifier.")
+                            || name.contains("pooler.")
+                            || name.starts_with("exits.");
                         if !head {
                             return Err(TrainError::Invalid(format!(
                                 "{}: the checkpoint has no tensor for {name}",

@@ -53,6 +53,11 @@ pub struct Recipe {
     /// Inverse-cloze examples added to the labelled ones ([`crate::synthetic`]).
     #[serde(default)]
     pub synthetic_queries: usize,
+    /// Layerwise training (`--layerwise`, `--exit-layers`): the layers, counted from 1, that
+    /// get a scoring head besides the last; each head's listwise loss counts equally. Empty:
+    /// one head on the last layer, the ordinary cross-encoder.
+    #[serde(default)]
+    pub exit_layers: Vec<usize>,
 }
 
 impl Default for Recipe {
@@ -77,6 +82,7 @@ impl Default for Recipe {
             max_grad_norm: 1.0,
             max_steps: None,
             synthetic_queries: 0,
+            exit_layers: Vec::new(),
         }
     }
 }

@@ -115,7 +115,7 @@ impl<'a> Trainer<'a> {
             resume,
         } = job;
         recipe.validate()?;
-        let mut model = TrainableCrossEncoder::from_base(base, recipe.seed)?;
+        let mut model = TrainableCrossEncoder::from_base(base, recipe.seed, &recipe.exit_layers)?;
         let tokenizer = TextTokenizer::from_dir(
             &base.path,
             recipe.max_length.min(model.config.max_tokens()),
@@ -224,12 +224,15 @@ impl<'a> Trainer<'a> {
             }
             let rows: Vec<_> = pairs.iter().collect();
             let batch = Batch::new(&rows, self.model.config.pad_token_id, &Device::Cpu)?;
-            let logits = self
-                .model
-                .train
-                .logits(&batch)?
-                .reshape((groups, self.schedule.group_size))?;
-            let loss = group_loss(&logits, self.recipe.loss)?;
+            // A layerwise model learns every exit from one pass: the mean of the exits'
+            // losses (an ordinary model has one exit, the last layer).
+            let exits = self.model.train.logits_at_every_exit(&batch)?;
+            let mut losses = Vec::with_capacity(exits.len());
+            for (_, logits) in &exits {
+                let logits = logits.reshape((groups, self.schedule.group_size))?;
+                losses.push(group_loss(&logits, self.recipe.loss)?);
+            }
+            let loss = (Tensor::stack(&losses, 0)?.sum_all()? / losses.len() as f64)?;
             step_loss += loss.to_scalar::<f32>()? as f64;
             passes += 1;
             let scaled = (loss / self.recipe.accumulation_steps as f64)?;

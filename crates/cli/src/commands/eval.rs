@@ -14,7 +14,7 @@ use sift_pipeline::fusion::Fusion;
 use sift_pipeline::{Pipeline, SearchMode};
 
 use crate::inference::{
-    EmbedPrecisionFlag, EngineFlags, LlmRerankFlags, LongDocumentFlags, RerankPrecisionFlag,
+    EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag, RerankScoringFlags,
 };
 use crate::model_path::{load_embedder, load_reranker};
 
@@ -139,7 +139,7 @@ pub struct EvalArgs {
     pub rerank_precision: RerankPrecisionFlag,
 
     #[command(flatten)]
-    llm: LlmRerankFlags,
+    scoring: RerankScoringFlags,
 }
 
 /// A blend weight in [0, 1].
@@ -230,7 +230,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for name in &args.rerank_model {
         let model = load_reranker(
             name,
-            args.llm
+            args.scoring
                 .options(args.engine.options(args.rerank_precision.get())),
         )?;
         rerankers.push((model.model_dir().name(), Some(model)));

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use sift_models::rerank::{prepare, sort_by_score};
+use sift_models::rerank::{prepare, score_prepared, sort_by_score};
 use sift_models::RerankerOptions;
 
-use crate::inference::{EngineFlags, LlmRerankFlags, LongDocumentFlags, RerankPrecisionFlag};
+use crate::inference::{EngineFlags, LongDocumentFlags, RerankPrecisionFlag, RerankScoringFlags};
 use crate::input::{read_texts, InputFormat};
 use crate::model_path::load_reranker;
 
@@ -64,7 +64,7 @@ pub struct RerankArgs {
     long_documents: LongDocumentFlags,
 
     #[command(flatten)]
-    llm: LlmRerankFlags,
+    scoring: RerankScoringFlags,
 
     #[command(flatten)]
     pub engine: EngineFlags,
@@ -82,16 +82,18 @@ pub fn run(args: RerankArgs) -> Result<()> {
             max_length: args.max_length,
             max_batch_tokens: args.batch_tokens,
             ..args
-                .llm
+                .scoring
                 .options(args.engine.options(args.rerank_precision.get()))
         },
     )?;
     let strings: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let prepared = prepare(model.as_ref(), &args.query, &strings, &policy)?;
-    let bar = super::progress_bar(prepared.pairs().len(), "pairs");
-    let windows = model.score_pairs(prepared.pairs(), &mut |n| bar.inc(n as u64))?;
+    // A cascade scores every pair once and its kept documents' pairs a second time.
+    let pairs = prepared.pairs().len();
+    let second = model.cascade().map_or(0, |c| c.keep.min(pairs));
+    let bar = super::progress_bar(pairs + second, "pairs");
+    let mut scores = score_prepared(model.as_ref(), &prepared, &mut |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    let mut scores = prepared.document_scores(&windows)?;
     sort_by_score(&mut scores);
     if let Some(k) = args.top_k {
         scores.truncate(k);

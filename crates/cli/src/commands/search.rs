@@ -8,7 +8,7 @@ use sift_index::store::{self, Access, Location};
 use sift_pipeline::{Pipeline, SearchMode, SearchOptions, SearchResults};
 
 use crate::inference::{
-    EmbedPrecisionFlag, EngineFlags, LlmRerankFlags, LongDocumentFlags, RerankPrecisionFlag,
+    EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag, RerankScoringFlags,
 };
 use crate::model_path::{load_embedder, load_reranker};
 
@@ -98,7 +98,7 @@ pub struct SearchArgs {
     pub rerank_precision: RerankPrecisionFlag,
 
     #[command(flatten)]
-    llm: LlmRerankFlags,
+    scoring: RerankScoringFlags,
 }
 
 pub fn run(args: SearchArgs) -> Result<()> {
@@ -128,7 +128,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let reranker = match &args.rerank_model {
         Some(name) => Some(load_reranker(
             name,
-            args.llm
+            args.scoring
                 .options(args.engine.options(args.rerank_precision.get())),
         )?),
         None => None,

@@ -9,7 +9,7 @@ use sift_index::Location;
 use sift_server::{AppState, BatcherConfig, Limits, ServerConfig};
 
 use crate::inference::{
-    EmbedPrecisionFlag, EngineFlags, LlmRerankFlags, LongDocumentFlags, RerankPrecisionFlag,
+    EmbedPrecisionFlag, EngineFlags, LongDocumentFlags, RerankPrecisionFlag, RerankScoringFlags,
 };
 use crate::model_path::{load_embedder, load_reranker};
 
@@ -115,7 +115,7 @@ pub struct ServeArgs {
     pub rerank_precision: RerankPrecisionFlag,
 
     #[command(flatten)]
-    llm: LlmRerankFlags,
+    scoring: RerankScoringFlags,
 }
 
 fn api_keys(args: &ServeArgs) -> Result<Vec<String>> {
@@ -181,7 +181,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let reranker = match &args.rerank_model {
         Some(m) => Some(load_reranker(
             m,
-            args.llm
+            args.scoring
                 .options(args.engine.options(args.rerank_precision.get())),
         )?),
         None => None,

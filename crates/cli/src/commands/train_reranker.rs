@@ -148,6 +148,18 @@ pub struct TrainRerankerArgs {
     #[arg(long, default_value_t = 25)]
     checkpoint_every: usize,
 
+    /// Train a layerwise reranker: a scoring head after every layer, all learned together
+    /// (the mean of their listwise losses). `--rerank-layer N` then scores with N layers only,
+    /// and `--rerank-cascade` finishes only the best candidates of an early exit. The output
+    /// still loads in transformers as the ordinary model (the last layer's head).
+    #[arg(long, conflicts_with = "exit_layers")]
+    layerwise: bool,
+
+    /// Layerwise with heads after these layers only (counted from 1, comma-separated, e.g.
+    /// `2,4`); the last layer always has its head.
+    #[arg(long, value_delimiter = ',')]
+    exit_layers: Vec<usize>,
+
     /// Stop after N optimizer steps (the schedule still spans the full run).
     #[arg(long)]
     max_steps: Option<usize>,
@@ -241,8 +253,20 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         max_steps: args.max_steps,
         // Set once the training queries are known.
         synthetic_queries: args.synthetic_queries.unwrap_or(0),
+        exit_layers: if args.layerwise {
+            (1..=base.config.num_layers).collect()
+        } else {
+            args.exit_layers.clone()
+        },
     };
     recipe.validate()?;
+    let layers = base.config.num_layers;
+    if let Some(bad) = recipe.exit_layers.iter().find(|&&l| l == 0 || l > layers) {
+        bail!(
+            "--exit-layers {bad}: {} has layers 1 to {layers}",
+            base_dir.display()
+        );
+    }
     let dataset = match &args.data {
         Some(dir) => Dataset::load(dir, None)?,
         None => Dataset::from_files(

@@ -5,7 +5,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::encoder_layer::{load_layers, EncoderLayer, BERT_NAMES};
-use super::layers::{attention_bias, layer_norm, Kernels, Norm};
+use super::layers::{layer_norm, Kernels, Norm};
 use super::weights::EncoderWeights;
 use crate::batch::Batch;
 use crate::config::{Architecture, ModelConfig};
@@ -82,8 +82,8 @@ impl BertEncoder {
         }
     }
 
-    /// Token states `[b, t, hidden]`.
-    pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+    /// Layer-normed embeddings `[b*t, hidden]`, the first layer's input.
+    pub fn embed(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let (b, t) = batch.input_ids.dims2()?;
         let device = batch.input_ids.device();
         let positions = position_ids(&batch.lengths, t, self.position_offset, self.pad_position);
@@ -95,13 +95,19 @@ impl BertEncoder {
             x = (x + tt.forward(&batch.type_ids)?)?;
         }
         let hidden = x.dim(2)?;
-        let mut x = self.embeddings.norm.forward(&x)?.reshape((b * t, hidden))?;
+        self.embeddings.norm.forward(&x)?.reshape((b * t, hidden))
+    }
 
-        let bias = attention_bias(&batch.mask)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, (b, t), self.num_heads, &bias, None, self.kernels)?;
-        }
-        x.reshape((b, t, hidden))
+    pub(crate) fn layers(&self) -> &[EncoderLayer] {
+        &self.layers
+    }
+
+    pub(crate) fn num_heads(&self) -> usize {
+        self.num_heads
+    }
+
+    pub(crate) fn kernels(&self) -> Kernels {
+        self.kernels
     }
 }
 

@@ -37,6 +37,16 @@ impl ClassificationHead {
         })
     }
 
+    /// An exit head of a layerwise checkpoint (`vb` at `exits.{layer}`): `dense` then `out`,
+    /// the same computation as the final head whatever the family.
+    pub fn load_exit(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(ClassificationHead::Roberta {
+            dense: linear(h, h, vb.pp("dense"))?,
+            out_proj: linear(h, cfg.labels.len(), vb.pp("out"))?,
+        })
+    }
+
     pub fn weights(&self) -> super::weights::HeadWeights {
         let (dense, out) = match self {
             ClassificationHead::Bert { pooler, classifier } => (pooler, classifier),

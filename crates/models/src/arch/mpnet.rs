@@ -1,12 +1,12 @@
 //! MPNet encoder: BERT-like layers without token types, plus a relative-position bias shared by
 //! all layers (T5-style log buckets).
 
-use candle_core::{Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::bert::position_ids;
 use super::encoder_layer::{load_layers, EncoderLayer, MPNET_NAMES};
-use super::layers::{attention_bias, layer_norm, Kernels, Norm};
+use super::layers::{layer_norm, Kernels, Norm};
 use super::weights::EncoderWeights;
 use crate::batch::Batch;
 use crate::config::ModelConfig;
@@ -65,7 +65,8 @@ impl MpNetEncoder {
         }
     }
 
-    pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+    /// Layer-normed embeddings `[b*t, hidden]`, the first layer's input.
+    pub fn embed(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let (b, t) = batch.input_ids.dims2()?;
         let device = batch.input_ids.device();
         let offset = self.pad_token_id as usize + 1;
@@ -73,28 +74,31 @@ impl MpNetEncoder {
         let positions = Tensor::from_vec(positions, (b, t), device)?;
         let x = (self.word.forward(&batch.input_ids)? + self.position.forward(&positions)?)?;
         let hidden = x.dim(2)?;
-        let mut x = self.norm.forward(&x)?.reshape((b * t, hidden))?;
+        self.norm.forward(&x)?.reshape((b * t, hidden))
+    }
 
+    /// The `[1, heads, t, t]` relative-position bias every layer adds to its attention scores
+    /// for sequences of `t` tokens.
+    pub fn position_bias(&self, t: usize, device: &Device) -> candle_core::Result<Tensor> {
         let buckets = Tensor::from_vec(relative_buckets(t, self.num_buckets), (t, t), device)?;
         // [t, t, heads] → [1, heads, t, t]
-        let position_bias = self
-            .relative_attention_bias
+        self.relative_attention_bias
             .forward(&buckets)?
             .permute((2, 0, 1))?
             .unsqueeze(0)?
-            .contiguous()?;
-        let bias = attention_bias(&batch.mask)?;
-        for layer in &self.layers {
-            x = layer.forward(
-                &x,
-                (b, t),
-                self.num_heads,
-                &bias,
-                Some(&position_bias),
-                self.kernels,
-            )?;
-        }
-        x.reshape((b, t, hidden))
+            .contiguous()
+    }
+
+    pub(crate) fn layers(&self) -> &[EncoderLayer] {
+        &self.layers
+    }
+
+    pub(crate) fn num_heads(&self) -> usize {
+        self.num_heads
+    }
+
+    pub(crate) fn kernels(&self) -> Kernels {
+        self.kernels
     }
 }
 

@@ -298,6 +298,12 @@ fn compression(
 }
 
 fn check_engine(options: &RerankerOptions) -> Result<()> {
+    if options.exit_layer.is_some() || options.cascade.is_some() {
+        return Err(ModelError::InvalidInput(
+            "--rerank-layer and --rerank-cascade apply to layerwise cross-encoders; a layerwise LLM reranker stops early with --cutoff-layer"
+                .into(),
+        ));
+    }
     if options.engine.engine == crate::EngineChoice::Onnx
         || options.engine.precision != crate::Precision::F32
     {
@@ -516,6 +522,7 @@ impl Reranker for LlmReranker {
                             index,
                             logit,
                             score: sigmoid(logit),
+                            dropped: false,
                         }
                     })
                     .collect())

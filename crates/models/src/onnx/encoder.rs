@@ -35,8 +35,11 @@ pub(crate) mod io {
     pub const ATTENTION_MASK: &str = "attention_mask";
     /// `[t, t]` i64 relative-position buckets; only MPNet.
     pub const RELATIVE_BUCKETS: &str = "relative_buckets";
-    /// `[b, t, hidden]` f32.
+    /// `[b, t, hidden]` f32: the token states after the graph's last layer.
     pub const HIDDEN: &str = "last_hidden_state";
+    /// `[b, t, hidden]` f32: token states saved after an earlier layer, the input of a graph
+    /// that continues from there (a rerank cascade's second stage).
+    pub const HIDDEN_IN: &str = "hidden_states_in";
     /// `[b, labels]` f32.
     pub const LOGITS: &str = "logits";
 }
@@ -44,7 +47,14 @@ pub(crate) mod io {
 /// What the graph needs to know besides the tensors.
 pub(crate) struct GraphSpec<'a> {
     pub weights: &'a EncoderWeights,
+    /// The layers the graph runs, as indices into `weights.layers`: `0..n` starts from the
+    /// token ids; a later start reads [`io::HIDDEN_IN`], the states after layer `start`.
+    pub layers: std::ops::Range<usize>,
+    /// The head scoring after the last layer run: outputs [`io::LOGITS`].
     pub head: Option<&'a HeadWeights>,
+    /// Output the token states after the last layer run ([`io::HIDDEN`]); always so without
+    /// a head.
+    pub hidden_output: bool,
     pub num_heads: usize,
     pub activation: Activation,
     pub precision: Precision,
@@ -60,20 +70,29 @@ pub(crate) fn build(spec: &GraphSpec) -> ort::Result<Graph> {
     let w = spec.weights;
     let hidden = w.word_embeddings.dims()[1];
 
-    let mut inputs = vec![
-        tensor_outlet(io::INPUT_IDS, TensorElementType::Int64, &["batch", "seq"]),
-        tensor_outlet(
-            io::POSITION_IDS,
-            TensorElementType::Int64,
-            &["batch", "seq"],
-        ),
-        tensor_outlet(
-            io::ATTENTION_MASK,
-            TensorElementType::Int32,
-            &["batch", "seq"],
-        ),
-    ];
-    if w.token_type_embeddings.is_some() {
+    let from_tokens = spec.layers.start == 0;
+    let mut inputs = if from_tokens {
+        vec![
+            tensor_outlet(io::INPUT_IDS, TensorElementType::Int64, &["batch", "seq"]),
+            tensor_outlet(
+                io::POSITION_IDS,
+                TensorElementType::Int64,
+                &["batch", "seq"],
+            ),
+        ]
+    } else {
+        vec![tensor_outlet(
+            io::HIDDEN_IN,
+            TensorElementType::Float32,
+            &["batch", "seq", "hidden"],
+        )]
+    };
+    inputs.push(tensor_outlet(
+        io::ATTENTION_MASK,
+        TensorElementType::Int32,
+        &["batch", "seq"],
+    ));
+    if from_tokens && w.token_type_embeddings.is_some() {
         inputs.push(tensor_outlet(
             io::TOKEN_TYPE_IDS,
             TensorElementType::Int64,
@@ -89,18 +108,22 @@ pub(crate) fn build(spec: &GraphSpec) -> ort::Result<Graph> {
     }
     e.graph.set_inputs(inputs)?;
 
-    // Embeddings: word + position (+ token type), layer-normed.
-    let word = e.constant_f32("word_embeddings", &w.word_embeddings)?;
-    let pos = e.constant_f32("position_embeddings", &w.position_embeddings)?;
-    let x_word = e.op("Gather", ONNX_DOMAIN, &[&word, io::INPUT_IDS], vec![])?;
-    let x_pos = e.op("Gather", ONNX_DOMAIN, &[&pos, io::POSITION_IDS], vec![])?;
-    let mut x = e.op("Add", ONNX_DOMAIN, &[&x_word, &x_pos], vec![])?;
-    if let Some(tt) = &w.token_type_embeddings {
-        let tt = e.constant_f32("token_type_embeddings", tt)?;
-        let x_tt = e.op("Gather", ONNX_DOMAIN, &[&tt, io::TOKEN_TYPE_IDS], vec![])?;
-        x = e.op("Add", ONNX_DOMAIN, &[&x, &x_tt], vec![])?;
-    }
-    x = e.layer_norm(&x, &w.embedding_norm)?;
+    let mut x = if from_tokens {
+        // Embeddings: word + position (+ token type), layer-normed.
+        let word = e.constant_f32("word_embeddings", &w.word_embeddings)?;
+        let pos = e.constant_f32("position_embeddings", &w.position_embeddings)?;
+        let x_word = e.op("Gather", ONNX_DOMAIN, &[&word, io::INPUT_IDS], vec![])?;
+        let x_pos = e.op("Gather", ONNX_DOMAIN, &[&pos, io::POSITION_IDS], vec![])?;
+        let mut x = e.op("Add", ONNX_DOMAIN, &[&x_word, &x_pos], vec![])?;
+        if let Some(tt) = &w.token_type_embeddings {
+            let tt = e.constant_f32("token_type_embeddings", tt)?;
+            let x_tt = e.op("Gather", ONNX_DOMAIN, &[&tt, io::TOKEN_TYPE_IDS], vec![])?;
+            x = e.op("Add", ONNX_DOMAIN, &[&x, &x_tt], vec![])?;
+        }
+        e.layer_norm(&x, &w.embedding_norm)?
+    } else {
+        io::HIDDEN_IN.to_owned()
+    };
 
     // MPNet: one `[1, heads, t, t]` position bias shared by every layer.
     let position_bias = match &w.relative_attention_bias {
@@ -131,7 +154,11 @@ pub(crate) fn build(spec: &GraphSpec) -> ort::Result<Graph> {
         qkv_split: e.constant_i64("qkv_split", &[3], &[hidden as i64; 3])?,
         activation: spec.activation,
     };
-    for (i, layer) in w.layers.iter().enumerate() {
+    for (i, layer) in w.layers[spec.layers.clone()]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (spec.layers.start + i, l))
+    {
         x = encoder_layer(
             &mut e,
             &mut linears,
@@ -143,31 +170,33 @@ pub(crate) fn build(spec: &GraphSpec) -> ort::Result<Graph> {
         )?;
     }
 
-    let output = match spec.head {
-        None => {
-            e.rename(&x, io::HIDDEN)?;
-            tensor_outlet(
-                io::HIDDEN,
-                TensorElementType::Float32,
-                &["batch", "seq", "hidden"],
-            )
-        }
-        Some(head) => {
-            let zero = e.constant_i64("first_token", &[], &[0])?;
-            let first = e.op(
-                "Gather",
-                ONNX_DOMAIN,
-                &[&x, &zero],
-                vec![Attribute::new("axis", 1i64)?],
-            )?;
-            let pooled = e.gemm(&first, &head.dense)?;
-            let pooled = e.op("Tanh", ONNX_DOMAIN, &[&pooled], vec![])?;
-            let logits = e.gemm(&pooled, &head.out)?;
-            e.rename(&logits, io::LOGITS)?;
-            tensor_outlet(io::LOGITS, TensorElementType::Float32, &["batch", "labels"])
-        }
-    };
-    let mut outputs = vec![output];
+    let mut outputs = Vec::new();
+    if spec.head.is_none() || spec.hidden_output {
+        e.rename(&x, io::HIDDEN)?;
+        outputs.push(tensor_outlet(
+            io::HIDDEN,
+            TensorElementType::Float32,
+            &["batch", "seq", "hidden"],
+        ));
+    }
+    if let Some(head) = spec.head {
+        let zero = e.constant_i64("first_token", &[], &[0])?;
+        let first = e.op(
+            "Gather",
+            ONNX_DOMAIN,
+            &[&x, &zero],
+            vec![Attribute::new("axis", 1i64)?],
+        )?;
+        let pooled = e.gemm(&first, &head.dense)?;
+        let pooled = e.op("Tanh", ONNX_DOMAIN, &[&pooled], vec![])?;
+        let logits = e.gemm(&pooled, &head.out)?;
+        e.rename(&logits, io::LOGITS)?;
+        outputs.push(tensor_outlet(
+            io::LOGITS,
+            TensorElementType::Float32,
+            &["batch", "labels"],
+        ));
+    }
     outputs.extend(linears.take_probes());
     e.graph.set_outputs(outputs)?;
     Ok(e.graph)

@@ -15,6 +15,7 @@ mod linear_roles;
 mod quantize;
 mod runtime;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
@@ -23,7 +24,7 @@ use ort::value::Tensor as OrtTensor;
 
 use crate::arch::weights::{EncoderWeights, HeadWeights};
 use crate::arch::{position_ids, relative_buckets, Transformer};
-use crate::batch::Batch;
+use crate::batch::{Batch, SavedStates};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::tokenize::Encoded;
@@ -33,9 +34,41 @@ pub use runtime::{runtime_library, RuntimeLibrary};
 
 /// One model compiled into an ONNX Runtime session.
 pub struct OnnxEncoder {
+    /// The graph plain calls run: every layer, then the last head (or the token states).
     session: Mutex<Session>,
     precision: Precision,
     feeds: Feeds,
+    /// What another graph of the same weights needs (a layerwise model's exits, a cascade's
+    /// stages).
+    parts: GraphParts,
+    /// Those graphs, compiled on first use: a layerwise model's callers use one or two exits,
+    /// so compiling all of them at load would cost time and memory for nothing.
+    partial: Mutex<HashMap<PartialGraph, Session>>,
+}
+
+/// The weights and settings every graph of one model is built from.
+struct GraphParts {
+    weights: EncoderWeights,
+    /// Every exit's head by layer (counted from 1), the last layer's included; empty without a
+    /// head.
+    heads: BTreeMap<usize, HeadWeights>,
+    num_heads: usize,
+    activation: crate::config::Activation,
+    threads: usize,
+    /// Int8: the activations measured once on the whole model; layer `i` sees the same inputs
+    /// in every graph that runs it, so every graph reuses them.
+    calibration: Option<calibrate::Calibration>,
+}
+
+/// A graph running part of the layers, by what it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PartialGraph {
+    /// Layers run before it (0: it starts from the token ids).
+    from: usize,
+    /// Its last layer, counted from 1; the head of that layer scores.
+    until: usize,
+    /// It also outputs the token states after `until`.
+    states: bool,
 }
 
 /// What turns a batch of token rows into the graph's inputs.
@@ -73,6 +106,15 @@ impl OnnxEncoder {
         } else {
             None
         };
+        let heads: BTreeMap<usize, HeadWeights> = match &head {
+            Some(last) => model
+                .exits
+                .iter()
+                .map(|(&layer, h)| (layer, h.weights()))
+                .chain([(weights.layers.len(), last.clone())])
+                .collect(),
+            None => BTreeMap::new(),
+        };
         let feeds = Feeds {
             config: model.config.clone(),
             position_offset: weights.position_offset,
@@ -82,7 +124,9 @@ impl OnnxEncoder {
         };
         let mut spec = encoder::GraphSpec {
             weights: &weights,
+            layers: 0..weights.layers.len(),
             head: head.as_ref(),
+            hidden_output: false,
             num_heads: model.config.num_heads,
             activation: model.config.activation,
             precision,
@@ -95,11 +139,127 @@ impl OnnxEncoder {
         };
         spec.calibration = calibrated.as_ref();
         let session = runtime::session(&spec, threads)?;
+        let parts = GraphParts {
+            num_heads: model.config.num_heads,
+            activation: model.config.activation,
+            threads,
+            calibration: calibrated,
+            heads,
+            weights,
+        };
         Ok(OnnxEncoder {
             session: Mutex::new(session),
             precision,
             feeds,
+            parts,
+            partial: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Logits of the head after layer `exit` (counted from 1), running only the layers up to
+    /// it.
+    pub fn logits_at(&self, rows: &[&Encoded], exit: usize) -> Result<Vec<Vec<f32>>> {
+        if exit == self.parts.weights.layers.len() {
+            return self.logits(rows);
+        }
+        let batch = Batch::new(rows, self.feeds.config.pad_token_id, &Device::Cpu)?;
+        let graph = PartialGraph {
+            from: 0,
+            until: exit,
+            states: false,
+        };
+        let mut out = self.run_partial(graph, |feeds, session| {
+            feeds.run(session, rows, &batch, &[encoder::io::LOGITS])
+        })?;
+        Ok(logit_rows(out.remove(0)))
+    }
+
+    /// Logits of the head after layer `exit` and the token states there, for a cascade's
+    /// second stage ([`OnnxEncoder::finish`]).
+    pub fn exit_states(
+        &self,
+        rows: &[&Encoded],
+        exit: usize,
+    ) -> Result<(Vec<Vec<f32>>, SavedStates)> {
+        let batch = Batch::new(rows, self.feeds.config.pad_token_id, &Device::Cpu)?;
+        let graph = PartialGraph {
+            from: 0,
+            until: exit,
+            states: true,
+        };
+        let mut out = self.run_partial(graph, |feeds, session| {
+            feeds.run(
+                session,
+                rows,
+                &batch,
+                &[encoder::io::LOGITS, encoder::io::HIDDEN],
+            )
+        })?;
+        let (dims, data) = out.remove(1);
+        let dims: [usize; 3] = dims
+            .try_into()
+            .map_err(|_| ModelError::Internal("token states are not [b, t, hidden]".into()))?;
+        let states = SavedStates {
+            dims,
+            data,
+            lengths: batch.lengths.clone(),
+        };
+        Ok((logit_rows(out.remove(0)), states))
+    }
+
+    /// Runs the layers after `from` over saved token states and scores with the last head.
+    pub fn finish(&self, states: &SavedStates, from: usize) -> Result<Vec<Vec<f32>>> {
+        let graph = PartialGraph {
+            from,
+            until: self.parts.weights.layers.len(),
+            states: false,
+        };
+        let mut out = self.run_partial(graph, |feeds, session| {
+            feeds.run_states(session, states, &[encoder::io::LOGITS])
+        })?;
+        Ok(logit_rows(out.remove(0)))
+    }
+
+    fn run_partial(
+        &self,
+        graph: PartialGraph,
+        run: impl FnOnce(&Feeds, &mut Session) -> Result<Vec<(Vec<usize>, Vec<f32>)>>,
+    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        let layers = self.parts.weights.layers.len();
+        let head = self.parts.heads.get(&graph.until).ok_or_else(|| {
+            ModelError::InvalidInput(format!(
+                "the model has no head after layer {} (exits: {:?})",
+                graph.until,
+                self.parts.heads.keys().collect::<Vec<_>>()
+            ))
+        })?;
+        if graph.from >= graph.until || graph.until > layers {
+            return Err(ModelError::Internal(format!(
+                "no graph runs layers {}..{} of {layers}",
+                graph.from, graph.until
+            )));
+        }
+        let mut sessions = self.partial.lock().map_err(|_| {
+            ModelError::Internal("ONNX Runtime session poisoned by an earlier panic".into())
+        })?;
+        let session = match sessions.entry(graph) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let spec = encoder::GraphSpec {
+                    weights: &self.parts.weights,
+                    layers: graph.from..graph.until,
+                    head: Some(head),
+                    hidden_output: graph.states,
+                    num_heads: self.parts.num_heads,
+                    activation: self.parts.activation,
+                    precision: self.precision,
+                    calibration: self.parts.calibration.as_ref(),
+                    probes: false,
+                };
+                v.insert(runtime::session(&spec, self.parts.threads)?)
+            }
+        };
+        run(&self.feeds, session)
     }
 
     pub fn precision(&self) -> Precision {
@@ -117,9 +277,7 @@ impl OnnxEncoder {
     /// Classification logits, one row per input.
     pub fn logits(&self, rows: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
         let batch = Batch::new(rows, self.feeds.config.pad_token_id, &Device::Cpu)?;
-        let (dims, data) = self.run(rows, &batch, encoder::io::LOGITS)?;
-        let labels = dims.last().copied().unwrap_or(1).max(1);
-        Ok(data.chunks(labels).map(<[f32]>::to_vec).collect())
+        Ok(logit_rows(self.run(rows, &batch, encoder::io::LOGITS)?))
     }
 
     fn run(
@@ -136,7 +294,62 @@ impl OnnxEncoder {
     }
 }
 
+/// `[b, labels]` logits as one row per input.
+fn logit_rows((dims, data): (Vec<usize>, Vec<f32>)) -> Vec<Vec<f32>> {
+    let labels = dims.last().copied().unwrap_or(1).max(1);
+    data.chunks(labels).map(<[f32]>::to_vec).collect()
+}
+
 impl Feeds {
+    /// Runs a graph that continues from saved token states.
+    fn run_states(
+        &self,
+        session: &mut Session,
+        states: &SavedStates,
+        outputs: &[&str],
+    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        let [b, t, h] = states.dims;
+        let mut mask = vec![0i32; b * t];
+        for (r, &len) in states.lengths.iter().enumerate() {
+            mask[r * t..r * t + len.min(t)].fill(1);
+        }
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue)> = vec![
+            (
+                encoder::io::HIDDEN_IN,
+                OrtTensor::from_array((vec![b as i64, t as i64, h as i64], states.data.clone()))
+                    .map_err(ort_err)?
+                    .into(),
+            ),
+            (
+                encoder::io::ATTENTION_MASK,
+                OrtTensor::from_array((vec![b as i64, t as i64], mask))
+                    .map_err(ort_err)?
+                    .into(),
+            ),
+        ];
+        if self.relative {
+            inputs.push(self.relative_buckets(t)?);
+        }
+        let results = session.run(inputs).map_err(ort_err)?;
+        extract(&results, outputs)
+    }
+
+    fn relative_buckets(
+        &self,
+        t: usize,
+    ) -> Result<(&'static str, ort::session::SessionInputValue<'static>)> {
+        let buckets: Vec<i64> = relative_buckets(t, self.config.relative_attention_num_buckets)
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        Ok((
+            encoder::io::RELATIVE_BUCKETS,
+            OrtTensor::from_array((vec![t as i64, t as i64], buckets))
+                .map_err(ort_err)?
+                .into(),
+        ))
+    }
+
     /// Runs `session` on the padded `batch` of `rows`; returns the named outputs as
     /// (dims, row-major data), in order.
     fn run(
@@ -193,29 +406,28 @@ impl Feeds {
             ));
         }
         if self.relative {
-            let buckets: Vec<i64> = relative_buckets(t, self.config.relative_attention_num_buckets)
-                .into_iter()
-                .map(i64::from)
-                .collect();
-            inputs.push((
-                encoder::io::RELATIVE_BUCKETS,
-                OrtTensor::from_array((vec![t as i64, t as i64], buckets))
-                    .map_err(ort_err)?
-                    .into(),
-            ));
+            inputs.push(self.relative_buckets(t)?);
         }
         let results = session.run(inputs).map_err(ort_err)?;
-        outputs
-            .iter()
-            .map(|&name| {
-                let value = results
-                    .get(name)
-                    .ok_or_else(|| ModelError::Runtime(format!("graph has no output {name}")))?;
-                let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
-                Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
-            })
-            .collect()
+        extract(&results, outputs)
     }
+}
+
+/// The named outputs as (dims, row-major data), in order.
+fn extract(
+    results: &ort::session::SessionOutputs,
+    outputs: &[&str],
+) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+    outputs
+        .iter()
+        .map(|&name| {
+            let value = results
+                .get(name)
+                .ok_or_else(|| ModelError::Runtime(format!("graph has no output {name}")))?;
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
+            Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+        })
+        .collect()
 }
 
 /// Runs `spec`'s network in f32, with probes, over the calibration rows and returns the input
@@ -232,7 +444,9 @@ fn calibrate(
         ));
     }
     let probe_spec = encoder::GraphSpec {
+        layers: spec.layers.clone(),
         head: None,
+        hidden_output: true,
         precision: Precision::F32,
         calibration: None,
         probes: true,

@@ -131,6 +131,11 @@ impl PreparedPairs {
         )
     }
 
+    /// The document pair `pair` is a window of.
+    pub fn owner(&self, pair: usize) -> usize {
+        self.owners[pair]
+    }
+
     /// Tokens of all pairs (what a usage report counts).
     pub fn tokens(&self) -> usize {
         self.pairs.iter().map(|p| p.len()).sum()
@@ -272,6 +277,7 @@ mod tests {
             index,
             logit,
             score: logit,
+            dropped: false,
         }
     }
 

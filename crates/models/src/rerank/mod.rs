@@ -8,10 +8,12 @@
 //! server's batching queue), then [`PreparedPairs::document_scores`] folds window scores back
 //! into one score per document (the best window's).
 
+mod cascade;
 mod load;
 mod long_documents;
 mod settings;
 
+pub use cascade::Cascade;
 pub use load::load_reranker;
 pub use long_documents::{
     prepare, LongDocumentMode, LongDocumentPolicy, PairOwners, PreparedPairs,
@@ -19,6 +21,7 @@ pub use long_documents::{
 };
 pub use settings::{RerankSettings, RERANK_SETTINGS_FILE};
 
+use crate::batch::RowStates;
 use crate::error::Result;
 use crate::model_dir::ModelDir;
 use crate::tokenize::{Encoded, TextTokenizer};
@@ -47,6 +50,11 @@ pub struct RerankerOptions {
     pub compress_ratio: Option<usize>,
     /// ... before each of these layers (default: 8, FlagEmbedding's).
     pub compress_layers: Option<Vec<usize>>,
+    /// Layerwise cross-encoders (`sift train-reranker --layerwise`): score with this many
+    /// layers and that exit's head (default: all layers).
+    pub exit_layer: Option<usize>,
+    /// Layerwise cross-encoders: rerank each query's candidates through this cascade.
+    pub cascade: Option<Cascade>,
 }
 
 /// The score of one document (or one window of it).
@@ -59,6 +67,10 @@ pub struct RerankScore {
     /// Probability of relevance in [0, 1]: sigmoid of the logit for one-label models, softmax
     /// of the relevant label for two-label models.
     pub score: f32,
+    /// A rerank cascade ([`Cascade`]) scored this candidate at its early exit only and did not
+    /// finish it: `logit` and `score` are the early head's, and it ranks below every finished
+    /// candidate whatever they say. Always `false` without a cascade.
+    pub dropped: bool,
 }
 
 /// A model that scores how relevant a document is to a query.
@@ -129,6 +141,65 @@ pub trait Reranker: Send + Sync {
         pairs: &[Encoded],
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<RerankScore>>;
+
+    /// The layers this model can score after, counted from 1, the last included: more than
+    /// one for layerwise cross-encoders, none for models without exit heads.
+    fn exit_layers(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// The cascade each query's candidates go through ([`score_prepared`] runs it); `None`
+    /// scores every candidate the same way.
+    fn cascade(&self) -> Option<Cascade> {
+        None
+    }
+
+    /// A cascade's first stage: scores at exit layer `exit` (an early one), in input order,
+    /// with each pair's token states there for [`Reranker::finish_pairs`].
+    fn score_pairs_partway(
+        &self,
+        pairs: &[Encoded],
+        exit: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<RerankScore>, Vec<RowStates>)> {
+        let _ = (pairs, exit, progress);
+        Err(crate::ModelError::InvalidInput(format!(
+            "{} has no early exits (train a layerwise reranker with sift train-reranker --layerwise)",
+            self.model_dir().name()
+        )))
+    }
+
+    /// A cascade's second stage: runs the layers after `from` over saved token states and
+    /// scores with the last layer's head, in input order. A pair's score equals what
+    /// [`Reranker::score_pairs`] gives it at the last layer (to float rounding).
+    fn finish_pairs(
+        &self,
+        states: &[&RowStates],
+        from: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<RerankScore>> {
+        let _ = (states, from, progress);
+        Err(crate::ModelError::InvalidInput(format!(
+            "{} has no early exits to finish from",
+            self.model_dir().name()
+        )))
+    }
+}
+
+/// One query's document scores from its prepared pairs: through the model's cascade when it
+/// has one, else every pair scored alike; windows folded into their documents.
+pub fn score_prepared(
+    reranker: &dyn Reranker,
+    prepared: &PreparedPairs,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<RerankScore>> {
+    match reranker.cascade() {
+        Some(c) => cascade::cascade_document_scores(reranker, prepared, c, progress),
+        None => {
+            let windows = reranker.score_pairs(prepared.pairs(), progress)?;
+            prepared.document_scores(&windows)
+        }
+    }
 }
 
 /// The one map from a logit to a probability-like score, `1 / (1 + e^-x)`.
@@ -151,6 +222,7 @@ pub(crate) fn score_in_batches(
         index: 0,
         logit: f32::NAN,
         score: f32::NAN,
+        dropped: false,
     };
     let mut out = vec![unscored; lengths.len()];
     for group in groups {
@@ -175,8 +247,7 @@ pub fn score_documents(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<RerankScore>> {
     let prepared = prepare(reranker, query, documents, policy)?;
-    let windows = reranker.score_pairs(prepared.pairs(), progress)?;
-    prepared.document_scores(&windows)
+    score_prepared(reranker, &prepared, progress)
 }
 
 /// Documents sorted by descending score ([`sort_by_score`]), cut to `top_k`.
@@ -195,10 +266,15 @@ pub fn rerank(
     Ok(scores)
 }
 
-/// The one order of reranked results everywhere: descending logit, NaN last, ties by input
-/// position.
+/// The one order of reranked results everywhere: candidates a cascade finished before those
+/// it dropped, then descending logit, NaN last, ties by input position.
 pub fn sort_by_score(scores: &mut [RerankScore]) {
-    scores.sort_by(|a, b| compare_logits(a.logit, b.logit).then(a.index.cmp(&b.index)));
+    scores.sort_by(|a, b| {
+        a.dropped
+            .cmp(&b.dropped)
+            .then(compare_logits(a.logit, b.logit))
+            .then(a.index.cmp(&b.index))
+    });
 }
 
 /// Descending order of two logits with NaN after every number (and equal to another NaN).
@@ -219,6 +295,7 @@ mod tests {
             index,
             logit,
             score: 0.0,
+            dropped: false,
         };
         let mut v = vec![
             mk(0, 1.0),

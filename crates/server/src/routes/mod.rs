@@ -117,7 +117,8 @@ async fn rerank_documents(
 ) -> Result<(Vec<RerankScore>, usize), ApiError> {
     let batcher = reranker(state)?;
     let model: Arc<dyn Reranker> = batcher.model().0.clone();
-    let (pairs, owners, tokens) = blocking(move || {
+    let cascade = model.cascade().is_some();
+    let (prepared, tokens) = blocking(move || {
         // A request's own prompt: a view of the same model encodes the pairs; the batching
         // worker scores them with the shared weights like any other pairs.
         let model = match prompt.as_deref() {
@@ -134,15 +135,33 @@ async fn rerank_documents(
             }
         }
         let tokens = prepared.tokens();
-        let (pairs, owners) = prepared.into_pairs();
-        Ok((pairs, owners, tokens))
+        if cascade {
+            // A cascade decides per query which candidates to finish, so it cannot share
+            // forward passes with other requests: it runs here, outside the batching queue.
+            let scores =
+                sift_models::rerank::score_prepared(model.as_ref(), &prepared, &mut |_| {})?;
+            return Ok((Prepared::Scored(scores), tokens));
+        }
+        Ok((Prepared::ToQueue(prepared), tokens))
     })
     .await?;
+    let prepared = match prepared {
+        Prepared::ToQueue(p) => p,
+        Prepared::Scored(scores) => return Ok((scores, tokens)),
+    };
+    let (pairs, owners) = prepared.into_pairs();
     let windows = batcher
         .submit(pairs)
         .await
         .map_err(|e| ApiError::from_batch("rerank", e))?;
     Ok((owners.document_scores(&windows)?, tokens))
+}
+
+/// A rerank request after its blocking part: scored already (a cascade), or pairs for the
+/// batching queue.
+enum Prepared {
+    Scored(Vec<RerankScore>),
+    ToQueue(sift_models::rerank::PreparedPairs),
 }
 
 /// L2-normalises in place (zero vectors stay zero).

@@ -1,0 +1,137 @@
+//! Rerank cascades for layerwise cross-encoders: every candidate of a query is scored by an
+//! early exit's head, and only the best few run the remaining layers — from the token states
+//! the first stage saved, so no layer runs twice for any candidate.
+//!
+//! Why: a cross-encoder's cost is linear in candidates × layers. Scoring 100 candidates with 2
+//! of 6 layers and finishing the best 20 runs 100·2 + 20·4 = 280 layer passes instead of 600.
+
+use std::str::FromStr;
+
+use super::{sort_by_score, PreparedPairs, RerankScore, Reranker};
+use crate::batch::RowStates;
+use crate::error::{ModelError, Result};
+
+/// Score every candidate after layer `exit`, then finish the best `keep` documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cascade {
+    /// The early exit, counted from 1; it must be one of the model's exit layers before the
+    /// last.
+    pub exit: usize,
+    /// Documents finished by the last layer; the rest keep their early score and rank below
+    /// them.
+    pub keep: usize,
+}
+
+impl FromStr for Cascade {
+    type Err = ModelError;
+
+    /// `EXIT:KEEP`, e.g. `2:20`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            ModelError::InvalidInput(format!(
+                "bad cascade {s:?}: write EXIT:KEEP, e.g. 2:20 (score every candidate after layer 2, finish the best 20)"
+            ))
+        };
+        let (exit, keep) = s.split_once(':').ok_or_else(bad)?;
+        let exit: usize = exit.trim().parse().map_err(|_| bad())?;
+        let keep: usize = keep.trim().parse().map_err(|_| bad())?;
+        if exit == 0 || keep == 0 {
+            return Err(bad());
+        }
+        Ok(Cascade { exit, keep })
+    }
+}
+
+impl std::fmt::Display for Cascade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.exit, self.keep)
+    }
+}
+
+impl Cascade {
+    /// Checks the cascade against a model's exit layers (the last included).
+    pub fn validate(&self, model: &str, exits: &[usize]) -> Result<()> {
+        let last = exits.last().copied().unwrap_or(0);
+        if exits.len() < 2 {
+            return Err(ModelError::InvalidInput(format!(
+                "{model} has no early exit to cascade from: train a layerwise reranker (sift train-reranker --layerwise)"
+            )));
+        }
+        if self.exit >= last || !exits.contains(&self.exit) {
+            return Err(ModelError::InvalidInput(format!(
+                "cascade exit {} is not an early exit of {model}; its exits before the last layer ({last}) are {:?}",
+                self.exit,
+                &exits[..exits.len() - 1]
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One query's document scores through `cascade`: the first stage scores every pair at the
+/// early exit, the documents ranked best by it (`keep` of them) are finished — all their
+/// windows — and the rest come back `dropped` with their early scores.
+pub(crate) fn cascade_document_scores(
+    reranker: &dyn Reranker,
+    prepared: &PreparedPairs,
+    cascade: Cascade,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<RerankScore>> {
+    let pairs = prepared.pairs();
+    let (early, states) = reranker.score_pairs_partway(pairs, cascade.exit, progress)?;
+    if early.len() != pairs.len() || states.len() != pairs.len() {
+        return Err(ModelError::Internal(format!(
+            "the cascade's first stage returned {} scores and {} states for {} pairs",
+            early.len(),
+            states.len(),
+            pairs.len()
+        )));
+    }
+    let mut ranked = prepared.document_scores(&early)?;
+    sort_by_score(&mut ranked);
+    let mut kept = vec![false; ranked.len()];
+    for s in ranked.iter().take(cascade.keep) {
+        kept[s.index] = true;
+    }
+    let finishing: Vec<usize> = (0..pairs.len())
+        .filter(|&p| kept[prepared.owner(p)])
+        .collect();
+    let rows: Vec<&RowStates> = finishing.iter().map(|&p| &states[p]).collect();
+    let finished = reranker.finish_pairs(&rows, cascade.exit, progress)?;
+    let mut windows: Vec<RerankScore> = early
+        .iter()
+        .map(|s| RerankScore {
+            dropped: true,
+            ..*s
+        })
+        .collect();
+    for (&p, s) in finishing.iter().zip(&finished) {
+        windows[p] = RerankScore {
+            index: p,
+            dropped: false,
+            ..*s
+        };
+    }
+    prepared.document_scores(&windows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cascades_parse_and_validate() {
+        let c: Cascade = "2:20".parse().unwrap();
+        assert_eq!(c, Cascade { exit: 2, keep: 20 });
+        assert_eq!(c.to_string(), "2:20");
+        for bad in ["2", "0:5", "2:0", "a:3", "2:3:4", ""] {
+            assert!(bad.parse::<Cascade>().is_err(), "{bad}");
+        }
+        let exits = [2, 4, 6];
+        assert!(c.validate("m", &exits).is_ok());
+        let err = |c: Cascade, exits: &[usize]| c.validate("m", exits).unwrap_err().to_string();
+        assert!(err(Cascade { exit: 3, keep: 5 }, &exits).contains("[2, 4]"));
+        assert!(err(Cascade { exit: 6, keep: 5 }, &exits).contains("not an early exit"));
+        assert!(err(c, &[6]).contains("--layerwise"));
+    }
+}
