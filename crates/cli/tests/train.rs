@@ -453,3 +453,143 @@ fn a_planted_document_prior_does_not_lead_unrelated_queries() {
         assert!(!first.starts_with("hub"), "{topic}: {first} leads");
     }
 }
+
+/// `--layerwise` end to end: the output has a head after every layer (transformers' layout
+/// plus `exits.*`), `sift rerank` scores at each exit, a cascade finishes only what it kept,
+/// `sift eval` adds a row per exit and per cascade, and bad exits are refused.
+#[test]
+fn a_layerwise_run_scores_at_every_exit_and_cascades() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        tiny(),
+    );
+    let out = tmp.path().join("layerwise").display().to_string();
+    let mut args = train_args(&d, &c, &out, &t);
+    args.extend(["--exit-layers", "5"]);
+    fails(&sift_cmd(&args).output().unwrap(), "--exit-layers 5: ");
+    assert!(!Path::new(&out).exists(), "refused before any work");
+    let mut args = train_args(&d, &c, &out, &t);
+    args.extend(["--layerwise", "--max-steps", "3"]);
+    let run = sift_cmd(&args).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&out).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    // The tiny base has 2 layers: one early exit, and the ordinary head on the last.
+    assert_eq!(
+        config["sift_layerwise"]["exit_layers"],
+        serde_json::json!([1])
+    );
+    let names: Vec<String> = tensors(&Path::new(&out).join("model.safetensors"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for name in [
+        "exits.1.dense.weight",
+        "exits.1.out.bias",
+        "classifier.weight",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+
+    let docs = [
+        "The volcano is studied here.",
+        "Unrelated remarks about daily life.",
+        "A comet passed by the volcano.",
+        "Nothing to see.",
+    ];
+    let rerank = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["rerank", "--model", &out, "--query", "volcano studies"];
+        args.extend_from_slice(extra);
+        args.extend(docs);
+        json_of(&args).as_array().unwrap().clone()
+    };
+    let by_index = |ranked: &[serde_json::Value]| -> Vec<f64> {
+        let mut v = vec![f64::NAN; docs.len()];
+        for r in ranked {
+            v[r["index"].as_u64().unwrap() as usize] = r["logit"].as_f64().unwrap();
+        }
+        v
+    };
+    let full = rerank(&[]);
+    let early = rerank(&["--rerank-layer", "1"]);
+    assert_ne!(
+        by_index(&full),
+        by_index(&early),
+        "exit 1 is not the last layer"
+    );
+    assert_eq!(by_index(&rerank(&["--rerank-layer", "2"])), by_index(&full));
+    let cascade = rerank(&["--rerank-cascade", "1:2"]);
+    // The two best by exit 1 come first with their full-model logits; the rest keep exit 1's.
+    let kept: Vec<u64> = early[..2]
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    let (full, early) = (by_index(&full), by_index(&early));
+    for (rank, r) in cascade.iter().enumerate() {
+        let i = r["index"].as_u64().unwrap();
+        let logit = r["logit"].as_f64().unwrap();
+        if rank < 2 {
+            assert!(kept.contains(&i), "{cascade:?}");
+            assert!(r.get("dropped").is_none());
+            assert!((logit - full[i as usize]).abs() < 1e-4, "{cascade:?}");
+        } else {
+            assert_eq!(r["dropped"], true);
+            assert!((logit - early[i as usize]).abs() < 1e-4, "{cascade:?}");
+        }
+    }
+    let bad = |extra: &[&str], message: &str| {
+        let mut args = vec!["rerank", "--model", &out, "--query", "q"];
+        args.extend_from_slice(extra);
+        args.push("d");
+        fails(&sift_cmd(&args).output().unwrap(), message);
+    };
+    bad(&["--rerank-layer", "3"], "[1, 2]");
+    bad(&["--rerank-layer", "0"], "[1, 2]");
+    bad(&["--rerank-cascade", "2:5"], "not an early exit");
+    bad(&["--rerank-cascade", "1"], "EXIT:KEEP");
+    bad(
+        &["--rerank-cascade", "1:2", "--rerank-layer", "1"],
+        "cannot be used with",
+    );
+
+    let eval_out = tmp.path().join("eval").display().to_string();
+    let eval = sift_cmd(&[
+        "eval",
+        "--data",
+        &d,
+        "--collection",
+        &c,
+        "--embed-model",
+        &t,
+        "--modes",
+        "hybrid",
+        "--rerank-model",
+        &out,
+        "--rerank-every-exit",
+        "--rerank-cascades",
+        "1:2,1:5",
+        "--out",
+        &eval_out,
+    ])
+    .output()
+    .unwrap();
+    let table = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    for row in ["@layer1", "@cascade1:2", "@cascade1:5", "rerank p50 ms"] {
+        assert!(table.contains(row), "{row} in {table}");
+    }
+}

@@ -113,6 +113,9 @@ pub struct GridRow {
     pub reranker: String,
     pub evaluation: Evaluation,
     pub ms_per_query: f64,
+    /// Median time of the rerank stage alone per query, milliseconds; `None` without a
+    /// reranker.
+    pub rerank_ms_p50: Option<f64>,
     /// File-name-safe name of the run (`hybrid-all-MiniLM-L6-v2+my-reranker`).
     pub name: String,
     pub run: Run,
@@ -186,16 +189,22 @@ pub fn run_grid(
             };
             let started = Instant::now();
             let mut runs = vec![Run::default(); weights.len()];
+            let mut rerank_ms = Vec::with_capacity(queries.queries.len());
             for (qid, text) in &queries.queries {
                 let candidates = pipeline.candidates(text, &search, reranker.is_some())?;
                 let scores = match reranker {
-                    Some(r) if candidates.wants_rerank() => Some(score_documents(
-                        r.as_ref(),
-                        candidates.query(),
-                        candidates.rerank_texts(),
-                        pipeline.policy(),
-                        &mut |_| {},
-                    )?),
+                    Some(r) if candidates.wants_rerank() => {
+                        let t = Instant::now();
+                        let scores = score_documents(
+                            r.as_ref(),
+                            candidates.query(),
+                            candidates.rerank_texts(),
+                            pipeline.policy(),
+                            &mut |_| {},
+                        )?;
+                        rerank_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                        Some(scores)
+                    }
                     _ => None,
                 };
                 for (run, &w) in runs.iter_mut().zip(&weights) {
@@ -233,6 +242,7 @@ pub fn run_grid(
                     reranker: reranker_label(reranker_name, w),
                     evaluation: evaluate(&queries.qrels, &run, &METRICS),
                     ms_per_query: secs / queries.queries.len().max(1) as f64 * 1000.0,
+                    rerank_ms_p50: median(&rerank_ms),
                     name: format!("{mode_part}{rerank_part}"),
                     run,
                 });
@@ -240,6 +250,18 @@ pub fn run_grid(
         }
     }
     Ok(rows)
+}
+
+/// The middle value (the mean of the two middle ones for an even count); `None` when empty.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
 }
 
 /// File-name-safe form of a model or run name.

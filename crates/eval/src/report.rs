@@ -23,15 +23,21 @@ pub fn print_table(rows: &[GridRow]) {
     for m in METRICS {
         print!(" {} |", label(m));
     }
-    println!(" ms/query |");
-    println!("|---|---|{}---|", "---|".repeat(METRICS.len()));
+    println!(" ms/query | rerank p50 ms |");
+    println!("|---|---|{}---|---|", "---|".repeat(METRICS.len()));
     for r in rows {
         print!("| {} | {} |", r.retriever, r.reranker);
         for m in METRICS {
             print!(" {:.4} |", mean(r, m));
         }
-        println!(" {:.1} |", r.ms_per_query);
+        println!(" {:.1} | {} |", r.ms_per_query, rerank_ms(r));
     }
+}
+
+/// The rerank stage's median per query, or a dash without a reranker.
+fn rerank_ms(r: &GridRow) -> String {
+    r.rerank_ms_p50
+        .map_or_else(|| "–".to_string(), |ms| format!("{ms:.1}"))
 }
 
 fn escape(s: &str) -> String {
@@ -91,7 +97,7 @@ h2{{margin-top:1.5em;font-size:1.1em}}</style></head><body><h1>sift eval</h1>\
     for m in METRICS {
         html.push_str(&format!("<th>{}</th>", escape(&label(m))));
     }
-    html.push_str("<th>ms/query</th></tr>");
+    html.push_str("<th>ms/query</th><th>rerank p50 ms</th></tr>");
     for r in rows {
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td>",
@@ -101,7 +107,11 @@ h2{{margin-top:1.5em;font-size:1.1em}}</style></head><body><h1>sift eval</h1>\
         for m in METRICS {
             html.push_str(&format!("<td>{:.4}</td>", mean(r, m)));
         }
-        html.push_str(&format!("<td>{:.1}</td></tr>", r.ms_per_query));
+        html.push_str(&format!(
+            "<td>{:.1}</td><td>{}</td></tr>",
+            r.ms_per_query,
+            rerank_ms(r)
+        ));
     }
     html.push_str("</table>");
     let (label_w, bar_w, row_h) = (360.0, 400.0, 22.0);

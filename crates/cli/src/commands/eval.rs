@@ -9,7 +9,8 @@ use sift_eval::experiment::{run_grid, sanitize, seen_unseen, GridOptions, GridRo
 use sift_eval::report::{html_report, print_seen_unseen, print_table};
 use sift_eval::{Dataset, DevSplit, Qrels, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
-use sift_models::Reranker;
+use sift_models::rerank::Cascade;
+use sift_models::{Reranker, RerankerOptions};
 use sift_pipeline::fusion::Fusion;
 use sift_pipeline::{Pipeline, SearchMode};
 
@@ -140,6 +141,16 @@ pub struct EvalArgs {
 
     #[command(flatten)]
     scoring: RerankScoringFlags,
+
+    /// Layerwise rerankers: also a row for every early exit layer of each --rerank-model
+    /// that has them (the per-layer quality/latency table).
+    #[arg(long)]
+    rerank_every_exit: bool,
+
+    /// Layerwise rerankers: also a row for each of these cascades (EXIT:KEEP, comma-separated,
+    /// e.g. `1:20,2:20,2:40`) of each --rerank-model that has early exits.
+    #[arg(long, value_delimiter = ',', value_name = "EXIT:KEEP")]
+    rerank_cascades: Vec<Cascade>,
 }
 
 /// A blend weight in [0, 1].
@@ -227,13 +238,40 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     let mut rerankers: Vec<(String, Option<Arc<dyn Reranker>>)> = vec![("none".into(), None)];
+    let options = args
+        .scoring
+        .options(args.engine.options(args.rerank_precision.get()));
     for name in &args.rerank_model {
-        let model = load_reranker(
-            name,
-            args.scoring
-                .options(args.engine.options(args.rerank_precision.get())),
-        )?;
-        rerankers.push((model.model_dir().name(), Some(model)));
+        let model = load_reranker(name, options.clone())?;
+        let label = model.model_dir().name();
+        let exits = model.exit_layers();
+        rerankers.push((label.clone(), Some(model)));
+        // The same weights once more per exit and cascade asked for (each load compiles its
+        // own graphs; a small model's weights are cheap to hold twice).
+        let early = exits.len().saturating_sub(1);
+        if args.rerank_every_exit {
+            for &layer in &exits[..early] {
+                let model = load_reranker(
+                    name,
+                    RerankerOptions {
+                        exit_layer: Some(layer),
+                        ..options.clone()
+                    },
+                )?;
+                rerankers.push((format!("{label}@layer{layer}"), Some(model)));
+            }
+        }
+        for &cascade in &args.rerank_cascades {
+            let model = load_reranker(
+                name,
+                RerankerOptions {
+                    cascade: Some(cascade),
+                    exit_layer: None,
+                    ..options.clone()
+                },
+            )?;
+            rerankers.push((format!("{label}@cascade{cascade}"), Some(model)));
+        }
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -333,6 +371,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "reranker": r.reranker,
             "run_file": format!("{}.trec", r.name),
             "ms_per_query": r.ms_per_query,
+            "rerank_ms_p50": r.rerank_ms_p50,
             "metrics": r.evaluation.mean,
         })).collect::<Vec<_>>(),
     });

@@ -110,6 +110,10 @@ pub fn run(args: RerankArgs) -> Result<()> {
             if let Some(id) = &docs[s.index].id {
                 v["id"] = id.clone();
             }
+            if s.dropped {
+                // A cascade scored it at its early exit only.
+                v["dropped"] = true.into();
+            }
             v
         })
         .collect();
