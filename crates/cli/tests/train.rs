@@ -562,6 +562,63 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
         "cannot be used with",
     );
 
+    // The server: per-request exit and cascade on TEI and Cohere routes, as the CLI scores.
+    let server = common::Server::start(&["--rerank-model", &out, "--auto-truncate"]);
+    let tei = |extra: serde_json::Value| {
+        let mut body =
+            serde_json::json!({"query": "volcano studies", "texts": docs, "raw_scores": true});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        common::curl("POST", &format!("{}/rerank", server.base), &body)
+    };
+    let tei_logits = |extra: serde_json::Value| -> Vec<f64> {
+        let (code, v) = tei(extra);
+        assert_eq!(code, 200, "{v}");
+        let mut out = vec![f64::NAN; docs.len()];
+        for r in v.as_array().unwrap() {
+            out[r["index"].as_u64().unwrap() as usize] = r["score"].as_f64().unwrap();
+        }
+        out
+    };
+    let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+    assert!(close(&tei_logits(serde_json::json!({})), &full));
+    assert!(close(
+        &tei_logits(serde_json::json!({"rerank_layer": 1})),
+        &early
+    ));
+    let cascaded = tei_logits(serde_json::json!({"rerank_cascade": "1:2"}));
+    for (i, logit) in cascaded.iter().enumerate() {
+        let want = if kept.contains(&(i as u64)) {
+            full[i]
+        } else {
+            early[i]
+        };
+        assert!((logit - want).abs() < 1e-4, "{cascaded:?}");
+    }
+    let cohere = common::post_json(
+        &server.base,
+        "/v1/rerank",
+        &serde_json::json!({"query": "volcano studies", "documents": docs, "rerank_layer": 1}),
+    );
+    assert_eq!(cohere["results"].as_array().unwrap().len(), docs.len());
+    for (extra, message) in [
+        (serde_json::json!({"rerank_layer": 7}), "[1, 2]"),
+        (
+            serde_json::json!({"rerank_cascade": "2:1"}),
+            "not an early exit",
+        ),
+        (serde_json::json!({"rerank_cascade": "x"}), "EXIT:KEEP"),
+    ] {
+        let (code, v) = tei(extra);
+        assert_eq!(code, 422, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(message),
+            "{v}"
+        );
+    }
+    drop(server);
+
     let eval_out = tmp.path().join("eval").display().to_string();
     let eval = sift_cmd(&[
         "eval",

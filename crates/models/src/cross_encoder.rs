@@ -2,6 +2,7 @@
 //! document together and outputs a relevance logit.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::batch::{RowStates, SavedStates};
 use crate::calibration_text;
@@ -14,14 +15,55 @@ use crate::tokenize::{Encoded, TextTokenizer};
 use crate::{resolve_max_length, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_ONNX_BATCH_TOKENS};
 
 pub struct CrossEncoder {
-    engine: Engine,
-    tokenizer: TextTokenizer,
-    dir: ModelDir,
-    max_batch_tokens: usize,
+    /// The network, shared with the views [`Reranker::with_exit`] makes.
+    model: Arc<Loaded>,
     /// The layer whose head [`CrossEncoder::score_encoded`] scores with: the last, unless a
     /// layerwise model was loaded with an earlier exit.
     exit: usize,
     cascade: Option<Cascade>,
+}
+
+struct Loaded {
+    engine: Engine,
+    tokenizer: TextTokenizer,
+    dir: ModelDir,
+    max_batch_tokens: usize,
+}
+
+/// The exit layer and cascade a layerwise model scores with, checked against its exits.
+fn check_exits(
+    dir: &ModelDir,
+    exit_layer: Option<usize>,
+    cascade: Option<Cascade>,
+) -> Result<(usize, Option<Cascade>)> {
+    let exits = dir.config.all_exit_layers();
+    let exit = match exit_layer {
+        Some(layer) if !exits.contains(&layer) => {
+            return Err(ModelError::InvalidInput(if exits.len() > 1 {
+                format!(
+                    "{} has no head after layer {layer}: its exit layers are {exits:?}",
+                    dir.name()
+                )
+            } else {
+                format!(
+                    "{} scores after its last layer ({}) only: an earlier --rerank-layer needs a layerwise reranker (sift train-reranker --layerwise)",
+                    dir.name(),
+                    dir.config.num_layers
+                )
+            }));
+        }
+        Some(layer) => layer,
+        None => dir.config.num_layers,
+    };
+    if let Some(c) = cascade {
+        if exit_layer.is_some() {
+            return Err(ModelError::InvalidInput(
+                "a cascade and a fixed exit layer exclude each other: give --rerank-cascade or --rerank-layer".into(),
+            ));
+        }
+        c.validate(&dir.name(), &exits)?;
+    }
+    Ok((exit, cascade))
 }
 
 impl CrossEncoder {
@@ -51,33 +93,7 @@ impl CrossEncoder {
                 dir.name()
             )));
         }
-        let exits = dir.config.all_exit_layers();
-        let exit = match options.exit_layer {
-            Some(layer) if !exits.contains(&layer) => {
-                return Err(ModelError::InvalidInput(if exits.len() > 1 {
-                    format!(
-                        "{} has no head after layer {layer}: its exit layers are {exits:?}",
-                        dir.name()
-                    )
-                } else {
-                    format!(
-                        "{} scores after its last layer ({}) only: an earlier --rerank-layer needs a layerwise reranker (sift train-reranker --layerwise)",
-                        dir.name(),
-                        dir.config.num_layers
-                    )
-                }));
-            }
-            Some(layer) => layer,
-            None => dir.config.num_layers,
-        };
-        if let Some(c) = options.cascade {
-            if options.exit_layer.is_some() {
-                return Err(ModelError::InvalidInput(
-                    "a cascade and a fixed exit layer exclude each other: give --rerank-cascade or --rerank-layer".into(),
-                ));
-            }
-            c.validate(&dir.name(), &exits)?;
-        }
+        let (exit, cascade) = check_exits(&dir, options.exit_layer, options.cascade)?;
         let labels = dir.config.labels.len();
         if !(1..=2).contains(&labels) {
             return Err(ModelError::InvalidConfig {
@@ -97,7 +113,7 @@ impl CrossEncoder {
             }
             Ok(rows)
         })?;
-        Ok(CrossEncoder {
+        let model = Loaded {
             max_batch_tokens: options
                 .max_batch_tokens
                 .unwrap_or(match engine {
@@ -108,22 +124,25 @@ impl CrossEncoder {
             engine,
             tokenizer,
             dir,
+        };
+        Ok(CrossEncoder {
+            model: Arc::new(model),
             exit,
-            cascade: options.cascade,
+            cascade,
         })
     }
 
     pub fn model_dir(&self) -> &ModelDir {
-        &self.dir
+        &self.model.dir
     }
 
     /// The engine running this model.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.model.engine
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
+        &self.model.tokenizer
     }
 
     /// Tokenizes each (query, document) pair; rejects an empty query or document.
@@ -139,7 +158,7 @@ impl CrossEncoder {
                 if crate::is_blank(d) {
                     return Err(ModelError::InvalidInput(format!("document {i} is empty")));
                 }
-                self.tokenizer.encode_pair(query, d)
+                self.model.tokenizer.encode_pair(query, d)
             })
             .collect()
     }
@@ -161,12 +180,14 @@ impl CrossEncoder {
         score_in_batches(
             &lengths,
             everything,
-            self.max_batch_tokens,
+            self.model.max_batch_tokens,
             |slots| {
                 let rows: Vec<&Encoded> = slots.iter().map(|&i| &pairs[i]).collect();
-                let logits =
-                    self.engine
-                        .logits_at(&rows, self.dir.config.pad_token_id, self.exit)?;
+                let logits = self.model.engine.logits_at(
+                    &rows,
+                    self.model.dir.config.pad_token_id,
+                    self.exit,
+                )?;
                 Ok(slots
                     .iter()
                     .zip(logits)
@@ -180,7 +201,9 @@ impl CrossEncoder {
     /// Raw logits `[b, num_labels]` of prepared pairs; the golden tests compare these.
     pub fn logits(&self, pairs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
         let rows: Vec<&Encoded> = pairs.iter().collect();
-        self.engine.logits(&rows, self.dir.config.pad_token_id)
+        self.model
+            .engine
+            .logits(&rows, self.model.dir.config.pad_token_id)
     }
 }
 
@@ -210,15 +233,15 @@ fn score_from_logits(index: usize, logits: &[f32]) -> RerankScore {
 
 impl Reranker for CrossEncoder {
     fn model_dir(&self) -> &ModelDir {
-        &self.dir
+        &self.model.dir
     }
 
     fn engine_name(&self) -> &'static str {
-        self.engine.name()
+        self.model.engine.name()
     }
 
     fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
+        &self.model.tokenizer
     }
 
     /// Measured on this query with a one-token probe document, so the special tokens of any
@@ -226,8 +249,8 @@ impl Reranker for CrossEncoder {
     /// tokenizer itself.
     fn pair_overhead(&self, query: &str) -> Result<usize> {
         const PROBE: &str = "a";
-        let pair = self.tokenizer.pair_len_untruncated(query, PROBE)?;
-        let probe = self.tokenizer.token_offsets(PROBE)?.len();
+        let pair = self.model.tokenizer.pair_len_untruncated(query, PROBE)?;
+        let probe = self.model.tokenizer.token_offsets(PROBE)?.len();
         Ok(pair.saturating_sub(probe))
     }
 
@@ -238,7 +261,7 @@ impl Reranker for CrossEncoder {
         if crate::is_blank(document) {
             return Err(ModelError::InvalidInput("a document is empty".into()));
         }
-        self.tokenizer.encode_pair_checked(query, document)
+        self.model.tokenizer.encode_pair_checked(query, document)
     }
 
     fn score_pairs(
@@ -249,8 +272,21 @@ impl Reranker for CrossEncoder {
         self.score_encoded(pairs, progress)
     }
 
+    fn with_exit(
+        &self,
+        exit_layer: Option<usize>,
+        cascade: Option<Cascade>,
+    ) -> Result<Arc<dyn Reranker>> {
+        let (exit, cascade) = check_exits(&self.model.dir, exit_layer, cascade)?;
+        Ok(Arc::new(CrossEncoder {
+            model: self.model.clone(),
+            exit,
+            cascade,
+        }))
+    }
+
     fn exit_layers(&self) -> Vec<usize> {
-        self.dir.config.all_exit_layers()
+        self.model.dir.config.all_exit_layers()
     }
 
     fn cascade(&self) -> Option<Cascade> {
@@ -263,18 +299,20 @@ impl Reranker for CrossEncoder {
         exit: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(Vec<RerankScore>, Vec<RowStates>)> {
-        Cascade { exit, keep: 1 }.validate(&self.dir.name(), &self.exit_layers())?;
+        Cascade { exit, keep: 1 }.validate(&self.model.dir.name(), &self.exit_layers())?;
         let lengths: Vec<usize> = pairs.iter().map(|e| e.len()).collect();
         let mut states: Vec<Option<RowStates>> = vec![None; pairs.len()];
         let scores = score_in_batches(
             &lengths,
             vec![(0..pairs.len()).collect()],
-            self.max_batch_tokens,
+            self.model.max_batch_tokens,
             |slots| {
                 let rows: Vec<&Encoded> = slots.iter().map(|&i| &pairs[i]).collect();
-                let (logits, saved) =
-                    self.engine
-                        .exit_states(&rows, self.dir.config.pad_token_id, exit)?;
+                let (logits, saved) = self.model.engine.exit_states(
+                    &rows,
+                    self.model.dir.config.pad_token_id,
+                    exit,
+                )?;
                 for (&slot, row) in slots.iter().zip(saved.into_rows()) {
                     states[slot] = Some(row);
                 }
@@ -303,8 +341,8 @@ impl Reranker for CrossEncoder {
             exit: from,
             keep: 1,
         }
-        .validate(&self.dir.name(), &self.exit_layers())?;
-        let hidden = self.dir.config.hidden_size;
+        .validate(&self.model.dir.name(), &self.exit_layers())?;
+        let hidden = self.model.dir.config.hidden_size;
         if let Some(bad) = states.iter().find(|s| s.data.len() != s.len * hidden) {
             return Err(ModelError::InvalidInput(format!(
                 "saved token states of {} values for {} tokens of width {hidden}",
@@ -316,10 +354,11 @@ impl Reranker for CrossEncoder {
         score_in_batches(
             &lengths,
             vec![(0..states.len()).collect()],
-            self.max_batch_tokens,
+            self.model.max_batch_tokens,
             |slots| {
                 let rows: Vec<&RowStates> = slots.iter().map(|&i| states[i]).collect();
                 let logits = self
+                    .model
                     .engine
                     .finish(&SavedStates::from_rows(&rows, hidden), from)?;
                 Ok(slots

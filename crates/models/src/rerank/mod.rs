@@ -142,6 +142,22 @@ pub trait Reranker: Send + Sync {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<RerankScore>>;
 
+    /// This model scoring at another exit layer or through a cascade (`None`, `None`: its
+    /// last layer), sharing its weights: the per-request `rerank_layer` / `rerank_cascade` of
+    /// the server's rerank routes. Models without early exits refuse anything but the last
+    /// layer.
+    fn with_exit(
+        &self,
+        exit_layer: Option<usize>,
+        cascade: Option<Cascade>,
+    ) -> Result<std::sync::Arc<dyn Reranker>> {
+        let _ = (exit_layer, cascade);
+        Err(crate::ModelError::InvalidInput(format!(
+            "{} has no early exits: rerank_layer and rerank_cascade apply to layerwise cross-encoders",
+            self.model_dir().name()
+        )))
+    }
+
     /// The layers this model can score after, counted from 1, the last included: more than
     /// one for layerwise cross-encoders, none for models without exit heads.
     fn exit_layers(&self) -> Vec<usize> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use utoipa::ToSchema;
 
-use super::{check_items, rerank_documents, reranker};
+use super::{check_items, rerank_documents, reranker, ScoringOverrides};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
@@ -101,6 +101,13 @@ pub struct RerankRequest {
     /// (bge-llm) instead of the recipe's default or the server's --rerank-prompt.
     #[serde(default)]
     prompt: Option<String>,
+    /// Layerwise cross-encoders (sift's extension): score with this many layers.
+    #[serde(default)]
+    rerank_layer: Option<usize>,
+    /// Layerwise cross-encoders (sift's extension): `EXIT:KEEP`, score every document after
+    /// layer EXIT and finish the best KEEP.
+    #[serde(default)]
+    rerank_cascade: Option<String>,
 }
 
 /// The document as it was sent: `{"text": …}` for a string, every field of an object.
@@ -204,7 +211,11 @@ async fn rerank(
         docs,
         policy,
         false,
-        req.prompt.clone(),
+        ScoringOverrides::new(
+            req.prompt.clone(),
+            req.rerank_layer,
+            req.rerank_cascade.clone(),
+        )?,
     )
     .await?;
     sift_models::rerank::sort_by_score(&mut scores);

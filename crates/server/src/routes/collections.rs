@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{blocking, check_items, rerank_documents};
+use super::{blocking, check_items, rerank_documents, ScoringOverrides};
 use crate::collections::Collections;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
@@ -463,7 +463,7 @@ pub async fn search(
             texts,
             policy,
             false,
-            None,
+            ScoringOverrides::default(),
         )
         .await?;
         let model = state

@@ -113,18 +113,26 @@ async fn rerank_documents(
     documents: Arc<Vec<String>>,
     policy: LongDocumentPolicy,
     refuse_cut: bool,
-    prompt: Option<String>,
+    scoring: ScoringOverrides,
 ) -> Result<(Vec<RerankScore>, usize), ApiError> {
     let batcher = reranker(state)?;
     let model: Arc<dyn Reranker> = batcher.model().0.clone();
-    let cascade = model.cascade().is_some();
     let (prepared, tokens) = blocking(move || {
         // A request's own prompt: a view of the same model encodes the pairs; the batching
         // worker scores them with the shared weights like any other pairs.
-        let model = match prompt.as_deref() {
+        let model = match scoring.prompt.as_deref() {
             Some(p) => model.with_prompt(p)?,
             None => model,
         };
+        // Its own exit or cascade: a view that scores differently, so it scores its pairs
+        // itself, outside the batching queue.
+        let own_exit = scoring.layer.is_some() || scoring.cascade.is_some();
+        let model = if own_exit {
+            model.with_exit(scoring.layer, scoring.cascade)?
+        } else {
+            model
+        };
+        let cascade = model.cascade().is_some();
         let prepared = sift_models::rerank::prepare(model.as_ref(), &query, &documents, &policy)?;
         if refuse_cut {
             if let Some(i) = prepared.first_truncated() {
@@ -135,7 +143,7 @@ async fn rerank_documents(
             }
         }
         let tokens = prepared.tokens();
-        if cascade {
+        if cascade || own_exit {
             // A cascade decides per query which candidates to finish, so it cannot share
             // forward passes with other requests: it runs here, outside the batching queue.
             let scores =
@@ -155,6 +163,34 @@ async fn rerank_documents(
         .await
         .map_err(|e| ApiError::from_batch("rerank", e))?;
     Ok((owners.document_scores(&windows)?, tokens))
+}
+
+/// What one rerank request changes about how the model scores (sift's extensions to the
+/// TEI, Cohere and Jina rerank bodies).
+#[derive(Debug, Default)]
+pub(crate) struct ScoringOverrides {
+    /// An LLM reranker's instruction or prompt.
+    pub prompt: Option<String>,
+    /// A layerwise cross-encoder's exit layer.
+    pub layer: Option<usize>,
+    /// A layerwise cross-encoder's cascade.
+    pub cascade: Option<sift_models::rerank::Cascade>,
+}
+
+impl ScoringOverrides {
+    /// From the request's fields; a malformed cascade is a 422.
+    pub fn new(
+        prompt: Option<String>,
+        layer: Option<usize>,
+        cascade: Option<String>,
+    ) -> Result<Self, ApiError> {
+        let cascade = cascade.map(|c| c.parse()).transpose()?;
+        Ok(ScoringOverrides {
+            prompt,
+            layer,
+            cascade,
+        })
+    }
 }
 
 /// A rerank request after its blocking part: scored already (a cascade), or pairs for the

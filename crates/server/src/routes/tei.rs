@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::inputs::{encode_for_embedding, vocabulary_size, ModelInput, ModelInputs};
 use super::{
     blocking, check_items, embedder, l2_normalize, rerank_documents, reranker, too_long, OneOrMany,
+    ScoringOverrides,
 };
 use crate::batcher::{BatchModel, Batcher};
 use crate::error::{ApiError, ErrorBody};
@@ -284,6 +285,13 @@ pub struct RerankRequest {
     /// (bge-llm) instead of the recipe's default or the server's --rerank-prompt.
     #[serde(default)]
     prompt: Option<String>,
+    /// Layerwise cross-encoders (sift's extension): score with this many layers.
+    #[serde(default)]
+    rerank_layer: Option<usize>,
+    /// Layerwise cross-encoders (sift's extension): `EXIT:KEEP`, score every text after layer
+    /// EXIT and finish the best KEEP.
+    #[serde(default)]
+    rerank_cascade: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -310,7 +318,7 @@ pub(crate) async fn rerank_request(
         texts.clone(),
         policy,
         !truncate,
-        req.prompt,
+        ScoringOverrides::new(req.prompt, req.rerank_layer, req.rerank_cascade)?,
     )
     .await?;
     sift_models::rerank::sort_by_score(&mut scores);
