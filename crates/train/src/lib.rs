@@ -28,6 +28,6 @@ pub use data::{
 pub use error::{Result, TrainError};
 pub use evaluate::{DevEvaluation, DevMetrics, DevSet, BLEND_WEIGHTS};
 pub use model::TrainableCrossEncoder;
-pub use recipe::{Loss, Recipe};
+pub use recipe::{ExitWeighting, Loss, Recipe};
 pub use synthetic::{inverse_cloze, SyntheticQuery};
 pub use trainer::{train, Evaluation, Event, Job, StepReport, Trainer};

@@ -26,6 +26,43 @@ impl std::str::FromStr for Loss {
     }
 }
 
+/// How a layerwise run weighs its exits' losses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitWeighting {
+    /// Every exit counts the same (the mean of their losses).
+    #[default]
+    Uniform,
+    /// Exit after layer `l` counts `l / Σ l` (Zhou et al. 2020, PABEE): shallow heads, which
+    /// cannot rank well, pull the shared layers less than the deep ones.
+    Depth,
+}
+
+impl std::str::FromStr for ExitWeighting {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "uniform" => Ok(ExitWeighting::Uniform),
+            "depth" => Ok(ExitWeighting::Depth),
+            _ => Err(format!(
+                "unknown exit weighting {s:?}; expected depth or uniform"
+            )),
+        }
+    }
+}
+
+impl ExitWeighting {
+    /// The weight of each of `exits` (layers counted from 1), summing to 1.
+    pub fn weights(self, exits: &[usize]) -> Vec<f64> {
+        let raw: Vec<f64> = match self {
+            ExitWeighting::Uniform => exits.iter().map(|_| 1.0).collect(),
+            ExitWeighting::Depth => exits.iter().map(|&l| l as f64).collect(),
+        };
+        let total: f64 = raw.iter().sum();
+        raw.iter().map(|w| w / total).collect()
+    }
+}
+
 /// Everything that determines the run. Saved with each checkpoint; `--resume` refuses a
 /// checkpoint made with a different recipe.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -58,6 +95,9 @@ pub struct Recipe {
     /// one head on the last layer, the ordinary cross-encoder.
     #[serde(default)]
     pub exit_layers: Vec<usize>,
+    /// How the exits' losses are weighed (uniform in runs saved before the choice existed).
+    #[serde(default)]
+    pub exit_weighting: ExitWeighting,
 }
 
 impl Default for Recipe {
@@ -83,6 +123,7 @@ impl Default for Recipe {
             max_steps: None,
             synthetic_queries: 0,
             exit_layers: Vec::new(),
+            exit_weighting: ExitWeighting::Depth,
         }
     }
 }

@@ -224,15 +224,21 @@ impl<'a> Trainer<'a> {
             }
             let rows: Vec<_> = pairs.iter().collect();
             let batch = Batch::new(&rows, self.model.config.pad_token_id, &Device::Cpu)?;
-            // A layerwise model learns every exit from one pass: the mean of the exits'
-            // losses (an ordinary model has one exit, the last layer).
+            // A layerwise model learns every exit from one pass: the exits' losses weighed
+            // by the recipe (an ordinary model has one exit, the last layer).
             let exits = self.model.train.logits_at_every_exit(&batch)?;
-            let mut losses = Vec::with_capacity(exits.len());
-            for (_, logits) in &exits {
+            let layers: Vec<usize> = exits.iter().map(|(l, _)| *l).collect();
+            let weights = self.recipe.exit_weighting.weights(&layers);
+            let mut loss: Option<Tensor> = None;
+            for ((_, logits), w) in exits.iter().zip(weights) {
                 let logits = logits.reshape((groups, self.schedule.group_size))?;
-                losses.push(group_loss(&logits, self.recipe.loss)?);
+                let term = (group_loss(&logits, self.recipe.loss)? * w)?;
+                loss = Some(match loss {
+                    Some(sum) => (sum + term)?,
+                    None => term,
+                });
             }
-            let loss = (Tensor::stack(&losses, 0)?.sum_all()? / losses.len() as f64)?;
+            let loss = loss.ok_or_else(|| TrainError::Invalid("the model has no exit".into()))?;
             step_loss += loss.to_scalar::<f32>()? as f64;
             passes += 1;
             let scaled = (loss / self.recipe.accumulation_steps as f64)?;

@@ -11,7 +11,7 @@ use sift_index::store::{self, Access, Location};
 use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
 use sift_train::trainer::recent_loss;
-use sift_train::{read_checkpoint, DevSet, Event, GroupRecipe, Job, Loss, Recipe};
+use sift_train::{read_checkpoint, DevSet, Event, ExitWeighting, GroupRecipe, Job, Loss, Recipe};
 
 use super::memory::peak_rss_bytes;
 use super::progress_bar;
@@ -160,6 +160,11 @@ pub struct TrainRerankerArgs {
     #[arg(long, value_delimiter = ',')]
     exit_layers: Vec<usize>,
 
+    /// Layerwise: how the exits' losses are weighed, depth (exit after layer l counts l/Σl,
+    /// so the shallow heads pull the shared layers less) or uniform (their mean).
+    #[arg(long, default_value = "depth")]
+    exit_weighting: ExitWeighting,
+
     /// Stop after N optimizer steps (the schedule still spans the full run).
     #[arg(long)]
     max_steps: Option<usize>,
@@ -258,6 +263,7 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         } else {
             args.exit_layers.clone()
         },
+        exit_weighting: args.exit_weighting,
     };
     recipe.validate()?;
     let layers = base.config.num_layers;
