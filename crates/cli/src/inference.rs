@@ -94,6 +94,14 @@ pub struct RerankScoringFlags {
     )]
     pub rerank_cascade: Option<Cascade>,
 
+    /// Layerwise cross-encoders: a latency budget per query, in milliseconds. Each query's
+    /// candidates get the deepest plan whose estimated time fits — every layer, else a
+    /// cascade from the deepest early exit that can still finish 20 or more, else the deepest
+    /// early exit alone — by a cost model (ms per token and per token-layer) measured when the
+    /// model loads.
+    #[arg(long, env = "SIFT_RERANK_BUDGET_MS", value_name = "MS", conflicts_with_all = ["rerank_layer", "rerank_cascade"])]
+    pub rerank_budget_ms: Option<f64>,
+
     /// LLM rerankers: recompute the query's shared prompt prefix with every document instead of
     /// once per batch (only to measure what sharing saves; scores are the same).
     #[arg(long, hide = true)]
@@ -113,6 +121,7 @@ impl RerankScoringFlags {
             compress_layers: self.compress_layers.clone(),
             exit_layer: self.rerank_layer,
             cascade: self.rerank_cascade,
+            budget_ms: self.rerank_budget_ms,
             ..Default::default()
         }
     }

@@ -10,7 +10,10 @@ use crate::config::Head;
 use crate::engine::Engine;
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
-use crate::rerank::{score_in_batches, sigmoid, Cascade, RerankScore, Reranker, RerankerOptions};
+use crate::rerank::{
+    score_in_batches, sigmoid, Cascade, CostModel, LatencyBudget, RerankScore, Reranker,
+    RerankerOptions,
+};
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::{resolve_max_length, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_ONNX_BATCH_TOKENS};
 
@@ -21,6 +24,7 @@ pub struct CrossEncoder {
     /// layerwise model was loaded with an earlier exit.
     exit: usize,
     cascade: Option<Cascade>,
+    budget: Option<LatencyBudget>,
 }
 
 struct Loaded {
@@ -94,6 +98,11 @@ impl CrossEncoder {
             )));
         }
         let (exit, cascade) = check_exits(&dir, options.exit_layer, options.cascade)?;
+        if options.budget_ms.is_some() && (options.exit_layer.is_some() || cascade.is_some()) {
+            return Err(ModelError::InvalidInput(
+                "a latency budget chooses the exit layer and cascade itself: give --rerank-budget-ms without --rerank-layer or --rerank-cascade".into(),
+            ));
+        }
         let labels = dir.config.labels.len();
         if !(1..=2).contains(&labels) {
             return Err(ModelError::InvalidConfig {
@@ -104,7 +113,7 @@ impl CrossEncoder {
         let max_length = resolve_max_length(&dir, options.max_length)?;
         let tokenizer =
             TextTokenizer::from_dir(&dir.path, max_length, dir.config.type_vocab_size > 1)?;
-        let engine = Engine::load(&dir, true, options.engine, || {
+        let calibration_rows = |tokenizer: &TextTokenizer| -> Result<Vec<Encoded>> {
             let (queries, passages) = (calibration_text::QUERIES, calibration_text::PASSAGES);
             let mut rows = Vec::new();
             for (i, q) in queries.iter().enumerate() {
@@ -112,7 +121,8 @@ impl CrossEncoder {
                 rows.push(tokenizer.encode_pair(q, passages[(i + 3) % passages.len()])?);
             }
             Ok(rows)
-        })?;
+        };
+        let engine = Engine::load(&dir, true, options.engine, || calibration_rows(&tokenizer))?;
         let model = Loaded {
             max_batch_tokens: options
                 .max_batch_tokens
@@ -125,10 +135,35 @@ impl CrossEncoder {
             tokenizer,
             dir,
         };
+        let budget = match options.budget_ms {
+            Some(_) if model.dir.config.exit_layers.is_empty() => {
+                return Err(ModelError::InvalidInput(format!(
+                    "{} has no early exits, so a latency budget has nothing to choose: train a layerwise reranker (sift train-reranker --layerwise)",
+                    model.dir.name()
+                )));
+            }
+            Some(ms) => {
+                // Full-length pairs, the shape reranking sees (a query beside a document cut
+                // to fit): short calibration pairs misjudged the per-token cost by 1.3–2×.
+                let document = calibration_text::PASSAGES.join(" ");
+                let rows = calibration_text::QUERIES
+                    .iter()
+                    .take(16)
+                    .map(|q| model.tokenizer.encode_pair(q, &document))
+                    .collect::<Result<Vec<_>>>()?;
+                Some(LatencyBudget::new(
+                    ms,
+                    measure_cost(&model, &rows)?,
+                    model.dir.config.all_exit_layers(),
+                )?)
+            }
+            None => None,
+        };
         Ok(CrossEncoder {
             model: Arc::new(model),
             exit,
             cascade,
+            budget,
         })
     }
 
@@ -207,6 +242,34 @@ impl CrossEncoder {
     }
 }
 
+/// Times `rows` at the shallowest exit and through every layer (one batch, best of 3 after a
+/// warm-up) and fits the budget's cost model to the two timings. ~1 s at load for MiniLM-L6
+/// int8 (16 pairs of 160 tokens).
+fn measure_cost(model: &Loaded, rows: &[Encoded]) -> Result<CostModel> {
+    let exits = model.dir.config.all_exit_layers();
+    let (shallow, deep) = (exits[0], *exits.last().unwrap_or(&exits[0]));
+    let refs: Vec<&Encoded> = rows.iter().collect();
+    let tokens: usize = rows.iter().map(Encoded::len).sum();
+    let pad = model.dir.config.pad_token_id;
+    let time = |layer: usize| {
+        CostModel::time(3, || {
+            model.engine.logits_at(&refs, pad, layer)?;
+            Ok(())
+        })
+    };
+    let deep_ms = time(deep)?;
+    let shallow_ms = if shallow == deep {
+        deep_ms
+    } else {
+        time(shallow)?
+    };
+    Ok(CostModel::fit(
+        tokens,
+        (shallow, shallow_ms),
+        (deep, deep_ms),
+    ))
+}
+
 fn score_from_logits(index: usize, logits: &[f32]) -> RerankScore {
     match logits {
         [l] => RerankScore {
@@ -282,6 +345,7 @@ impl Reranker for CrossEncoder {
             model: self.model.clone(),
             exit,
             cascade,
+            budget: None,
         }))
     }
 
@@ -291,6 +355,10 @@ impl Reranker for CrossEncoder {
 
     fn cascade(&self) -> Option<Cascade> {
         self.cascade
+    }
+
+    fn budget(&self) -> Option<&LatencyBudget> {
+        self.budget.as_ref()
     }
 
     fn score_pairs_partway(

@@ -270,3 +270,70 @@ fn bad_exits_and_cascades_are_refused() {
     let e = message(CrossEncoder::load(tmp.path(), options(None, None)));
     assert!(e.contains("layer 7"), "{e}");
 }
+
+/// A latency budget measures the model at load and plans each query: a budget nothing
+/// exceeds runs every layer, one nothing fits runs the shallowest exit.
+#[test]
+fn a_budget_plans_from_the_measured_cost() {
+    let f32 = engine(EngineChoice::Candle, Precision::F32);
+    let with_budget = |ms: f64| {
+        CrossEncoder::load(
+            fixture("layerwise").join("bert"),
+            RerankerOptions {
+                max_length: Some(32),
+                engine: f32,
+                budget_ms: Some(ms),
+                ..Default::default()
+            },
+        )
+    };
+    let (query, docs) = documents("bert");
+    let full = document_scores(&load("bert", f32, None, None).unwrap(), &query, &docs);
+    let first = document_scores(&load("bert", f32, Some(1), None).unwrap(), &query, &docs);
+
+    let generous = with_budget(1e9).unwrap();
+    let budget = generous.budget().unwrap();
+    assert!(budget.cost.ms_per_token_layer > 0.0, "{budget:?}");
+    assert_eq!(budget.exits, vec![1, 2, LAYERS]);
+    let got = document_scores(&generous, &query, &docs);
+    for (g, w) in got.iter().zip(&full) {
+        assert_close(&[g.logit], &[w.logit], TOLERANCE, "generous budget");
+    }
+
+    let tight = with_budget(1e-9).unwrap();
+    let policy = LongDocumentPolicy::default();
+    let prepared = prepare(&tight, &query, &docs, &policy).unwrap();
+    let choice = tight.budget().unwrap().choose_for(&prepared);
+    assert_eq!(choice.plan, sift_models::rerank::RerankPlan::Exit(1));
+    assert!(choice.estimated_ms > 1e-9, "over budget, and it says so");
+    let got = document_scores(&tight, &query, &docs);
+    for (g, w) in got.iter().zip(&first) {
+        assert_close(&[g.logit], &[w.logit], TOLERANCE, "tight budget");
+    }
+
+    let message = |r: Result<CrossEncoder, ModelError>| match r {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message(with_budget(0.0)).contains("positive"));
+    assert!(message(with_budget(f64::NAN)).contains("positive"));
+    let plain = CrossEncoder::load(
+        fixture("golden").join("bert-classifier"),
+        RerankerOptions {
+            engine: f32,
+            budget_ms: Some(100.0),
+            ..Default::default()
+        },
+    );
+    assert!(message(plain).contains("--layerwise"));
+    let both = CrossEncoder::load(
+        fixture("layerwise").join("bert"),
+        RerankerOptions {
+            engine: f32,
+            budget_ms: Some(100.0),
+            exit_layer: Some(1),
+            ..Default::default()
+        },
+    );
+    assert!(message(both).contains("chooses the exit layer"));
+}

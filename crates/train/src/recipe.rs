@@ -123,12 +123,22 @@ impl Default for Recipe {
             max_steps: None,
             synthetic_queries: 0,
             exit_layers: Vec::new(),
-            exit_weighting: ExitWeighting::Depth,
+            exit_weighting: ExitWeighting::Uniform,
         }
     }
 }
 
 impl Recipe {
+    /// The recipe with settings that change nothing set to one value: the exit weighting of a
+    /// model with one exit. Runs compare these when resuming.
+    pub fn normalized(&self) -> Recipe {
+        let mut r = self.clone();
+        if r.exit_layers.is_empty() {
+            r.exit_weighting = ExitWeighting::default();
+        }
+        r
+    }
+
     pub fn groups_per_step(&self) -> usize {
         self.groups_per_batch * self.accumulation_steps
     }

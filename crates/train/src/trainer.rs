@@ -131,7 +131,7 @@ impl<'a> Trainer<'a> {
                     out.display()
                 ))
             })?;
-            if saved.recipe != recipe {
+            if saved.recipe.normalized() != recipe.normalized() {
                 return Err(TrainError::Invalid(format!(
                     "the checkpoint in {} was made with different settings; resume with the same flags (saved: {:?})",
                     dir.display(),

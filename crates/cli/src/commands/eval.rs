@@ -151,6 +151,11 @@ pub struct EvalArgs {
     /// e.g. `1:20,2:20,2:40`) of each --rerank-model that has early exits.
     #[arg(long, value_delimiter = ',', value_name = "EXIT:KEEP")]
     rerank_cascades: Vec<Cascade>,
+
+    /// Layerwise rerankers: also a row for each of these latency budgets (milliseconds per
+    /// query, comma-separated) of each --rerank-model that has early exits.
+    #[arg(long, value_delimiter = ',', value_name = "MS")]
+    rerank_budgets: Vec<f64>,
 }
 
 /// A blend weight in [0, 1].
@@ -271,6 +276,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 },
             )?;
             rerankers.push((format!("{label}@cascade{cascade}"), Some(model)));
+        }
+        for &ms in &args.rerank_budgets {
+            let model = load_reranker(
+                name,
+                RerankerOptions {
+                    budget_ms: Some(ms),
+                    cascade: None,
+                    exit_layer: None,
+                    ..options.clone()
+                },
+            )?;
+            rerankers.push((format!("{label}@budget{ms}ms"), Some(model)));
         }
     }
     std::fs::create_dir_all(&args.out)

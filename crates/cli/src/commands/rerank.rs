@@ -88,6 +88,15 @@ pub fn run(args: RerankArgs) -> Result<()> {
     )?;
     let strings: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let prepared = prepare(model.as_ref(), &args.query, &strings, &policy)?;
+    if let Some(budget) = model.budget() {
+        eprintln!(
+            "budget {} ms: {} (cost model: {:.4} ms per token, {:.4} ms per token and layer)",
+            budget.ms,
+            budget.choose_for(&prepared),
+            budget.cost.ms_per_token,
+            budget.cost.ms_per_token_layer
+        );
+    }
     // A cascade scores every pair once and its kept documents' pairs a second time.
     let pairs = prepared.pairs().len();
     let second = model.cascade().map_or(0, |c| c.keep.min(pairs));

@@ -160,9 +160,10 @@ pub struct TrainRerankerArgs {
     #[arg(long, value_delimiter = ',')]
     exit_layers: Vec<usize>,
 
-    /// Layerwise: how the exits' losses are weighed, depth (exit after layer l counts l/Σl,
-    /// so the shallow heads pull the shared layers less) or uniform (their mean).
-    #[arg(long, default_value = "depth")]
+    /// Layerwise: how the exits' losses are weighed, uniform (their mean; the measured
+    /// recipe, docs/quality.md) or depth (exit after layer l counts l/Σl, so the shallow heads
+    /// pull the shared layers less; not measured yet).
+    #[arg(long, default_value = "uniform")]
     exit_weighting: ExitWeighting,
 
     /// Stop after N optimizer steps (the schedule still spans the full run).

@@ -298,9 +298,9 @@ fn compression(
 }
 
 fn check_engine(options: &RerankerOptions) -> Result<()> {
-    if options.exit_layer.is_some() || options.cascade.is_some() {
+    if options.exit_layer.is_some() || options.cascade.is_some() || options.budget_ms.is_some() {
         return Err(ModelError::InvalidInput(
-            "--rerank-layer and --rerank-cascade apply to layerwise cross-encoders; a layerwise LLM reranker stops early with --cutoff-layer"
+            "--rerank-layer, --rerank-cascade and --rerank-budget-ms apply to cross-encoders; a layerwise LLM reranker stops early with --cutoff-layer"
                 .into(),
         ));
     }

@@ -136,6 +136,16 @@ impl PreparedPairs {
         self.owners[pair]
     }
 
+    /// Tokens of each document's pairs (its windows summed), in document order: what a
+    /// latency budget plans with.
+    pub fn document_tokens(&self) -> Vec<usize> {
+        let mut tokens = vec![0; self.documents];
+        for (pair, &owner) in self.pairs.iter().zip(&self.owners) {
+            tokens[owner] += pair.len();
+        }
+        tokens
+    }
+
     /// Tokens of all pairs (what a usage report counts).
     pub fn tokens(&self) -> usize {
         self.pairs.iter().map(|p| p.len()).sum()

@@ -8,11 +8,13 @@
 //! server's batching queue), then [`PreparedPairs::document_scores`] folds window scores back
 //! into one score per document (the best window's).
 
+mod budget;
 mod cascade;
 mod load;
 mod long_documents;
 mod settings;
 
+pub use budget::{BudgetChoice, CostModel, LatencyBudget, RerankPlan, MIN_CASCADE_KEEP};
 pub use cascade::Cascade;
 pub use load::load_reranker;
 pub use long_documents::{
@@ -55,6 +57,10 @@ pub struct RerankerOptions {
     pub exit_layer: Option<usize>,
     /// Layerwise cross-encoders: rerank each query's candidates through this cascade.
     pub cascade: Option<Cascade>,
+    /// Cross-encoders: a latency budget per query in milliseconds; each query's candidates
+    /// get the deepest plan (full model, cascade, early exit) whose estimated time fits, by a
+    /// cost model measured when the model loads.
+    pub budget_ms: Option<f64>,
 }
 
 /// The score of one document (or one window of it).
@@ -170,6 +176,12 @@ pub trait Reranker: Send + Sync {
         None
     }
 
+    /// The latency budget each query's candidates are planned under ([`score_prepared`]);
+    /// `None` without one.
+    fn budget(&self) -> Option<&LatencyBudget> {
+        None
+    }
+
     /// A cascade's first stage: scores at exit layer `exit` (an early one), in input order,
     /// with each pair's token states there for [`Reranker::finish_pairs`].
     fn score_pairs_partway(
@@ -209,9 +221,19 @@ pub fn score_prepared(
     prepared: &PreparedPairs,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<RerankScore>> {
-    match reranker.cascade() {
-        Some(c) => cascade::cascade_document_scores(reranker, prepared, c, progress),
-        None => {
+    let plan = match (reranker.budget(), reranker.cascade()) {
+        (Some(budget), _) => budget.choose_for(prepared).plan,
+        (None, Some(c)) => RerankPlan::Cascade(c),
+        (None, None) => RerankPlan::Full,
+    };
+    match plan {
+        RerankPlan::Cascade(c) => cascade::cascade_document_scores(reranker, prepared, c, progress),
+        RerankPlan::Exit(layer) => {
+            let early = reranker.with_exit(Some(layer), None)?;
+            let windows = early.score_pairs(prepared.pairs(), progress)?;
+            prepared.document_scores(&windows)
+        }
+        RerankPlan::Full => {
             let windows = reranker.score_pairs(prepared.pairs(), progress)?;
             prepared.document_scores(&windows)
         }

@@ -1,0 +1,232 @@
+//! A latency budget for the rerank stage: from a cost model measured when the model loads and
+//! the tokens of one query's candidates, pick how to rerank them — the full model, a cascade
+//! or an early exit — so the estimate stays within the budget.
+//!
+//! Why a model of cost rather than timing as we go: the choice has to be made before the first
+//! forward pass (a cascade's first stage already decides the layers every candidate gets), and
+//! a cross-encoder's time on one machine is close to linear in tokens × layers (measured in
+//! docs/quality.md beside the per-exit table).
+
+use std::time::Instant;
+
+use super::{Cascade, PreparedPairs};
+use crate::error::{ModelError, Result};
+
+/// Candidates a cascade finishes at least; below this the budget falls back to an early exit
+/// on every candidate. 20: two pages of ten, so the early head's mistakes near rank 10 can
+/// still be repaired by the last layer.
+pub const MIN_CASCADE_KEEP: usize = 20;
+
+/// Milliseconds per token a model spends, measured at load on this machine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostModel {
+    /// Per token, whatever the depth (embeddings, the head, tokenization-free overheads).
+    pub ms_per_token: f64,
+    /// Per token and layer.
+    pub ms_per_token_layer: f64,
+}
+
+impl CostModel {
+    /// Estimated milliseconds for `tokens` tokens through `layers` layers.
+    pub fn estimate(&self, tokens: usize, layers: usize) -> f64 {
+        tokens as f64 * (self.ms_per_token + self.ms_per_token_layer * layers as f64)
+    }
+
+    /// Fits the model to two timings of the same `tokens`: `shallow_ms` through `shallow`
+    /// layers and `deep_ms` through `deep` layers (`shallow == deep` for a model without early
+    /// exits: everything is then charged per layer).
+    pub fn fit(
+        tokens: usize,
+        (shallow, shallow_ms): (usize, f64),
+        (deep, deep_ms): (usize, f64),
+    ) -> Self {
+        let tokens = tokens.max(1) as f64;
+        if deep <= shallow {
+            return CostModel {
+                ms_per_token: 0.0,
+                ms_per_token_layer: deep_ms / tokens / deep.max(1) as f64,
+            };
+        }
+        let per_layer = ((deep_ms - shallow_ms) / tokens / (deep - shallow) as f64).max(1e-9);
+        CostModel {
+            ms_per_token: (deep_ms / tokens - per_layer * deep as f64).max(0.0),
+            ms_per_token_layer: per_layer,
+        }
+    }
+
+    /// Times `run` (best of `repeats` after one warm-up run), in milliseconds.
+    pub(crate) fn time(repeats: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+        run()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..repeats.max(1) {
+            let t = Instant::now();
+            run()?;
+            best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(best)
+    }
+}
+
+/// How one query's candidates are reranked under a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RerankPlan {
+    /// Every candidate through every layer.
+    Full,
+    /// Every candidate through the first `n` layers.
+    Exit(usize),
+    Cascade(Cascade),
+}
+
+impl std::fmt::Display for RerankPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RerankPlan::Full => write!(f, "every layer"),
+            RerankPlan::Exit(n) => write!(f, "exit after layer {n}"),
+            RerankPlan::Cascade(c) => write!(f, "cascade {c}"),
+        }
+    }
+}
+
+/// A budget in milliseconds per query with the model's measured costs and exits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBudget {
+    pub ms: f64,
+    pub cost: CostModel,
+    /// Layers with a head, the last included, ascending.
+    pub exits: Vec<usize>,
+}
+
+/// What the budget chose for one query, and what it expects that to cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetChoice {
+    pub plan: RerankPlan,
+    pub estimated_ms: f64,
+}
+
+impl std::fmt::Display for BudgetChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (estimated {:.0} ms)", self.plan, self.estimated_ms)
+    }
+}
+
+impl LatencyBudget {
+    pub fn new(ms: f64, cost: CostModel, exits: Vec<usize>) -> Result<Self> {
+        if !(ms.is_finite() && ms > 0.0) {
+            return Err(ModelError::InvalidInput(format!(
+                "a rerank budget must be a positive number of milliseconds, not {ms}"
+            )));
+        }
+        if exits.is_empty() {
+            return Err(ModelError::Internal("a model without layers".into()));
+        }
+        Ok(LatencyBudget { ms, cost, exits })
+    }
+
+    /// The plan for candidates whose pairs have `document_tokens` tokens each (a document's
+    /// windows summed), in the first stage's order. In order of preference: the full model;
+    /// a cascade from the deepest early exit that leaves room to finish at least
+    /// [`MIN_CASCADE_KEEP`] documents (as many as fit); the deepest early exit alone; and when
+    /// nothing fits, the shallowest exit (over budget: the estimate says by how much).
+    pub fn choose(&self, document_tokens: &[usize]) -> BudgetChoice {
+        let last = *self.exits.last().expect("checked in new");
+        let all: usize = document_tokens.iter().sum();
+        let documents = document_tokens.len().max(1);
+        let full = self.cost.estimate(all, last);
+        if full <= self.ms {
+            return BudgetChoice {
+                plan: RerankPlan::Full,
+                estimated_ms: full,
+            };
+        }
+        let early = &self.exits[..self.exits.len() - 1];
+        let mean_tokens = all as f64 / documents as f64;
+        for &exit in early.iter().rev() {
+            let first = self.cost.estimate(all, exit);
+            let per_document = mean_tokens * self.cost.ms_per_token_layer * (last - exit) as f64;
+            if first >= self.ms || per_document <= 0.0 {
+                continue;
+            }
+            let keep = (((self.ms - first) / per_document).floor() as usize).min(documents);
+            if keep >= MIN_CASCADE_KEEP.min(documents) {
+                return BudgetChoice {
+                    plan: RerankPlan::Cascade(Cascade { exit, keep }),
+                    estimated_ms: first + per_document * keep as f64,
+                };
+            }
+        }
+        let fits = early
+            .iter()
+            .rev()
+            .find(|&&exit| self.cost.estimate(all, exit) <= self.ms);
+        let exit = fits.or(early.first()).copied().unwrap_or(last);
+        BudgetChoice {
+            plan: if exit == last {
+                RerankPlan::Full
+            } else {
+                RerankPlan::Exit(exit)
+            },
+            estimated_ms: self.cost.estimate(all, exit),
+        }
+    }
+
+    /// [`LatencyBudget::choose`] for prepared pairs.
+    pub fn choose_for(&self, prepared: &PreparedPairs) -> BudgetChoice {
+        self.choose(&prepared.document_tokens())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(ms: f64) -> LatencyBudget {
+        // 0.01 ms per token and layer, 0.002 ms per token: 100 documents × 200 tokens through
+        // 6 layers = 20,000 × 0.062 = 1,240 ms.
+        let cost = CostModel {
+            ms_per_token: 0.002,
+            ms_per_token_layer: 0.01,
+        };
+        LatencyBudget::new(ms, cost, vec![1, 2, 3, 4, 5, 6]).unwrap()
+    }
+
+    #[test]
+    fn the_budget_picks_the_deepest_plan_that_fits() {
+        let docs = vec![200; 100];
+        assert_eq!(budget(1300.0).choose(&docs).plan, RerankPlan::Full);
+        // 300 ms: exit 1 costs 240 and finishing a document 200 × 0.01 × 5 = 10 more: 6
+        // documents, too few; deeper exits cost more than 300 alone → exit 1 for all.
+        let c = budget(300.0).choose(&docs);
+        assert_eq!(c.plan, RerankPlan::Exit(1), "{c}");
+        // 700 ms: exit 3 costs 640, then 6 per document → 10, too few; exit 2 costs 440,
+        // then 8 per document → 32.
+        let c = budget(700.0).choose(&docs);
+        assert_eq!(
+            c.plan,
+            RerankPlan::Cascade(Cascade { exit: 2, keep: 32 }),
+            "{c}"
+        );
+        assert!(c.estimated_ms <= 700.0);
+        // Nothing fits: the shallowest exit, over budget.
+        let c = budget(50.0).choose(&docs);
+        assert_eq!(c.plan, RerankPlan::Exit(1));
+        assert!(c.estimated_ms > 50.0);
+        // A model without early exits can only run in full.
+        let plain = LatencyBudget::new(10.0, budget(1.0).cost, vec![6]).unwrap();
+        assert_eq!(plain.choose(&docs).plan, RerankPlan::Full);
+        assert!(LatencyBudget::new(0.0, budget(1.0).cost, vec![6]).is_err());
+        assert!(LatencyBudget::new(f64::NAN, budget(1.0).cost, vec![6]).is_err());
+    }
+
+    #[test]
+    fn the_cost_model_fits_two_timings() {
+        // 1,000 tokens: 150 ms at one layer, 650 ms at six → 0.1 ms per token-layer, 0.05
+        // per token.
+        let c = CostModel::fit(1000, (1, 150.0), (6, 650.0));
+        assert!((c.ms_per_token_layer - 0.1).abs() < 1e-9);
+        assert!((c.ms_per_token - 0.05).abs() < 1e-9);
+        assert!((c.estimate(1000, 6) - 650.0).abs() < 1e-6);
+        let plain = CostModel::fit(1000, (6, 600.0), (6, 600.0));
+        assert_eq!(plain.ms_per_token, 0.0);
+        assert!((plain.estimate(1000, 6) - 600.0).abs() < 1e-6);
+    }
+}
