@@ -223,11 +223,7 @@ impl CrossEncoder {
                     self.model.dir.config.pad_token_id,
                     self.exit,
                 )?;
-                Ok(slots
-                    .iter()
-                    .zip(logits)
-                    .map(|(&slot, row)| score_from_logits(slot, &row))
-                    .collect())
+                Ok(scores_of(slots, logits))
             },
             progress,
         )
@@ -268,6 +264,15 @@ fn measure_cost(model: &Loaded, rows: &[Encoded]) -> Result<CostModel> {
         (shallow, shallow_ms),
         (deep, deep_ms),
     ))
+}
+
+/// One score per slot from its logits row.
+fn scores_of(slots: &[usize], logits: Vec<Vec<f32>>) -> Vec<RerankScore> {
+    slots
+        .iter()
+        .zip(logits)
+        .map(|(&slot, row)| score_from_logits(slot, &row))
+        .collect()
 }
 
 fn score_from_logits(index: usize, logits: &[f32]) -> RerankScore {
@@ -384,11 +389,7 @@ impl Reranker for CrossEncoder {
                 for (&slot, row) in slots.iter().zip(saved.into_rows()) {
                     states[slot] = Some(row);
                 }
-                Ok(slots
-                    .iter()
-                    .zip(logits)
-                    .map(|(&slot, row)| score_from_logits(slot, &row))
-                    .collect())
+                Ok(scores_of(slots, logits))
             },
             progress,
         )?;
@@ -429,11 +430,7 @@ impl Reranker for CrossEncoder {
                     .model
                     .engine
                     .finish(&SavedStates::from_rows(&rows, hidden), from)?;
-                Ok(slots
-                    .iter()
-                    .zip(logits)
-                    .map(|(&slot, row)| score_from_logits(slot, &row))
-                    .collect())
+                Ok(scores_of(slots, logits))
             },
             progress,
         )
