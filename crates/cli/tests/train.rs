@@ -618,6 +618,28 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
         );
     }
     drop(server);
+    // A budget nothing fits: every query runs the shallowest exit, on the server too.
+    let server = common::Server::start(&[
+        "--rerank-model",
+        &out,
+        "--auto-truncate",
+        "--rerank-budget-ms",
+        "0.000001",
+    ]);
+    let (code, v) = common::curl(
+        "POST",
+        &format!("{}/rerank", server.base),
+        &serde_json::json!({"query": "volcano studies", "texts": docs, "raw_scores": true}),
+    );
+    assert_eq!(code, 200, "{v}");
+    for r in v.as_array().unwrap() {
+        let i = r["index"].as_u64().unwrap() as usize;
+        assert!(
+            (r["score"].as_f64().unwrap() - early[i]).abs() < 1e-4,
+            "{v}"
+        );
+    }
+    drop(server);
 
     let eval_out = tmp.path().join("eval").display().to_string();
     let eval = sift_cmd(&[

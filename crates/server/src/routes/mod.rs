@@ -132,7 +132,8 @@ async fn rerank_documents(
         } else {
             model
         };
-        let cascade = model.cascade().is_some();
+        // A cascade or a budget plans per query.
+        let cascade = model.cascade().is_some() || model.budget().is_some();
         let prepared = sift_models::rerank::prepare(model.as_ref(), &query, &documents, &policy)?;
         if refuse_cut {
             if let Some(i) = prepared.first_truncated() {
