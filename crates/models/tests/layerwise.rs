@@ -70,25 +70,22 @@ fn check_exits(choice: EngineChoice) {
         let pairs = pairs(name);
         let model = load(name, engine(choice, Precision::F32), None, None).unwrap();
         assert_eq!(model.exit_layers(), vec![1, 2, LAYERS], "{name}");
-        for layer in 1..=LAYERS {
-            let want: Vec<f32> = expected["exit_logits"][layer.to_string()]
+        let want_at = |layer: usize| -> Vec<f32> {
+            expected["exit_logits"][layer.to_string()]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|row| floats(row)[0])
-                .collect();
+                .collect()
+        };
+        for layer in 1..=LAYERS {
+            let want = want_at(layer);
             let model = load(name, engine(choice, Precision::F32), Some(layer), None).unwrap();
             let got = logits(&model, &pairs);
             assert_close(&got, &want, TOLERANCE, &format!("{name} exit {layer}"));
         }
         // Without an exit the model scores with its last layer, as transformers loads it.
-        let want: Vec<f32> = expected["exit_logits"][LAYERS.to_string()]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| floats(row)[0])
-            .collect();
-        assert_close(&logits(&model, &pairs), &want, TOLERANCE, name);
+        assert_close(&logits(&model, &pairs), &want_at(LAYERS), TOLERANCE, name);
     }
 }
 

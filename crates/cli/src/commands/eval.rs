@@ -250,33 +250,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let model = load_reranker(name, options.clone())?;
         let label = model.model_dir().name();
         let exits = model.exit_layers();
-        rerankers.push((label.clone(), Some(model)));
-        // The same weights once more per exit and cascade asked for (each load compiles its
-        // own graphs; a small model's weights are cheap to hold twice).
+        // Exit and cascade rows are views sharing the loaded weights (and the graphs compiled
+        // for them); only a budget needs its own load, which measures the model's cost.
         let early = exits.len().saturating_sub(1);
+        let mut views = Vec::new();
         if args.rerank_every_exit {
             for &layer in &exits[..early] {
-                let model = load_reranker(
-                    name,
-                    RerankerOptions {
-                        exit_layer: Some(layer),
-                        ..options.clone()
-                    },
-                )?;
-                rerankers.push((format!("{label}@layer{layer}"), Some(model)));
+                views.push((format!("{label}@layer{layer}"), Some(layer), None));
             }
         }
         for &cascade in &args.rerank_cascades {
-            let model = load_reranker(
-                name,
-                RerankerOptions {
-                    cascade: Some(cascade),
-                    exit_layer: None,
-                    ..options.clone()
-                },
-            )?;
-            rerankers.push((format!("{label}@cascade{cascade}"), Some(model)));
+            views.push((format!("{label}@cascade{cascade}"), None, Some(cascade)));
         }
+        let views = views
+            .into_iter()
+            .map(|(row, layer, cascade)| Ok((row, Some(model.with_exit(layer, cascade)?))))
+            .collect::<Result<Vec<_>>>()?;
+        rerankers.push((label.clone(), Some(model)));
+        rerankers.extend(views);
         for &ms in &args.rerank_budgets {
             let model = load_reranker(
                 name,
