@@ -13,7 +13,9 @@ R@100 (trec_eval's definitions), so the comparison is reproducible and metric-ne
         --split dev --modes bm25 --out /tmp/eval-bm25
     python3 scripts/eval/bm25s_reference.py --data ../shared/data/scifact --eval /tmp/eval-bm25
 
-Writes DIR/bm25s.trec beside sift's run files.
+Writes DIR/bm25s.trec beside sift's run files. With --sweep it instead prints nDCG@10 of
+bm25s over a k1 × b grid on those queries (how sift's defaults were chosen, on the train
+queries: `sift eval --split train --modes bm25 --out DIR` first).
 """
 
 import argparse
@@ -70,6 +72,7 @@ def main():
     ap.add_argument("--eval", required=True, type=Path, help="a `sift eval --out` folder")
     ap.add_argument("--k1", type=float, default=1.5)
     ap.add_argument("--b", type=float, default=0.75)
+    ap.add_argument("--sweep", action="store_true", help="print nDCG@10 over a k1 x b grid instead")
     args = ap.parse_args()
 
     import bm25s
@@ -94,21 +97,34 @@ def main():
         sys.exit(f"{len(missing)} judged queries have no text in {args.data}")
 
     stemmer = Stemmer.Stemmer("english")
-    retriever = bm25s.BM25(k1=args.k1, b=args.b)
-    retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False),
-                    show_progress=False)
+    corpus_tokens = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
     qids = sorted(queries)
     tokens = bm25s.tokenize([queries[q] for q in qids], stopwords="en", stemmer=stemmer,
                             show_progress=False)
-    docs, scores = retriever.retrieve(tokens, k=100, show_progress=False)
-    run = defaultdict(dict)
-    lines = []
-    for q, row_docs, row_scores in zip(qids, docs, scores):
-        for rank, (i, s) in enumerate(zip(row_docs, row_scores)):
-            if s <= 0:
-                continue
-            run[q][ids[i]] = float(s)
-            lines.append(f"{q} Q0 {ids[i]} {rank + 1} {s:.6f} bm25s\n")
+
+    def retrieve(k1, b):
+        retriever = bm25s.BM25(k1=k1, b=b)
+        retriever.index(corpus_tokens, show_progress=False)
+        docs, scores = retriever.retrieve(tokens, k=100, show_progress=False)
+        run = defaultdict(dict)
+        lines = []
+        for q, row_docs, row_scores in zip(qids, docs, scores):
+            for rank, (i, s) in enumerate(zip(row_docs, row_scores)):
+                if s <= 0:
+                    continue
+                run[q][ids[i]] = float(s)
+                lines.append(f"{q} Q0 {ids[i]} {rank + 1} {s:.6f} bm25s\n")
+        return run, lines
+
+    if args.sweep:
+        bs = [0.3, 0.5, 0.6, 0.75, 0.9, 1.0]
+        print(f"{len(qrels)} queries; nDCG@10 by k1 (rows) and b (columns)")
+        print("k1 \\ b " + "".join(f"{b:>8}" for b in bs))
+        for k1 in [0.6, 0.9, 1.2, 1.5, 1.8, 2.1, 2.5]:
+            cells = [metrics(retrieve(k1, b)[0], qrels)["nDCG@10"] for b in bs]
+            print(f"{k1:<8}" + "".join(f"{c:>8.4f}" for c in cells))
+        return
+    run, lines = retrieve(args.k1, args.b)
     (args.eval / "bm25s.trec").write_text("".join(lines))
 
     rows = [("bm25s", metrics(run, qrels))]

@@ -10,7 +10,7 @@ use sift_index::store::{self, Access};
 use sift_index::{CollectionBackend, Location};
 
 mod common;
-use common::{kill_sift_index, scifact, sift_cmd, succeeds, workspace};
+use common::{fails, kill_sift_index, scifact, sift_cmd, succeeds, workspace};
 
 /// Opens the collection in `dir` for writing, through the store as the CLI does.
 fn open_collection(dir: &std::path::Path) -> Box<dyn CollectionBackend> {
@@ -669,6 +669,65 @@ fn chinese_documents_get_the_chinese_analyzer_and_phrases_find_their_paragraph()
         serde_json::from_str(&std::fs::read_to_string(col.join("collection.json")).unwrap())
             .unwrap();
     assert_eq!(manifest["analyzer"], "chinese", "{manifest}");
+    assert_eq!(
+        manifest["bm25"],
+        serde_json::json!({"k1": 1.5, "b": 0.75}),
+        "{manifest}"
+    );
+
+    // BM25's parameters: bad ones refused before any work, new ones recorded without
+    // re-indexing and used by the next search.
+    let top_score = || {
+        let out: serde_json::Value = serde_json::from_str(&succeeds(&sift(&[
+            "search",
+            "--collection",
+            c,
+            "--mode",
+            "bm25",
+            "--json",
+            &paragraphs[3][..30],
+        ])))
+        .unwrap();
+        out["hits"][0]["score"].as_f64().unwrap()
+    };
+    let before = top_score();
+    fails(
+        &sift(&["index", "--collection", c, "--bm25-b", "1.5", d]),
+        "--bm25-k1/--bm25-b",
+    );
+    let out = sift(&[
+        "index",
+        "--collection",
+        c,
+        "--bm25-k1",
+        "0.9",
+        "--bm25-b",
+        "0.4",
+        d,
+    ]);
+    succeeds(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("0 added, 0 updated, 150 unchanged"), "{log}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(col.join("collection.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["bm25"]["k1"], 0.9, "{manifest}");
+    assert_ne!(
+        top_score(),
+        before,
+        "the next search scores with the new parameters"
+    );
+    succeeds(&sift(&[
+        "index",
+        "--collection",
+        c,
+        "--bm25-k1",
+        "1.5",
+        "--bm25-b",
+        "0.75",
+        d,
+    ]));
+    assert_eq!(top_score(), before);
 
     // A 10-character phrase from the middle of every tenth paragraph.
     let mut reciprocal_ranks = Vec::new();

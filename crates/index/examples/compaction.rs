@@ -67,6 +67,7 @@ fn main() {
             overlap_tokens: 32,
         }),
         analyzer: sift_index::Analyzer::English,
+        bm25: Default::default(),
     };
     let ann = AnnParams {
         exact_below: 20_000.min(chunks as usize),

@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         chunking: None,
         analyzer: sift_index::Analyzer::English,
+        bm25: Default::default(),
     };
     let params = AnnParams::default();
     let mut c = LocalCollection::open_or_create(dir.path(), manifest, params)?;

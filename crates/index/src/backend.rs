@@ -7,7 +7,7 @@
 use crate::analysis::Analyzer;
 use crate::document::{ChunkHit, Document, HitDetails, IndexedDocument, Operation};
 use crate::error::{IndexError, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{Bm25Params, Manifest};
 
 /// The expensive middle of a compaction ([`CollectionBackend::begin_compaction`]). It owns
 /// copies of what it needs and reaches the collection only through its files, so it runs on any
@@ -118,6 +118,11 @@ pub trait CollectionBackend: Send + Sync {
     /// returns; a crash part-way leaves the collection answering with the old analyzer or the
     /// new one, never a mix of both, and nothing committed is lost.
     fn set_analyzer(&mut self, analyzer: Analyzer) -> Result<()>;
+
+    /// Records `params` as how BM25 scores this collection from the next query on (the index
+    /// itself does not change: k1 and b are applied at query time). Refuses invalid values
+    /// ([`Bm25Params::validate`]); durable when it returns.
+    fn set_bm25(&mut self, params: Bm25Params) -> Result<()>;
 
     /// Applies a batch atomically and durably; returns its sequence number.
     fn commit(&mut self, operations: Vec<Operation>) -> Result<u64>;

@@ -9,7 +9,7 @@ use crate::analysis::Analyzer;
 use crate::backend::CollectionBackend;
 use crate::document::{Chunk, Document, IndexedDocument, Operation};
 use crate::error::IndexError;
-use crate::manifest::{ChunkingConfig, EmbeddingModelInfo, Manifest, FORMAT_VERSION};
+use crate::manifest::{Bm25Params, ChunkingConfig, EmbeddingModelInfo, Manifest, FORMAT_VERSION};
 use crate::store::{self, Access, Location};
 
 /// Dimension of the suite's vectors.
@@ -30,6 +30,7 @@ pub fn manifest(fingerprint: &str) -> Manifest {
             overlap_tokens: 8,
         }),
         analyzer: Analyzer::English,
+        bm25: Default::default(),
     }
 }
 
@@ -86,6 +87,7 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Location) {
     reads_are_batched_in_request_order(&fresh());
     export_gives_back_every_document_with_its_chunks(&fresh());
     the_analyzer_is_the_manifests_and_can_change(&fresh());
+    bm25_parameters_are_the_manifests_and_can_change(&fresh());
 }
 
 fn create(location: &Location) -> Box<dyn CollectionBackend> {
@@ -452,6 +454,69 @@ pub fn the_analyzer_is_the_manifests_and_can_change(location: &Location) {
         "the Chinese analyzer does not stem English"
     );
     c.verify().unwrap();
+}
+
+/// Keyword scores are BM25 with the manifest's k1 and b, to the formula (Lucene's idf; both
+/// backends give the same number); changing them applies to the next query, is not a batch,
+/// survives reopening, and invalid values are refused without changing anything.
+pub fn bm25_parameters_are_the_manifests_and_can_change(location: &Location) {
+    let mut c = create(location);
+    assert_eq!(c.manifest().bm25, Bm25Params::default());
+    c.commit(vec![
+        upsert("short", None, &[("coral reef", 0)]),
+        upsert(
+            "long",
+            None,
+            &[("coral reef ocean tide storm fish algae warming", 1)],
+        ),
+    ])
+    .unwrap();
+    // 2 passages of 2 and 8 terms (average 5); "reef" is in both: idf = ln(1 + 0.5 / 2.5).
+    let expected = |p: Bm25Params, length: f32| {
+        let idf = (1.0f32 + 0.5 / 2.5).ln();
+        idf * (p.k1 + 1.0) / (1.0 + p.k1 * (1.0 - p.b + p.b * length / 5.0))
+    };
+    let check = |c: &dyn CollectionBackend, p: Bm25Params| {
+        let hits = c.keyword_search("reef", 10).unwrap();
+        assert_eq!(hits.len(), 2);
+        for h in hits {
+            let length = if h.doc_id == "short" { 2.0 } else { 8.0 };
+            let want = expected(p, length);
+            assert!(
+                (h.score - want).abs() <= 1e-5 * want,
+                "{p:?} {}: {} vs the formula's {want}",
+                h.doc_id,
+                h.score
+            );
+        }
+    };
+    check(c.as_ref(), Bm25Params::default());
+    let flat = Bm25Params { k1: 2.0, b: 0.0 };
+    c.set_bm25(flat).unwrap();
+    check(c.as_ref(), flat);
+    assert_eq!(
+        c.seq().unwrap(),
+        1,
+        "changing BM25's parameters is not a batch"
+    );
+    for bad in [
+        Bm25Params { k1: -0.5, b: 0.5 },
+        Bm25Params { k1: 1.2, b: 1.01 },
+        Bm25Params {
+            k1: f32::INFINITY,
+            b: 0.5,
+        },
+    ] {
+        assert!(
+            matches!(c.set_bm25(bad), Err(IndexError::InvalidInput(_))),
+            "{bad:?} is refused"
+        );
+    }
+    assert_eq!(c.manifest().bm25, flat);
+    drop(c);
+    let c = store::open(location, Access::Search).unwrap();
+    assert_eq!(c.manifest().bm25, flat, "the parameters survive reopening");
+    check(c.as_ref(), flat);
 }
 
 /// `export` yields every live document once, with its chunks' texts and (unit) vectors as

@@ -35,5 +35,5 @@ pub use document::{
     Operation, MAX_ID_BYTES, PASSAGE_BYTES,
 };
 pub use error::{IndexError, Result};
-pub use manifest::{ChunkingConfig, EmbeddingModelInfo, Manifest, FORMAT_VERSION};
+pub use manifest::{Bm25Params, ChunkingConfig, EmbeddingModelInfo, Manifest, FORMAT_VERSION};
 pub use store::{Access, CollectionStore, Location};

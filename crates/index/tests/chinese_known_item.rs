@@ -145,7 +145,7 @@ fn sift_bm25(analyzer: Analyzer, docs: &[String], queries: &[(usize, String)]) -
     let mrr = mrr_at_10(
         |q| {
             index
-                .search(q, 10)
+                .search(q, 10, sift_index::Bm25Params::default())
                 .unwrap()
                 .into_iter()
                 .map(|h| h.doc_id[1..].parse().unwrap())

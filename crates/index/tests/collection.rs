@@ -24,6 +24,7 @@ fn manifest(fingerprint: &str, dim: usize) -> Manifest {
             overlap_tokens: 16,
         }),
         analyzer: sift_index::Analyzer::English,
+        bm25: Default::default(),
     }
 }
 
@@ -326,8 +327,9 @@ fn readers_share_a_collection_and_cannot_write() {
     assert_eq!(c.len().unwrap(), 2);
 }
 
-/// A manifest written before analyzers were recorded reads as English, and a keyword index cut
-/// by another analyzer than the manifest's is rebuilt from the log when the collection opens.
+/// A manifest written before analyzers and BM25's parameters were recorded reads as English
+/// with Lucene's k1 and b (what it was scored with), and a keyword index cut by another
+/// analyzer than the manifest's is rebuilt from the log when the collection opens.
 #[test]
 fn a_manifest_without_an_analyzer_is_english_and_a_mismatched_index_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
@@ -342,9 +344,11 @@ fn a_manifest_without_an_analyzer_is_english_and_a_mismatched_index_is_rebuilt()
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     json.as_object_mut().unwrap().remove("analyzer");
+    json.as_object_mut().unwrap().remove("bm25");
     std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
     let c = LocalCollection::open(dir.path(), OpenMode::Search, AnnParams::default()).unwrap();
     assert_eq!(c.manifest().analyzer, sift_index::Analyzer::English);
+    assert_eq!(c.manifest().bm25, sift_index::Bm25Params::LUCENE);
     let hits = c.keyword_search("vaccination delay", 10).unwrap();
     assert_eq!(hits.len(), 1, "rebuilt with the English stemmer");
     c.verify().unwrap();

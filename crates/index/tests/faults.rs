@@ -36,6 +36,7 @@ fn manifest() -> Manifest {
             overlap_tokens: 8,
         }),
         analyzer: sift_index::Analyzer::English,
+        bm25: Default::default(),
     }
 }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use sift_index::store::{self, Access, Location};
-use sift_index::{Analyzer, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo};
+use sift_index::{
+    Analyzer, Bm25Params, ChunkingConfig, CollectionBackend, Document, EmbeddingModelInfo, Manifest,
+};
 use sift_models::Embedder;
 
 use crate::error::{PipelineError, Result};
@@ -25,6 +27,21 @@ pub struct IndexOptions {
     /// What a new collection of brought vectors calls the model that made them (recorded in
     /// its manifest; default `external`). Used when no embedding model is given.
     pub vector_model: Option<String>,
+    /// BM25's k1 (default: a new collection's [`Bm25Params::default`], an existing one's own).
+    /// Changing it on an existing collection re-indexes nothing: it applies at query time.
+    pub bm25_k1: Option<f32>,
+    /// BM25's b, as `bm25_k1`.
+    pub bm25_b: Option<f32>,
+}
+
+impl IndexOptions {
+    /// `base` with the parameters these options name.
+    fn bm25(&self, base: Bm25Params) -> Bm25Params {
+        Bm25Params {
+            k1: self.bm25_k1.unwrap_or(base.k1),
+            b: self.bm25_b.unwrap_or(base.b),
+        }
+    }
 }
 
 /// Opens the collection at `location` for writing, or creates it: for `embedder` when one is
@@ -61,7 +78,12 @@ pub fn open_for_indexing(
                 )?
             }
         };
-        // Refuse bad vectors before the collection exists, so bad input leaves nothing behind.
+        let manifest = Manifest {
+            bm25: options.bm25(Bm25Params::default()),
+            ..manifest
+        };
+        // Refuse bad input before the collection exists, so it leaves nothing behind.
+        manifest.bm25.validate()?;
         crate::ingest::validate_vectors(sample, &manifest)?;
         return Ok(store::open_or_create(location, manifest)?);
     }
@@ -99,6 +121,10 @@ pub fn open_for_indexing(
                 ),
             }));
         }
+    }
+    let bm25 = options.bm25(backend.manifest().bm25);
+    if bm25 != backend.manifest().bm25 {
+        backend.set_bm25(bm25)?;
     }
     Ok(backend)
 }

@@ -42,6 +42,7 @@ pub fn manifest_for(
         embedding: model_info(embedder)?,
         chunking: Some(chunking),
         analyzer,
+        bm25: Default::default(),
     })
 }
 
@@ -58,6 +59,7 @@ pub fn manifest_external(name: &str, dim: usize, analyzer: Analyzer) -> Result<M
         embedding: EmbeddingModelInfo::external(name.trim(), dim),
         chunking: None,
         analyzer,
+        bm25: Default::default(),
     })
 }
 

@@ -58,6 +58,19 @@ pub struct LabelledQuery {
     pub relevant: Vec<String>,
 }
 
+/// Documents judged relevant to a query outside the training side of `rule`: never synthetic
+/// positives, so dev numbers see no prior for them.
+pub fn held_out_documents(dataset: &Dataset, rule: SplitRule) -> BTreeSet<String> {
+    let sides = DevSplit::new(&dataset.qrels, rule);
+    dataset
+        .qrels
+        .judgements
+        .iter()
+        .filter(|(q, _)| !sides.contains(Split::Train, q))
+        .flat_map(|(_, docs)| docs.keys().cloned())
+        .collect()
+}
+
 /// Checks the judgements against the queries and the corpus, then returns the labelled queries
 /// of `split` under `rule`. Judged ids missing from the corpus or the queries are errors: training on them
 /// would silently drop labels.

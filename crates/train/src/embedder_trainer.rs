@@ -41,6 +41,10 @@ pub struct EmbedderRecipe {
     pub seed: u64,
     /// Stop after this many optimizer steps (the schedule still spans every epoch).
     pub max_steps: Option<usize>,
+    /// Inverse-cloze examples added to the labelled ones ([`crate::synthetic`]); absent in
+    /// checkpoints made before they existed, which had none.
+    #[serde(default)]
+    pub synthetic_queries: usize,
 }
 
 impl EmbedderRecipe {

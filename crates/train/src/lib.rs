@@ -23,7 +23,8 @@ pub mod trainer;
 
 pub use checkpoint::{read_checkpoint, TrainState};
 pub use data::{
-    first_stage, labelled_queries, read_corpus, Corpus, GroupRecipe, LabelledQuery, TrainingSet,
+    first_stage, held_out_documents, labelled_queries, read_corpus, Corpus, GroupRecipe,
+    LabelledQuery, TrainingSet,
 };
 pub use error::{Result, TrainError};
 pub use evaluate::{DevEvaluation, DevMetrics, DevSet, BLEND_WEIGHTS};

@@ -81,6 +81,7 @@ fn recipe() -> EmbedderRecipe {
         scale: 20.0,
         seed: 7,
         max_steps: None,
+        synthetic_queries: 0,
     }
 }
 

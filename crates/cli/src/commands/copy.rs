@@ -42,6 +42,9 @@ pub fn run(args: CopyArgs) -> Result<()> {
     if target.manifest().analyzer != manifest.analyzer {
         target.set_analyzer(manifest.analyzer)?;
     }
+    if target.manifest().bm25 != manifest.bm25 {
+        target.set_bm25(manifest.bm25)?;
+    }
     let started = Instant::now();
     let bar = super::progress_bar(total, "documents");
     let batch_size = args.batch_size as usize;

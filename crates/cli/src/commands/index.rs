@@ -71,6 +71,19 @@ pub struct IndexArgs {
     #[arg(long, default_value = "auto")]
     pub language: Language,
 
+    /// BM25's k1: how fast repeats of a query term in a passage stop adding score (0: one
+    /// occurrence counts as much as many). Recorded in the collection; default 1.5 for a new
+    /// collection (the reference bm25s's; docs/quality.md), the collection's own for an existing
+    /// one (1.2, Lucene's, in collections made before it was recorded).
+    /// Changing it re-indexes nothing.
+    #[arg(long, value_name = "K1")]
+    pub bm25_k1: Option<f32>,
+
+    /// BM25's b, 0–1: how much a passage's length (relative to the average) discounts its term
+    /// counts. Default 0.75 for a new collection; as --bm25-k1 otherwise.
+    #[arg(long, value_name = "B")]
+    pub bm25_b: Option<f32>,
+
     /// Index the valid documents even if some lines are malformed (they are reported).
     #[arg(long)]
     pub skip_invalid: bool,
@@ -111,6 +124,14 @@ pub fn run(args: IndexArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    // Refused before any document is read or model loaded (the values stand in for the
+    // collection's own where one is not given).
+    sift_index::Bm25Params {
+        k1: args.bm25_k1.unwrap_or(1.0),
+        b: args.bm25_b.unwrap_or(0.5),
+    }
+    .validate()
+    .map_err(|e| anyhow::anyhow!("--bm25-k1/--bm25-b: {e}"))?;
     let mut parsed = read_documents(&args.inputs)?;
     if !parsed.errors.is_empty() {
         for e in parsed.errors.iter().take(20) {
@@ -173,6 +194,8 @@ pub fn run(args: IndexArgs) -> Result<()> {
         }),
         analyzer: args.language.0,
         vector_model: args.vector_model.clone(),
+        bm25_k1: args.bm25_k1,
+        bm25_b: args.bm25_b,
     };
     let total = parsed.docs.len();
     let bar = super::progress_bar(total, "docs");
@@ -196,7 +219,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
     let stats = pipeline.backend().stats()?;
     let embedded = report.added + report.updated;
     eprintln!(
-        "indexed {total} documents into {} in {secs:.1}s: {} added, {} updated, {} unchanged; {} chunks written ({:.1} docs/s); collection: {} documents, {} chunks, {} keyword analyzer{}",
+        "indexed {total} documents into {} in {secs:.1}s: {} added, {} updated, {} unchanged; {} chunks written ({:.1} docs/s); collection: {} documents, {} chunks, {} keyword analyzer (BM25 k1 {}, b {}){}",
         args.collection,
         report.added,
         report.updated,
@@ -206,6 +229,8 @@ pub fn run(args: IndexArgs) -> Result<()> {
         stats.documents,
         stats.chunks,
         pipeline.backend().manifest().analyzer,
+        pipeline.backend().manifest().bm25.k1,
+        pipeline.backend().manifest().bm25.b,
         if stats.approximate_vectors { ", HNSW graph built" } else { ", exact vector search" },
     );
     Ok(())

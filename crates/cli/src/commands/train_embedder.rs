@@ -76,6 +76,13 @@ pub struct TrainEmbedderArgs {
     #[arg(long, default_value_t = 1)]
     random_negatives: usize,
 
+    /// Inverse-cloze examples added to the labelled ones: a sentence of a corpus document as
+    /// the query, the rest of the document as its positive (each document at most once; never
+    /// a document relevant to a dev query), so the domain's text, not only the few labelled
+    /// claims, shapes the embedding space. 0 trains on the labelled pairs alone.
+    #[arg(long, default_value_t = 0)]
+    synthetic_queries: usize,
+
     /// Hard negatives are drawn from this many top first-stage results.
     #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=sift_pipeline::search::MAX_DEPTH as u64))]
     negative_depth: usize,
@@ -170,6 +177,7 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
         scale: args.scale,
         seed: args.seed,
         max_steps: args.max_steps,
+        synthetic_queries: args.synthetic_queries,
     };
     recipe.validate()?;
     let dataset = Dataset::load(&args.data, None)?;
@@ -185,14 +193,23 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
             args.data.display()
         );
     }
+    let synthetic = sift_train::inverse_cloze(
+        &corpus,
+        &sift_train::held_out_documents(&dataset, args.split_rule),
+        recipe.synthetic_queries,
+        args.seed,
+    );
+    let synthetic_queries: Vec<sift_train::LabelledQuery> =
+        synthetic.iter().map(|s| s.query.clone()).collect();
     eprintln!(
-        "{} documents; {} training queries ({} relevant pairs); {} dev queries",
+        "{} documents; {} training queries ({} relevant pairs); {} synthetic queries; {} dev queries",
         corpus.len(),
         train_queries.len(),
         train_queries
             .iter()
             .map(|q| q.relevant.len())
             .sum::<usize>(),
+        synthetic.len(),
         dev_queries.len()
     );
     let started = Instant::now();
@@ -216,21 +233,31 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
         });
         let embedder = load_embedder(&name, engine)?;
         let pipeline = Pipeline::new(Some(embedder), None, collection)?;
-        let bar = progress_bar(train_queries.len(), "queries");
+        let bar = progress_bar(train_queries.len() + synthetic_queries.len(), "queries");
         bar.set_message("mining hard negatives");
-        let mined = sift_train::first_stage(
+        let mut tick = |n: usize| bar.inc(n as u64);
+        let mut mined = sift_train::first_stage(
             &pipeline,
             &train_queries,
             args.negative_depth,
             args.first_stage,
-            &mut |n| bar.inc(n as u64),
+            &mut tick,
         )?;
+        // Synthetic ids carry their own prefix, so one map holds both.
+        mined.extend(sift_train::first_stage(
+            &pipeline,
+            &synthetic_queries,
+            args.negative_depth,
+            args.first_stage,
+            &mut tick,
+        )?);
         bar.finish_and_clear();
         std::fs::create_dir_all(&args.out)?;
         std::fs::write(&mined_path, serde_json::to_string(&mined)?)?;
         mined
     };
-    let data = sift_train::TrainingSet::new(corpus.clone(), &train_queries, mined)?;
+    let data = sift_train::TrainingSet::new(corpus.clone(), &train_queries, mined)?
+        .with_synthetic(synthetic, BTreeMap::new());
     let dev = EmbedderDev {
         queries: &dev_queries,
         corpus: &corpus,

@@ -1,12 +1,12 @@
 //! `sift train-reranker`: fine-tune a cross-encoder on labelled query–document pairs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sift_eval::{Dataset, DevSplit, Qrels, Split, SplitRule};
+use sift_eval::{Dataset, Qrels, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
 use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
@@ -288,16 +288,7 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
     let mut dev_queries =
         sift_train::labelled_queries(&dataset, &corpus, Split::Dev, args.split_rule)?;
     dev_queries.truncate(args.dev_queries);
-    // Documents a query outside the training side is relevant to never become synthetic
-    // positives: dev numbers must not see a prior for them.
-    let sides = DevSplit::new(&dataset.qrels, args.split_rule);
-    let held_out: BTreeSet<String> = dataset
-        .qrels
-        .judgements
-        .iter()
-        .filter(|(q, _)| !sides.contains(Split::Train, q))
-        .flat_map(|(_, docs)| docs.keys().cloned())
-        .collect();
+    let held_out = sift_train::held_out_documents(&dataset, args.split_rule);
     recipe.synthetic_queries = args.synthetic_queries.unwrap_or(train_queries.len());
     let synthetic =
         sift_train::inverse_cloze(&corpus, &held_out, recipe.synthetic_queries, args.seed);

@@ -14,23 +14,27 @@
 //! tantivy runs inside [`contained`], and opening verifies every segment file's checksum, so a
 //! damaged index is found when the collection opens, not by the first query that touches it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use tantivy::collector::TopDocs;
 use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
 use tantivy::directory::{
     Directory, DirectoryLock, FileHandle, Lock, MmapDirectory, WatchCallback, WatchHandle, WritePtr,
 };
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::postings::Postings;
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, STORED, STRING,
 };
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    doc, DocAddress, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument,
+    Term, TERMINATED,
+};
 
 use crate::analysis::Analyzer;
 use crate::error::{IndexError, Result};
+use crate::manifest::Bm25Params;
 
 /// Writer heap for indexing, in bytes; tantivy's minimum is 15 MB per thread.
 const WRITER_HEAP_BYTES: usize = 50_000_000;
@@ -133,19 +137,44 @@ pub struct Bm25Hit {
     pub score: f32,
 }
 
-/// The index's fields: `key` (document id and chunk, stored), `doc_id` (for deletes) and the
-/// analysed `contents`.
-fn schema(analyzer: Analyzer) -> (Schema, Field, Field, Field) {
+/// The index's fields: `key` (document id and chunk, stored), `doc_id` (for deletes), the
+/// analysed `contents` (term frequencies, no positions: a query is a bag of words) and the
+/// passage's exact `length` in terms.
+///
+/// Why an exact length beside tantivy's field norms: those are one byte per passage, exact
+/// only up to ~40 terms and within ~1/16 beyond, so passages of a few hundred terms (an
+/// abstract) were length-normalized by a rounded length: near-ties then broke differently
+/// from the reference implementations and from the PostgreSQL backend, which stores exact
+/// lengths. The cost is a bit-packed column of a few bits per passage.
+fn schema(analyzer: Analyzer) -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let key = builder.add_text_field("key", STRING | STORED);
     let doc_id = builder.add_text_field("doc_id", STRING);
     let analysed = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(analyzer.tokenizer_name())
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            .set_index_option(IndexRecordOption::WithFreqs),
     );
     let contents = builder.add_text_field("contents", analysed);
-    (builder.build(), key, doc_id, contents)
+    let length = builder.add_u64_field(LENGTH, FAST);
+    let fields = Fields {
+        key,
+        doc_id,
+        contents,
+        length,
+    };
+    (builder.build(), fields)
+}
+
+/// Name of the exact-length column.
+const LENGTH: &str = "length";
+
+#[derive(Clone, Copy)]
+struct Fields {
+    key: Field,
+    doc_id: Field,
+    contents: Field,
+    length: Field,
 }
 
 pub struct Bm25Index {
@@ -153,9 +182,7 @@ pub struct Bm25Index {
     reader: IndexReader,
     /// `None` when opened read-only.
     writer: Option<IndexWriter>,
-    key: Field,
-    doc_id: Field,
-    contents: Field,
+    fields: Fields,
     analyzer: TextAnalyzer,
 }
 
@@ -200,7 +227,7 @@ impl Bm25Index {
 
     /// `dir: None` is [`Bm25Index::empty_in_memory`].
     fn open_unchecked(dir: Option<&Path>, analyzer: Analyzer, writable: bool) -> Result<Self> {
-        let (schema, key, doc_id, contents) = schema(analyzer);
+        let (schema, fields) = schema(analyzer);
         let index = match dir {
             None => Index::create_in_ram(schema.clone()),
             Some(dir) => Self::open_dir(dir, &schema, writable)?,
@@ -235,9 +262,7 @@ impl Bm25Index {
             index,
             reader,
             writer,
-            key,
-            doc_id,
-            contents,
+            fields,
             analyzer: analyzer.text_analyzer(),
         })
     }
@@ -277,7 +302,7 @@ impl Bm25Index {
 
     /// Removes every chunk of `doc_id` (no-op if absent). Takes effect at [`Bm25Index::commit`].
     pub fn delete_document(&mut self, doc_id: &str) -> Result<()> {
-        let term = Term::from_field_text(self.doc_id, doc_id);
+        let term = Term::from_field_text(self.fields.doc_id, doc_id);
         self.writer()?.delete_term(term);
         Ok(())
     }
@@ -290,13 +315,20 @@ impl Bm25Index {
 
     /// Adds one passage of `doc_id` (see [`crate::keyword_passages`]), found as chunk `chunk`.
     pub fn add_passage(&mut self, doc_id: &str, chunk: u32, text: &str) -> Result<()> {
-        let (key, doc_field, contents) = (self.key, self.doc_id, self.contents);
+        let f = self.fields;
+        let mut analyzer = self.analyzer.clone();
         let writer = self.writer()?;
         contained("adding", || {
+            let mut stream = analyzer.token_stream(text);
+            let mut length = 0u64;
+            while stream.advance() {
+                length += 1;
+            }
             writer.add_document(doc!(
-                key => format!("{doc_id}{KEY_SEPARATOR}{chunk}"),
-                doc_field => doc_id,
-                contents => text,
+                f.key => format!("{doc_id}{KEY_SEPARATOR}{chunk}"),
+                f.doc_id => doc_id,
+                f.contents => text,
+                f.length => length,
             ))?;
             Ok(())
         })
@@ -331,13 +363,15 @@ impl Bm25Index {
         contained("reloading", || Ok(self.reader.reload()?))
     }
 
-    /// Best `k` chunks for `query`. Any text is a query: `C++ (2020)?` searches for its words;
-    /// a query with no terms (only stop words or punctuation) finds nothing.
-    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Bm25Hit>> {
+    /// Best `k` chunks for `query`, scored with `params`. Any text is a query: `C++ (2020)?`
+    /// searches for its words; a query with no terms (only stop words or punctuation) finds
+    /// nothing.
+    pub fn search(&self, query: &str, k: usize, params: Bm25Params) -> Result<Vec<Bm25Hit>> {
+        params.validate()?;
         if k == 0 {
             return Ok(Vec::new());
         }
-        contained("searching", || self.search_unchecked(query, k))
+        contained("searching", || self.search_unchecked(query, k, params))
     }
 
     /// The query is a bag of words: its terms (cut by the collection's analyzer, repeated terms
@@ -346,28 +380,101 @@ impl Bm25Index {
     /// language as query syntax — a word that analyzes into several terms (`IL-6`, `TNF-α`)
     /// becomes a phrase that must match adjacently, `-word` excludes, `field:` and quotes
     /// change meaning — which on SciFact's claims cost 0.015 nDCG@10 (docs/quality.md).
-    fn search_unchecked(&self, query: &str, k: usize) -> Result<Vec<Bm25Hit>> {
+    ///
+    /// Why sift scores tantivy's postings itself instead of running a tantivy `TermQuery`:
+    /// tantivy's BM25 has k1 and b as constants (Lucene's 1.2 and 0.75), and a collection's
+    /// parameters are its own ([`Bm25Params`]), and its length norms are rounded ([`schema`]).
+    /// Scoring is term at a time into one score per passage of each segment, with tantivy's
+    /// corpus statistics (passages and terms, deleted ones included until a merge drops them,
+    /// as in Lucene) and exact lengths: the textbook formula (tested against a computation by
+    /// hand). What this gives up is tantivy's block-max WAND pruning; exhaustive scoring of a
+    /// 15-term claim over a million passages stays in milliseconds (docs/performance.md).
+    fn search_unchecked(&self, query: &str, k: usize, params: Bm25Params) -> Result<Vec<Bm25Hit>> {
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(query);
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut query_terms: BTreeMap<String, f32> = BTreeMap::new();
         while let Some(token) = stream.next() {
-            let term = Term::from_field_text(self.contents, &token.text);
-            clauses.push((
-                Occur::Should,
-                Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
-            ));
+            *query_terms.entry(token.text.clone()).or_default() += 1.0;
         }
-        if clauses.is_empty() {
+        if query_terms.is_empty() {
             return Ok(Vec::new());
         }
-        let q = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let top = searcher.search(&q, &TopDocs::with_limit(k).order_by_score())?;
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, addr) in top {
+        let passages: u64 = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| u64::from(s.max_doc()))
+            .sum();
+        if passages == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tokens = 0u64;
+        for segment in searcher.segment_readers() {
+            tokens += segment
+                .inverted_index(self.fields.contents)?
+                .total_num_tokens();
+        }
+        let average_length = (tokens as f32 / passages as f32).max(f32::MIN_POSITIVE);
+        // Per query term: Lucene's idf × (k1 + 1) × its count in the query.
+        let mut weighted = Vec::with_capacity(query_terms.len());
+        for (text, count) in &query_terms {
+            let term = Term::from_field_text(self.fields.contents, text);
+            let df = searcher.doc_freq(&term)?;
+            if df == 0 {
+                continue;
+            }
+            let rarity = ((passages - df) as f32 + 0.5) / (df as f32 + 0.5);
+            let idf = (1.0 + rarity).ln();
+            weighted.push((term, count * idf * (params.k1 + 1.0)));
+        }
+        let (k1, b) = (params.k1, params.b);
+        let mut found: Vec<(f32, DocAddress)> = Vec::new();
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let index = segment.inverted_index(self.fields.contents)?;
+            let lengths = segment.fast_fields().u64(LENGTH)?;
+            let mut scores = vec![0f32; segment.max_doc() as usize];
+            let mut touched: Vec<DocId> = Vec::new();
+            for (term, weight) in &weighted {
+                let postings = index.read_postings(term, IndexRecordOption::WithFreqs);
+                let Some(mut postings) = postings.map_err(|e| IndexError::Bm25(e.to_string()))?
+                else {
+                    continue;
+                };
+                let mut doc = postings.doc();
+                while doc != TERMINATED {
+                    let tf = postings.term_freq() as f32;
+                    let length = lengths.first(doc).unwrap_or(0) as f32;
+                    let n = k1 * (1.0 - b + b * length / average_length);
+                    let slot = &mut scores[doc as usize];
+                    if *slot == 0.0 {
+                        touched.push(doc);
+                    }
+                    *slot += weight * tf / (tf + n);
+                    doc = postings.advance();
+                }
+            }
+            let alive = segment.alive_bitset();
+            found.extend(
+                touched
+                    .into_iter()
+                    .filter(|&d| alive.is_none_or(|a| a.is_alive(d)))
+                    .map(|d| (scores[d as usize], DocAddress::new(ord as u32, d))),
+            );
+        }
+        // Best first; equal scores in index order, so a query always ranks alike.
+        let order = |a: &(f32, DocAddress), b: &(f32, DocAddress)| {
+            b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1))
+        };
+        if found.len() > k {
+            found.select_nth_unstable_by(k - 1, order);
+            found.truncate(k);
+        }
+        found.sort_unstable_by(order);
+        let mut hits = Vec::with_capacity(found.len());
+        for (score, addr) in found {
             let stored: TantivyDocument = searcher.doc(addr)?;
             let Some(key) = stored
-                .get_first(self.key)
+                .get_first(self.fields.key)
                 .and_then(|v| v.as_str().map(str::to_owned))
             else {
                 continue;
@@ -408,21 +515,156 @@ mod tests {
         idx.add_passage("b", 1, "markets recovered later").unwrap();
         idx.commit(7).unwrap();
         assert_eq!(idx.committed_seq().unwrap(), 7);
-        let hits = idx.search("vaccine", 10).unwrap();
+        let lucene = Bm25Params::LUCENE;
+        let hits = idx.search("vaccine", 10, lucene).unwrap();
         assert_eq!(hits[0].doc_id, "a");
-        let hits = idx.search("market (C++ \"unbalanced", 10).unwrap();
+        let hits = idx.search("market (C++ \"unbalanced", 10, lucene).unwrap();
         assert_eq!(hits.len(), 2);
         assert!(hits.iter().all(|h| h.doc_id == "b"));
         assert!(
-            idx.search("the (and) ?", 10).unwrap().is_empty(),
+            idx.search("the (and) ?", 10, lucene).unwrap().is_empty(),
             "stop words only"
         );
         idx.delete_document("b").unwrap();
         idx.commit(8).unwrap();
-        assert!(idx.search("market", 10).unwrap().is_empty());
+        assert!(idx.search("market", 10, lucene).unwrap().is_empty());
         drop(idx);
         let idx = Bm25Index::open_or_create(dir.path(), Analyzer::English).unwrap();
         assert_eq!(idx.committed_seq().unwrap(), 8);
         assert_eq!(idx.num_passages().unwrap(), 1);
+    }
+
+    /// Scores are the BM25 formula computed by hand from each passage's analysed terms (exact
+    /// lengths, Lucene's idf, query terms counted as often as they occur), over several
+    /// segments, at Lucene's parameters and others.
+    #[test]
+    fn scores_are_the_bm25_formula_with_exact_lengths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Bm25Index::open_or_create(dir.path(), Analyzer::English).unwrap();
+        let words = [
+            "coral",
+            "reef",
+            "bleaching",
+            "ocean",
+            "warming",
+            "fish",
+            "algae",
+            "storm",
+            "tide",
+        ];
+        let mut passages: Vec<(String, Vec<String>)> = Vec::new();
+        let analyzer = idx.analyzer.clone();
+        let terms = |text: &str| {
+            let mut a = analyzer.clone();
+            let mut stream = a.token_stream(text);
+            let mut out = Vec::new();
+            while let Some(t) = stream.next() {
+                out.push(t.text.clone());
+            }
+            out
+        };
+        for i in 0..90usize {
+            // 3 to 300 words, so lengths beyond tantivy's exact one-byte norms occur.
+            let text: Vec<&str> = (0..3 + (i * 37) % 298)
+                .map(|j| words[(i * 5 + j * j) % words.len()])
+                .collect();
+            let text = text.join(" ");
+            passages.push((format!("d{i}"), terms(&text)));
+            idx.add_passage(&format!("d{i}"), 0, &text).unwrap();
+            if i % 30 == 29 {
+                idx.commit(i as u64).unwrap();
+            }
+        }
+        assert!(idx.num_segments() >= 2, "the test needs several segments");
+        let n = passages.len() as f64;
+        let average = passages.iter().map(|p| p.1.len()).sum::<usize>() as f64 / n;
+        for params in [
+            Bm25Params::LUCENE,
+            Bm25Params::default(),
+            Bm25Params { k1: 0.9, b: 0.3 },
+        ] {
+            for query in [
+                "coral reef",
+                "ocean warming warming fish",
+                "tide",
+                "storm algae reef",
+            ] {
+                let ours = idx.search(query, 100, params).unwrap();
+                let (k1, b) = (params.k1 as f64, params.b as f64);
+                let mut want: Vec<(String, f64)> = Vec::new();
+                for (id, p) in &passages {
+                    let mut score = 0.0;
+                    for q in terms(query) {
+                        let df = passages.iter().filter(|x| x.1.contains(&q)).count() as f64;
+                        let tf = p.iter().filter(|t| **t == q).count() as f64;
+                        let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                        let norm = k1 * (1.0 - b + b * p.len() as f64 / average);
+                        score += idf * (k1 + 1.0) * tf / (tf + norm);
+                    }
+                    if score > 0.0 {
+                        want.push((id.clone(), score));
+                    }
+                }
+                assert_eq!(ours.len(), want.len(), "{query}");
+                for (id, w) in &want {
+                    let got = ours.iter().find(|h| &h.doc_id == id).unwrap().score as f64;
+                    assert!(
+                        (got - w).abs() <= 1e-5 * w,
+                        "{params:?} {query}: {id} {got} vs {w}"
+                    );
+                }
+                assert!(ours.windows(2).all(|w| w[0].score >= w[1].score));
+            }
+        }
+    }
+
+    /// k1 and b do what BM25 says: b = 0 ignores length, b = 1 divides by it fully; k1 = 0
+    /// makes any number of repeats count once.
+    #[test]
+    fn parameters_change_scores_as_the_formula_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Bm25Index::open_or_create(dir.path(), Analyzer::English).unwrap();
+        idx.add_passage("short", 0, "coral reef").unwrap();
+        idx.add_passage("long", 0, "coral reef ocean tide storm fish algae warming")
+            .unwrap();
+        idx.add_passage(
+            "repeats",
+            0,
+            "coral coral coral coral reef ocean tide storm",
+        )
+        .unwrap();
+        idx.add_passage("other", 0, "mountain glacier").unwrap();
+        idx.commit(1).unwrap();
+        let score = |q: &str, k1: f32, b: f32, id: &str| {
+            idx.search(q, 10, Bm25Params { k1, b })
+                .unwrap()
+                .into_iter()
+                .find(|h| h.doc_id == id)
+                .unwrap()
+                .score
+        };
+        assert_eq!(
+            score("reef", 1.2, 0.0, "short"),
+            score("reef", 1.2, 0.0, "long")
+        );
+        assert!(score("reef", 1.2, 1.0, "short") > score("reef", 1.2, 1.0, "long"));
+        assert_eq!(
+            score("coral", 0.0, 0.75, "repeats"),
+            score("coral", 0.0, 0.75, "long")
+        );
+        assert!(score("coral", 1.2, 0.0, "repeats") > score("coral", 1.2, 0.0, "long"));
+        for bad in [
+            Bm25Params { k1: -1.0, b: 0.75 },
+            Bm25Params {
+                k1: f32::NAN,
+                b: 0.75,
+            },
+            Bm25Params { k1: 1.2, b: 1.5 },
+        ] {
+            assert!(matches!(
+                idx.search("coral", 10, bad),
+                Err(IndexError::InvalidInput(_))
+            ));
+        }
     }
 }

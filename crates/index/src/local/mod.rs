@@ -53,7 +53,7 @@ use crate::document::{
     keyword_passages, Chunk, ChunkHit, Document, HitDetails, IndexedDocument, Operation,
 };
 use crate::error::{IndexError, Result};
-use crate::manifest::{Manifest, FORMAT_VERSION};
+use crate::manifest::{Bm25Params, Manifest, FORMAT_VERSION};
 
 /// When a writer compacts on its own ([`CollectionBackend::compact_if_due`]): once the log is
 /// larger than both `min_log_bytes` and `log_to_snapshot` × the snapshot's size. The ratio makes
@@ -659,6 +659,20 @@ impl CollectionBackend for LocalCollection {
         rebuilt
     }
 
+    fn set_bm25(&mut self, params: Bm25Params) -> Result<()> {
+        params.validate()?;
+        self.usable()?;
+        self.writable_wal()?;
+        if self.manifest.bm25 == params {
+            return Ok(());
+        }
+        let mut manifest = self.manifest.clone();
+        manifest.bm25 = params;
+        write_manifest(&self.dir.join("collection.json"), &manifest)?;
+        self.manifest = manifest;
+        Ok(())
+    }
+
     /// Rejects the whole batch (writing nothing) when [`validate_batch`] does.
     fn commit(&mut self, operations: Vec<Operation>) -> Result<u64> {
         self.usable()?;
@@ -839,7 +853,7 @@ impl CollectionBackend for LocalCollection {
         self.usable()?;
         Ok(self
             .bm25
-            .search(query, k)?
+            .search(query, k, self.manifest.bm25)?
             .into_iter()
             .map(|h| ChunkHit {
                 doc_id: h.doc_id,

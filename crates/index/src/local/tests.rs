@@ -18,6 +18,7 @@ fn manifest() -> Manifest {
             overlap_tokens: 1,
         }),
         analyzer: crate::Analyzer::English,
+        bm25: Default::default(),
     }
 }
 

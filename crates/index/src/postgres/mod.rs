@@ -53,7 +53,7 @@ use crate::analysis::Analyzer;
 use crate::backend::{timed, CollectionBackend, CollectionStats, CompactionJob, HybridHits};
 use crate::document::{ChunkHit, Document, HitDetails, IndexedDocument, Operation};
 use crate::error::{IndexError, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{Bm25Params, Manifest};
 use crate::store::Access;
 
 /// Tells handles apart, so a compaction job finishes only on the handle that began it.
@@ -306,6 +306,11 @@ impl CollectionBackend for PostgresCollection {
             return Ok(());
         }
         self.rebuild_keywords(analyzer)
+    }
+
+    fn set_bm25(&mut self, params: Bm25Params) -> Result<()> {
+        params.validate()?;
+        self.record_bm25(params)
     }
 
     fn commit(&mut self, operations: Vec<Operation>) -> Result<u64> {

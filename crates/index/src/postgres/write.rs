@@ -14,6 +14,7 @@ use crate::backend::CollectionBackend;
 use crate::batch::validate_batch;
 use crate::document::{Document, Operation};
 use crate::error::{IndexError, Result};
+use crate::manifest::Bm25Params;
 use crate::store::Access;
 
 /// How long a writer waits for the collection's lock before reporting it
@@ -101,6 +102,27 @@ impl PostgresCollection {
             *client = fresh;
         }
         Ok(client)
+    }
+
+    /// Records `params` in the stored manifest (queries read them from there).
+    pub(super) fn record_bm25(&mut self, params: Bm25Params) -> Result<()> {
+        let mut manifest = self.manifest.clone();
+        manifest.bm25 = params;
+        let manifest_json = serde_json::to_string(&manifest)
+            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+        let s = self.schema.clone();
+        let mut client = self.writer()?;
+        let mut tx = client.transaction().map_err(self.err())?;
+        self.lock_for_batch(&mut tx)?;
+        tx.execute(
+            &format!("UPDATE {s}.state SET manifest = $1::text::json"),
+            &[&manifest_json],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        drop(client);
+        self.manifest = manifest;
+        Ok(())
     }
 
     /// Re-cuts every document's keyword postings with `analyzer` and records it (and its
