@@ -83,9 +83,11 @@ pub struct RerankScoringFlags {
     #[arg(long, env = "SIFT_RERANK_LAYER", value_name = "N")]
     pub rerank_layer: Option<usize>,
 
-    /// Layerwise cross-encoders: score every candidate after layer EXIT, then run the
+    /// Score every candidate after layer EXIT of a layerwise cross-encoder, then run the
     /// remaining layers for the best KEEP only (from the states the first stage kept); the
-    /// others rank below them by their early score. E.g. `2:20`.
+    /// others rank below them by their early score. E.g. `2:20`. EXIT 0 is the candidates' own
+    /// order (the first stage's) and suits every cross-encoder: `0:20` scores the leading 20
+    /// and keeps the rest in order after them.
     #[arg(
         long,
         env = "SIFT_RERANK_CASCADE",
@@ -94,11 +96,12 @@ pub struct RerankScoringFlags {
     )]
     pub rerank_cascade: Option<Cascade>,
 
-    /// Layerwise cross-encoders: a latency budget per query, in milliseconds. Each query's
-    /// candidates get the deepest plan whose estimated time fits — every layer, else a
-    /// cascade from the deepest early exit that can still finish 20 or more, else the deepest
-    /// early exit alone — by a cost model (ms per token and per token-layer) measured when the
-    /// model loads.
+    /// Cross-encoders: a latency budget per query, in milliseconds. Each query's candidates get
+    /// the deepest plan whose estimated time fits — every layer, else (layerwise models) a
+    /// cascade from the deepest early exit that can still finish 20 or more, else the full
+    /// model on as many leading candidates as fit (the rest keep their order), else the
+    /// deepest early exit alone — by a cost model (ms per token and per token-layer) measured
+    /// when the model loads.
     #[arg(long, env = "SIFT_RERANK_BUDGET_MS", value_name = "MS", conflicts_with_all = ["rerank_layer", "rerank_cascade"])]
     pub rerank_budget_ms: Option<f64>,
 

@@ -596,6 +596,14 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
         };
         assert!((logit - want).abs() < 1e-4, "{cascaded:?}");
     }
+    // From the texts' own order: the first two scored in full, the rest after them with the
+    // lower of those two scores.
+    let leading = tei_logits(serde_json::json!({"rerank_cascade": "0:2"}));
+    let floor = full[0].min(full[1]);
+    for (i, logit) in leading.iter().enumerate() {
+        let want = if i < 2 { full[i] } else { floor };
+        assert!((logit - want).abs() < 1e-4, "{leading:?} vs {full:?}");
+    }
     let cohere = common::post_json(
         &server.base,
         "/v1/rerank",
@@ -656,7 +664,7 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
         &out,
         "--rerank-every-exit",
         "--rerank-cascades",
-        "1:2,1:5",
+        "1:2,1:5,0:3",
         "--out",
         &eval_out,
     ])
@@ -668,7 +676,13 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
         "{}",
         String::from_utf8_lossy(&eval.stderr)
     );
-    for row in ["@layer1", "@cascade1:2", "@cascade1:5", "rerank p50 ms"] {
+    for row in [
+        "@layer1",
+        "@cascade1:2",
+        "@cascade1:5",
+        "@cascade0:3",
+        "rerank p50 ms",
+    ] {
         assert!(table.contains(row), "{row} in {table}");
     }
 }

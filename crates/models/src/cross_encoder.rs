@@ -136,12 +136,6 @@ impl CrossEncoder {
             dir,
         };
         let budget = match options.budget_ms {
-            Some(_) if model.dir.config.exit_layers.is_empty() => {
-                return Err(ModelError::InvalidInput(format!(
-                    "{} has no early exits, so a latency budget has nothing to choose: train a layerwise reranker (sift train-reranker --layerwise)",
-                    model.dir.name()
-                )));
-            }
             Some(ms) => {
                 // Full-length pairs, the shape reranking sees (a query beside a document cut
                 // to fit): short calibration pairs misjudged the per-token cost by 1.3–2×.

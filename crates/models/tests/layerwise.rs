@@ -173,6 +173,55 @@ fn int8_cascades_keep_and_finish_like_int8_scoring() {
     check_cascade(Precision::Int8, 0.05);
 }
 
+/// A cascade from exit 0 scores the leading candidates with the full model and leaves the rest
+/// in their order after them — on a layerwise model and on a plain cross-encoder alike.
+#[test]
+fn a_cascade_from_the_candidates_order_scores_the_leading_ones() {
+    let f32 = engine(EngineChoice::Candle, Precision::F32);
+    let plain = |cascade| {
+        CrossEncoder::load(
+            fixture("golden").join("bert-classifier"),
+            RerankerOptions {
+                max_length: Some(32),
+                engine: f32,
+                cascade,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (query, docs) = documents("bert");
+    let keep = 3;
+    let cascade = Some(Cascade { exit: 0, keep });
+    for (full, model) in [
+        (
+            load("bert", f32, None, None).unwrap(),
+            load("bert", f32, None, cascade).unwrap(),
+        ),
+        (plain(None), plain(cascade)),
+    ] {
+        let full = document_scores(&full, &query, &docs);
+        let mut got = document_scores(&model, &query, &docs);
+        assert_eq!(got.len(), docs.len());
+        for (i, (g, f)) in got.iter().zip(&full).enumerate() {
+            assert_eq!(g.dropped, i >= keep, "document {i}");
+            if i < keep {
+                assert_close(&[g.logit], &[f.logit], TOLERANCE, "a leading document");
+            }
+        }
+        let lowest_kept = got[..keep]
+            .iter()
+            .map(|s| s.logit)
+            .fold(f32::INFINITY, f32::min);
+        assert!(got[keep..]
+            .iter()
+            .all(|s| s.logit == lowest_kept && s.score.is_finite()));
+        sort_by_score(&mut got);
+        let order: Vec<usize> = got.iter().map(|s| s.index).collect();
+        assert_eq!(&order[keep..], &(keep..docs.len()).collect::<Vec<_>>()[..]);
+    }
+}
+
 #[test]
 fn finishing_saved_states_equals_one_pass() {
     for name in FAMILIES {
@@ -269,7 +318,8 @@ fn bad_exits_and_cascades_are_refused() {
 }
 
 /// A latency budget measures the model at load and plans each query: a budget nothing
-/// exceeds runs every layer, one nothing fits runs the shallowest exit.
+/// exceeds runs every layer, one nothing fits runs the shallowest exit, one with room for a
+/// few candidates runs the full model on the leading ones.
 #[test]
 fn a_budget_plans_from_the_measured_cost() {
     let f32 = engine(EngineChoice::Candle, Precision::F32);
@@ -314,15 +364,36 @@ fn a_budget_plans_from_the_measured_cost() {
     };
     assert!(message(with_budget(0.0)).contains("positive"));
     assert!(message(with_budget(f64::NAN)).contains("positive"));
+
+    // Room for the full model on the first two candidates only: they are scored, the rest
+    // follow in their order — a plain cross-encoder takes a budget too.
     let plain = CrossEncoder::load(
         fixture("golden").join("bert-classifier"),
         RerankerOptions {
+            max_length: Some(32),
             engine: f32,
             budget_ms: Some(100.0),
             ..Default::default()
         },
+    )
+    .unwrap();
+    let measured = plain.budget().unwrap();
+    assert_eq!(measured.exits.len(), 1, "{measured:?}");
+    let prepared = prepare(&plain, &query, &docs, &policy).unwrap();
+    let tokens = prepared.document_tokens();
+    let last = *measured.exits.last().unwrap();
+    let two = measured.cost.estimate(tokens[0] + tokens[1], last);
+    let third = measured.cost.estimate(tokens[2], last);
+    let room = sift_models::rerank::LatencyBudget::new(
+        two + third / 2.0,
+        measured.cost,
+        measured.exits.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        room.choose_for(&prepared).plan,
+        sift_models::rerank::RerankPlan::Cascade(Cascade { exit: 0, keep: 2 })
     );
-    assert!(message(plain).contains("--layerwise"));
     let both = CrossEncoder::load(
         fixture("layerwise").join("bert"),
         RerankerOptions {

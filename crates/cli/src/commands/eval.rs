@@ -147,13 +147,14 @@ pub struct EvalArgs {
     #[arg(long)]
     rerank_every_exit: bool,
 
-    /// Layerwise rerankers: also a row for each of these cascades (EXIT:KEEP, comma-separated,
-    /// e.g. `1:20,2:20,2:40`) of each --rerank-model that has early exits.
+    /// Also a row for each of these cascades (EXIT:KEEP, comma-separated, e.g. `1:20,2:40`) of
+    /// each --rerank-model: EXIT an early exit of a layerwise model, or 0 for any cross-encoder
+    /// (the leading KEEP candidates of the first stage, the rest in its order).
     #[arg(long, value_delimiter = ',', value_name = "EXIT:KEEP")]
     rerank_cascades: Vec<Cascade>,
 
-    /// Layerwise rerankers: also a row for each of these latency budgets (milliseconds per
-    /// query, comma-separated) of each --rerank-model that has early exits.
+    /// Also a row for each of these latency budgets (milliseconds per query, comma-separated)
+    /// of each cross-encoder --rerank-model.
     #[arg(long, value_delimiter = ',', value_name = "MS")]
     rerank_budgets: Vec<f64>,
 }

@@ -1,6 +1,7 @@
 //! A latency budget for the rerank stage: from a cost model measured when the model loads and
 //! the tokens of one query's candidates, pick how to rerank them — the full model, a cascade
-//! or an early exit — so the estimate stays within the budget.
+//! (from an early exit, or from the candidates' own order: the leading ones only) or an early
+//! exit — so the estimate stays within the budget.
 //!
 //! Why a model of cost rather than timing as we go: the choice has to be made before the first
 //! forward pass (a cascade's first stage already decides the layers every candidate gets), and
@@ -125,8 +126,15 @@ impl LatencyBudget {
     /// The plan for candidates whose pairs have `document_tokens` tokens each (a document's
     /// windows summed), in the first stage's order. In order of preference: the full model;
     /// a cascade from the deepest early exit that leaves room to finish at least
-    /// [`MIN_CASCADE_KEEP`] documents (as many as fit); the deepest early exit alone; and when
-    /// nothing fits, the shallowest exit (over budget: the estimate says by how much).
+    /// [`MIN_CASCADE_KEEP`] documents (as many as fit); the full model on as many leading
+    /// candidates as fit, the rest kept in their order (a cascade from exit 0); the deepest
+    /// early exit alone; and when nothing fits, the shallowest exit (over budget: the estimate
+    /// says by how much).
+    ///
+    /// Why leading candidates come before an early exit alone: an exit alone replaces the
+    /// first stage's complete ranking with a shallow head's, which on SciFact ranked far worse
+    /// (exit 1 alone: nDCG@10 0.10 against recall's 0.78, docs/quality.md), while the first
+    /// stage's order past the budget loses only what the model would have moved there.
     pub fn choose(&self, document_tokens: &[usize]) -> BudgetChoice {
         let last = *self.exits.last().expect("checked in new");
         let all: usize = document_tokens.iter().sum();
@@ -153,6 +161,24 @@ impl LatencyBudget {
                     estimated_ms: first + per_document * keep as f64,
                 };
             }
+        }
+        let mut spent = 0.0;
+        let leading = document_tokens
+            .iter()
+            .take_while(|&&t| {
+                spent += self.cost.estimate(t, last);
+                spent <= self.ms
+            })
+            .count();
+        if leading > 0 {
+            let tokens: usize = document_tokens[..leading].iter().sum();
+            return BudgetChoice {
+                plan: RerankPlan::Cascade(Cascade {
+                    exit: 0,
+                    keep: leading,
+                }),
+                estimated_ms: self.cost.estimate(tokens, last),
+            };
         }
         let fits = early
             .iter()
@@ -194,9 +220,25 @@ mod tests {
         let docs = vec![200; 100];
         assert_eq!(budget(1300.0).choose(&docs).plan, RerankPlan::Full);
         // 300 ms: exit 1 costs 240 and finishing a document 200 × 0.01 × 5 = 10 more: 6
-        // documents, too few; deeper exits cost more than 300 alone → exit 1 for all.
+        // documents, too few for a cascade from it; deeper exits cost more than 300 alone. The
+        // full model on leading candidates costs 200 × 0.062 = 12.4 each: 24 fit.
         let c = budget(300.0).choose(&docs);
-        assert_eq!(c.plan, RerankPlan::Exit(1), "{c}");
+        assert_eq!(
+            c.plan,
+            RerankPlan::Cascade(Cascade { exit: 0, keep: 24 }),
+            "{c}"
+        );
+        assert!((c.estimated_ms - 24.0 * 12.4).abs() < 1e-6);
+        // Leading candidates are counted by their own lengths, in the order they came: two of
+        // 1,000 tokens (62 ms each), then 12 of 100 (6.2 ms each) within 200 ms.
+        let mut uneven = vec![1000; 2];
+        uneven.extend(vec![100; 98]);
+        let c = budget(200.0).choose(&uneven);
+        assert_eq!(
+            c.plan,
+            RerankPlan::Cascade(Cascade { exit: 0, keep: 14 }),
+            "{c}"
+        );
         // 700 ms: exit 3 costs 640, then 6 per document → 10, too few; exit 2 costs 440,
         // then 8 per document → 32.
         let c = budget(700.0).choose(&docs);
@@ -206,13 +248,18 @@ mod tests {
             "{c}"
         );
         assert!(c.estimated_ms <= 700.0);
-        // Nothing fits: the shallowest exit, over budget.
-        let c = budget(50.0).choose(&docs);
+        // Not even one candidate fits: the shallowest exit, over budget.
+        let c = budget(10.0).choose(&docs);
         assert_eq!(c.plan, RerankPlan::Exit(1));
-        assert!(c.estimated_ms > 50.0);
-        // A model without early exits can only run in full.
-        let plain = LatencyBudget::new(10.0, budget(1.0).cost, vec![6]).unwrap();
-        assert_eq!(plain.choose(&docs).plan, RerankPlan::Full);
+        assert!(c.estimated_ms > 10.0);
+        // A model without early exits runs in full, on all candidates or the leading ones.
+        let plain = |ms| LatencyBudget::new(ms, budget(1.0).cost, vec![6]).unwrap();
+        assert_eq!(plain(2000.0).choose(&docs).plan, RerankPlan::Full);
+        assert_eq!(
+            plain(100.0).choose(&docs).plan,
+            RerankPlan::Cascade(Cascade { exit: 0, keep: 8 })
+        );
+        assert_eq!(plain(10.0).choose(&docs).plan, RerankPlan::Full);
         assert!(LatencyBudget::new(0.0, budget(1.0).cost, vec![6]).is_err());
         assert!(LatencyBudget::new(f64::NAN, budget(1.0).cost, vec![6]).is_err());
     }

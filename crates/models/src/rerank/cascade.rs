@@ -4,6 +4,12 @@
 //!
 //! Why: a cross-encoder's cost is linear in candidates × layers. Scoring 100 candidates with 2
 //! of 6 layers and finishing the best 20 runs 100·2 + 20·4 = 280 layer passes instead of 600.
+//!
+//! Exit 0 is the ranking the candidates arrive in (the first stage's, in a search): `0:20`
+//! scores the first 20 through every layer and leaves the rest in their order after them. Any
+//! reranker can cascade from it, and it is what a tight budget falls back on before letting a
+//! shallow head reorder every candidate: the first stage's order is a complete ranking that a
+//! head trained on a few hundred queries may rank worse than (docs/quality.md).
 
 use std::str::FromStr;
 
@@ -15,7 +21,7 @@ use crate::error::{ModelError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cascade {
     /// The early exit, counted from 1; it must be one of the model's exit layers before the
-    /// last.
+    /// last, or 0: the order the candidates came in.
     pub exit: usize,
     /// Documents finished by the last layer; the rest keep their early score and rank below
     /// them.
@@ -35,7 +41,7 @@ impl FromStr for Cascade {
         let (exit, keep) = s.split_once(':').ok_or_else(bad)?;
         let exit: usize = exit.trim().parse().map_err(|_| bad())?;
         let keep: usize = keep.trim().parse().map_err(|_| bad())?;
-        if exit == 0 || keep == 0 {
+        if keep == 0 {
             return Err(bad());
         }
         Ok(Cascade { exit, keep })
@@ -49,12 +55,16 @@ impl std::fmt::Display for Cascade {
 }
 
 impl Cascade {
-    /// Checks the cascade against a model's exit layers (the last included).
+    /// Checks the cascade against a model's exit layers (the last included). Exit 0 suits
+    /// every model.
     pub fn validate(&self, model: &str, exits: &[usize]) -> Result<()> {
         let last = exits.last().copied().unwrap_or(0);
+        if self.exit == 0 {
+            return Ok(());
+        }
         if exits.len() < 2 {
             return Err(ModelError::InvalidInput(format!(
-                "{model} has no early exit to cascade from: train a layerwise reranker (sift train-reranker --layerwise)"
+                "{model} has no early exit to cascade from: cascade from the candidates' order (0:KEEP), or train a layerwise reranker (sift train-reranker --layerwise)"
             )));
         }
         if self.exit >= last || !exits.contains(&self.exit) {
@@ -77,6 +87,9 @@ pub(crate) fn cascade_document_scores(
     cascade: Cascade,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<RerankScore>> {
+    if cascade.exit == 0 {
+        return leading_document_scores(reranker, prepared, cascade.keep, progress);
+    }
     let pairs = prepared.pairs();
     let (early, states) = reranker.score_pairs_partway(pairs, cascade.exit, progress)?;
     if early.len() != pairs.len() || states.len() != pairs.len() {
@@ -115,6 +128,52 @@ pub(crate) fn cascade_document_scores(
     prepared.document_scores(&windows)
 }
 
+/// The cascade from exit 0: the first `keep` documents (all their windows) through the whole
+/// model; the others come back `dropped`, each with the lowest score a scored window got — so
+/// a client that sorts by score alone still sees them after every scored document, in the
+/// order they came in ([`sort_by_score`] breaks the tie by position).
+fn leading_document_scores(
+    reranker: &dyn Reranker,
+    prepared: &PreparedPairs,
+    keep: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<RerankScore>> {
+    let pairs = prepared.pairs();
+    let scoring: Vec<usize> = (0..pairs.len())
+        .filter(|&p| prepared.owner(p) < keep)
+        .collect();
+    let subset: Vec<_> = scoring.iter().map(|&p| pairs[p].clone()).collect();
+    let scored = reranker.score_pairs(&subset, progress)?;
+    if scored.len() != subset.len() {
+        return Err(ModelError::Internal(format!(
+            "{} scores for {} pairs",
+            scored.len(),
+            subset.len()
+        )));
+    }
+    let lowest = scored
+        .iter()
+        .filter(|s| !s.logit.is_nan())
+        .min_by(|a, b| a.logit.total_cmp(&b.logit))
+        .copied();
+    let mut windows: Vec<RerankScore> = (0..pairs.len())
+        .map(|p| RerankScore {
+            index: p,
+            logit: lowest.map_or(f32::NAN, |s| s.logit),
+            score: lowest.map_or(f32::NAN, |s| s.score),
+            dropped: true,
+        })
+        .collect();
+    for (&p, s) in scoring.iter().zip(&scored) {
+        windows[p] = RerankScore {
+            index: p,
+            dropped: false,
+            ..*s
+        };
+    }
+    prepared.document_scores(&windows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +183,12 @@ mod tests {
         let c: Cascade = "2:20".parse().unwrap();
         assert_eq!(c, Cascade { exit: 2, keep: 20 });
         assert_eq!(c.to_string(), "2:20");
-        for bad in ["2", "0:5", "2:0", "a:3", "2:3:4", ""] {
+        assert_eq!(
+            "0:5".parse::<Cascade>().unwrap(),
+            Cascade { exit: 0, keep: 5 }
+        );
+        assert!(Cascade { exit: 0, keep: 5 }.validate("m", &[6]).is_ok());
+        for bad in ["2", "0:0", "2:0", "a:3", "2:3:4", ""] {
             assert!(bad.parse::<Cascade>().is_err(), "{bad}");
         }
         let exits = [2, 4, 6];

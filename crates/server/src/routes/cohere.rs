@@ -104,8 +104,9 @@ pub struct RerankRequest {
     /// Layerwise cross-encoders (sift's extension): score with this many layers.
     #[serde(default)]
     rerank_layer: Option<usize>,
-    /// Layerwise cross-encoders (sift's extension): `EXIT:KEEP`, score every document after
-    /// layer EXIT and finish the best KEEP.
+    /// Cross-encoders (sift's extension): `EXIT:KEEP`, score every document after layer EXIT
+    /// of a layerwise model and finish the best KEEP; EXIT 0 scores the first KEEP in the
+    /// order given and returns the rest after them, `dropped`.
     #[serde(default)]
     rerank_cascade: Option<String>,
 }
