@@ -677,19 +677,20 @@ fn chinese_documents_get_the_chinese_analyzer_and_phrases_find_their_paragraph()
 
     // BM25's parameters: bad ones refused before any work, new ones recorded without
     // re-indexing and used by the next search.
-    let top_score = || {
-        let out: serde_json::Value = serde_json::from_str(&succeeds(&sift(&[
+    let bm25_search = |query: &str| -> serde_json::Value {
+        serde_json::from_str(&succeeds(&sift(&[
             "search",
             "--collection",
             c,
             "--mode",
             "bm25",
             "--json",
-            &paragraphs[3][..30],
+            query,
         ])))
-        .unwrap();
-        out["hits"][0]["score"].as_f64().unwrap()
+        .unwrap()
     };
+    let opening: String = paragraphs[3].chars().take(10).collect();
+    let top_score = || bm25_search(&opening)["hits"][0]["score"].as_f64().unwrap();
     let before = top_score();
     fails(
         &sift(&["index", "--collection", c, "--bm25-b", "1.5", d]),
@@ -736,16 +737,7 @@ fn chinese_documents_get_the_chinese_analyzer_and_phrases_find_their_paragraph()
         let phrase: String = chars[chars.len() / 2..chars.len() / 2 + 10]
             .iter()
             .collect();
-        let out: serde_json::Value = serde_json::from_str(&succeeds(&sift(&[
-            "search",
-            "--collection",
-            c,
-            "--mode",
-            "bm25",
-            "--json",
-            &phrase,
-        ])))
-        .unwrap();
+        let out = bm25_search(&phrase);
         let want = format!("p{i}");
         let rank = out["hits"]
             .as_array()

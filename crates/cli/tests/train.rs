@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 mod common;
-use common::{dataset, fails, golden, sift_cmd};
+use common::{dataset, fails, golden, sift_cmd, succeeds};
 
 fn tiny() -> String {
     golden("bert-encoder")
@@ -648,6 +648,28 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
         );
     }
     drop(server);
+
+    // `sift search --explain` says what the budget chose for the query.
+    let search = sift_cmd(&[
+        "search",
+        "--collection",
+        &c,
+        "--embed-model",
+        &t,
+        "--rerank-model",
+        &out,
+        "--rerank-budget-ms",
+        "0.000001",
+        "--explain",
+        "volcano studies",
+    ])
+    .output()
+    .unwrap();
+    let shown = succeeds(&search);
+    assert!(
+        shown.contains("rerank plan: exit after layer 1 (estimated"),
+        "{shown}"
+    );
 
     let eval_out = tmp.path().join("eval").display().to_string();
     let eval = sift_cmd(&[

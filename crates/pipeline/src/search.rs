@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use sift_index::{ChunkHit, CollectionBackend};
-use sift_models::rerank::{score_documents, PreparedPairs};
+use sift_models::rerank::{plan_for, score_planned, PreparedPairs};
 use sift_models::{Embedder, LongDocumentPolicy, RerankScore, Reranker, TextRole};
 
 use crate::error::{PipelineError, Result};
@@ -155,6 +155,10 @@ pub struct SearchResults {
     pub hits: Vec<SearchHit>,
     pub timings: Timings,
     pub reranked: bool,
+    /// How the reranker scored this query's candidates ("every layer", "cascade 0:24
+    /// (estimated 290 ms)", …): what a latency budget chose, for `--explain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_plan: Option<String>,
 }
 
 /// A collection with the models that search it.
@@ -317,6 +321,7 @@ impl Candidates {
             hits,
             timings,
             reranked,
+            rerank_plan: None,
         })
     }
 }
@@ -520,14 +525,12 @@ impl Pipeline {
         match reranker {
             Some(r) if candidates.wants_rerank() => {
                 let t = Instant::now();
-                let scores = score_documents(
-                    r,
-                    candidates.query(),
-                    candidates.rerank_texts(),
-                    &self.policy,
-                    &mut |_| {},
-                )?;
-                candidates.finish(Some((r, scores)), ms(t))
+                let prepared = candidates.prepare(r, &self.policy)?;
+                let choice = plan_for(r, &prepared);
+                let scores = score_planned(r, &prepared, choice, &mut |_| {})?;
+                let mut results = candidates.finish(Some((r, scores)), ms(t))?;
+                results.rerank_plan = Some(choice.to_string());
+                Ok(results)
             }
             _ => candidates.finish(None, 0.0),
         }

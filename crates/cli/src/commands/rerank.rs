@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use sift_models::rerank::{prepare, score_prepared, sort_by_score};
+use sift_models::rerank::{plan_for, prepare, score_planned, sort_by_score, RerankPlan};
 use sift_models::RerankerOptions;
 
 use crate::inference::{EngineFlags, LongDocumentFlags, RerankPrecisionFlag, RerankScoringFlags};
@@ -88,20 +88,25 @@ pub fn run(args: RerankArgs) -> Result<()> {
     )?;
     let strings: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let prepared = prepare(model.as_ref(), &args.query, &strings, &policy)?;
+    let choice = plan_for(model.as_ref(), &prepared);
     if let Some(budget) = model.budget() {
         eprintln!(
-            "budget {} ms: {} (cost model: {:.4} ms per token, {:.4} ms per token and layer)",
-            budget.ms,
-            budget.choose_for(&prepared),
-            budget.cost.ms_per_token,
-            budget.cost.ms_per_token_layer
+            "budget {} ms: {choice} (cost model: {:.4} ms per token, {:.4} ms per token and layer)",
+            budget.ms, budget.cost.ms_per_token, budget.cost.ms_per_token_layer
         );
     }
-    // A cascade scores every pair once and its kept documents' pairs a second time.
+    // A cascade from an early exit scores every pair once and its kept documents' pairs a
+    // second time; from exit 0, the kept ones only.
     let pairs = prepared.pairs().len();
-    let second = model.cascade().map_or(0, |c| c.keep.min(pairs));
-    let bar = super::progress_bar(pairs + second, "pairs");
-    let mut scores = score_prepared(model.as_ref(), &prepared, &mut |n| bar.inc(n as u64))?;
+    let work = match choice.plan {
+        RerankPlan::Cascade(c) if c.exit == 0 => c.keep.min(pairs),
+        RerankPlan::Cascade(c) => pairs + c.keep.min(pairs),
+        _ => pairs,
+    };
+    let bar = super::progress_bar(work, "pairs");
+    let mut scores = score_planned(model.as_ref(), &prepared, choice, &mut |n| {
+        bar.inc(n as u64)
+    })?;
     bar.finish_and_clear();
     sort_by_score(&mut scores);
     if let Some(k) = args.top_k {

@@ -239,5 +239,8 @@ fn print_table(results: &SearchResults, explain: bool) {
             "reranking moved {moved} of the top {} hits",
             results.hits.len()
         );
+        if let Some(plan) = &results.rerank_plan {
+            println!("rerank plan: {plan}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::backend::CollectionBackend;
 use crate::batch::validate_batch;
 use crate::document::{Document, Operation};
 use crate::error::{IndexError, Result};
-use crate::manifest::Bm25Params;
+use crate::manifest::{Bm25Params, Manifest};
 use crate::store::Access;
 
 /// How long a writer waits for the collection's lock before reporting it
@@ -104,12 +104,18 @@ impl PostgresCollection {
         Ok(client)
     }
 
+    /// This handle's manifest with `change` applied, and its JSON for the state row.
+    fn changed_manifest(&self, change: impl FnOnce(&mut Manifest)) -> Result<(Manifest, String)> {
+        let mut manifest = self.manifest.clone();
+        change(&mut manifest);
+        let json = serde_json::to_string(&manifest)
+            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+        Ok((manifest, json))
+    }
+
     /// Records `params` in the stored manifest (queries read them from there).
     pub(super) fn record_bm25(&mut self, params: Bm25Params) -> Result<()> {
-        let mut manifest = self.manifest.clone();
-        manifest.bm25 = params;
-        let manifest_json = serde_json::to_string(&manifest)
-            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+        let (manifest, manifest_json) = self.changed_manifest(|m| m.bm25 = params)?;
         let s = self.schema.clone();
         let mut client = self.writer()?;
         let mut tx = client.transaction().map_err(self.err())?;
@@ -128,10 +134,7 @@ impl PostgresCollection {
     /// Re-cuts every document's keyword postings with `analyzer` and records it (and its
     /// version, the analyzer's tokenizer name) in the state row, in one transaction.
     pub(super) fn rebuild_keywords(&mut self, analyzer: Analyzer) -> Result<()> {
-        let mut manifest = self.manifest.clone();
-        manifest.analyzer = analyzer;
-        let manifest_json = serde_json::to_string(&manifest)
-            .map_err(|e| IndexError::Internal(format!("serializing the manifest: {e}")))?;
+        let (manifest, manifest_json) = self.changed_manifest(|m| m.analyzer = analyzer)?;
         let s = self.schema.clone();
         let mut client = self.writer()?;
         let mut tx = client.transaction().map_err(self.err())?;

@@ -8,6 +8,8 @@
 //! a cross-encoder's time on one machine is close to linear in tokens × layers (measured in
 //! docs/quality.md beside the per-exit table).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Cascade, PreparedPairs};
@@ -89,15 +91,32 @@ impl std::fmt::Display for RerankPlan {
 }
 
 /// A budget in milliseconds per query with the model's measured costs and exits.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LatencyBudget {
     pub ms: f64,
     pub cost: CostModel,
     /// Layers with a head, the last included, ascending.
     pub exits: Vec<usize>,
+    /// How much slower than estimated the queries scored so far ran (a moving average of
+    /// observed ÷ estimated time, f64 bits; 1 until a query reports): plans are made for the
+    /// budget divided by it. Why: the load-time cost model sees one batch of 16 pairs on an
+    /// idle machine and no per-query costs, and on SciFact it underestimated a query's rerank
+    /// by 28–41 % (docs/quality.md); the machine's load also changes after loading. Shared by
+    /// the views of one loaded model.
+    slowdown: Arc<AtomicU64>,
 }
 
-/// What the budget chose for one query, and what it expects that to cost.
+/// Weight of the latest query in [`LatencyBudget::record`]'s moving average.
+const SLOWDOWN_SMOOTHING: f64 = 0.2;
+
+impl PartialEq for LatencyBudget {
+    fn eq(&self, other: &Self) -> bool {
+        self.ms == other.ms && self.cost == other.cost && self.exits == other.exits
+    }
+}
+
+/// What the budget chose for one query, and what it expects that to cost (NaN where no budget
+/// chose: a fixed plan).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BudgetChoice {
     pub plan: RerankPlan,
@@ -106,7 +125,11 @@ pub struct BudgetChoice {
 
 impl std::fmt::Display for BudgetChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (estimated {:.0} ms)", self.plan, self.estimated_ms)
+        if self.estimated_ms.is_finite() {
+            write!(f, "{} (estimated {:.0} ms)", self.plan, self.estimated_ms)
+        } else {
+            write!(f, "{}", self.plan)
+        }
     }
 }
 
@@ -120,7 +143,37 @@ impl LatencyBudget {
         if exits.is_empty() {
             return Err(ModelError::Internal("a model without layers".into()));
         }
-        Ok(LatencyBudget { ms, cost, exits })
+        Ok(LatencyBudget {
+            ms,
+            cost,
+            exits,
+            slowdown: Arc::new(AtomicU64::new(1f64.to_bits())),
+        })
+    }
+
+    /// Observed ÷ estimated time of the queries so far (1 before any).
+    pub fn slowdown(&self) -> f64 {
+        f64::from_bits(self.slowdown.load(Ordering::Relaxed))
+    }
+
+    /// Reports that a query planned at `estimated_ms` (a [`BudgetChoice`]'s, which includes the
+    /// slowdown so far) took `observed_ms`; later plans are made
+    /// for the budget divided by the moving average of observed ÷ estimated (kept within 1/4–4,
+    /// so one stalled query cannot shut the model out).
+    pub fn record(&self, estimated_ms: f64, observed_ms: f64) {
+        if !(estimated_ms > 0.0 && observed_ms.is_finite() && observed_ms >= 0.0) {
+            return;
+        }
+        let _ = self
+            .slowdown
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                let old = f64::from_bits(bits);
+                // The estimate was already scaled by `old`: the cost model's own estimate is
+                // `estimated_ms / old`.
+                let ratio = (observed_ms * old / estimated_ms).clamp(0.25, 4.0);
+                let new = (1.0 - SLOWDOWN_SMOOTHING) * old + SLOWDOWN_SMOOTHING * ratio;
+                Some(new.clamp(0.25, 4.0).to_bits())
+            });
     }
 
     /// The plan for candidates whose pairs have `document_tokens` tokens each (a document's
@@ -136,11 +189,19 @@ impl LatencyBudget {
     /// (exit 1 alone: nDCG@10 0.10 against recall's 0.78, docs/quality.md), while the first
     /// stage's order past the budget loses only what the model would have moved there.
     pub fn choose(&self, document_tokens: &[usize]) -> BudgetChoice {
+        let ms = self.ms / self.slowdown();
+        let mut choice = self.choose_within(ms, document_tokens);
+        choice.estimated_ms *= self.slowdown();
+        choice
+    }
+
+    /// [`LatencyBudget::choose`] for `ms` on the load-time cost model alone.
+    fn choose_within(&self, ms: f64, document_tokens: &[usize]) -> BudgetChoice {
         let last = *self.exits.last().expect("checked in new");
         let all: usize = document_tokens.iter().sum();
         let documents = document_tokens.len().max(1);
         let full = self.cost.estimate(all, last);
-        if full <= self.ms {
+        if full <= ms {
             return BudgetChoice {
                 plan: RerankPlan::Full,
                 estimated_ms: full,
@@ -151,10 +212,10 @@ impl LatencyBudget {
         for &exit in early.iter().rev() {
             let first = self.cost.estimate(all, exit);
             let per_document = mean_tokens * self.cost.ms_per_token_layer * (last - exit) as f64;
-            if first >= self.ms || per_document <= 0.0 {
+            if first >= ms || per_document <= 0.0 {
                 continue;
             }
-            let keep = (((self.ms - first) / per_document).floor() as usize).min(documents);
+            let keep = (((ms - first) / per_document).floor() as usize).min(documents);
             if keep >= MIN_CASCADE_KEEP.min(documents) {
                 return BudgetChoice {
                     plan: RerankPlan::Cascade(Cascade { exit, keep }),
@@ -167,7 +228,7 @@ impl LatencyBudget {
             .iter()
             .take_while(|&&t| {
                 spent += self.cost.estimate(t, last);
-                spent <= self.ms
+                spent <= ms
             })
             .count();
         if leading > 0 {
@@ -183,7 +244,7 @@ impl LatencyBudget {
         let fits = early
             .iter()
             .rev()
-            .find(|&&exit| self.cost.estimate(all, exit) <= self.ms);
+            .find(|&&exit| self.cost.estimate(all, exit) <= ms);
         let exit = fits.or(early.first()).copied().unwrap_or(last);
         BudgetChoice {
             plan: if exit == last {
@@ -213,6 +274,40 @@ mod tests {
             ms_per_token_layer: 0.01,
         };
         LatencyBudget::new(ms, cost, vec![1, 2, 3, 4, 5, 6]).unwrap()
+    }
+
+    /// Queries that run slower than estimated shrink later plans until estimates match.
+    #[test]
+    fn observed_times_correct_later_plans() {
+        let b = budget(300.0);
+        let docs = vec![200; 100];
+        let first = b.choose(&docs);
+        assert_eq!(
+            first.plan,
+            RerankPlan::Cascade(Cascade { exit: 0, keep: 24 })
+        );
+        // Every query takes twice its estimate: the slowdown converges to 2 and 12 fit.
+        for _ in 0..60 {
+            let c = b.choose(&docs);
+            b.record(c.estimated_ms, 2.0 * c.estimated_ms / b.slowdown());
+        }
+        assert!((b.slowdown() - 2.0).abs() < 0.01, "{}", b.slowdown());
+        let later = b.choose(&docs);
+        assert_eq!(
+            later.plan,
+            RerankPlan::Cascade(Cascade { exit: 0, keep: 12 })
+        );
+        assert!(
+            later.estimated_ms <= 300.0 && later.estimated_ms > 290.0,
+            "{later}"
+        );
+        b.record(later.estimated_ms, f64::NAN);
+        b.record(0.0, 5.0);
+        assert!((b.slowdown() - 2.0).abs() < 0.01, "bad reports are ignored");
+        // The views of one loaded model share what they learned.
+        let view = b.clone();
+        view.record(later.estimated_ms, 1e9);
+        assert!(b.slowdown() > 2.0);
     }
 
     #[test]

@@ -113,11 +113,18 @@ pub struct PreparedPairs {
     documents: usize,
     /// Per document: some of its text is not in any scored pair.
     truncated: Vec<bool>,
+    /// Milliseconds [`prepare`] took (tokenizing is part of what a rerank budget spends).
+    prepare_ms: f64,
 }
 
 impl PreparedPairs {
     pub fn pairs(&self) -> &[Encoded] {
         &self.pairs
+    }
+
+    /// Milliseconds spent tokenizing these pairs.
+    pub fn prepare_ms(&self) -> f64 {
+        self.prepare_ms
     }
 
     pub fn into_pairs(self) -> (Vec<Encoded>, PairOwners) {
@@ -220,6 +227,7 @@ pub fn prepare(
     documents: &[impl AsRef<str>],
     policy: &LongDocumentPolicy,
 ) -> Result<PreparedPairs> {
+    let started = std::time::Instant::now();
     policy.validate()?;
     if crate::is_blank(query) {
         return Err(ModelError::InvalidInput("the query is empty".into()));
@@ -242,6 +250,7 @@ pub fn prepare(
         owners: Vec::with_capacity(documents.len()),
         documents: documents.len(),
         truncated: Vec::with_capacity(documents.len()),
+        prepare_ms: 0.0,
     };
     for (i, doc) in documents.iter().enumerate() {
         let doc = doc.as_ref();
@@ -275,6 +284,7 @@ pub fn prepare(
         }
         out.truncated.push(cut);
     }
+    out.prepare_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(out)
 }
 

@@ -214,18 +214,42 @@ pub trait Reranker: Send + Sync {
     }
 }
 
-/// One query's document scores from its prepared pairs: through the model's cascade when it
-/// has one, else every pair scored alike; windows folded into their documents.
-pub fn score_prepared(
+/// How one query's prepared pairs will be scored: the model's budget's choice, else its
+/// cascade, else every pair through every layer; with the budget's estimate when it chose.
+pub fn plan_for(reranker: &dyn Reranker, prepared: &PreparedPairs) -> BudgetChoice {
+    match (reranker.budget(), reranker.cascade()) {
+        (Some(budget), _) => budget.choose_for(prepared),
+        (None, cascade) => BudgetChoice {
+            plan: cascade.map_or(RerankPlan::Full, RerankPlan::Cascade),
+            estimated_ms: f64::NAN,
+        },
+    }
+}
+
+/// One query's document scores from its prepared pairs as `choice` ([`plan_for`]) says;
+/// windows folded into their documents. A budget's choice reports the query's observed time —
+/// tokenizing and scoring — back to the budget ([`LatencyBudget::record`]).
+pub fn score_planned(
     reranker: &dyn Reranker,
     prepared: &PreparedPairs,
+    choice: BudgetChoice,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<RerankScore>> {
-    let plan = match (reranker.budget(), reranker.cascade()) {
-        (Some(budget), _) => budget.choose_for(prepared).plan,
-        (None, Some(c)) => RerankPlan::Cascade(c),
-        (None, None) => RerankPlan::Full,
-    };
+    let started = std::time::Instant::now();
+    let scores = score_plan(reranker, prepared, choice.plan, progress)?;
+    if let Some(budget) = reranker.budget() {
+        let scoring = started.elapsed().as_secs_f64() * 1000.0;
+        budget.record(choice.estimated_ms, prepared.prepare_ms() + scoring);
+    }
+    Ok(scores)
+}
+
+fn score_plan(
+    reranker: &dyn Reranker,
+    prepared: &PreparedPairs,
+    plan: RerankPlan,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<RerankScore>> {
     match plan {
         RerankPlan::Cascade(c) => cascade::cascade_document_scores(reranker, prepared, c, progress),
         RerankPlan::Exit(layer) => {
@@ -238,6 +262,16 @@ pub fn score_prepared(
             prepared.document_scores(&windows)
         }
     }
+}
+
+/// One query's document scores from its prepared pairs, as the model plans them
+/// ([`plan_for`], [`score_planned`]).
+pub fn score_prepared(
+    reranker: &dyn Reranker,
+    prepared: &PreparedPairs,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<RerankScore>> {
+    score_planned(reranker, prepared, plan_for(reranker, prepared), progress)
 }
 
 /// The one map from a logit to a probability-like score, `1 / (1 + e^-x)`.
