@@ -152,18 +152,41 @@ impl Collections {
         Ok(shared)
     }
 
-    /// Creates collection `name` for the server's embedding model with `analyzer`; `false` when
-    /// it exists already (built with that model; another model is a 409). An existing
-    /// collection asked for another analyzer has its keyword index rebuilt with it.
-    pub fn create(&self, name: &str, analyzer: Analyzer) -> Result<(bool, Analyzer), ApiError> {
+    /// Creates collection `name` for the server's embedding model with `analyzer` (neutral when
+    /// none is given); `false` when it exists already (built with that model; another model is
+    /// a 409). An existing collection asked for another analyzer has its keyword index rebuilt
+    /// with it; one given none keeps its own. BM25's k1 and b, where given, replace the
+    /// collection's (checked before anything is created). Returns the manifest as it now is.
+    pub fn create(
+        &self,
+        name: &str,
+        analyzer: Option<Analyzer>,
+        (k1, b): (Option<f32>, Option<f32>),
+    ) -> Result<(bool, sift_index::Manifest), ApiError> {
         sift_index::store::validate_name(name)?;
-        let existed = self.store.exists(name)?;
-        let shared = self.get(name, Some(analyzer))?;
-        let mut pipeline = shared.write().unwrap_or_else(|p| p.into_inner());
-        if existed && pipeline.backend().manifest().analyzer != analyzer {
-            pipeline.backend_mut().set_analyzer(analyzer)?;
+        let defaults = sift_index::Bm25Params::default();
+        sift_index::Bm25Params {
+            k1: k1.unwrap_or(defaults.k1),
+            b: b.unwrap_or(defaults.b),
         }
-        Ok((!existed, pipeline.backend().manifest().analyzer))
+        .validate()?;
+        let existed = self.store.exists(name)?;
+        let shared = self.get(name, Some(analyzer.unwrap_or(Analyzer::Neutral)))?;
+        let mut pipeline = shared.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(analyzer) = analyzer.filter(|a| *a != pipeline.backend().manifest().analyzer) {
+            if existed {
+                pipeline.backend_mut().set_analyzer(analyzer)?;
+            }
+        }
+        let current = pipeline.backend().manifest().bm25;
+        let asked = sift_index::Bm25Params {
+            k1: k1.unwrap_or(current.k1),
+            b: b.unwrap_or(current.b),
+        };
+        if asked != current {
+            pipeline.backend_mut().set_bm25(asked)?;
+        }
+        Ok((!existed, pipeline.backend().manifest().clone()))
     }
 
     /// Closes and deletes collection `name`; 409 while a request is using it.

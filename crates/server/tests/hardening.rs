@@ -115,6 +115,30 @@ async fn rejected_requests_create_nothing_and_open_collections_are_bounded() {
     let (s, b) = put(r#"{"language": "zh"}"#).await;
     assert_eq!(s, 200, "{b}");
     assert!(b.contains("\"language\":\"chinese\""), "{b}");
+    assert!(
+        b.contains("\"bm25_k1\":1.5") && b.contains("\"bm25_b\":0.75"),
+        "{b}"
+    );
+    // BM25's parameters: recorded (the language kept), bad ones refused and nothing changed.
+    let (s, b) = put(r#"{"language": "zh", "bm25_k1": 0.9, "bm25_b": 0.4}"#).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b.contains("\"bm25_k1\":0.9") && b.contains("\"bm25_b\":0.4"),
+        "{b}"
+    );
+    let (s, b) = put(r#"{"bm25_k1": 1.1}"#).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b.contains("\"language\":\"chinese\""),
+        "no language keeps the collection's: {b}"
+    );
+    let (s, b) = put(r#"{"bm25_k1": 0.9}"#).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = put(r#"{"language": "zh", "bm25_b": 1.5}"#).await;
+    assert_eq!(s, 422, "{b}");
+    let manifest =
+        std::fs::read_to_string(dir.path().join("made").join("collection.json")).unwrap();
+    assert!(manifest.contains("0.9"), "{manifest}");
     let (s, b) = put(r#"{"language": "klingon"}"#).await;
     assert_eq!(s, 422, "{b}");
     let (s, b) = put(r#"{"langauge": "en"}"#).await;

@@ -63,6 +63,9 @@ pub struct CollectionCreated {
     created: bool,
     /// The keyword analyzer: `english`, `chinese` or `neutral`.
     language: String,
+    /// BM25's k1 and b, as the collection now scores.
+    bm25_k1: f32,
+    bm25_b: f32,
 }
 
 /// The optional body of `PUT /collections/{name}`.
@@ -73,9 +76,17 @@ pub struct CreateRequest {
     /// (jieba dictionary words) or `neutral` (any language: words and CJK character bigrams,
     /// the default here since no documents are known yet; a collection created by its first
     /// upsert gets the analyzer that suits those documents). Giving another for an existing
-    /// collection rebuilds its keyword index (vectors are kept).
+    /// collection rebuilds its keyword index (vectors are kept); giving none keeps its own.
     #[serde(default)]
     language: Option<String>,
+    /// BM25's k1 (how fast repeats of a term stop adding score; default 1.5 for a new
+    /// collection, the collection's own otherwise). Applies from the next query; nothing is
+    /// re-indexed.
+    #[serde(default)]
+    bm25_k1: Option<f32>,
+    /// BM25's b, 0–1 (how much passage length discounts term counts; default 0.75).
+    #[serde(default)]
+    bm25_b: Option<f32>,
 }
 
 /// Creates an empty collection for the server's embedding model (upserts also create one on
@@ -103,9 +114,9 @@ pub async fn create(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?
     };
-    let analyzer = match request.language.as_deref() {
-        None => Analyzer::Neutral,
-        Some(language) => language.parse().map_err(ApiError::invalid)?,
+    let analyzer: Option<Analyzer> = match request.language.as_deref() {
+        None => None,
+        Some(language) => Some(language.parse().map_err(ApiError::invalid)?),
     };
     on_collections(&state, move |cols| {
         if cols.embedder().is_none() {
@@ -113,7 +124,8 @@ pub async fn create(
                 "embedding model (creating a collection needs one)",
             ));
         }
-        let (created, analyzer) = cols.create(&name, analyzer)?;
+        let (created, manifest) =
+            cols.create(&name, analyzer, (request.bm25_k1, request.bm25_b))?;
         let status = if created {
             axum::http::StatusCode::CREATED
         } else {
@@ -124,7 +136,9 @@ pub async fn create(
             Json(CollectionCreated {
                 name,
                 created,
-                language: analyzer.name().to_owned(),
+                language: manifest.analyzer.name().to_owned(),
+                bm25_k1: manifest.bm25.k1,
+                bm25_b: manifest.bm25.b,
             }),
         ))
     })
