@@ -81,6 +81,15 @@ impl Bm25Params {
         Ok(())
     }
 
+    /// These parameters with `k1` and `b` replaced where given: what a request that names
+    /// some of them asks of a collection scored with `self`.
+    pub fn overridden(self, k1: Option<f32>, b: Option<f32>) -> Self {
+        Bm25Params {
+            k1: k1.unwrap_or(self.k1),
+            b: b.unwrap_or(self.b),
+        }
+    }
+
     fn lucene() -> Self {
         Self::LUCENE
     }

@@ -37,10 +37,7 @@ pub struct IndexOptions {
 impl IndexOptions {
     /// `base` with the parameters these options name.
     fn bm25(&self, base: Bm25Params) -> Bm25Params {
-        Bm25Params {
-            k1: self.bm25_k1.unwrap_or(base.k1),
-            b: self.bm25_b.unwrap_or(base.b),
-        }
+        base.overridden(self.bm25_k1, self.bm25_b)
     }
 }
 

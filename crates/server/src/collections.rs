@@ -164,12 +164,9 @@ impl Collections {
         (k1, b): (Option<f32>, Option<f32>),
     ) -> Result<(bool, sift_index::Manifest), ApiError> {
         sift_index::store::validate_name(name)?;
-        let defaults = sift_index::Bm25Params::default();
-        sift_index::Bm25Params {
-            k1: k1.unwrap_or(defaults.k1),
-            b: b.unwrap_or(defaults.b),
-        }
-        .validate()?;
+        sift_index::Bm25Params::default()
+            .overridden(k1, b)
+            .validate()?;
         let existed = self.store.exists(name)?;
         let shared = self.get(name, Some(analyzer.unwrap_or(Analyzer::Neutral)))?;
         let mut pipeline = shared.write().unwrap_or_else(|p| p.into_inner());
@@ -179,10 +176,7 @@ impl Collections {
             }
         }
         let current = pipeline.backend().manifest().bm25;
-        let asked = sift_index::Bm25Params {
-            k1: k1.unwrap_or(current.k1),
-            b: b.unwrap_or(current.b),
-        };
+        let asked = current.overridden(k1, b);
         if asked != current {
             pipeline.backend_mut().set_bm25(asked)?;
         }

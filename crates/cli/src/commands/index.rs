@@ -124,14 +124,12 @@ pub fn run(args: IndexArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    // Refused before any document is read or model loaded (the values stand in for the
-    // collection's own where one is not given).
-    sift_index::Bm25Params {
-        k1: args.bm25_k1.unwrap_or(1.0),
-        b: args.bm25_b.unwrap_or(0.5),
-    }
-    .validate()
-    .map_err(|e| anyhow::anyhow!("--bm25-k1/--bm25-b: {e}"))?;
+    // Refused before any document is read or model loaded (the defaults stand in for the
+    // collection's own where one is not given: any valid pair would do).
+    sift_index::Bm25Params::default()
+        .overridden(args.bm25_k1, args.bm25_b)
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--bm25-k1/--bm25-b: {e}"))?;
     let mut parsed = read_documents(&args.inputs)?;
     if !parsed.errors.is_empty() {
         for e in parsed.errors.iter().take(20) {

@@ -189,9 +189,10 @@ impl LatencyBudget {
     /// (exit 1 alone: nDCG@10 0.10 against recall's 0.78, docs/quality.md), while the first
     /// stage's order past the budget loses only what the model would have moved there.
     pub fn choose(&self, document_tokens: &[usize]) -> BudgetChoice {
-        let ms = self.ms / self.slowdown();
-        let mut choice = self.choose_within(ms, document_tokens);
-        choice.estimated_ms *= self.slowdown();
+        // One reading: another query may report in between.
+        let slowdown = self.slowdown();
+        let mut choice = self.choose_within(self.ms / slowdown, document_tokens);
+        choice.estimated_ms *= slowdown;
         choice
     }
 

@@ -111,21 +111,33 @@ pub(crate) fn cascade_document_scores(
         .collect();
     let rows: Vec<&RowStates> = finishing.iter().map(|&p| &states[p]).collect();
     let finished = reranker.finish_pairs(&rows, cascade.exit, progress)?;
-    let mut windows: Vec<RerankScore> = early
-        .iter()
-        .map(|s| RerankScore {
+    prepared.document_scores(&finished_over_dropped(early, &finishing, &finished))
+}
+
+/// One score per pair: `finished[i]` for pair `finishing[i]`, and for every other pair its
+/// score in `dropped`, marked dropped.
+fn finished_over_dropped(
+    dropped: Vec<RerankScore>,
+    finishing: &[usize],
+    finished: &[RerankScore],
+) -> Vec<RerankScore> {
+    let mut windows: Vec<RerankScore> = dropped
+        .into_iter()
+        .enumerate()
+        .map(|(index, s)| RerankScore {
+            index,
             dropped: true,
-            ..*s
+            ..s
         })
         .collect();
-    for (&p, s) in finishing.iter().zip(&finished) {
+    for (&p, s) in finishing.iter().zip(finished) {
         windows[p] = RerankScore {
             index: p,
             dropped: false,
             ..*s
         };
     }
-    prepared.document_scores(&windows)
+    windows
 }
 
 /// The cascade from exit 0: the first `keep` documents (all their windows) through the whole
@@ -156,22 +168,14 @@ fn leading_document_scores(
         .filter(|s| !s.logit.is_nan())
         .min_by(|a, b| a.logit.total_cmp(&b.logit))
         .copied();
-    let mut windows: Vec<RerankScore> = (0..pairs.len())
-        .map(|p| RerankScore {
-            index: p,
-            logit: lowest.map_or(f32::NAN, |s| s.logit),
-            score: lowest.map_or(f32::NAN, |s| s.score),
-            dropped: true,
-        })
-        .collect();
-    for (&p, s) in scoring.iter().zip(&scored) {
-        windows[p] = RerankScore {
-            index: p,
-            dropped: false,
-            ..*s
-        };
-    }
-    prepared.document_scores(&windows)
+    let floor = RerankScore {
+        index: 0,
+        logit: lowest.map_or(f32::NAN, |s| s.logit),
+        score: lowest.map_or(f32::NAN, |s| s.score),
+        dropped: true,
+    };
+    let dropped = vec![floor; pairs.len()];
+    prepared.document_scores(&finished_over_dropped(dropped, &scoring, &scored))
 }
 
 #[cfg(test)]

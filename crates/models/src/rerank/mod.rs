@@ -74,8 +74,9 @@ pub struct RerankScore {
     /// of the relevant label for two-label models.
     pub score: f32,
     /// A rerank cascade ([`Cascade`]) scored this candidate at its early exit only and did not
-    /// finish it: `logit` and `score` are the early head's, and it ranks below every finished
-    /// candidate whatever they say. Always `false` without a cascade.
+    /// finish it: `logit` and `score` are the early head's (from exit 0, the lowest a scored
+    /// candidate got), and it ranks below every finished candidate whatever they say. Always
+    /// `false` without a cascade.
     pub dropped: bool,
 }
 
