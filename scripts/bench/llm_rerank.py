@@ -13,6 +13,8 @@ Token ids are made once here and written to target/bench/llm-*.json; sift reads 
 Engines (one timed pass per round each, in turn; median of --rounds):
   sift                 `sift bench`, shared query prefix (its default), length-sorted batches
   sift-no-prefix       `sift bench --no-shared-prefix`
+  sift-int8            `sift bench --precision int8` (projections as int8 blocks where candle
+                       has a fast kernel for their shape; docs/design.md)
   torch                transformers as the recipes run it: batches of 16 in input order,
                        padded, logits over the whole vocabulary at every position
   torch-last           the same with `logits_to_keep=1` (only the last position's logits)
@@ -99,6 +101,14 @@ def recipe_ids(name, path, pairs, max_length):
     return inputs(tok, pairs, max_length)[0]
 
 
+def common_prefix(seqs):
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs):
+            return i
+    return n
+
+
 def torch_pass(model, seqs, last_only):
     import torch
 
@@ -137,10 +147,14 @@ def main():
         path = make()
         seqs = recipe_ids(name, path, pairs, args.max_length)
         workload = OUT / f"llm-{name}.json"
-        workload.write_text(json.dumps({"sequences": [{"ids": s, "type_ids": [0] * len(s)} for s in seqs]}))
+        # Every pair has the same query: the tokens all sequences share are its prefix (type 0,
+        # what sift groups and shares by, as `encode_pair` marks it), the rest type 1.
+        shared = common_prefix(seqs)
+        workload.write_text(json.dumps({"sequences": [
+            {"ids": s, "type_ids": [0] * shared + [1] * (len(s) - shared)} for s in seqs]}))
         tokens = sum(len(s) for s in seqs)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        times = {"sift": [], "sift-no-prefix": [], "torch": [], "torch-last": []}
+        times = {"sift": [], "sift-no-prefix": [], "sift-int8": [], "torch": [], "torch-last": []}
         env = dict(os.environ, SIFT_THREADS=str(args.threads))
         torch_pass(model, seqs[:BATCH], True)  # warm-up
         for r in range(args.rounds):
@@ -150,6 +164,8 @@ def main():
                            "--input", str(workload), "--runs", "1", "--engine", "candle"]
                     if engine == "sift-no-prefix":
                         cmd.append("--no-shared-prefix")
+                    if engine == "sift-int8":
+                        cmd += ["--precision", "int8"]
                     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
                     times[engine].append(json.loads(out.stdout)["seconds"][0])
                 else:
@@ -159,12 +175,13 @@ def main():
                 log(name, r, engine, f"{times[engine][-1]:.2f}s")
         med = {k: statistics.median(v) for k, v in times.items()}
         rows.append((name, len(seqs), tokens, {k: tokens / v for k, v in med.items()}))
-    print("| model | pairs | tokens | sift | sift, no prefix sharing | PyTorch (recipe: all logits) | PyTorch (last logits only) | sift / PyTorch | sift / PyTorch last | prefix sharing |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | pairs | tokens | sift | sift, no prefix sharing | sift int8 | PyTorch (recipe: all logits) | PyTorch (last logits only) | sift / PyTorch | sift / PyTorch last | sift int8 / PyTorch last | prefix sharing |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, n, tokens, tps in rows:
         print(f"| {name} | {n} | {tokens:,} | {tps['sift']:,.0f} | {tps['sift-no-prefix']:,.0f} | "
-              f"{tps['torch']:,.0f} | {tps['torch-last']:,.0f} | {tps['sift'] / tps['torch']:.2f}x | "
-              f"{tps['sift'] / tps['torch-last']:.2f}x | {tps['sift'] / tps['sift-no-prefix']:.2f}x |")
+              f"{tps['sift-int8']:,.0f} | {tps['torch']:,.0f} | {tps['torch-last']:,.0f} | "
+              f"{tps['sift'] / tps['torch']:.2f}x | {tps['sift'] / tps['torch-last']:.2f}x | "
+              f"{tps['sift-int8'] / tps['torch-last']:.2f}x | {tps['sift'] / tps['sift-no-prefix']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ pub struct EmbedPrecisionFlag {
 /// Precision of the rerank model.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RerankPrecisionFlag {
-    /// Precision of the rerank model: f32, or int8 (ONNX Runtime; measured in docs/quality.md)
-    /// [default: f32].
+    /// Precision of the rerank model: f32, or int8 (cross-encoders: ONNX Runtime, measured in
+    /// docs/quality.md; LLM rerankers: candle's int8 block kernels where the layer's shape has
+    /// one, a GGUF file's Q4_K/Q6_K/Q8_0 blocks as stored, docs/performance.md) [default: f32].
     #[arg(long, env = "SIFT_RERANK_PRECISION")]
     pub rerank_precision: Option<Precision>,
 }

@@ -185,6 +185,67 @@ fn a_prompt_for_a_cross_encoder_server_is_a_422() {
     assert!(body.to_string().contains("no prompt to replace"), "{body}");
 }
 
+/// A layerwise MiniCPM behind the TEI and Cohere routes with a per-request `cutoff_layer`:
+/// each request stops at its own layer and scores as FlagEmbedding does there; cutoffs without
+/// a head, compression on a model without it, and a cutoff for a cross-encoder are 422s.
+#[test]
+fn a_request_picks_its_own_cutoff_layer() {
+    let server = Server::start(&["--rerank-model", &llm_fixture("minicpm-layerwise")]);
+    let mut checked = 0;
+    for case in expected("minicpm-layerwise")["cases"].as_array().unwrap() {
+        let cutoff = case["cutoff_layer"].clone();
+        for pair in case["pairs"].as_array().unwrap() {
+            let document = pair["document"].as_str().unwrap();
+            if document.len() > 100 {
+                continue;
+            }
+            let query = pair["query"].as_str().unwrap();
+            let tei = json!({"query": query, "texts": [document], "raw_scores": true, "cutoff_layer": cutoff});
+            let logit = f(&post(&server.base, "/rerank", tei)[0]["score"]);
+            let cohere = json!({"query": query, "documents": [document], "cutoff_layer": cutoff});
+            let score =
+                f(&post(&server.base, "/v2/rerank", cohere)["results"][0]["relevance_score"]);
+            assert!(
+                (logit - f(&pair["logit"])).abs() <= TOLERANCE,
+                "cutoff {cutoff}: TEI {logit} vs {}",
+                pair["logit"]
+            );
+            assert!(
+                (score - f(&pair["score"])).abs() <= TOLERANCE,
+                "cutoff {cutoff}: Cohere {score} vs {}",
+                pair["score"]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "{checked}");
+    for (body, want) in [
+        (
+            json!({"query": "q", "texts": ["d"], "cutoff_layer": 9}),
+            "1..=3",
+        ),
+        (
+            json!({"query": "q", "texts": ["d"], "compress_ratio": 2}),
+            "lightweight",
+        ),
+    ] {
+        let (code, answer) = common::curl("POST", &format!("{}/rerank", server.base), &body);
+        assert_eq!(code, 422, "{answer}");
+        assert!(answer.to_string().contains(want), "{answer}");
+    }
+    let cross = Server::start(&["--rerank-model", &common::golden("bert-classifier")]);
+    let (code, answer) = common::curl(
+        "POST",
+        &format!("{}/v1/rerank", cross.base),
+        &json!({"query": "q", "documents": ["d"], "cutoff_layer": 1}),
+    );
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("not a layerwise LLM reranker"),
+        "{answer}"
+    );
+}
+
 /// `sift models` lists decoder directories and GGUF files (in the folder's gguf/) with their
 /// recipe, layers and weight types, and `--model NAME` finds a GGUF file by its file name.
 #[test]

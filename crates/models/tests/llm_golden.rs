@@ -7,6 +7,7 @@ mod common;
 
 use candle_core::Tensor;
 use common::{assert_close, fixture, floats, read_json};
+use sift_models::rerank::LlmDepth;
 use sift_models::{Encoded, LlmReranker, ModelError, RerankTemplate, Reranker, RerankerOptions};
 
 const TOLERANCE: f32 = 1e-4;
@@ -80,6 +81,37 @@ fn check(name: &str, expected_from: &str) {
                 &want_scores,
                 TOLERANCE,
                 &format!("{what} share={share}: score"),
+            );
+        }
+        // The server's per-request depth: the model loaded at full depth, viewed at this
+        // case's cutoff and compression, scores as the model loaded with them.
+        let depth = LlmDepth {
+            cutoff_layer: case["cutoff_layer"].as_u64().map(|n| n as usize),
+            compress_ratio: case["compress_ratio"].as_u64().map(|n| n as usize),
+            compress_layers: serde_json::from_value(case["compress_layers"].clone())
+                .unwrap_or(None),
+        };
+        if !depth.is_unset() {
+            let mut full = case.clone();
+            for key in ["cutoff_layer", "compress_ratio", "compress_layers"] {
+                full[key] = serde_json::Value::Null;
+            }
+            let view = load(name, &full, true).with_depth(&depth).unwrap();
+            let logits: Vec<f32> = view
+                .score_pairs(&encoded, &mut |_| {})
+                .unwrap()
+                .iter()
+                .map(|s| s.logit)
+                .collect();
+            let want: Vec<f32> = pairs
+                .iter()
+                .map(|p| p["logit"].as_f64().unwrap() as f32)
+                .collect();
+            assert_close(
+                &logits,
+                &want,
+                TOLERANCE,
+                &format!("{what}: per-request depth"),
             );
         }
     }
@@ -361,6 +393,38 @@ fn bad_templates_lengths_and_inputs_are_errors() {
         (r.template(), r.num_layers()),
         (RerankTemplate::BgeLightweight, 2)
     );
+    // Per-request depth views refuse what loading refuses, and a plain model refuses any.
+    let full = LlmReranker::load(&layerwise, RerankerOptions::default()).unwrap();
+    let at = |cutoff| LlmDepth {
+        cutoff_layer: Some(cutoff),
+        ..Default::default()
+    };
+    let e = full.with_depth(&at(4)).err().unwrap().to_string();
+    assert!(e.contains("1..=3"), "{e}");
+    assert_eq!(
+        full.with_depth(&at(2)).unwrap().model_dir().name(),
+        full.model_dir().name()
+    );
+    let e = full
+        .with_depth(&LlmDepth {
+            compress_ratio: Some(2),
+            ..Default::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("lightweight"), "{e}");
+    let plain = LlmReranker::load(&dir, RerankerOptions::default()).unwrap();
+    for depth in [
+        at(1),
+        LlmDepth {
+            compress_ratio: Some(1),
+            ..Default::default()
+        },
+    ] {
+        let e = plain.with_depth(&depth).err().unwrap().to_string();
+        assert!(e.contains("layerwise"), "{e}");
+    }
     // An encoder directory is not an LLM reranker.
     let encoder = fixture("golden").join("bert-classifier");
     assert!(LlmReranker::load(&encoder, RerankerOptions::default()).is_err());

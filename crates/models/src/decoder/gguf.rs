@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value as GgufValue};
+use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
 use tokenizers::models::bpe::{Vocab, BPE};
@@ -18,6 +19,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::config::{DecoderConfig, DecoderFamily};
 use crate::error::{ModelError, Result};
+use crate::Precision;
 
 /// Everything read from one GGUF file.
 pub struct GgufModel {
@@ -25,6 +27,9 @@ pub struct GgufModel {
     pub config: DecoderConfig,
     /// Weights in f32 under Hugging Face names (`model.layers.0.self_attn.q_proj.weight`, …).
     pub tensors: HashMap<String, Tensor>,
+    /// Read for int8 execution: the projections and tables still in their quantized blocks,
+    /// under the same names (empty when read for f32).
+    pub blocks: HashMap<String, QTensor>,
     pub tokenizer: Tokenizer,
 }
 
@@ -105,6 +110,12 @@ impl GgufModel {
 
     /// Reads the whole file: config, tokenizer, and every tensor dequantized to f32.
     pub fn read(path: &Path) -> Result<Self> {
+        Self::read_for(path, Precision::F32)
+    }
+
+    /// Reads the whole file for `precision`: f32 dequantizes every tensor; int8 keeps the
+    /// quantized matrices (projections, embeddings, output) in their blocks.
+    pub fn read_for(path: &Path, precision: Precision) -> Result<Self> {
         let invalid = |reason: String| ModelError::InvalidConfig {
             path: path.to_owned(),
             reason,
@@ -119,6 +130,7 @@ impl GgufModel {
         let meta = &content.metadata;
         let device = Device::Cpu;
         let mut tensors = HashMap::new();
+        let mut blocks = HashMap::new();
         for name in content.tensor_infos.keys() {
             let Some(hf) = hf_name(name, family) else {
                 continue;
@@ -126,10 +138,24 @@ impl GgufModel {
             let q = content.tensor(&mut file, name, &device).map_err(|e| {
                 invalid(format!("tensor {name}: {e} (sift reads {SUPPORTED_TYPES})"))
             })?;
+            let wrap = |e: candle_core::Error| invalid(format!("tensor {name}: {e}"));
+            if precision == Precision::Int8 && q.dtype().block_size() > 1 && hf.ends_with("weight")
+            {
+                let q = match family {
+                    DecoderFamily::Llama if hf.ends_with("q_proj.weight") => {
+                        unpermute_blocks(q, config.num_heads).map_err(wrap)?
+                    }
+                    DecoderFamily::Llama if hf.ends_with("k_proj.weight") => {
+                        unpermute_blocks(q, config.num_kv_heads).map_err(wrap)?
+                    }
+                    _ => q,
+                };
+                blocks.insert(hf, q);
+                continue;
+            }
             let mut t = q
                 .dequantize(&device)
                 .map_err(|e| invalid(format!("tensor {name}: {e}")))?;
-            let wrap = |e: candle_core::Error| invalid(format!("tensor {name}: {e}"));
             if family == DecoderFamily::Llama {
                 if hf.ends_with("q_proj.weight") || hf.ends_with("q_proj.bias") {
                     t = unpermute(&t, config.num_heads).map_err(wrap)?;
@@ -146,6 +172,7 @@ impl GgufModel {
         Ok(GgufModel {
             config,
             tensors,
+            blocks,
             tokenizer,
         })
     }
@@ -285,6 +312,31 @@ fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
         .transpose(1, 2)?
         .contiguous()?
         .reshape(dims)
+}
+
+/// [`unpermute`] on quantized rows: each output row is quantized on its own (blocks run along
+/// the input dimension), so the rows move as whole byte runs, nothing re-quantized.
+fn unpermute_blocks(q: QTensor, heads: usize) -> candle_core::Result<QTensor> {
+    let (rows, cols) = q.shape().dims2()?;
+    let order: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+    let order = unpermute(&Tensor::from_vec(order, (rows, 1), &Device::Cpu)?, heads)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let data = q.data()?;
+    let row_bytes = data.len() / rows;
+    if row_bytes * rows != data.len() || cols % q.dtype().block_size() != 0 {
+        candle_core::bail!(
+            "rows of {cols} values do not split into whole {:?} blocks",
+            q.dtype()
+        );
+    }
+    let mut out = Vec::with_capacity(data.len());
+    for &from in &order {
+        let from = from as usize;
+        out.extend_from_slice(&data[from * row_bytes..(from + 1) * row_bytes]);
+    }
+    let storage = QStorage::from_data(std::borrow::Cow::Owned(out), &Device::Cpu, q.dtype())?;
+    QTensor::new(storage, (rows, cols))
 }
 
 /// The tokenizer the GGUF vocabulary describes: byte-level BPE with its merges (`gpt2`), or

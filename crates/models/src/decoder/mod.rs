@@ -4,7 +4,9 @@
 mod config;
 mod gguf;
 mod model;
+mod weights;
 
 pub use config::{DecoderConfig, DecoderFamily, HeadIndexing, LayerSpec, LayerwiseHeads, Rope};
 pub use gguf::{GgufModel, GgufSummary};
 pub use model::{Decoder, PrefixCache, TokenCompression};
+pub use weights::DecoderWeights;

@@ -7,10 +7,12 @@
 //! and values across a batch; sift needs both.
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::{DecoderConfig, LayerSpec};
+use super::weights::{DecoderWeights, Projection, RowTable};
 use crate::arch::activate;
+use crate::Precision;
 
 /// RMS normalisation; Gemma's `1 + w` is folded into the weight at load.
 struct RmsNorm {
@@ -33,14 +35,6 @@ impl RmsNorm {
     }
 }
 
-fn linear(i: usize, o: usize, bias: bool, vb: VarBuilder) -> candle_core::Result<Linear> {
-    if bias {
-        candle_nn::linear(i, o, vb)
-    } else {
-        candle_nn::linear_no_bias(i, o, vb)
-    }
-}
-
 /// Keys and values of every layer for a shared token prefix, `[1, kv_heads, P, head_dim]` each.
 pub struct PrefixCache {
     layers: Vec<(Tensor, Tensor)>,
@@ -48,18 +42,18 @@ pub struct PrefixCache {
 }
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Projection,
+    k: Projection,
+    v: Projection,
+    o: Projection,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
 }
 
 struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Projection,
+    up: Projection,
+    down: Projection,
 }
 
 struct Layer {
@@ -77,7 +71,7 @@ struct Layer {
 /// the prefix when one is given), so padding never shifts a real token's position.
 pub struct Decoder {
     config: DecoderConfig,
-    embed_tokens: Tensor,
+    embed_tokens: RowTable,
     layers: Vec<Layer>,
     norm: RmsNorm,
     /// `[n, hidden]`: the output projection's rows for the tokens the caller reads.
@@ -85,35 +79,46 @@ pub struct Decoder {
     /// Layerwise models: `[1, hidden]` per head, in `LayerwiseHeads::layers` order (which one
     /// scores a cutoff: `LayerwiseHeads::head_index`).
     layer_heads: Vec<Tensor>,
+    precision: Precision,
     device: Device,
 }
 
 impl Decoder {
-    /// Builds the network from `vb` (tensors under `model.` as `*ForCausalLM` saves them, or
-    /// bare), keeping only the output rows of `output_tokens`.
+    /// Builds the network from `weights` (tensors under `model.` as `*ForCausalLM` saves them,
+    /// or bare), keeping only the output rows of `output_tokens`.
     pub fn load(
         config: DecoderConfig,
-        vb: VarBuilder,
+        mut weights: DecoderWeights,
         output_tokens: &[u32],
     ) -> candle_core::Result<Self> {
+        let vb = weights.vb().clone();
         let device = vb.device().clone();
-        let body = if vb.contains_tensor("model.embed_tokens.weight") {
-            vb.pp("model")
+        let precision = weights.precision();
+        let root = if weights.contains("model.embed_tokens.weight") {
+            "model."
         } else {
+            ""
+        };
+        let body = if root.is_empty() {
             vb.clone()
+        } else {
+            vb.pp("model")
         };
         let (h, kvh, d) = (config.hidden_size, config.num_kv_heads, config.head_dim);
         let heads = config.num_heads;
-        let embed_tokens = body.get((config.vocab_size, h), "embed_tokens.weight")?;
+        let embed_tokens =
+            weights.table(&format!("{root}embed_tokens.weight"), config.vocab_size, h)?;
         let mut layers = Vec::with_capacity(config.num_layers());
         for (i, spec) in config.layers.iter().enumerate() {
             let lvb = body.pp(format!("layers.{i}"));
             let avb = lvb.pp("self_attn");
+            let at = |part: &str| format!("{root}layers.{i}.self_attn.{part}");
+            let bias = config.qkv_bias;
             let attention = Attention {
-                q: linear(h, heads * d, config.qkv_bias, avb.pp("q_proj"))?,
-                k: linear(h, kvh * d, config.qkv_bias, avb.pp("k_proj"))?,
-                v: linear(h, kvh * d, config.qkv_bias, avb.pp("v_proj"))?,
-                o: linear(heads * d, h, config.o_bias, avb.pp("o_proj"))?,
+                q: weights.projection(&at("q_proj"), h, heads * d, bias)?,
+                k: weights.projection(&at("k_proj"), h, kvh * d, bias)?,
+                v: weights.projection(&at("v_proj"), h, kvh * d, bias)?,
+                o: weights.projection(&at("o_proj"), heads * d, h, config.o_bias)?,
                 q_norm: config
                     .qk_norm
                     .then(|| RmsNorm::load(d, &config, avb.pp("q_norm")))
@@ -123,12 +128,12 @@ impl Decoder {
                     .then(|| RmsNorm::load(d, &config, avb.pp("k_norm")))
                     .transpose()?,
             };
-            let mvb = lvb.pp("mlp");
-            let i_size = config.intermediate_size;
+            let mlp_at = |part: &str| format!("{root}layers.{i}.mlp.{part}");
+            let (i_size, bias) = (config.intermediate_size, config.mlp_bias);
             let mlp = Mlp {
-                gate: linear(h, i_size, config.mlp_bias, mvb.pp("gate_proj"))?,
-                up: linear(h, i_size, config.mlp_bias, mvb.pp("up_proj"))?,
-                down: linear(i_size, h, config.mlp_bias, mvb.pp("down_proj"))?,
+                gate: weights.projection(&mlp_at("gate_proj"), h, i_size, bias)?,
+                up: weights.projection(&mlp_at("up_proj"), h, i_size, bias)?,
+                down: weights.projection(&mlp_at("down_proj"), i_size, h, bias)?,
             };
             let feedforward_norms = if config.sandwich_norms {
                 Some((
@@ -148,13 +153,6 @@ impl Decoder {
             });
         }
         let norm = RmsNorm::load(h, &config, body.pp("norm"))?;
-        let head = if config.layerwise.is_none()
-            && (!config.tie_word_embeddings || vb.contains_tensor("lm_head.weight"))
-        {
-            vb.get((config.vocab_size, h), "lm_head.weight")?
-        } else {
-            embed_tokens.clone()
-        };
         if let Some(&bad) = output_tokens
             .iter()
             .find(|&&t| t as usize >= config.vocab_size)
@@ -165,7 +163,16 @@ impl Decoder {
             );
         }
         let rows = Tensor::new(output_tokens, &device)?;
-        let head_rows = head.index_select(&rows, 0)?.contiguous()?;
+        let head_rows = if config.layerwise.is_none()
+            && (!config.tie_word_embeddings || weights.contains("lm_head.weight"))
+        {
+            weights
+                .table("lm_head.weight", config.vocab_size, h)?
+                .rows(&rows)?
+        } else {
+            embed_tokens.rows(&rows)?
+        }
+        .contiguous()?;
         let layer_heads = match config.layerwise {
             Some(lw) => lw
                 .layers(config.num_layers())
@@ -181,8 +188,14 @@ impl Decoder {
             norm,
             head_rows,
             layer_heads,
+            precision,
             device,
         })
+    }
+
+    /// How the projections run: f32 GEMMs, or int8 blocks.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -328,7 +341,7 @@ impl Decoder {
         }
         let mut x = self
             .embed_tokens
-            .index_select(&input_ids.flatten_all()?, 0)?
+            .rows(&input_ids.flatten_all()?)?
             .reshape((b, t, self.config.hidden_size))?;
         if let Some(scale) = self.config.embedding_scale {
             x = (x * scale)?;

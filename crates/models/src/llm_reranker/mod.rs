@@ -17,10 +17,10 @@ use tokenizers::Tokenizer;
 
 pub use template::{EncodedPair, PairEncoder, RerankTemplate};
 
-use crate::decoder::{Decoder, DecoderConfig, TokenCompression};
+use crate::decoder::{Decoder, DecoderConfig, DecoderWeights, TokenCompression};
 use crate::error::{ModelError, Result};
 use crate::model_dir::ModelDir;
-use crate::rerank::{score_in_batches, sigmoid, RerankScore, Reranker, RerankerOptions};
+use crate::rerank::{score_in_batches, sigmoid, LlmDepth, RerankScore, Reranker, RerankerOptions};
 use crate::tokenize::{Encoded, TextTokenizer};
 
 /// Padded tokens per forward pass of a decoder. Attention over a 100-document batch of ~300
@@ -66,15 +66,19 @@ impl LlmReranker {
             })?;
         let raw = raw_tokenizer(&dir.path)?;
         let specials = SpecialTokens::from_dir(&dir.path, &raw, &config)?;
-        let vb = dir.var_builder(&Device::Cpu)?;
-        Self::build(dir, config, raw, specials, vb, options)
+        let weights = DecoderWeights::new(
+            dir.var_builder(&Device::Cpu)?,
+            Default::default(),
+            options.engine.precision,
+        );
+        Self::build(dir, config, raw, specials, weights, options)
     }
 
     /// Loads a GGUF file: config, tokenizer and special tokens from its metadata, weights
-    /// dequantized to f32.
+    /// dequantized to f32, or kept in their blocks for int8.
     pub fn from_gguf(path: &Path, options: RerankerOptions) -> Result<Self> {
         check_engine(&options)?;
-        let gguf = crate::decoder::GgufModel::read(path)?;
+        let gguf = crate::decoder::GgufModel::read_for(path, options.engine.precision)?;
         let config = gguf.config.clone();
         let name = format!("{} (GGUF)", config.model_type);
         let dir = ModelDir::for_gguf(path, crate::ModelConfig::for_decoder(config.clone(), name));
@@ -82,12 +86,16 @@ impl LlmReranker {
             bos: config.bos_token_id,
             pad: config.pad_token_id,
         };
-        let vb = VarBuilder::from_tensors(gguf.tensors, DType::F32, &Device::Cpu);
+        let weights = DecoderWeights::new(
+            VarBuilder::from_tensors(gguf.tensors, DType::F32, &Device::Cpu),
+            gguf.blocks,
+            options.engine.precision,
+        );
         let mut raw = gguf.tokenizer;
         raw.with_padding(None);
         raw.with_truncation(None)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Self::build(dir, config, raw, specials, vb, options)
+        Self::build(dir, config, raw, specials, weights, options)
     }
 
     fn build(
@@ -95,7 +103,7 @@ impl LlmReranker {
         config: DecoderConfig,
         raw_tokenizer: Tokenizer,
         specials: SpecialTokens,
-        vb: VarBuilder,
+        weights: DecoderWeights,
         options: RerankerOptions,
     ) -> Result<Self> {
         let template = options
@@ -137,7 +145,7 @@ impl LlmReranker {
             encoder.max_total_length(),
             false,
         )?;
-        let decoder = Decoder::load(config, vb, encoder.output_tokens()).map_err(|e| {
+        let decoder = Decoder::load(config, weights, encoder.output_tokens()).map_err(|e| {
             ModelError::Weights {
                 path: dir.path.clone(),
                 reason: e.to_string(),
@@ -170,6 +178,21 @@ impl LlmReranker {
 
     pub fn template(&self) -> RerankTemplate {
         self.encoder.template()
+    }
+
+    /// Another handle on the same weights and settings (what the per-request views start from).
+    fn view(&self) -> LlmReranker {
+        LlmReranker {
+            decoder: self.decoder.clone(),
+            encoder: self.encoder.clone(),
+            raw_tokenizer: self.raw_tokenizer.clone(),
+            tokenizer: self.tokenizer.clone(),
+            dir: self.dir.clone(),
+            max_batch_tokens: self.max_batch_tokens,
+            share_prefix: self.share_prefix,
+            num_layers: self.num_layers,
+            compression: self.compression.clone(),
+        }
     }
 
     pub fn decoder(&self) -> &Decoder {
@@ -304,11 +327,9 @@ fn check_engine(options: &RerankerOptions) -> Result<()> {
                 .into(),
         ));
     }
-    if options.engine.engine == crate::EngineChoice::Onnx
-        || options.engine.precision != crate::Precision::F32
-    {
+    if options.engine.engine == crate::EngineChoice::Onnx {
         return Err(ModelError::InvalidInput(
-            "LLM rerankers run on candle in f32 for now (--engine candle or auto, --precision f32)"
+            "LLM rerankers run on candle (--engine candle or auto; --rerank-precision f32 or int8)"
                 .into(),
         ));
     }
@@ -450,6 +471,38 @@ impl Reranker for LlmReranker {
         Ok(pair.ids.len().saturating_sub(probe))
     }
 
+    fn with_depth(&self, depth: &LlmDepth) -> Result<Arc<dyn Reranker>> {
+        let config = self.decoder.config();
+        let num_layers = match depth.cutoff_layer {
+            Some(n) => cutoff_layer(config, Some(n))?,
+            None => self.num_layers,
+        };
+        let compression = if depth.compress_ratio.is_some() || depth.compress_layers.is_some() {
+            let (ratio, layers) = self.compression.clone().unzip();
+            let options = RerankerOptions {
+                compress_ratio: depth.compress_ratio.or(ratio),
+                compress_layers: depth.compress_layers.clone().or(layers),
+                ..RerankerOptions::default()
+            };
+            compression(config, &self.encoder, &options)?
+        } else {
+            self.compression.clone()
+        };
+        if config.layerwise.is_none() {
+            // cutoff_layer refused a cutoff and compression refused a ratio above 1 already;
+            // what is left is a request that asked for nothing a plain model can do.
+            return Err(ModelError::InvalidInput(format!(
+                "{} has one head after its last layer: cutoff_layer and compression apply to layerwise LLM rerankers",
+                self.dir.name()
+            )));
+        }
+        Ok(Arc::new(LlmReranker {
+            num_layers,
+            compression,
+            ..self.view()
+        }))
+    }
+
     fn with_prompt(&self, prompt: &str) -> Result<Arc<dyn Reranker>> {
         let encoder = self.encoder.with_prompt(&self.raw_tokenizer, prompt)?;
         let limit = self.decoder.config().max_position_embeddings;
@@ -461,15 +514,8 @@ impl Reranker for LlmReranker {
             )));
         }
         Ok(Arc::new(LlmReranker {
-            decoder: self.decoder.clone(),
             encoder,
-            raw_tokenizer: self.raw_tokenizer.clone(),
-            tokenizer: self.tokenizer.clone(),
-            dir: self.dir.clone(),
-            max_batch_tokens: self.max_batch_tokens,
-            share_prefix: self.share_prefix,
-            num_layers: self.num_layers,
-            compression: self.compression.clone(),
+            ..self.view()
         }))
     }
 

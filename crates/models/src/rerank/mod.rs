@@ -63,6 +63,24 @@ pub struct RerankerOptions {
     pub budget_ms: Option<f64>,
 }
 
+/// How deep a layerwise LLM reranker runs for one request (see [`Reranker::with_depth`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmDepth {
+    /// Stop after this many layers and score with that layer's head.
+    pub cutoff_layer: Option<usize>,
+    /// Average the document's tokens in groups of this many (1: no compression).
+    pub compress_ratio: Option<usize>,
+    /// ... before each of these layers.
+    pub compress_layers: Option<Vec<usize>>,
+}
+
+impl LlmDepth {
+    /// Whether nothing is asked of the model's loaded setting.
+    pub fn is_unset(&self) -> bool {
+        *self == LlmDepth::default()
+    }
+}
+
 /// The score of one document (or one window of it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RerankScore {
@@ -161,6 +179,18 @@ pub trait Reranker: Send + Sync {
         let _ = (exit_layer, cascade);
         Err(crate::ModelError::InvalidInput(format!(
             "{} has no early exits: rerank_layer and rerank_cascade apply to layerwise cross-encoders",
+            self.model_dir().name()
+        )))
+    }
+
+    /// This layerwise LLM reranker stopping at another layer and/or compressing the document
+    /// tokens differently (the server's per-request `cutoff_layer`, `compress_ratio`,
+    /// `compress_layers`), sharing its weights; fields left `None` keep the loaded setting.
+    /// Models without layerwise heads refuse.
+    fn with_depth(&self, depth: &LlmDepth) -> Result<std::sync::Arc<dyn Reranker>> {
+        let _ = depth;
+        Err(crate::ModelError::InvalidInput(format!(
+            "{} is not a layerwise LLM reranker: cutoff_layer, compress_ratio and compress_layers apply to bge-reranker-v2-minicpm-layerwise and bge-reranker-v2.5-gemma2-lightweight",
             self.model_dir().name()
         )))
     }

@@ -109,6 +109,17 @@ pub struct RerankRequest {
     /// order given and returns the rest after them, `dropped`.
     #[serde(default)]
     rerank_cascade: Option<String>,
+    /// Layerwise LLM rerankers (sift's extension): stop after this many layers and score with
+    /// that layer's head, as `--cutoff-layer`.
+    #[serde(default)]
+    cutoff_layer: Option<usize>,
+    /// Lightweight LLM rerankers (sift's extension): average the document's tokens in groups
+    /// of this many (1, 2, 4 or 8; 1 turns compression off), as `--compress-ratio`.
+    #[serde(default)]
+    compress_ratio: Option<usize>,
+    /// ... before each of these layers, as `--compress-layers`.
+    #[serde(default)]
+    compress_layers: Option<Vec<usize>>,
 }
 
 /// The document as it was sent: `{"text": …}` for a string, every field of an object.
@@ -216,6 +227,11 @@ async fn rerank(
             req.prompt.clone(),
             req.rerank_layer,
             req.rerank_cascade.clone(),
+            sift_models::rerank::LlmDepth {
+                cutoff_layer: req.cutoff_layer,
+                compress_ratio: req.compress_ratio,
+                compress_layers: req.compress_layers.clone(),
+            },
         )?,
     )
     .await?;

@@ -124,14 +124,21 @@ async fn rerank_documents(
             Some(p) => model.with_prompt(p)?,
             None => model,
         };
-        // Its own exit or cascade: a view that scores differently, so it scores its pairs
-        // itself, outside the batching queue.
+        // Its own exit or cascade (cross-encoders) or depth (layerwise LLMs): a view that
+        // scores differently, so it scores its pairs itself, outside the batching queue.
         let own_exit = scoring.layer.is_some() || scoring.cascade.is_some();
         let model = if own_exit {
             model.with_exit(scoring.layer, scoring.cascade)?
         } else {
             model
         };
+        let own_depth = !scoring.depth.is_unset();
+        let model = if own_depth {
+            model.with_depth(&scoring.depth)?
+        } else {
+            model
+        };
+        let own_exit = own_exit || own_depth;
         // A cascade or a budget plans per query.
         let cascade = model.cascade().is_some() || model.budget().is_some();
         let prepared = sift_models::rerank::prepare(model.as_ref(), &query, &documents, &policy)?;
@@ -176,6 +183,8 @@ pub(crate) struct ScoringOverrides {
     pub layer: Option<usize>,
     /// A layerwise cross-encoder's cascade.
     pub cascade: Option<sift_models::rerank::Cascade>,
+    /// A layerwise LLM reranker's cutoff layer and token compression.
+    pub depth: sift_models::rerank::LlmDepth,
 }
 
 impl ScoringOverrides {
@@ -184,12 +193,14 @@ impl ScoringOverrides {
         prompt: Option<String>,
         layer: Option<usize>,
         cascade: Option<String>,
+        depth: sift_models::rerank::LlmDepth,
     ) -> Result<Self, ApiError> {
         let cascade = cascade.map(|c| c.parse()).transpose()?;
         Ok(ScoringOverrides {
             prompt,
             layer,
             cascade,
+            depth,
         })
     }
 }

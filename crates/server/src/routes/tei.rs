@@ -293,6 +293,17 @@ pub struct RerankRequest {
     /// order given and returns the rest after them, `dropped`.
     #[serde(default)]
     rerank_cascade: Option<String>,
+    /// Layerwise LLM rerankers (sift's extension): stop after this many layers and score with
+    /// that layer's head, as `--cutoff-layer`.
+    #[serde(default)]
+    cutoff_layer: Option<usize>,
+    /// Lightweight LLM rerankers (sift's extension): average the document's tokens in groups
+    /// of this many (1, 2, 4 or 8; 1 turns compression off), as `--compress-ratio`.
+    #[serde(default)]
+    compress_ratio: Option<usize>,
+    /// ... before each of these layers, as `--compress-layers`.
+    #[serde(default)]
+    compress_layers: Option<Vec<usize>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -319,7 +330,16 @@ pub(crate) async fn rerank_request(
         texts.clone(),
         policy,
         !truncate,
-        ScoringOverrides::new(req.prompt, req.rerank_layer, req.rerank_cascade)?,
+        ScoringOverrides::new(
+            req.prompt,
+            req.rerank_layer,
+            req.rerank_cascade,
+            sift_models::rerank::LlmDepth {
+                cutoff_layer: req.cutoff_layer,
+                compress_ratio: req.compress_ratio,
+                compress_layers: req.compress_layers,
+            },
+        )?,
     )
     .await?;
     sift_models::rerank::sort_by_score(&mut scores);
