@@ -708,3 +708,88 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
         assert!(table.contains(row), "{row} in {table}");
     }
 }
+
+/// `--teacher`: the teacher's term is in the gradient (weight 0 trains exactly as the labels
+/// alone, weight 1 to other weights), the run records its teacher and resumes only with the
+/// same one, and a teacher that cannot score or a weight outside [0, 1] is refused before any
+/// work.
+#[test]
+fn a_teacher_is_distilled_and_bad_teachers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        tiny(),
+    );
+    let teacher = golden("bert-classifier");
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name).display().to_string();
+        let mut args = train_args(&d, &c, &out, &t);
+        args.extend(["--max-steps", "2", "--dev-queries", "0"]);
+        args.extend(extra);
+        let result = sift_cmd(&args).output().unwrap();
+        (out, result)
+    };
+    let trained = |name: &str, extra: &[&str]| {
+        let (out, result) = run(name, extra);
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        tensors(&Path::new(&out).join("model.safetensors"))
+    };
+    let labels = trained("labels", &[]);
+    let none = trained(
+        "teacher-0",
+        &["--teacher", &teacher, "--distill-weight", "0"],
+    );
+    let all = trained(
+        "teacher-1",
+        &["--teacher", &teacher, "--distill-weight", "1"],
+    );
+    assert!(
+        max_diff(&labels, &none) < 1e-6,
+        "{}",
+        max_diff(&labels, &none)
+    );
+    assert!(
+        max_diff(&labels, &all) > 1e-4,
+        "{}",
+        max_diff(&labels, &all)
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("teacher-1/checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    let recorded = &state["recipe"]["distillation"];
+    assert_eq!(recorded["weight"], serde_json::json!(1.0));
+    assert!(recorded["teacher"]
+        .as_str()
+        .unwrap()
+        .ends_with("bert-classifier"));
+
+    // Resuming with another weight is another recipe.
+    let out = tmp.path().join("teacher-1").display().to_string();
+    let mut args = train_args(&d, &c, &out, &t);
+    args.extend(["--max-steps", "2", "--dev-queries", "0", "--resume"]);
+    args.extend(["--teacher", &teacher, "--distill-weight", "0.5"]);
+    fails(&sift_cmd(&args).output().unwrap(), "different settings");
+
+    // An encoder without a scoring head, a weight outside [0, 1], a weight without a teacher.
+    for (name, extra, want) in [
+        ("no-head", vec!["--teacher", t.as_str()], "--teacher"),
+        (
+            "heavy",
+            vec!["--teacher", teacher.as_str(), "--distill-weight", "1.5"],
+            "[0, 1]",
+        ),
+        ("alone", vec!["--distill-weight", "0.5"], "--teacher"),
+    ] {
+        let (out, result) = run(name, &extra);
+        fails(&result, want);
+        assert!(!Path::new(&out).exists(), "{name}: refused before any work");
+    }
+}

@@ -12,6 +12,7 @@
 pub mod bi_encoder;
 pub mod checkpoint;
 pub mod data;
+pub mod distill;
 pub mod embedder_trainer;
 pub mod error;
 pub mod evaluate;
@@ -29,6 +30,6 @@ pub use data::{
 pub use error::{Result, TrainError};
 pub use evaluate::{DevEvaluation, DevMetrics, DevSet, BLEND_WEIGHTS};
 pub use model::TrainableCrossEncoder;
-pub use recipe::{ExitWeighting, Loss, Recipe};
+pub use recipe::{Distillation, ExitWeighting, Loss, Recipe};
 pub use synthetic::{inverse_cloze, SyntheticQuery};
 pub use trainer::{train, Evaluation, Event, Job, StepReport, Trainer};

@@ -98,6 +98,23 @@ pub struct Recipe {
     /// How the exits' losses are weighed (uniform in runs saved before the choice existed).
     #[serde(default)]
     pub exit_weighting: ExitWeighting,
+    /// Learning from a stronger reranker's scores as well as from the labels (`--teacher`).
+    #[serde(default)]
+    pub distillation: Option<Distillation>,
+}
+
+/// Distillation from a teacher reranker ([`crate::distill`]): each exit's loss becomes
+/// `(1 − weight) · label loss + weight · KL(teacher ‖ student)` over the group.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Distillation {
+    /// Any rerank model sift loads: a cross-encoder directory (e.g. one that
+    /// `sift train-reranker --base all-mpnet-base-v2` wrote), an LLM reranker, a GGUF file.
+    pub teacher: std::path::PathBuf,
+    /// Share of the loss that follows the teacher, in [0, 1].
+    pub weight: f64,
+    /// Softmax temperature of both sides in the KL term (> 0; higher spreads the teacher's
+    /// preferences among the negatives).
+    pub temperature: f64,
 }
 
 impl Default for Recipe {
@@ -124,6 +141,7 @@ impl Default for Recipe {
             synthetic_queries: 0,
             exit_layers: Vec::new(),
             exit_weighting: ExitWeighting::Uniform,
+            distillation: None,
         }
     }
 }
@@ -173,6 +191,14 @@ impl Recipe {
             return bad(
                 "a group needs at least one negative (--hard-negatives, --random-negatives)",
             );
+        }
+        if let Some(d) = &self.distillation {
+            if !(0.0..=1.0).contains(&d.weight) {
+                return bad("--distill-weight must be in [0, 1]");
+            }
+            if !(d.temperature > 0.0 && d.temperature.is_finite()) {
+                return bad("--distill-temperature must be a positive number");
+            }
         }
         Ok(())
     }

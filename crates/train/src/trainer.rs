@@ -13,6 +13,7 @@ use sift_models::{ModelDir, TextTokenizer};
 
 use crate::checkpoint::{read_checkpoint, save_checkpoint, EvalRecord, TrainState};
 use crate::data::TrainingSet;
+use crate::distill::{distillation_loss, Teacher};
 use crate::error::{Result, TrainError};
 use crate::evaluate::{DevEvaluation, DevSet};
 use crate::model::{write_atomic, TrainableCrossEncoder};
@@ -99,6 +100,7 @@ pub struct Trainer<'a> {
     schedule: Schedule,
     /// Each epoch's example order, made when the epoch is first reached.
     orders: Vec<Option<Vec<usize>>>,
+    teacher: Option<Teacher>,
     started: Instant,
     seconds_before: f64,
 }
@@ -162,7 +164,13 @@ impl<'a> Trainer<'a> {
             group_size: TrainingSet::group_size(&recipe.groups),
         };
         let vars = opt.vars().to_vec();
+        let teacher = recipe
+            .distillation
+            .as_ref()
+            .map(|d| Teacher::load(d, recipe.max_length))
+            .transpose()?;
         Ok(Trainer {
+            teacher,
             base,
             data,
             dev,
@@ -218,10 +226,22 @@ impl<'a> Trainer<'a> {
         let mut passes = 0;
         for pass in 0..recipe.accumulation_steps {
             let first = (step * recipe.accumulation_steps + pass) * recipe.groups_per_batch;
-            let (pairs, groups) = self.batch_pairs(first)?;
+            let (pairs, texts, groups) = self.batch_pairs(first)?;
             if groups == 0 {
                 continue;
             }
+            let size = self.schedule.group_size;
+            let teacher = match (&mut self.teacher, &recipe.distillation) {
+                (Some(teacher), Some(d)) => {
+                    let text_pairs: Vec<(&str, &str)> = texts
+                        .iter()
+                        .map(|(q, d)| (q.as_str(), d.as_str()))
+                        .collect();
+                    let logits = teacher.logits(&text_pairs)?;
+                    Some((Tensor::from_vec(logits, (groups, size), &Device::Cpu)?, d))
+                }
+                _ => None,
+            };
             let rows: Vec<_> = pairs.iter().collect();
             let batch = Batch::new(&rows, self.model.config.pad_token_id, &Device::Cpu)?;
             // A layerwise model learns every exit from one pass: the exits' losses weighed
@@ -231,8 +251,13 @@ impl<'a> Trainer<'a> {
             let weights = self.recipe.exit_weighting.weights(&layers);
             let mut loss: Option<Tensor> = None;
             for ((_, logits), w) in exits.iter().zip(weights) {
-                let logits = logits.reshape((groups, self.schedule.group_size))?;
-                let term = (group_loss(&logits, self.recipe.loss)? * w)?;
+                let logits = logits.reshape((groups, size))?;
+                let mut term = group_loss(&logits, self.recipe.loss)?;
+                if let Some((teacher, d)) = &teacher {
+                    let kl = distillation_loss(&logits, teacher, d.temperature)?;
+                    term = ((term * (1.0 - d.weight))? + (kl * d.weight)?)?;
+                }
+                let term = (term * w)?;
                 loss = Some(match loss {
                     Some(sum) => (sum + term)?,
                     None => term,
@@ -268,10 +293,16 @@ impl<'a> Trainer<'a> {
     }
 
     /// Tokenized pairs of the `groups_per_batch` groups starting at `first` in the
-    /// concatenation of all epochs' orders, and how many complete groups they make.
-    fn batch_pairs(&mut self, first: usize) -> Result<(Vec<sift_models::Encoded>, usize)> {
+    /// concatenation of all epochs' orders, their (query, document) texts, and how many
+    /// complete groups they make.
+    #[allow(clippy::type_complexity)]
+    fn batch_pairs(
+        &mut self,
+        first: usize,
+    ) -> Result<(Vec<sift_models::Encoded>, Vec<(String, String)>, usize)> {
         let examples = self.data.examples.len();
         let mut pairs = Vec::new();
+        let mut texts = Vec::new();
         let mut groups = 0;
         for position in first..first + self.recipe.groups_per_batch {
             let epoch = position / examples;
@@ -287,10 +318,13 @@ impl<'a> Trainer<'a> {
             }
             for d in &group.documents {
                 pairs.push(self.tokenizer.encode_pair(group.query, d)?);
+                if self.teacher.is_some() {
+                    texts.push((group.query.to_owned(), d.to_string()));
+                }
             }
             groups += 1;
         }
-        Ok((pairs, groups))
+        Ok((pairs, texts, groups))
     }
 
     /// Scores the dev queries with the current weights; when they beat every earlier

@@ -11,7 +11,9 @@ use sift_index::store::{self, Access, Location};
 use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
 use sift_train::trainer::recent_loss;
-use sift_train::{read_checkpoint, DevSet, Event, ExitWeighting, GroupRecipe, Job, Loss, Recipe};
+use sift_train::{
+    read_checkpoint, DevSet, Distillation, Event, ExitWeighting, GroupRecipe, Job, Loss, Recipe,
+};
 
 use super::memory::peak_rss_bytes;
 use super::progress_bar;
@@ -166,6 +168,21 @@ pub struct TrainRerankerArgs {
     #[arg(long, default_value = "uniform")]
     exit_weighting: ExitWeighting,
 
+    /// Distil a stronger reranker into this one: the teacher (any rerank model sift loads,
+    /// e.g. a cross-encoder trained from all-mpnet-base-v2) scores every training group, and
+    /// the loss becomes (1 − --distill-weight) · the label loss + --distill-weight ·
+    /// KL(teacher ‖ student) over the group's softmax (for every exit of a layerwise model).
+    #[arg(long)]
+    teacher: Option<String>,
+
+    /// Share of the loss that follows the teacher, in [0, 1].
+    #[arg(long, default_value_t = 0.5, requires = "teacher")]
+    distill_weight: f64,
+
+    /// Softmax temperature of the teacher and the student in the distillation term.
+    #[arg(long, default_value_t = 1.0, requires = "teacher")]
+    distill_temperature: f64,
+
     /// Stop after N optimizer steps (the schedule still spans the full run).
     #[arg(long)]
     max_steps: Option<usize>,
@@ -265,8 +282,21 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
             args.exit_layers.clone()
         },
         exit_weighting: args.exit_weighting,
+        distillation: match &args.teacher {
+            Some(name) => Some(Distillation {
+                teacher: resolve(name)?,
+                weight: args.distill_weight,
+                temperature: args.distill_temperature,
+            }),
+            None => None,
+        },
     };
     recipe.validate()?;
+    if let Some(d) = &recipe.distillation {
+        // A teacher that cannot score is refused here, before mining and training.
+        sift_models::rerank::load_reranker(&d.teacher, sift_models::RerankerOptions::default())
+            .with_context(|| format!("--teacher {}", d.teacher.display()))?;
+    }
     let layers = base.config.num_layers;
     if let Some(bad) = recipe.exit_layers.iter().find(|&&l| l == 0 || l > layers) {
         bail!(

@@ -1,0 +1,118 @@
+//! Distillation from a stronger reranker: the teacher scores every training group, and the
+//! student learns the teacher's distribution over the group besides the labels.
+//!
+//! Why listwise KL rather than margin-MSE: the student already learns with a listwise loss over
+//! the same groups, and KL between the two softmaxes compares rankings without asking the
+//! student to match the teacher's logit scale (a sift-trained MPNet and a MiniLM student put
+//! their logits on different scales; margin-MSE would spend capacity on the scale).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use sift_models::rerank::load_reranker;
+use sift_models::{Reranker, RerankerOptions};
+
+use crate::error::{Result, TrainError};
+use crate::recipe::Distillation;
+
+/// The teacher model with the logits it has given so far: groups recur across epochs (the
+/// same positives, overlapping hard negatives), and scoring a pair once is enough.
+pub struct Teacher {
+    model: Arc<dyn Reranker>,
+    memo: HashMap<(String, String), f32>,
+}
+
+impl Teacher {
+    /// Loads `recipe.teacher`, cutting pairs at `max_length` tokens as the student's are.
+    pub fn load(recipe: &Distillation, max_length: usize) -> Result<Self> {
+        let options = RerankerOptions {
+            max_length: Some(max_length),
+            ..RerankerOptions::default()
+        };
+        let model = load_reranker(&recipe.teacher, options).map_err(|e| {
+            TrainError::Invalid(format!("teacher {}: {e}", recipe.teacher.display()))
+        })?;
+        Ok(Teacher {
+            model,
+            memo: HashMap::new(),
+        })
+    }
+
+    /// The teacher's logits for each (query, document), in order.
+    pub fn logits(&mut self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
+        let missing: Vec<(&str, &str)> = pairs
+            .iter()
+            .filter(|(q, d)| !self.memo.contains_key(&(q.to_string(), d.to_string())))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let encoded = missing
+                .iter()
+                .map(|(q, d)| Ok(self.model.encode_pair(q, d)?.0))
+                .collect::<Result<Vec<_>>>()?;
+            let scores = self.model.score_pairs(&encoded, &mut |_| {})?;
+            for ((q, d), s) in missing.iter().zip(scores) {
+                self.memo.insert((q.to_string(), d.to_string()), s.logit);
+            }
+        }
+        Ok(pairs
+            .iter()
+            .map(|(q, d)| self.memo[&(q.to_string(), d.to_string())])
+            .collect())
+    }
+}
+
+/// KL(teacher ‖ student) over each group's softmax at temperature `t`, times t² (so the
+/// gradient's scale does not shrink as t grows, as Hinton et al. scale it), averaged over
+/// groups. `student` and `teacher` are `[groups, group_size]`.
+pub fn distillation_loss(
+    student: &Tensor,
+    teacher: &Tensor,
+    t: f64,
+) -> candle_core::Result<Tensor> {
+    let groups = student.dim(0)? as f64;
+    let target = candle_nn::ops::softmax_last_dim(&(teacher / t)?)?;
+    let log_target = candle_nn::ops::log_softmax(&(teacher / t)?, 1)?;
+    let log_student = candle_nn::ops::log_softmax(&(student / t)?, 1)?;
+    let kl = (target * (log_target - log_student)?)?.sum_all()?;
+    kl * (t * t / groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn kl(student: &[[f32; 3]], teacher: &[[f32; 3]], t: f64) -> f32 {
+        let tensor = |rows: &[[f32; 3]]| {
+            Tensor::from_vec(rows.concat(), (rows.len(), 3), &Device::Cpu).unwrap()
+        };
+        let (s, tt) = (tensor(student), tensor(teacher));
+        distillation_loss(&s, &tt, t)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_loss_is_zero_at_the_teacher_and_matches_the_formula() {
+        // Shifted logits give the same distribution: nothing to learn.
+        assert!(kl(&[[1.0, 2.0, 3.0]], &[[11.0, 12.0, 13.0]], 1.0).abs() < 1e-6);
+        let softmax = |x: [f32; 3], t: f32| {
+            let e: Vec<f32> = x.iter().map(|v| (v / t).exp()).collect();
+            let z: f32 = e.iter().sum();
+            e.into_iter().map(|v| v / z).collect::<Vec<f32>>()
+        };
+        let (s, te) = ([0.0f32, 1.0, -1.0], [2.0f32, 0.0, 0.5]);
+        for t in [1.0f32, 2.0] {
+            let (p, q) = (softmax(te, t), softmax(s, t));
+            let want: f32 = p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum::<f32>() * t * t;
+            // Two identical groups average to one group's value.
+            let got = kl(&[s, s], &[te, te], t as f64);
+            assert!((got - want).abs() < 1e-5, "t={t}: {got} vs {want}");
+            assert!(got > 0.0);
+        }
+    }
+}
