@@ -4,13 +4,13 @@
 //! - **f32**: every projection is an f32 matrix and runs as an f32 GEMM. A GGUF file's blocks
 //!   are dequantized first. This is what the golden tests hold to transformers within 1e-4.
 //! - **int8**: projections run as block-quantized weights against activations quantized to
-//!   int8 per 32- or 256-value block (llama.cpp's scheme; candle's `QMatMul`, whose x86
+//!   int8 per 256-value block (llama.cpp's k-quant scheme; candle's `QMatMul`, whose x86
 //!   kernels use AVX-512 VNNI here), wherever such a kernel exists for the shape
 //!   ([`int8_kernel_applies`]); other projections stay f32. A GGUF file's Q4_K, Q6_K and Q8_0
 //!   blocks run as stored, its legacy types in f32 ([`runs_as_stored`]); a directory's
 //!   f32/f16/bf16 weights are quantized to Q8_0 (one f16 scale per 32 weights). A GGUF file's
 //!   embedding table stays in its blocks and is dequantized a row at a time (Gemma 3's
-//!   262,144 × 640 table: 174 MB as Q8_0, 671 MB as f32).
+//!   262,144 × 640 table: 178 MB as Q8_0, 671 MB as f32).
 
 use std::collections::HashMap;
 
