@@ -9,6 +9,17 @@ use std::process::Stdio;
 mod common;
 use common::{dataset, fails, golden, sift_cmd, succeeds};
 
+/// A temporary directory holding the test dataset, with the paths a run takes: the dataset,
+/// the collection to build, and the tiny base model.
+fn workspace() -> (tempfile::TempDir, String, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let d = data.display().to_string();
+    let c = tmp.path().join("col").display().to_string();
+    (tmp, d, c, tiny())
+}
+
 fn tiny() -> String {
     golden("bert-encoder")
 }
@@ -111,14 +122,7 @@ fn max_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
 
 #[test]
 fn bad_input_is_refused_before_any_work() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    dataset(&data);
-    let (d, c, t) = (
-        data.display().to_string(),
-        tmp.path().join("col").display().to_string(),
-        tiny(),
-    );
+    let (tmp, d, c, t) = workspace();
     // The output directory exists.
     let exists = tmp.path().join("exists");
     std::fs::create_dir(&exists).unwrap();
@@ -167,14 +171,7 @@ fn bad_input_is_refused_before_any_work() {
 /// Kill -9 mid-run, `--resume`, and end with the weights of a run that was never interrupted.
 #[test]
 fn a_killed_run_resumes_to_the_same_model() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    dataset(&data);
-    let (d, c, t) = (
-        data.display().to_string(),
-        tmp.path().join("col").display().to_string(),
-        tiny(),
-    );
+    let (tmp, d, c, t) = workspace();
     let whole = tmp.path().join("whole").display().to_string();
     let out = sift_cmd(&train_args(&d, &c, &whole, &t)).output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -459,14 +456,7 @@ fn a_planted_document_prior_does_not_lead_unrelated_queries() {
 /// `sift eval` adds a row per exit and per cascade, and bad exits are refused.
 #[test]
 fn a_layerwise_run_scores_at_every_exit_and_cascades() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    dataset(&data);
-    let (d, c, t) = (
-        data.display().to_string(),
-        tmp.path().join("col").display().to_string(),
-        tiny(),
-    );
+    let (tmp, d, c, t) = workspace();
     let out = tmp.path().join("layerwise").display().to_string();
     let mut args = train_args(&d, &c, &out, &t);
     args.extend(["--exit-layers", "5"]);
@@ -715,14 +705,7 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
 /// work.
 #[test]
 fn a_teacher_is_distilled_and_bad_teachers_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    dataset(&data);
-    let (d, c, t) = (
-        data.display().to_string(),
-        tmp.path().join("col").display().to_string(),
-        tiny(),
-    );
+    let (tmp, d, c, t) = workspace();
     let teacher = golden("bert-classifier");
     let run = |name: &str, extra: &[&str]| {
         let out = tmp.path().join(name).display().to_string();
