@@ -425,6 +425,37 @@ fn bad_templates_lengths_and_inputs_are_errors() {
         let e = plain.with_depth(&depth).err().unwrap().to_string();
         assert!(e.contains("layerwise"), "{e}");
     }
+    // A request's ratio 1 turns off the compression the model was loaded with.
+    let compressed = LlmReranker::load(
+        &lightweight,
+        RerankerOptions {
+            compress_ratio: Some(2),
+            compress_layers: Some(vec![2]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let plain_lightweight = LlmReranker::load(&lightweight, RerankerOptions::default()).unwrap();
+    let off = compressed
+        .with_depth(&LlmDepth {
+            compress_ratio: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let pair = plain_lightweight
+        .encode_pair(
+            "what is the capital",
+            "Paris is the capital and largest city of France, on the Seine.",
+        )
+        .unwrap()
+        .0;
+    let logit = |r: &dyn Reranker| {
+        r.score_pairs(std::slice::from_ref(&pair), &mut |_| {})
+            .unwrap()[0]
+            .logit
+    };
+    assert!((logit(off.as_ref()) - logit(&plain_lightweight)).abs() < 1e-5);
+    assert!((logit(&compressed) - logit(&plain_lightweight)).abs() > 1e-6);
     // An encoder directory is not an LLM reranker.
     let encoder = fixture("golden").join("bert-classifier");
     assert!(LlmReranker::load(&encoder, RerankerOptions::default()).is_err());

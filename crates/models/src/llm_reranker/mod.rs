@@ -479,9 +479,15 @@ impl Reranker for LlmReranker {
         };
         let compression = if depth.compress_ratio.is_some() || depth.compress_layers.is_some() {
             let (ratio, layers) = self.compression.clone().unzip();
+            let compress_ratio = depth.compress_ratio.or(ratio);
+            // Ratio 1 alone turns compression off: the loaded layers go with the loaded ratio.
+            let compress_layers = match (compress_ratio, &depth.compress_layers) {
+                (Some(1), None) => None,
+                (_, asked) => asked.clone().or(layers),
+            };
             let options = RerankerOptions {
-                compress_ratio: depth.compress_ratio.or(ratio),
-                compress_layers: depth.compress_layers.clone().or(layers),
+                compress_ratio,
+                compress_layers,
                 ..RerankerOptions::default()
             };
             compression(config, &self.encoder, &options)?
