@@ -1,11 +1,12 @@
 //! Decoders from a GGUF file (llama.cpp's format): the config from its metadata, the weights
-//! dequantized to f32 under their Hugging Face names, and the tokenizer rebuilt from the
-//! vocabulary it carries — so the rest of sift sees the same model a Hugging Face directory
-//! gives.
+//! under their Hugging Face names (dequantized to f32, or for int8 the quantized matrices kept
+//! in their blocks: [`super::DecoderWeights`]), and the tokenizer rebuilt from the vocabulary
+//! it carries — so the rest of sift sees the same model a Hugging Face directory gives.
 //!
 //! Two things llama.cpp's converter does to weights are undone here, as transformers' GGUF
 //! loader undoes them: Llama's query and key rows are permuted for llama.cpp's interleaved
-//! rotation (sift rotates halves), and Gemma's norm weights are stored as `1 + w`.
+//! rotation (sift rotates halves; quantized rows are moved as whole byte runs), and Gemma's
+//! norm weights are stored as `1 + w`.
 
 use std::collections::HashMap;
 use std::path::Path;
