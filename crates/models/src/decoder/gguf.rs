@@ -140,29 +140,25 @@ impl GgufModel {
                 invalid(format!("tensor {name}: {e} (sift reads {SUPPORTED_TYPES})"))
             })?;
             let wrap = |e: candle_core::Error| invalid(format!("tensor {name}: {e}"));
+            // llama.cpp permuted Llama's query and key rows (weights and biases) for its
+            // rotation; this many heads undo it.
+            let permuted_heads = match family {
+                DecoderFamily::Llama if hf.contains("q_proj.") => Some(config.num_heads),
+                DecoderFamily::Llama if hf.contains("k_proj.") => Some(config.num_kv_heads),
+                _ => None,
+            };
             if precision == Precision::Int8 && q.dtype().block_size() > 1 && hf.ends_with("weight")
             {
-                let q = match family {
-                    DecoderFamily::Llama if hf.ends_with("q_proj.weight") => {
-                        unpermute_blocks(q, config.num_heads).map_err(wrap)?
-                    }
-                    DecoderFamily::Llama if hf.ends_with("k_proj.weight") => {
-                        unpermute_blocks(q, config.num_kv_heads).map_err(wrap)?
-                    }
-                    _ => q,
+                let q = match permuted_heads {
+                    Some(heads) => unpermute_blocks(q, heads).map_err(wrap)?,
+                    None => q,
                 };
                 blocks.insert(hf, q);
                 continue;
             }
-            let mut t = q
-                .dequantize(&device)
-                .map_err(|e| invalid(format!("tensor {name}: {e}")))?;
-            if family == DecoderFamily::Llama {
-                if hf.ends_with("q_proj.weight") || hf.ends_with("q_proj.bias") {
-                    t = unpermute(&t, config.num_heads).map_err(wrap)?;
-                } else if hf.ends_with("k_proj.weight") || hf.ends_with("k_proj.bias") {
-                    t = unpermute(&t, config.num_kv_heads).map_err(wrap)?;
-                }
+            let mut t = q.dequantize(&device).map_err(wrap)?;
+            if let Some(heads) = permuted_heads {
+                t = unpermute(&t, heads).map_err(wrap)?;
             }
             if config.norm_adds_one && hf.ends_with("norm.weight") {
                 t = (t - 1.0).map_err(wrap)?;

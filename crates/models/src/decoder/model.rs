@@ -79,7 +79,6 @@ pub struct Decoder {
     /// Layerwise models: `[1, hidden]` per head, in `LayerwiseHeads::layers` order (which one
     /// scores a cutoff: `LayerwiseHeads::head_index`).
     layer_heads: Vec<Tensor>,
-    precision: Precision,
     device: Device,
 }
 
@@ -93,7 +92,6 @@ impl Decoder {
     ) -> candle_core::Result<Self> {
         let vb = weights.vb().clone();
         let device = vb.device().clone();
-        let precision = weights.precision();
         let root = if weights.contains("model.embed_tokens.weight") {
             "model."
         } else {
@@ -188,14 +186,24 @@ impl Decoder {
             norm,
             head_rows,
             layer_heads,
-            precision,
             device,
         })
     }
 
-    /// How the projections run: f32 GEMMs, or int8 blocks.
+    /// How the projections run: int8 when any runs as quantized blocks, else f32 (a model
+    /// loaded for int8 whose shapes have no int8 kernel runs, and says, f32).
     pub fn precision(&self) -> Precision {
-        self.precision
+        let quantized = self.layers.iter().any(|l| {
+            let (a, m) = (&l.attention, &l.mlp);
+            [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
+                .iter()
+                .any(|p| p.is_blocks())
+        });
+        if quantized {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
     }
 
     pub fn config(&self) -> &DecoderConfig {

@@ -47,10 +47,6 @@ impl<'a> DecoderWeights<'a> {
         }
     }
 
-    pub fn precision(&self) -> Precision {
-        self.precision
-    }
-
     pub(super) fn vb(&self) -> &VarBuilder<'a> {
         &self.vb
     }
@@ -147,6 +143,10 @@ pub(super) enum Projection {
 }
 
 impl Projection {
+    pub(super) fn is_blocks(&self) -> bool {
+        matches!(self, Projection::Blocks { .. })
+    }
+
     fn blocks(q: QTensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
         Ok(Projection::Blocks {
             weight: QMatMul::from_qtensor(q)?,
