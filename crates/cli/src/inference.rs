@@ -106,6 +106,13 @@ pub struct RerankScoringFlags {
     #[arg(long, env = "SIFT_RERANK_BUDGET_MS", value_name = "MS", conflicts_with_all = ["rerank_layer", "rerank_cascade"])]
     pub rerank_budget_ms: Option<f64>,
 
+    /// Longest query–document pair the reranker reads, in tokens [default: the model's
+    /// max_seq_length, e.g. 160 for a model `sift train-reranker` wrote]. Longer documents are
+    /// scored by windows of what fits (see --long-documents); a longer pair costs more than
+    /// linearly (attention), and a model reads best at the length it was trained at.
+    #[arg(long, env = "SIFT_RERANK_MAX_LENGTH", value_name = "TOKENS")]
+    pub rerank_max_length: Option<usize>,
+
     /// LLM rerankers: recompute the query's shared prompt prefix with every document instead of
     /// once per batch (only to measure what sharing saves; scores are the same).
     #[arg(long, hide = true)]
@@ -126,6 +133,7 @@ impl RerankScoringFlags {
             exit_layer: self.rerank_layer,
             cascade: self.rerank_cascade,
             budget_ms: self.rerank_budget_ms,
+            max_length: self.rerank_max_length,
             ..Default::default()
         }
     }
@@ -183,7 +191,9 @@ impl RerankPrecisionFlag {
 #[derive(Args, Debug, Clone)]
 pub struct LongDocumentFlags {
     /// Documents longer than the reranker's window: "windows" scores every window and keeps
-    /// the best (max over windows), "truncate" scores only the beginning that fits.
+    /// the best (max over windows), "best" only the --max-windows windows sharing the most
+    /// query tokens (e.g. `--long-documents best --max-windows 1`), "truncate" only the
+    /// beginning that fits.
     #[arg(long, default_value = "windows", value_name = "RULE")]
     pub long_documents: LongDocumentMode,
 

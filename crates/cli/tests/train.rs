@@ -594,6 +594,16 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
         let want = if i < 2 { full[i] } else { floor };
         assert!((logit - want).abs() < 1e-4, "{leading:?} vs {full:?}");
     }
+    // A request's own budget (the server loaded none: the cost model is measured on the
+    // first): one nothing fits runs the shallowest exit, one everything fits the full model.
+    assert!(close(
+        &tei_logits(serde_json::json!({"rerank_budget_ms": 0.000001})),
+        &early
+    ));
+    assert!(close(
+        &tei_logits(serde_json::json!({"rerank_budget_ms": 1e9})),
+        &full
+    ));
     let cohere = common::post_json(
         &server.base,
         "/v1/rerank",
@@ -607,6 +617,18 @@ fn a_layerwise_run_scores_at_every_exit_and_cascades() {
             "not an early exit",
         ),
         (serde_json::json!({"rerank_cascade": "x"}), "EXIT:KEEP"),
+        (
+            serde_json::json!({"rerank_budget_ms": 0}),
+            "positive number",
+        ),
+        (
+            serde_json::json!({"rerank_budget_ms": -5}),
+            "positive number",
+        ),
+        (
+            serde_json::json!({"rerank_budget_ms": 50, "rerank_cascade": "1:2"}),
+            "without rerank_layer or rerank_cascade",
+        ),
     ] {
         let (code, v) = tei(extra);
         assert_eq!(code, 422, "{v}");

@@ -2,7 +2,7 @@
 //! document together and outputs a relevance logit.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::batch::{RowStates, SavedStates};
 use crate::calibration_text;
@@ -32,6 +32,34 @@ struct Loaded {
     tokenizer: TextTokenizer,
     dir: ModelDir,
     max_batch_tokens: usize,
+    /// The cost model measured for latency budgets, as a budget every view derives its own
+    /// from ([`LatencyBudget::with_ms`]): set at load with `--rerank-budget-ms`, else by the
+    /// first per-request budget.
+    calibrated: OnceLock<LatencyBudget>,
+}
+
+impl Loaded {
+    /// The calibrated budget, measuring the cost model on first use.
+    fn calibrated(&self, ms: f64) -> Result<&LatencyBudget> {
+        if let Some(budget) = self.calibrated.get() {
+            return Ok(budget);
+        }
+        // Full-length pairs, the shape reranking sees (a query beside a document cut to
+        // fit): short calibration pairs misjudged the per-token cost by 1.3–2×.
+        let document = calibration_text::PASSAGES.join(" ");
+        let rows = calibration_text::QUERIES
+            .iter()
+            .take(16)
+            .map(|q| self.tokenizer.encode_pair(q, &document))
+            .collect::<Result<Vec<_>>>()?;
+        let budget = LatencyBudget::new(
+            ms,
+            measure_cost(self, &rows)?,
+            self.dir.config.all_exit_layers(),
+        )?;
+        // Two first requests may both measure; either result serves.
+        Ok(self.calibrated.get_or_init(|| budget))
+    }
 }
 
 /// The exit layer and cascade a layerwise model scores with, checked against its exits.
@@ -134,23 +162,10 @@ impl CrossEncoder {
             engine,
             tokenizer,
             dir,
+            calibrated: OnceLock::new(),
         };
         let budget = match options.budget_ms {
-            Some(ms) => {
-                // Full-length pairs, the shape reranking sees (a query beside a document cut
-                // to fit): short calibration pairs misjudged the per-token cost by 1.3–2×.
-                let document = calibration_text::PASSAGES.join(" ");
-                let rows = calibration_text::QUERIES
-                    .iter()
-                    .take(16)
-                    .map(|q| model.tokenizer.encode_pair(q, &document))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(LatencyBudget::new(
-                    ms,
-                    measure_cost(&model, &rows)?,
-                    model.dir.config.all_exit_layers(),
-                )?)
-            }
+            Some(ms) => Some(model.calibrated(ms)?.clone()),
             None => None,
         };
         Ok(CrossEncoder {
@@ -345,6 +360,18 @@ impl Reranker for CrossEncoder {
             exit,
             cascade,
             budget: None,
+        }))
+    }
+
+    fn with_budget(&self, ms: f64) -> Result<Arc<dyn Reranker>> {
+        LatencyBudget::check_ms(ms)?;
+        let budget = self.model.calibrated(ms)?.with_ms(ms)?;
+        let (exit, cascade) = check_exits(&self.model.dir, None, None)?;
+        Ok(Arc::new(CrossEncoder {
+            model: self.model.clone(),
+            exit,
+            cascade,
+            budget: Some(budget),
         }))
     }
 

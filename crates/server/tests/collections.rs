@@ -85,6 +85,50 @@ async fn upsert_search_delete() {
     assert!(hit["rerank_score"].is_f64() && hit["fused_rank"].is_u64());
     assert_eq!(hit["metadata"]["lang"], "en");
     assert!(r["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    // A request's latency budget: one every candidate fits reranks them all, as without one;
+    // one that is not a positive number of milliseconds is refused.
+    let (s, budgeted) = post(
+        &base,
+        "/collections/geo/search",
+        json!({"query": "capital of France", "mode": "hybrid", "rerank_budget_ms": 1e9}),
+    )
+    .await;
+    assert_eq!(s, 200, "{budgeted}");
+    let scores = |r: &Value| -> Vec<(String, f64)> {
+        r["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["id"].as_str().unwrap().to_owned(),
+                    h["rerank_score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (got, want) = (scores(&budgeted), scores(&r));
+    assert_eq!(got.len(), want.len());
+    for ((id, score), (want_id, want_score)) in got.iter().zip(&want) {
+        assert_eq!(id, want_id, "{got:?} vs {want:?}");
+        assert!((score - want_score).abs() < 1e-4, "{got:?} vs {want:?}");
+    }
+    for ms in [json!(0), json!(-3.5)] {
+        let (s, b) = post(
+            &base,
+            "/collections/geo/search",
+            json!({"query": "capital of France", "rerank_budget_ms": ms}),
+        )
+        .await;
+        assert_eq!(s, 422, "{b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("positive number"),
+            "{b}"
+        );
+    }
     // The first stage's weight in the reranked order: 1 keeps its order, 0 the reranker's.
     for (weight, key) in [(1.0, "fused_rank"), (0.0, "rerank_score")] {
         let (s, r) = post(

@@ -375,6 +375,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         "depth": args.depth,
         "candidates": args.candidates,
         "long_documents": policy,
+        "rerank_max_length": args.scoring.rerank_max_length,
         "runs": rows.iter().map(|r| serde_json::json!({
             "retriever": r.retriever,
             "reranker": r.reranker,

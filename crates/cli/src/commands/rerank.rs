@@ -52,8 +52,8 @@ pub struct RerankArgs {
     #[arg(long, short = 'k')]
     top_k: Option<usize>,
 
-    /// Max tokens per query–document pair.
-    #[arg(long)]
+    /// Max tokens per query–document pair (as --rerank-max-length).
+    #[arg(long, conflicts_with = "rerank_max_length")]
     max_length: Option<usize>,
 
     /// Padded tokens per forward pass.
@@ -79,7 +79,7 @@ pub fn run(args: RerankArgs) -> Result<()> {
     let model = load_reranker(
         &args.model,
         RerankerOptions {
-            max_length: args.max_length,
+            max_length: args.max_length.or(args.scoring.rerank_max_length),
             max_batch_tokens: args.batch_tokens,
             ..args
                 .scoring

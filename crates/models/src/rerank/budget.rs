@@ -134,12 +134,18 @@ impl std::fmt::Display for BudgetChoice {
 }
 
 impl LatencyBudget {
-    pub fn new(ms: f64, cost: CostModel, exits: Vec<usize>) -> Result<Self> {
+    /// A budget must be a positive, finite number of milliseconds.
+    pub fn check_ms(ms: f64) -> Result<()> {
         if !(ms.is_finite() && ms > 0.0) {
             return Err(ModelError::InvalidInput(format!(
                 "a rerank budget must be a positive number of milliseconds, not {ms}"
             )));
         }
+        Ok(())
+    }
+
+    pub fn new(ms: f64, cost: CostModel, exits: Vec<usize>) -> Result<Self> {
+        Self::check_ms(ms)?;
         if exits.is_empty() {
             return Err(ModelError::Internal("a model without layers".into()));
         }
@@ -149,6 +155,14 @@ impl LatencyBudget {
             exits,
             slowdown: Arc::new(AtomicU64::new(1f64.to_bits())),
         })
+    }
+
+    /// The same model's budget of `ms` instead: the cost model, exits and observed slowdown
+    /// are shared (a request's own budget learns from, and teaches, every other query).
+    pub fn with_ms(&self, ms: f64) -> Result<Self> {
+        let mut budget = LatencyBudget::new(ms, self.cost, self.exits.clone())?;
+        budget.slowdown = self.slowdown.clone();
+        Ok(budget)
     }
 
     /// Observed ÷ estimated time of the queries so far (1 before any).
@@ -275,6 +289,23 @@ mod tests {
             ms_per_token_layer: 0.01,
         };
         LatencyBudget::new(ms, cost, vec![1, 2, 3, 4, 5, 6]).unwrap()
+    }
+
+    /// A budget derived for another number of milliseconds plans for that number and shares
+    /// what the queries so far taught about this machine.
+    #[test]
+    fn a_derived_budget_shares_the_observed_slowdown() {
+        let b = budget(300.0);
+        let docs = vec![200; 100];
+        let wide = b.with_ms(10_000.0).unwrap();
+        assert_eq!(wide.choose(&docs).plan, RerankPlan::Full);
+        let c = b.choose(&docs);
+        b.record(c.estimated_ms, 3.0 * c.estimated_ms);
+        assert_eq!(wide.slowdown(), b.slowdown());
+        assert!(wide.slowdown() > 1.0);
+        for ms in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(b.with_ms(ms).is_err(), "{ms}");
+        }
     }
 
     /// Queries that run slower than estimated shrink later plans until estimates match.

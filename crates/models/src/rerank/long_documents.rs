@@ -3,8 +3,11 @@
 //! `Windows` (the default): the document is split into token windows that each fit beside the
 //! query, every window is scored, and the document gets its best window's score ("MaxP", the
 //! rule Cohere documents for its rerank API and Dai & Callan found best for BERT rerankers).
-//! `Truncate`: the document is cut to fit and only its beginning is scored. A document that
-//! fits is one pair under either rule, so the two agree on short documents exactly.
+//! `Truncate`: the document is cut to fit and only its beginning is scored. `Best`: as
+//! `Windows`, but only the `max_windows` windows that share the most of the query's tokens are
+//! scored — a lexical preselection that buys most of what every window finds for the price of
+//! one or two (docs/quality.md, "Length is cost"). A document that fits is one pair under every
+//! rule, so they agree on short documents exactly.
 
 use crate::error::{ModelError, Result};
 use crate::tokenize::Encoded;
@@ -23,6 +26,9 @@ pub enum LongDocumentMode {
     /// Score every window (up to `max_windows`); keep the best.
     #[default]
     Windows,
+    /// Score the `max_windows` windows sharing the most distinct query tokens (ties: the
+    /// earlier window); keep the best.
+    Best,
 }
 
 impl std::str::FromStr for LongDocumentMode {
@@ -31,8 +37,9 @@ impl std::str::FromStr for LongDocumentMode {
         match s {
             "truncate" => Ok(LongDocumentMode::Truncate),
             "windows" | "max" => Ok(LongDocumentMode::Windows),
+            "best" => Ok(LongDocumentMode::Best),
             other => Err(ModelError::InvalidInput(format!(
-                "unknown long-document mode {other:?}: use windows or truncate"
+                "unknown long-document mode {other:?}: use windows, best or truncate"
             ))),
         }
     }
@@ -245,6 +252,10 @@ pub fn prepare(
         .stride_tokens
         .map_or(window - window / 8, |s| s.min(window))
         .max(1);
+    let query_tokens = match policy.mode {
+        LongDocumentMode::Best => lowercase_tokens(query, &tokenizer.token_offsets(query)?),
+        _ => Vec::new(),
+    };
     let mut out = PreparedPairs {
         pairs: Vec::with_capacity(documents.len()),
         owners: Vec::with_capacity(documents.len()),
@@ -274,7 +285,16 @@ pub fn prepare(
                     window - stride,
                 );
                 cut |= all.len() > policy.max_windows;
-                all.into_iter().take(policy.max_windows).collect()
+                match policy.mode {
+                    LongDocumentMode::Best => most_matching_windows(
+                        &all,
+                        &lowercase_tokens(&doc[..end], &offsets[..considered]),
+                        &offsets[..considered],
+                        &query_tokens,
+                        policy.max_windows,
+                    ),
+                    _ => all.into_iter().take(policy.max_windows).collect(),
+                }
             };
         for (s, e) in spans {
             let (pair, pair_cut) = reranker.encode_pair(query, &doc[s..e])?;
@@ -288,9 +308,87 @@ pub fn prepare(
     Ok(out)
 }
 
+/// Each token's text, lowercased, sorted and deduplicated when `offsets` are the query's.
+fn lowercase_tokens(text: &str, offsets: &[(usize, usize)]) -> Vec<String> {
+    offsets
+        .iter()
+        .filter_map(|&(s, e)| text.get(s..e))
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The `keep` windows (byte spans over the document) holding the most distinct query tokens,
+/// in document order; ties go to the earlier window, so the first one (with a title, when the
+/// document has one) wins when nothing distinguishes them. Tokens every window holds (function
+/// words, punctuation) count alike for all, so no stop-word list is needed; the reranker's own
+/// tokenizer makes it work for any language it reads.
+fn most_matching_windows(
+    windows: &[(usize, usize)],
+    document_tokens: &[String],
+    offsets: &[(usize, usize)],
+    query_tokens: &[String],
+    keep: usize,
+) -> Vec<(usize, usize)> {
+    let mut wanted: Vec<&str> = query_tokens.iter().map(String::as_str).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let matches = |&(start, end): &(usize, usize)| {
+        let mut found = vec![false; wanted.len()];
+        for (token, &(s, e)) in document_tokens.iter().zip(offsets) {
+            if s >= start && e <= end {
+                if let Ok(i) = wanted.binary_search(&token.as_str()) {
+                    found[i] = true;
+                }
+            }
+        }
+        found.into_iter().filter(|&f| f).count()
+    };
+    let mut ranked: Vec<(usize, usize)> = windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (matches(w), i))
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<usize> = ranked.into_iter().take(keep).map(|(_, i)| i).collect();
+    chosen.sort_unstable();
+    chosen.into_iter().map(|i| windows[i]).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_windows_sharing_most_query_tokens_are_kept_in_document_order() {
+        let doc = "alpha beta gamma delta epsilon zeta eta theta";
+        let offsets: Vec<(usize, usize)> = doc
+            .split(' ')
+            .scan(0, |at, w| {
+                let span = (*at, *at + w.len());
+                *at += w.len() + 1;
+                Some(span)
+            })
+            .collect();
+        let tokens = lowercase_tokens(doc, &offsets);
+        // Four windows of two words each.
+        let windows: Vec<(usize, usize)> = offsets.chunks(2).map(|c| (c[0].0, c[1].1)).collect();
+        let query = |q: &[&str]| q.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let pick = |q: &[&str], keep| {
+            most_matching_windows(&windows, &tokens, &offsets, &query(q), keep)
+                .into_iter()
+                .map(|(s, e)| &doc[s..e])
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pick(&["eta", "theta", "zeta"], 1), ["eta theta"]);
+        assert_eq!(
+            pick(&["theta", "gamma", "delta"], 2),
+            ["gamma delta", "eta theta"]
+        );
+        // Nothing matches: the earliest windows.
+        assert_eq!(pick(&["omega"], 2), ["alpha beta", "gamma delta"]);
+        // A query token counts once however often it occurs.
+        assert_eq!(pick(&["beta", "beta", "zeta", "eta"], 1), ["eta theta"]);
+    }
 
     fn s(index: usize, logit: f32) -> RerankScore {
         RerankScore {

@@ -183,6 +183,18 @@ pub trait Reranker: Send + Sync {
         )))
     }
 
+    /// This model planning each query under a latency budget of `ms` milliseconds (the
+    /// server's per-request `rerank_budget_ms`), sharing its weights and its cost model:
+    /// measured when the model loaded with a budget, else on the first call (a few forward
+    /// passes of 16 full-length pairs). Models without a cost model (LLM rerankers) refuse.
+    fn with_budget(&self, ms: f64) -> Result<std::sync::Arc<dyn Reranker>> {
+        let _ = ms;
+        Err(crate::ModelError::InvalidInput(format!(
+            "{} plans no latency budget: rerank_budget_ms applies to cross-encoders",
+            self.model_dir().name()
+        )))
+    }
+
     /// This layerwise LLM reranker stopping at another layer and/or compressing the document
     /// tokens differently (the server's per-request `cutoff_layer`, `compress_ratio`,
     /// `compress_layers`), sharing its weights; fields left `None` keep the loaded setting.

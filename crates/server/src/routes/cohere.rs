@@ -109,6 +109,11 @@ pub struct RerankRequest {
     /// order given and returns the rest after them, `dropped`.
     #[serde(default)]
     rerank_cascade: Option<String>,
+    /// Cross-encoders (sift's extension): a latency budget in milliseconds for this request's
+    /// reranking, as `--rerank-budget-ms`: the server picks how many candidates the full model
+    /// scores (the rest keep their order) or, for a layerwise model, an exit or cascade.
+    #[serde(default)]
+    rerank_budget_ms: Option<f64>,
     /// Layerwise LLM rerankers (sift's extension): stop after this many layers and score with
     /// that layer's head, as `--cutoff-layer`.
     #[serde(default)]
@@ -227,6 +232,7 @@ async fn rerank(
             req.prompt.clone(),
             req.rerank_layer,
             req.rerank_cascade.clone(),
+            req.rerank_budget_ms,
             sift_models::rerank::LlmDepth {
                 cutoff_layer: req.cutoff_layer,
                 compress_ratio: req.compress_ratio,

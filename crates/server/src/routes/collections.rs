@@ -347,6 +347,12 @@ pub struct SearchRequest {
     /// Rerank when the server has a rerank model (default true).
     #[serde(default)]
     rerank: Option<bool>,
+    /// A latency budget in milliseconds for reranking this query's candidates, as `sift search
+    /// --rerank-budget-ms` (cross-encoders): the full model scores as many leading candidates
+    /// as fit, the rest keep the first stage's order (a layerwise model may use an exit or a
+    /// cascade). Default: the server's `--rerank-budget-ms`, if any.
+    #[serde(default)]
+    rerank_budget_ms: Option<f64>,
     /// Weight of the first stage's ranking blended into the reranked order, 0–1 (default: what
     /// the rerank model's sift_rerank.json recommends, else 0 — the reranker alone).
     #[serde(default)]
@@ -453,6 +459,13 @@ pub async fn search(
     options
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    if let Some(ms) = req.rerank_budget_ms {
+        sift_models::rerank::LatencyBudget::check_ms(ms)?;
+    }
+    let scoring = ScoringOverrides {
+        budget_ms: req.rerank_budget_ms,
+        ..ScoringOverrides::default()
+    };
     let permit = collections(&state)?.permit()?;
     // Rerank when asked and the server has a rerank model; through its batching queue.
     let rerank = options.rerank && state.inner.reranker.is_some();
@@ -477,7 +490,7 @@ pub async fn search(
             texts,
             policy,
             false,
-            ScoringOverrides::default(),
+            scoring,
         )
         .await?;
         let model = state

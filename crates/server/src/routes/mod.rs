@@ -132,6 +132,11 @@ async fn rerank_documents(
         } else {
             model
         };
+        // Its own budget: planned per query like a cascade.
+        let model = match scoring.budget_ms {
+            Some(ms) => model.with_budget(ms)?,
+            None => model,
+        };
         let own_depth = !scoring.depth.is_unset();
         let model = if own_depth {
             model.with_depth(&scoring.depth)?
@@ -183,23 +188,33 @@ pub(crate) struct ScoringOverrides {
     pub layer: Option<usize>,
     /// A layerwise cross-encoder's cascade.
     pub cascade: Option<sift_models::rerank::Cascade>,
+    /// A cross-encoder's latency budget in milliseconds (it picks the exit or cascade).
+    pub budget_ms: Option<f64>,
     /// A layerwise LLM reranker's cutoff layer and token compression.
     pub depth: sift_models::rerank::LlmDepth,
 }
 
 impl ScoringOverrides {
-    /// From the request's fields; a malformed cascade is a 422.
+    /// From the request's fields; a malformed cascade, or a budget beside an exit or cascade
+    /// (the budget chooses those itself), is a 422.
     pub fn new(
         prompt: Option<String>,
         layer: Option<usize>,
         cascade: Option<String>,
+        budget_ms: Option<f64>,
         depth: sift_models::rerank::LlmDepth,
     ) -> Result<Self, ApiError> {
         let cascade = cascade.map(|c| c.parse()).transpose()?;
+        if budget_ms.is_some() && (layer.is_some() || cascade.is_some()) {
+            return Err(ApiError::invalid(
+                "rerank_budget_ms chooses the exit layer and cascade itself: send it without rerank_layer or rerank_cascade",
+            ));
+        }
         Ok(ScoringOverrides {
             prompt,
             layer,
             cascade,
+            budget_ms,
             depth,
         })
     }

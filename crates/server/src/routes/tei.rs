@@ -293,6 +293,11 @@ pub struct RerankRequest {
     /// order given and returns the rest after them, `dropped`.
     #[serde(default)]
     rerank_cascade: Option<String>,
+    /// Cross-encoders (sift's extension): a latency budget in milliseconds for this request's
+    /// reranking, as `--rerank-budget-ms`: the server picks how many candidates the full model
+    /// scores (the rest keep their order) or, for a layerwise model, an exit or cascade.
+    #[serde(default)]
+    rerank_budget_ms: Option<f64>,
     /// Layerwise LLM rerankers (sift's extension): stop after this many layers and score with
     /// that layer's head, as `--cutoff-layer`.
     #[serde(default)]
@@ -334,6 +339,7 @@ pub(crate) async fn rerank_request(
             req.prompt,
             req.rerank_layer,
             req.rerank_cascade,
+            req.rerank_budget_ms,
             sift_models::rerank::LlmDepth {
                 cutoff_layer: req.cutoff_layer,
                 compress_ratio: req.compress_ratio,
