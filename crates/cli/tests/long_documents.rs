@@ -182,3 +182,35 @@ fn every_interface_scores_a_long_document_the_same() {
         truncated[0].1
     );
 }
+
+/// `--long-documents best` scores the windows sharing the most query tokens: the first window
+/// when the query's words open the document (then it equals truncation), a later one when they
+/// close it (then it does not), and every window when it may keep them all (then it equals the
+/// windows rule).
+#[test]
+fn the_best_rule_scores_the_windows_that_match_the_query() {
+    let filler = (0..20)
+        .map(|i| format!("Weather notes from station {i} mention wind and rain."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let matching = "Which proteins bind the receptor was settled by a binding assay.";
+    let score = |doc: &str, flags: &[&str]| -> f64 {
+        let model = golden("bert-classifier");
+        let mut args = vec!["rerank", "--model", &model, "--query", QUERY, doc];
+        args.extend_from_slice(flags);
+        f(&json_out(&sift(&args))[0]["logit"])
+    };
+    let best1 = ["--long-documents", "best", "--max-windows", "1"];
+    let truncate = ["--long-documents", "truncate"];
+
+    let opening = format!("{matching} {filler}");
+    assert!((score(&opening, &best1) - score(&opening, &truncate)).abs() < 1e-6);
+
+    let closing = format!("{filler} {matching}");
+    assert!(
+        (score(&closing, &best1) - score(&closing, &truncate)).abs() > 1e-6,
+        "the matching window is the last one, not the first"
+    );
+    let all = ["--long-documents", "best", "--max-windows", "10"];
+    assert!((score(&closing, &all) - score(&closing, &[])).abs() < 1e-6);
+}

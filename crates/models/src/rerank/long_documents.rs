@@ -386,8 +386,12 @@ mod tests {
         );
         // Nothing matches: the earliest windows.
         assert_eq!(pick(&["omega"], 2), ["alpha beta", "gamma delta"]);
-        // A query token counts once however often it occurs.
-        assert_eq!(pick(&["beta", "beta", "zeta", "eta"], 1), ["eta theta"]);
+        // A query token counts once however often it occurs: one "beta" window against two
+        // distinct tokens in "eta theta".
+        assert_eq!(
+            pick(&["beta", "beta", "beta", "eta", "theta"], 1),
+            ["eta theta"]
+        );
     }
 
     fn s(index: usize, logit: f32) -> RerankScore {
