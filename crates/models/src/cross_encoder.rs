@@ -39,7 +39,8 @@ struct Loaded {
 }
 
 impl Loaded {
-    /// The calibrated budget, measuring the cost model on first use.
+    /// The calibrated budget, measuring the cost model on first use; `ms` is only the first
+    /// caller's budget (each view sets its own with [`LatencyBudget::with_ms`]).
     fn calibrated(&self, ms: f64) -> Result<&LatencyBudget> {
         if let Some(budget) = self.calibrated.get() {
             return Ok(budget);

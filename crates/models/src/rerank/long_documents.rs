@@ -308,7 +308,7 @@ pub fn prepare(
     Ok(out)
 }
 
-/// Each token's text, lowercased, sorted and deduplicated when `offsets` are the query's.
+/// Each token's text (its byte range in `text`), lowercased, in token order.
 fn lowercase_tokens(text: &str, offsets: &[(usize, usize)]) -> Vec<String> {
     offsets
         .iter()
@@ -332,13 +332,15 @@ fn most_matching_windows(
     let mut wanted: Vec<&str> = query_tokens.iter().map(String::as_str).collect();
     wanted.sort_unstable();
     wanted.dedup();
+    // Token offsets ascend, so a window's tokens are one run of them: found by bisection
+    // rather than by testing every token of the document against every window.
     let matches = |&(start, end): &(usize, usize)| {
+        let first = offsets.partition_point(|&(s, _)| s < start);
+        let last = offsets.partition_point(|&(_, e)| e <= end).max(first);
         let mut found = vec![false; wanted.len()];
-        for (token, &(s, e)) in document_tokens.iter().zip(offsets) {
-            if s >= start && e <= end {
-                if let Ok(i) = wanted.binary_search(&token.as_str()) {
-                    found[i] = true;
-                }
+        for token in &document_tokens[first..last] {
+            if let Ok(i) = wanted.binary_search(&token.as_str()) {
+                found[i] = true;
             }
         }
         found.into_iter().filter(|&f| f).count()
