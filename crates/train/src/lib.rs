@@ -30,6 +30,6 @@ pub use data::{
 pub use error::{Result, TrainError};
 pub use evaluate::{DevEvaluation, DevMetrics, DevSet, BLEND_WEIGHTS};
 pub use model::TrainableCrossEncoder;
-pub use recipe::{Distillation, ExitWeighting, Loss, Recipe};
+pub use recipe::{Distillation, ExitWeighting, Loss, Pooler, Recipe};
 pub use synthetic::{inverse_cloze, SyntheticQuery};
 pub use trainer::{train, Evaluation, Event, Job, StepReport, Trainer};

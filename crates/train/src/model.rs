@@ -15,6 +15,7 @@ use sift_models::arch::{Kernels, Transformer};
 use sift_models::{Architecture, Head, ModelConfig, ModelDir};
 
 use crate::error::{Result, TrainError};
+use crate::recipe::Pooler;
 
 /// Files copied from the base model so the output tokenizes exactly as the base did.
 const TOKENIZER_FILES: [&str; 7] = [
@@ -40,6 +41,11 @@ pub struct TrainableCrossEncoder {
     config_json: Value,
     /// Variables the base checkpoint did not have (a fresh classification head).
     pub fresh: Vec<String>,
+}
+
+/// BERT's pooler, under any encoder prefix (`pooler.dense.*`, `bert.pooler.dense.*`).
+fn is_pooler(name: &str) -> bool {
+    name.starts_with("pooler.") || name.contains(".pooler.")
 }
 
 fn task_architecture(arch: Architecture) -> Result<(&'static str, &'static str)> {
@@ -109,12 +115,18 @@ pub(crate) fn read_tensors(dir: &ModelDir) -> Result<BTreeMap<String, Tensor>> {
 impl TrainableCrossEncoder {
     /// Builds a one-label cross-encoder from `base`: encoder weights from the checkpoint, the
     /// head too when the base already is a one-label cross-encoder (continued training), else a
-    /// fresh head drawn from N(0, 0.02) with `seed`, as transformers initialises it.
+    /// fresh head drawn from N(0, 0.02) with `seed`, as transformers initialises it — with
+    /// [`Pooler::Fresh`], a BERT base's pooler is drawn fresh as well (part of the head).
     ///
     /// `exit_layers` (counted from 1) makes it layerwise: each of those layers gets its own
     /// fresh head, saved as `exits.{layer}.*` and listed in config.json's `sift_layerwise`
     /// (docs/design.md); the last layer's head stays the ordinary one.
-    pub fn from_base(base: &ModelDir, seed: u64, exit_layers: &[usize]) -> Result<Self> {
+    pub fn from_base(
+        base: &ModelDir,
+        seed: u64,
+        exit_layers: &[usize],
+        pooler: Pooler,
+    ) -> Result<Self> {
         let (architecture, prefix) = task_architecture(base.config.architecture)?;
         let (mut config_json, config_path) = read_config_json(base)?;
         let layers = base.config.num_layers;
@@ -157,7 +169,8 @@ impl TrainableCrossEncoder {
         for (name, t) in tensors {
             let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
             let is_head = name.starts_with("classifier.");
-            if is_head && !keeps_head {
+            let fresh_pooler = pooler == Pooler::Fresh && is_pooler(&name);
+            if (is_head || fresh_pooler) && !keeps_head {
                 continue;
             }
             let target = match name.strip_prefix(base_prefix) {
@@ -188,7 +201,7 @@ impl TrainableCrossEncoder {
                     }
                     None => {
                         let head = name.starts_with("classifier.")
-                            || name.contains("pooler.")
+                            || is_pooler(name)
                             || name.starts_with("exits.");
                         if !head {
                             return Err(TrainError::Invalid(format!(

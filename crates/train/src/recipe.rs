@@ -63,6 +63,41 @@ impl ExitWeighting {
     }
 }
 
+/// Where a fresh classification head's BERT pooler (the dense + tanh on `[CLS]` that
+/// `BertForSequenceClassification` puts before its classifier) comes from. XLM-R and MPNet
+/// heads own their dense layer (`classifier.dense`), which is always fresh; a base that already
+/// is a cross-encoder keeps its whole head whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// The base checkpoint's pooler, trained at the encoder's rate. A sentence-transformers
+    /// bi-encoder never trained it, and its output barely varies across inputs, so the head
+    /// starts without a signal and the run can sit at chance for most of its steps
+    /// (docs/quality.md, "The head, not the learning rate").
+    Base,
+    /// Drawn from N(0, 0.02) like the classifier and trained at the fresh head's rate, so the
+    /// whole head starts alike in every architecture. The default.
+    Fresh,
+}
+
+impl Pooler {
+    /// What runs saved before the choice existed did.
+    fn of_older_runs() -> Pooler {
+        Pooler::Base
+    }
+}
+
+impl std::str::FromStr for Pooler {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "base" => Ok(Pooler::Base),
+            "fresh" => Ok(Pooler::Fresh),
+            _ => Err(format!("unknown pooler {s:?}; expected base or fresh")),
+        }
+    }
+}
+
 /// Everything that determines the run. Saved with each checkpoint; `--resume` refuses a
 /// checkpoint made with a different recipe.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -98,6 +133,9 @@ pub struct Recipe {
     /// How the exits' losses are weighed (uniform in runs saved before the choice existed).
     #[serde(default)]
     pub exit_weighting: ExitWeighting,
+    /// Where a fresh head's BERT pooler comes from.
+    #[serde(default = "Pooler::of_older_runs")]
+    pub pooler: Pooler,
     /// Learning from a stronger reranker's scores as well as from the labels (`--teacher`).
     #[serde(default)]
     pub distillation: Option<Distillation>,
@@ -141,6 +179,7 @@ impl Default for Recipe {
             synthetic_queries: 0,
             exit_layers: Vec::new(),
             exit_weighting: ExitWeighting::Uniform,
+            pooler: Pooler::Fresh,
             distillation: None,
         }
     }
@@ -201,5 +240,19 @@ impl Recipe {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recipe_saved_before_the_pooler_choice_keeps_the_base_pooler() {
+        let mut saved = serde_json::to_value(Recipe::default()).unwrap();
+        assert_eq!(saved["pooler"], "fresh");
+        saved.as_object_mut().unwrap().remove("pooler");
+        let older: Recipe = serde_json::from_value(saved).unwrap();
+        assert_eq!(older.pooler, Pooler::Base);
     }
 }

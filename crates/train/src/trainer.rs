@@ -117,7 +117,12 @@ impl<'a> Trainer<'a> {
             resume,
         } = job;
         recipe.validate()?;
-        let mut model = TrainableCrossEncoder::from_base(base, recipe.seed, &recipe.exit_layers)?;
+        let mut model = TrainableCrossEncoder::from_base(
+            base,
+            recipe.seed,
+            &recipe.exit_layers,
+            recipe.pooler,
+        )?;
         let tokenizer = TextTokenizer::from_dir(
             &base.path,
             recipe.max_length.min(model.config.max_tokens()),

@@ -12,7 +12,8 @@ use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
 use sift_train::trainer::recent_loss;
 use sift_train::{
-    read_checkpoint, DevSet, Distillation, Event, ExitWeighting, GroupRecipe, Job, Loss, Recipe,
+    read_checkpoint, DevSet, Distillation, Event, ExitWeighting, GroupRecipe, Job, Loss, Pooler,
+    Recipe,
 };
 
 use super::memory::peak_rss_bytes;
@@ -123,6 +124,14 @@ pub struct TrainRerankerArgs {
     /// Learning-rate multiplier for a freshly initialised classification head.
     #[arg(long, default_value_t = 25.0)]
     fresh_lr_scale: f64,
+
+    /// BERT bases: where the fresh head's pooler (dense + tanh on [CLS]) starts. `fresh` draws
+    /// it like the classifier and trains it at the fresh head's rate; `base` keeps the
+    /// checkpoint's, which a sentence-transformers bi-encoder never trained (its runs sat at
+    /// chance for most of their steps: docs/quality.md). No effect on XLM-R and MPNet (their
+    /// head's dense layer is always fresh) or on a base that already is a cross-encoder.
+    #[arg(long, default_value = "fresh")]
+    pooler: Pooler,
 
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
@@ -282,6 +291,7 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
             args.exit_layers.clone()
         },
         exit_weighting: args.exit_weighting,
+        pooler: args.pooler,
         distillation: match &args.teacher {
             Some(name) => Some(Distillation {
                 teacher: resolve(name)?,
