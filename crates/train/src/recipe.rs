@@ -196,6 +196,25 @@ impl Recipe {
         r
     }
 
+    /// The settings in which `now` differs from this (saved) recipe, as `name: saved X, now
+    /// Y; …` — so a resume refused after a default changed (such as `pooler`) names it.
+    pub fn differences(&self, now: &Recipe) -> String {
+        let (Ok(serde_json::Value::Object(saved)), Ok(serde_json::Value::Object(now))) =
+            (serde_json::to_value(self), serde_json::to_value(now))
+        else {
+            return format!("saved: {self:?}");
+        };
+        let differing: Vec<String> = saved
+            .iter()
+            .filter(|(k, v)| now.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                let n = now.get(k).map_or("absent".to_owned(), |n| n.to_string());
+                format!("{k}: saved {v}, now {n}")
+            })
+            .collect();
+        differing.join("; ")
+    }
+
     pub fn groups_per_step(&self) -> usize {
         self.groups_per_batch * self.accumulation_steps
     }
@@ -254,5 +273,10 @@ mod tests {
         saved.as_object_mut().unwrap().remove("pooler");
         let older: Recipe = serde_json::from_value(saved).unwrap();
         assert_eq!(older.pooler, Pooler::Base);
+        // Resuming such a run with today's defaults is refused, naming the setting.
+        assert_eq!(
+            older.differences(&Recipe::default()),
+            r#"pooler: saved "base", now "fresh""#
+        );
     }
 }

@@ -140,9 +140,9 @@ impl<'a> Trainer<'a> {
             })?;
             if saved.recipe.normalized() != recipe.normalized() {
                 return Err(TrainError::Invalid(format!(
-                    "the checkpoint in {} was made with different settings; resume with the same flags (saved: {:?})",
+                    "the checkpoint in {} was made with different settings; resume with the same flags ({})",
                     dir.display(),
-                    saved.recipe
+                    saved.recipe.normalized().differences(&recipe.normalized())
                 )));
             }
             model.load_weights(&dir.join("model.safetensors"))?;

@@ -127,9 +127,9 @@ pub struct TrainRerankerArgs {
 
     /// BERT bases: where the fresh head's pooler (dense + tanh on [CLS]) starts. `fresh` draws
     /// it like the classifier and trains it at the fresh head's rate; `base` keeps the
-    /// checkpoint's, which a sentence-transformers bi-encoder never trained (its runs sat at
-    /// chance for most of their steps: docs/quality.md). No effect on XLM-R and MPNet (their
-    /// head's dense layer is always fresh) or on a base that already is a cross-encoder.
+    /// checkpoint's, which a sentence-transformers bi-encoder never trained (a SciFact run with
+    /// it sat at chance for most of its steps: docs/quality.md). No effect on XLM-R and MPNet
+    /// (their head's dense layer is always fresh) or on a base that already is a cross-encoder.
     #[arg(long, default_value = "fresh")]
     pooler: Pooler,
 
