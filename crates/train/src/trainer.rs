@@ -138,11 +138,12 @@ impl<'a> Trainer<'a> {
                     out.display()
                 ))
             })?;
-            if saved.recipe.normalized() != recipe.normalized() {
+            let (was, now) = (saved.recipe.normalized(), recipe.normalized());
+            if was != now {
                 return Err(TrainError::Invalid(format!(
                     "the checkpoint in {} was made with different settings; resume with the same flags ({})",
                     dir.display(),
-                    saved.recipe.normalized().differences(&recipe.normalized())
+                    was.differences(&now)
                 )));
             }
             model.load_weights(&dir.join("model.safetensors"))?;
