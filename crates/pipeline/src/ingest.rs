@@ -15,6 +15,19 @@ pub const TITLE_TOKEN_RESERVE: usize = 32;
 /// Default overlap between windows, in tokens.
 pub const DEFAULT_OVERLAP_TOKENS: usize = 32;
 
+/// The chunk windows a new collection gets for a model that reads `max_length` tokens (special
+/// tokens included): its room minus the title reserve. `sift train-embedder` trains on the same
+/// windows, so the model learns the units the index will embed.
+pub fn default_chunking(max_length: usize) -> ChunkingConfig {
+    let room = max_length.saturating_sub(2);
+    let max_tokens = room.saturating_sub(TITLE_TOKEN_RESERVE).max(16);
+    ChunkingConfig {
+        max_tokens,
+        // Short-context models get a proportionally shorter overlap.
+        overlap_tokens: DEFAULT_OVERLAP_TOKENS.min(max_tokens / 4),
+    }
+}
+
 /// The manifest a new collection gets for `embedder` and keyword `analyzer`: chunk windows fill
 /// the model's max length minus the special tokens and a title reserve.
 pub fn manifest_for(
@@ -22,15 +35,7 @@ pub fn manifest_for(
     chunking: Option<ChunkingConfig>,
     analyzer: Analyzer,
 ) -> Result<Manifest> {
-    let room = embedder.tokenizer().max_length().saturating_sub(2);
-    let chunking = chunking.unwrap_or_else(|| {
-        let max_tokens = room.saturating_sub(TITLE_TOKEN_RESERVE).max(16);
-        ChunkingConfig {
-            max_tokens,
-            // Short-context models get a proportionally shorter overlap.
-            overlap_tokens: DEFAULT_OVERLAP_TOKENS.min(max_tokens / 4),
-        }
-    });
+    let chunking = chunking.unwrap_or_else(|| default_chunking(embedder.tokenizer().max_length()));
     if chunking.max_tokens == 0 || chunking.overlap_tokens >= chunking.max_tokens {
         return Err(PipelineError::InvalidInput(format!(
             "chunk overlap ({}) must be smaller than the chunk size ({})",

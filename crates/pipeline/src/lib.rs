@@ -16,7 +16,7 @@ pub mod ingest;
 pub mod search;
 
 pub use error::{PipelineError, Result};
-pub use ingest::{manifest_for, IngestReport, NewDocument};
+pub use ingest::{default_chunking, manifest_for, IngestReport, NewDocument};
 pub use search::{
     Candidates, Pipeline, SearchHit, SearchMode, SearchOptions, SearchResults, Timings,
 };

@@ -175,14 +175,24 @@ pub fn contrastive_loss(
     scale: f64,
     not_negatives: &[(usize, usize)],
 ) -> Result<Tensor> {
-    let (b, _) = queries.dims2()?;
-    let (n, _) = documents.dims2()?;
+    contrastive_loss_of_scores(&queries.matmul(&documents.t()?)?, scale, not_negatives)
+}
+
+/// [`contrastive_loss`] from the cosines `[b, n]` of each query with each document (document
+/// `i` the positive of query `i`): for documents scored otherwise than by one vector, such as
+/// their best window ([`crate::units::max_per_document`]).
+pub fn contrastive_loss_of_scores(
+    cosines: &Tensor,
+    scale: f64,
+    not_negatives: &[(usize, usize)],
+) -> Result<Tensor> {
+    let (b, n) = cosines.dims2()?;
     if n < b {
         return Err(TrainError::Invalid(format!(
             "{b} queries but only {n} documents: each query needs its positive"
         )));
     }
-    let mut logits = (queries.matmul(&documents.t()?)? * scale)?;
+    let mut logits = (cosines * scale)?;
     if !not_negatives.is_empty() {
         let mut mask = vec![0f32; b * n];
         for &(q, d) in not_negatives {
@@ -191,10 +201,10 @@ pub fn contrastive_loss(
                 mask[q * n + d] = -1e4;
             }
         }
-        logits = (logits + Tensor::from_vec(mask, (b, n), queries.device())?)?;
+        logits = (logits + Tensor::from_vec(mask, (b, n), cosines.device())?)?;
     }
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let labels = Tensor::arange(0u32, b as u32, queries.device())?;
+    let labels = Tensor::arange(0u32, b as u32, cosines.device())?;
     let picked = log_probs.gather(&labels.unsqueeze(1)?, 1)?;
     Ok(picked.mean_all()?.neg()?)
 }

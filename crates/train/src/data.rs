@@ -27,8 +27,17 @@ struct CorpusLine {
 
 /// Reads a BEIR `corpus.jsonl`.
 pub fn read_corpus(path: &Path) -> Result<Corpus> {
+    Ok(corpus_documents(path)?
+        .into_iter()
+        .map(|(id, title, text)| (id, embedding_text(title.as_deref(), &text)))
+        .collect())
+}
+
+/// The (id, title, text) of every document of a BEIR `corpus.jsonl`, in file order; an empty
+/// corpus is an error.
+pub(crate) fn corpus_documents(path: &Path) -> Result<Vec<(String, Option<String>, String)>> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let mut corpus = Corpus::new();
+    let mut documents = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if sift_models::is_blank(line) {
             continue;
@@ -39,15 +48,15 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
             serde_json::Value::String(s) => s,
             other => other.to_string(),
         };
-        corpus.insert(id, embedding_text(d.title.as_deref(), &d.text));
+        documents.push((id, d.title, d.text));
     }
-    if corpus.is_empty() {
+    if documents.is_empty() {
         return Err(TrainError::Invalid(format!(
             "{}: the corpus is empty",
             path.display()
         )));
     }
-    Ok(corpus)
+    Ok(documents)
 }
 
 /// Queries of one split with their relevant documents (relevance > 0).
@@ -178,6 +187,9 @@ pub struct GroupRecipe {
 pub struct Group<'a> {
     pub query: &'a str,
     pub documents: Vec<&'a str>,
+    /// What each document is embedded as: its windows when the set has them
+    /// ([`TrainingSet::with_windows`]), else the document itself.
+    pub units: Vec<Vec<&'a str>>,
 }
 
 /// Everything training iterates over. Groups are a pure function of (seed, epoch, position), so
@@ -193,6 +205,8 @@ pub struct TrainingSet {
     positives: Vec<String>,
     /// Positive texts of synthetic examples, by their key (not documents: never negatives).
     synthetic_texts: HashMap<String, String>,
+    /// Each document's windows, when training on them ([`crate::units`]).
+    windows: Option<crate::units::DocumentWindows>,
 }
 
 impl TrainingSet {
@@ -229,7 +243,15 @@ impl TrainingSet {
             doc_ids,
             positives: positives.into_iter().collect(),
             synthetic_texts: HashMap::new(),
+            windows: None,
         })
+    }
+
+    /// Documents become their windows in every group's `units` (a synthetic positive, not a
+    /// document of the corpus, stays one unit).
+    pub fn with_windows(mut self, windows: crate::units::DocumentWindows) -> Self {
+        self.windows = Some(windows);
+        self
     }
 
     /// Adds synthetic examples ([`crate::synthetic`]), each with its hard negatives in
@@ -314,6 +336,7 @@ impl TrainingSet {
                 None => break,
             }
         }
+        let positive_id = positive;
         let positive = self
             .corpus
             .get(positive)
@@ -321,9 +344,22 @@ impl TrainingSet {
             .map_or("", String::as_str);
         let mut documents = vec![positive];
         documents.extend(negatives.iter().map(|d| self.corpus[*d].as_str()));
+        let ids = std::iter::once(positive_id.as_str()).chain(negatives.iter().copied());
+        let units = ids
+            .zip(&documents)
+            .map(
+                |(id, &text)| match self.windows.as_ref().and_then(|w| w.get(id)) {
+                    Some(windows) if !windows.is_empty() => {
+                        windows.iter().map(String::as_str).collect()
+                    }
+                    _ => vec![text],
+                },
+            )
+            .collect();
         Group {
             query: &query.text,
             documents,
+            units,
         }
     }
 

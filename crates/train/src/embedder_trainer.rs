@@ -13,11 +13,12 @@ use sift_eval::{Qrels, Run};
 use sift_models::batch::Batch;
 use sift_models::{Encoded, ModelDir, TextTokenizer};
 
-use crate::bi_encoder::{contrastive_loss, TrainableBiEncoder};
+use crate::bi_encoder::{contrastive_loss_of_scores, TrainableBiEncoder};
 use crate::checkpoint::{read_checkpoint_of, save_checkpoint_of};
 use crate::data::{Corpus, GroupRecipe, LabelledQuery, TrainingSet};
 use crate::error::{Result, TrainError};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
+use crate::units::{max_per_document, DocumentUnit, DocumentWindows};
 
 /// Texts embedded per forward pass when evaluating, in padded tokens.
 const EVAL_BATCH_TOKENS: usize = 16_384;
@@ -45,6 +46,10 @@ pub struct EmbedderRecipe {
     /// checkpoints made before they existed, which had none.
     #[serde(default)]
     pub synthetic_queries: usize,
+    /// What a document is to the loss and the dev evaluation ([`crate::units`]); checkpoints
+    /// made before the choice trained on whole documents.
+    #[serde(default)]
+    pub unit: DocumentUnit,
 }
 
 impl EmbedderRecipe {
@@ -102,12 +107,13 @@ pub struct EmbedderState {
     pub seconds: f64,
 }
 
-/// Dev queries and the corpus their retrieval is measured on (exact search over every
-/// document, truncated to the recipe's max length: what the model ranks, not sift's chunked
-/// index, which eval measures afterwards).
+/// Dev queries and the corpus their retrieval is measured on: exact search over every
+/// document, each scored by its best window when `windows` is given (what sift's index
+/// computes), else as one text cut at the recipe's max length.
 pub struct EmbedderDev<'a> {
     pub queries: &'a [LabelledQuery],
     pub corpus: &'a Corpus,
+    pub windows: Option<&'a DocumentWindows>,
 }
 
 impl EmbedderDev<'_> {
@@ -156,6 +162,31 @@ fn embed_all(
     Ok(out)
 }
 
+/// Sequences per training forward pass at most: rows sorted by length are embedded in groups
+/// of similar length, so a short window is not padded to the longest document of the step
+/// (windows are uneven: a 300-token abstract is one full window and one of ~110 tokens).
+const TRAIN_ROWS_PER_PASS: usize = 16;
+
+/// Differentiable unit embeddings `[n, hidden]` of `encoded`, in input order.
+fn embed_for_training(model: &TrainableBiEncoder, encoded: &[Encoded]) -> Result<Tensor> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| encoded[i].len());
+    let mut parts = Vec::new();
+    for rows in order.chunks(TRAIN_ROWS_PER_PASS) {
+        let rows: Vec<&Encoded> = rows.iter().map(|&i| &encoded[i]).collect();
+        let batch = Batch::new(&rows, model.config.pad_token_id, &Device::Cpu)?;
+        parts.push(model.embed(&batch, true)?);
+    }
+    let sorted = Tensor::cat(&parts, 0)?;
+    // Row `order[k]` of the input is row k of `sorted`: invert the permutation.
+    let mut position = vec![0u32; order.len()];
+    for (k, &i) in order.iter().enumerate() {
+        position[i] = k as u32;
+    }
+    let index = Tensor::from_vec(position, order.len(), &Device::Cpu)?;
+    Ok(sorted.index_select(&index, 0)?)
+}
+
 /// Dense retrieval of the dev queries over the whole corpus with `model`.
 pub fn dense_metrics(
     model: &TrainableBiEncoder,
@@ -164,17 +195,32 @@ pub fn dense_metrics(
     dev: &EmbedderDev,
 ) -> Result<DenseMetrics> {
     let ids: Vec<&String> = dev.corpus.keys().collect();
-    let texts: Vec<&str> = dev.corpus.values().map(String::as_str).collect();
-    let docs = embed_all(model, tokenizer, prompts.1, &texts)?;
+    // Every document's units, flattened; `owner[u]` is unit u's document.
+    let mut texts: Vec<&str> = Vec::new();
+    let mut owner: Vec<usize> = Vec::new();
+    for (i, (id, text)) in dev.corpus.iter().enumerate() {
+        match dev.windows.and_then(|w| w.get(id)) {
+            Some(windows) if !windows.is_empty() => {
+                texts.extend(windows.iter().map(String::as_str));
+                owner.extend(std::iter::repeat_n(i, windows.len()));
+            }
+            _ => {
+                texts.push(text);
+                owner.push(i);
+            }
+        }
+    }
+    let units = embed_all(model, tokenizer, prompts.1, &texts)?;
     let qtexts: Vec<&str> = dev.queries.iter().map(|q| q.text.as_str()).collect();
     let queries = embed_all(model, tokenizer, prompts.0, &qtexts)?;
     let mut run = Run::default();
     for (q, v) in dev.queries.iter().zip(&queries) {
-        let mut scored: Vec<(usize, f32)> = docs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (i, d.iter().zip(v).map(|(a, b)| a * b).sum()))
-            .collect();
+        let mut best = vec![f32::NEG_INFINITY; ids.len()];
+        for (u, &i) in units.iter().zip(&owner) {
+            let score: f32 = u.iter().zip(v).map(|(a, b)| a * b).sum();
+            best[i] = best[i].max(score);
+        }
+        let mut scored: Vec<(usize, f32)> = best.into_iter().enumerate().collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(100);
         let n = scored.len();
@@ -308,10 +354,17 @@ pub fn train_embedder(
             .iter()
             .map(|&i| data.group(i, epoch, recipe.seed, &recipe.groups))
             .collect();
-        // Documents: every group's positive first (row i = query i's), then the negatives.
-        let mut doc_texts: Vec<&str> = groups.iter().map(|g| g.documents[0]).collect();
+        // Documents: every group's positive first (column i = query i's), then the negatives;
+        // each document is `spans[j]` of the flattened units.
+        let mut documents: Vec<&Vec<&str>> = groups.iter().map(|g| &g.units[0]).collect();
         for g in &groups {
-            doc_texts.extend(&g.documents[1..]);
+            documents.extend(&g.units[1..]);
+        }
+        let mut unit_texts: Vec<&str> = Vec::new();
+        let mut spans = Vec::with_capacity(documents.len());
+        for units in documents {
+            spans.push((unit_texts.len(), units.len()));
+            unit_texts.extend(units);
         }
         let mut not_negatives = Vec::new();
         for (qi, &i) in picked.iter().enumerate() {
@@ -326,16 +379,16 @@ pub fn train_embedder(
             .iter()
             .map(|g| encode(g.query, qp))
             .collect::<sift_models::Result<_>>()?;
-        let d_enc: Vec<Encoded> = doc_texts
+        let d_enc: Vec<Encoded> = unit_texts
             .iter()
             .map(|t| encode(t, pp))
             .collect::<sift_models::Result<_>>()?;
         let pad = model.config.pad_token_id;
         let q_batch = Batch::new(&q_enc.iter().collect::<Vec<_>>(), pad, &Device::Cpu)?;
-        let d_batch = Batch::new(&d_enc.iter().collect::<Vec<_>>(), pad, &Device::Cpu)?;
         let q = model.embed(&q_batch, true)?;
-        let d = model.embed(&d_batch, true)?;
-        let loss = contrastive_loss(&q, &d, recipe.scale, &not_negatives)?;
+        let d = embed_for_training(&model, &d_enc)?;
+        let scores = max_per_document(&q.matmul(&d.t()?)?, &spans)?;
+        let loss = contrastive_loss_of_scores(&scores, recipe.scale, &not_negatives)?;
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         if !loss_value.is_finite() {
             return Err(TrainError::Invalid(format!(

@@ -21,6 +21,7 @@ pub mod optim;
 pub mod recipe;
 pub mod synthetic;
 pub mod trainer;
+pub mod units;
 
 pub use checkpoint::{read_checkpoint, TrainState};
 pub use data::{

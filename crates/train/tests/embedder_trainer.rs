@@ -1,15 +1,20 @@
 //! The bi-encoder training loop on the tiny random-weight BERT fixture: it learns a toy
 //! retrieval task (dev nDCG@10 rises over the base), writes a sentence-transformers directory
 //! sift's `Embedder` loads, and a run stopped part-way and resumed ends with the same model as
-//! an uninterrupted one.
+//! an uninterrupted one. Trained on windows, it learns what lies past the max length, and its
+//! windows are the ones the index embeds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use sift_index::{ChunkingConfig, Document};
 use sift_models::{
     Embedder, EmbedderOptions, EngineChoice, EngineOptions, ModelDir, Precision, TextRole,
+    TextTokenizer,
 };
+use sift_pipeline::ingest::{chunk_document, embedding_text};
 use sift_train::embedder_trainer::{train_embedder, EmbedderDev, EmbedderRecipe, EmbedderState};
+use sift_train::units::{corpus_windows, DocumentUnit, DocumentWindows};
 use sift_train::{GroupRecipe, LabelledQuery, TrainingSet};
 
 const TOPICS: [&str; 16] = [
@@ -82,10 +87,21 @@ fn recipe() -> EmbedderRecipe {
         seed: 7,
         max_steps: None,
         synthetic_queries: 0,
+        unit: DocumentUnit::Whole,
     }
 }
 
 fn run(t: &Task, out: &Path, recipe: EmbedderRecipe, resume: bool) -> EmbedderState {
+    run_with(t, out, recipe, resume, None)
+}
+
+fn run_with(
+    t: &Task,
+    out: &Path,
+    recipe: EmbedderRecipe,
+    resume: bool,
+    windows: Option<&DocumentWindows>,
+) -> EmbedderState {
     // Hard negatives: every other document, as a first stage that knows nothing would rank.
     let mined: BTreeMap<String, Vec<String>> = t
         .train
@@ -96,10 +112,14 @@ fn run(t: &Task, out: &Path, recipe: EmbedderRecipe, resume: bool) -> EmbedderSt
             (q.id.clone(), ids)
         })
         .collect();
-    let data = TrainingSet::new(t.corpus.clone(), &t.train, mined).unwrap();
+    let mut data = TrainingSet::new(t.corpus.clone(), &t.train, mined).unwrap();
+    if let Some(w) = windows {
+        data = data.with_windows(w.clone());
+    }
     let dev = EmbedderDev {
         queries: &t.dev,
         corpus: &t.corpus,
+        windows,
     };
     train_embedder(&base(), &data, &dev, recipe, out, resume, 2, &mut |_| {}).unwrap()
 }
@@ -170,6 +190,7 @@ fn a_run_stopped_part_way_and_resumed_ends_with_the_same_model() {
     let dev = EmbedderDev {
         queries: &t.dev,
         corpus: &t.corpus,
+        windows: None,
     };
     let other = EmbedderRecipe {
         learning_rate: 1e-4,
@@ -189,4 +210,88 @@ fn a_run_stopped_part_way_and_resumed_ends_with_the_same_model() {
     .unwrap()
     .to_string();
     assert!(e.contains("different settings"), "{e}");
+}
+
+/// The same words in front of every topic document: longer than the 32-token max length, so a
+/// document cut there is only this preamble.
+const PREAMBLE: &str = "quick lazy messages over claims like abstracts appear under naive \
+    retrieval augmented generation, and good expression needs scientific resume; quick lazy \
+    messages over claims like abstracts appear under naive retrieval augmented generation";
+
+fn write_corpus(dir: &Path, corpus: &HashMap<String, String>) -> PathBuf {
+    let mut ids: Vec<&String> = corpus.keys().collect();
+    ids.sort();
+    let lines: Vec<String> = ids
+        .iter()
+        .map(|id| serde_json::json!({"_id": id, "title": "", "text": corpus[*id]}).to_string())
+        .collect();
+    let path = dir.join("corpus.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+#[test]
+fn training_on_windows_learns_what_lies_past_the_max_length() {
+    let mut t = task();
+    for (id, text) in t.corpus.iter_mut() {
+        if id.starts_with('d') {
+            *text = format!("{PREAMBLE}; {text}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_corpus(dir.path(), &t.corpus);
+    let tokenizer = TextTokenizer::from_dir(&base().path, 32, false).unwrap();
+    let chunking = ChunkingConfig {
+        max_tokens: 20,
+        overlap_tokens: 4,
+    };
+    let windows = corpus_windows(&path, &tokenizer, chunking).unwrap();
+    assert!(windows["d0"].len() > 1, "{:?}", windows["d0"]);
+
+    // Cut at the max length every topic document is the same preamble: only windows show
+    // the model the topic.
+    let (_, cut) = tokenizer.encode_checked(PREAMBLE).unwrap();
+    assert!(cut, "the preamble alone must fill the max length");
+    let windowed = EmbedderRecipe {
+        unit: DocumentUnit::Windows(chunking),
+        ..recipe()
+    };
+    let state = run_with(&t, dir.path(), windowed, false, Some(&windows));
+    let baseline = state.baseline.unwrap().ndcg_at_10;
+    let best = state.best.as_ref().unwrap().metrics.ndcg_at_10;
+    assert!(
+        best > baseline + 0.1,
+        "dev nDCG@10 {baseline:.3} → {best:.3}; {:?}",
+        state.evals
+    );
+}
+
+#[test]
+fn the_windows_trained_on_are_the_ones_the_index_embeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{PREAMBLE}. {PREAMBLE}, and the gene of paris.");
+    let line = serde_json::json!({"_id": "long", "title": "A title", "text": text});
+    let path = dir.path().join("corpus.jsonl");
+    std::fs::write(&path, line.to_string()).unwrap();
+    let chunking = ChunkingConfig {
+        max_tokens: 12,
+        overlap_tokens: 3,
+    };
+    let tokenizer = TextTokenizer::from_dir(&base().path, 32, false).unwrap();
+    let trained = &corpus_windows(&path, &tokenizer, chunking).unwrap()["long"];
+
+    let embedder = Embedder::load(&base().path, EmbedderOptions::default()).unwrap();
+    let doc = Document {
+        id: "long".into(),
+        text,
+        title: Some("A title".into()),
+        metadata: None,
+    };
+    let indexed: Vec<String> = chunk_document(&embedder, &doc, chunking)
+        .unwrap()
+        .iter()
+        .map(|c| embedding_text(doc.title.as_deref(), c))
+        .collect();
+    assert!(indexed.len() > 2, "{indexed:?}");
+    assert_eq!(trained, &indexed);
 }

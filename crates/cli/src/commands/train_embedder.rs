@@ -9,12 +9,13 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use sift_eval::{Dataset, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
-use sift_models::{Head, ModelDir};
+use sift_models::{Head, ModelDir, TextTokenizer};
 use sift_pipeline::{Pipeline, SearchMode};
 use sift_train::embedder_trainer::{
     train_embedder, EmbedderDev, EmbedderEvent, EmbedderRecipe, EmbedderState,
 };
 use sift_train::trainer::recent_loss;
+use sift_train::units::DocumentUnit;
 use sift_train::GroupRecipe;
 
 use super::memory::peak_rss_bytes;
@@ -27,9 +28,10 @@ use crate::model_path::{load_embedder, resolve};
 /// query's positive (in-batch), --hard-negatives drawn from sift's own recall over the corpus
 /// (the top --negative-depth of the collection's first stage, judged-relevant documents
 /// excluded) and --random-negatives; the loss is the contrastive (InfoNCE) cross-entropy of
-/// the query's positive against all of them. The query split is sift's (--split-rule); after
-/// each epoch the model retrieves the dev queries over the whole corpus, and the best epoch by
-/// dev nDCG@10 is written to --out as a sentence-transformers directory (sift index --embed-model,
+/// the query's positive against all of them. A document is the token windows the index will
+/// embed, scored by its best one (--document-unit). The query split is sift's (--split-rule);
+/// after each epoch the model retrieves the dev queries over the whole corpus the same way, and
+/// the best epoch by dev nDCG@10 is written to --out as a sentence-transformers directory (sift index --embed-model,
 /// sift embed and sentence-transformers load it). --out/checkpoint holds the latest state: rerun
 /// with --resume after an interruption. A collection must be re-indexed with the new model.
 #[derive(Args)]
@@ -108,6 +110,13 @@ pub struct TrainEmbedderArgs {
     #[arg(long, default_value_t = 256)]
     max_length: usize,
 
+    /// What a document is to the loss and the dev evaluation: windows (the token windows a
+    /// collection built for the trained model embeds — title + ~max-length window — each
+    /// document scored by its best one, as the index scores it) or whole (title + text cut at
+    /// --max-length, the first recipe).
+    #[arg(long, value_enum, default_value_t = UnitArg::Windows)]
+    document_unit: UnitArg,
+
     /// Inverse temperature of the contrastive loss (sentence-transformers' default).
     #[arg(long, default_value_t = 20.0)]
     scale: f64,
@@ -137,6 +146,12 @@ pub struct TrainEmbedderArgs {
 
     #[command(flatten)]
     pub embed_precision: crate::inference::EmbedPrecisionFlag,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UnitArg {
+    Windows,
+    Whole,
 }
 
 pub fn run(args: TrainEmbedderArgs) -> Result<()> {
@@ -178,6 +193,14 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
         seed: args.seed,
         max_steps: args.max_steps,
         synthetic_queries: args.synthetic_queries,
+        unit: match args.document_unit {
+            UnitArg::Whole => DocumentUnit::Whole,
+            // The windows the output's collection will get: the output model reads at most
+            // --max-length tokens (or the base's own limit, if lower).
+            UnitArg::Windows => DocumentUnit::Windows(sift_pipeline::default_chunking(
+                args.max_length.min(base.config.max_tokens()),
+            )),
+        },
     };
     recipe.validate()?;
     let dataset = Dataset::load(&args.data, None)?;
@@ -256,19 +279,39 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
         std::fs::write(&mined_path, serde_json::to_string(&mined)?)?;
         mined
     };
-    let data = sift_train::TrainingSet::new(corpus.clone(), &train_queries, mined)?
+    let windows = match recipe.unit {
+        DocumentUnit::Whole => None,
+        DocumentUnit::Windows(chunking) => {
+            let tokenizer = TextTokenizer::from_dir(
+                &base.path,
+                args.max_length,
+                base.config.type_vocab_size > 1,
+            )?;
+            Some(sift_train::units::corpus_windows(
+                &dataset.corpus,
+                &tokenizer,
+                chunking,
+            )?)
+        }
+    };
+    let mut data = sift_train::TrainingSet::new(corpus.clone(), &train_queries, mined)?
         .with_synthetic(synthetic, BTreeMap::new());
+    if let Some(w) = &windows {
+        data = data.with_windows(w.clone());
+    }
     let dev = EmbedderDev {
         queries: &dev_queries,
         corpus: &corpus,
+        windows: windows.as_ref(),
     };
     let total = recipe.steps_per_epoch(data.examples.len()) * recipe.epochs;
     let stop_at = recipe.max_steps.map_or(total, |m| m.min(total));
     eprintln!(
-        "training {stop_at} steps of {} queries × {} documents ({} epoch(s)); dev retrieval over {} documents after each",
+        "training {stop_at} steps of {} queries × {} documents ({} epoch(s)), documents as {}; dev retrieval over {} documents after each",
         recipe.batch_size,
         sift_train::TrainingSet::group_size(&recipe.groups),
         recipe.epochs,
+        recipe.unit,
         corpus.len()
     );
     let bar = progress_bar(stop_at, "steps");
