@@ -7,18 +7,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Var};
 use sift_eval::metrics::{evaluate, Metric};
 use sift_eval::{Qrels, Run};
 use sift_models::batch::Batch;
 use sift_models::{Encoded, ModelDir, TextTokenizer};
 
-use crate::bi_encoder::{contrastive_loss_of_scores, TrainableBiEncoder};
+use crate::bi_encoder::TrainableBiEncoder;
 use crate::checkpoint::{read_checkpoint_of, save_checkpoint_of};
 use crate::data::{Corpus, GroupRecipe, LabelledQuery, TrainingSet};
 use crate::error::{Result, TrainError};
+use crate::grad_cache::{contrastive_gradients, ContrastiveStep};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
-use crate::units::{max_per_document, DocumentUnit, DocumentWindows};
+use crate::units::{DocumentUnit, DocumentWindows};
 
 /// Texts embedded per forward pass when evaluating, in padded tokens.
 const EVAL_BATCH_TOKENS: usize = 16_384;
@@ -160,31 +161,6 @@ fn embed_all(
         start = end;
     }
     Ok(out)
-}
-
-/// Sequences per training forward pass at most: rows sorted by length are embedded in groups
-/// of similar length, so a short window is not padded to the longest document of the step
-/// (windows are uneven: a 300-token abstract is one full window and one of ~110 tokens).
-const TRAIN_ROWS_PER_PASS: usize = 16;
-
-/// Differentiable unit embeddings `[n, hidden]` of `encoded`, in input order.
-fn embed_for_training(model: &TrainableBiEncoder, encoded: &[Encoded]) -> Result<Tensor> {
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| encoded[i].len());
-    let mut parts = Vec::new();
-    for rows in order.chunks(TRAIN_ROWS_PER_PASS) {
-        let rows: Vec<&Encoded> = rows.iter().map(|&i| &encoded[i]).collect();
-        let batch = Batch::new(&rows, model.config.pad_token_id, &Device::Cpu)?;
-        parts.push(model.embed(&batch, true)?);
-    }
-    let sorted = Tensor::cat(&parts, 0)?;
-    // Row `order[k]` of the input is row k of `sorted`: invert the permutation.
-    let mut position = vec![0u32; order.len()];
-    for (k, &i) in order.iter().enumerate() {
-        position[i] = k as u32;
-    }
-    let index = Tensor::from_vec(position, order.len(), &Device::Cpu)?;
-    Ok(sorted.index_select(&index, 0)?)
 }
 
 /// Dense retrieval of the dev queries over the whole corpus with `model`.
@@ -335,7 +311,7 @@ pub fn train_embedder(
     }
     let stop_at = recipe.max_steps.map_or(total, |m| m.min(total));
     let warmup = ((total as f64) * recipe.warmup_ratio).round() as usize;
-    let vars = opt.vars().to_vec();
+    let vars: Vec<Var> = opt.vars().iter().map(|(_, v)| v.clone()).collect();
     let mut orders: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let encode = |t: &str, prefix: &str| tokenizer.encode(&format!("{prefix}{t}"));
     while state.step < stop_at {
@@ -383,21 +359,23 @@ pub fn train_embedder(
             .iter()
             .map(|t| encode(t, pp))
             .collect::<sift_models::Result<_>>()?;
-        let pad = model.config.pad_token_id;
-        let q_batch = Batch::new(&q_enc.iter().collect::<Vec<_>>(), pad, &Device::Cpu)?;
-        let q = model.embed(&q_batch, true)?;
-        let d = embed_for_training(&model, &d_enc)?;
-        let scores = max_per_document(&q.matmul(&d.t()?)?, &spans)?;
-        let loss = contrastive_loss_of_scores(&scores, recipe.scale, &not_negatives)?;
-        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        let (loss_value, mut g) = contrastive_gradients(
+            &model,
+            &vars,
+            &ContrastiveStep {
+                queries: &q_enc,
+                units: &d_enc,
+                spans: &spans,
+                not_negatives: &not_negatives,
+                scale: recipe.scale,
+            },
+        )?;
         if !loss_value.is_finite() {
             return Err(TrainError::Invalid(format!(
                 "the loss became {loss_value} at step {}; lower --learning-rate",
                 state.step + 1
             )));
         }
-        let grads = loss.backward()?;
-        let mut g: Vec<Option<Tensor>> = vars.iter().map(|(_, v)| grads.get(v).cloned()).collect();
         clip_grad_norm(&mut g, recipe.max_grad_norm)?;
         opt.learning_rate = learning_rate(state.step, total, warmup, recipe.learning_rate);
         opt.step(&g)?;

@@ -16,6 +16,7 @@ pub mod distill;
 pub mod embedder_trainer;
 pub mod error;
 pub mod evaluate;
+pub mod grad_cache;
 pub mod model;
 pub mod optim;
 pub mod recipe;

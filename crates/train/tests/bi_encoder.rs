@@ -2,18 +2,21 @@
 //! sentence-transformers embeddings are committed as golden fixtures
 //! (scripts/golden/make_fixtures.py): before training it embeds exactly as sentence-transformers
 //! does, contrastive steps move its positives closer, and the directory it saves loads in
-//! sift's `Embedder` with the vectors the trained model computes.
+//! sift's `Embedder` with the vectors the trained model computes. Gradient caching gives the
+//! plain backward pass's gradients.
 
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use sift_models::batch::Batch;
 use sift_models::{
     Embedder, EmbedderOptions, EngineChoice, EngineOptions, ModelDir, Precision, TextRole,
     TextTokenizer,
 };
-use sift_train::bi_encoder::{contrastive_loss, TrainableBiEncoder};
+use sift_train::bi_encoder::{contrastive_loss, contrastive_loss_of_scores, TrainableBiEncoder};
+use sift_train::grad_cache::{contrastive_gradients, ContrastiveStep};
 use sift_train::optim::AdamW;
+use sift_train::units::max_per_document;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -147,4 +150,71 @@ fn contrastive_steps_pull_positives_together_and_the_saved_directory_embeds_the_
         assert!(c > 0.99999, "saved vs trained: cosine {c}");
         assert!(cosine(s, base) < 0.9999, "training changed nothing");
     }
+}
+
+#[test]
+fn cached_gradients_equal_the_plain_backward_pass() {
+    let f = load("bert-encoder");
+    let model = TrainableBiEncoder::from_base(&f.base).unwrap();
+    let vars: Vec<Var> = model.variables().into_iter().map(|(_, v)| v).collect();
+    let queries: Vec<String> = f.texts[..3].to_vec();
+    // 24 units (two passes of 16 and more): document j is 8 of them, scored by its best one.
+    let units: Vec<String> = (0..24)
+        .map(|i| format!("{} {i}", f.texts[i % f.texts.len()]))
+        .collect();
+    let spans = [(0, 8), (8, 8), (16, 8)];
+    let not_negatives = [(0, 2)];
+    let encode = |texts: &[String]| -> Vec<_> {
+        texts
+            .iter()
+            .map(|t| f.tokenizer.encode(t).unwrap())
+            .collect()
+    };
+    let (q_enc, d_enc) = (encode(&queries), encode(&units));
+
+    let q = embed(&model, &f, &queries, true);
+    let d = embed(&model, &f, &units, true);
+    let scores = max_per_document(&q.matmul(&d.t().unwrap()).unwrap(), &spans).unwrap();
+    let loss = contrastive_loss_of_scores(&scores, 20.0, &not_negatives).unwrap();
+    let plain = loss.backward().unwrap();
+
+    let (cached_loss, cached) = contrastive_gradients(
+        &model,
+        &vars,
+        &ContrastiveStep {
+            queries: &q_enc,
+            units: &d_enc,
+            spans: &spans,
+            not_negatives: &not_negatives,
+            scale: 20.0,
+        },
+    )
+    .unwrap();
+    let plain_loss = f64::from(loss.to_scalar::<f32>().unwrap());
+    assert!(
+        (cached_loss - plain_loss).abs() < 1e-4,
+        "{cached_loss} vs {plain_loss}"
+    );
+    let mut compared = 0;
+    for (v, c) in vars.iter().zip(&cached) {
+        let (Some(p), Some(c)) = (plain.get(v), c) else {
+            assert!(plain.get(v).is_none() && c.is_none());
+            continue;
+        };
+        let p: Vec<f32> = p.flatten_all().unwrap().to_vec1().unwrap();
+        let c: Vec<f32> = c.flatten_all().unwrap().to_vec1().unwrap();
+        let scale = p.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+        for (a, b) in p.iter().zip(&c) {
+            assert!(
+                (a - b).abs() <= 1e-3 * scale,
+                "{a} vs {b} (largest {scale})"
+            );
+        }
+        compared += 1;
+    }
+    assert!(
+        compared > vars.len() / 2,
+        "{compared} of {} variables",
+        vars.len()
+    );
 }
