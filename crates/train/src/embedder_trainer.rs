@@ -276,8 +276,18 @@ pub fn train_embedder(
             ..saved.recipe.clone()
         } == recipe;
         if !same {
+            // Runs saved before the document unit existed trained on whole documents, while
+            // the flag now defaults to windows: say so rather than leave it to the dump.
+            let unit = if saved.recipe.unit != recipe.unit {
+                format!(
+                    "documents were {} then, {} now (--document-unit); ",
+                    saved.recipe.unit, recipe.unit
+                )
+            } else {
+                String::new()
+            };
             return Err(TrainError::Invalid(format!(
-                "the checkpoint in {} was made with different settings; resume with the same flags (saved: {:?})",
+                "the checkpoint in {} was made with different settings; {unit}resume with the same flags (saved: {:?})",
                 dir.display(),
                 saved.recipe
             )));

@@ -210,6 +210,31 @@ fn a_run_stopped_part_way_and_resumed_ends_with_the_same_model() {
     .unwrap()
     .to_string();
     assert!(e.contains("different settings"), "{e}");
+    // A run saved with whole documents names the unit when resumed with windows.
+    let windowed = EmbedderRecipe {
+        unit: DocumentUnit::Windows(ChunkingConfig {
+            max_tokens: 20,
+            overlap_tokens: 4,
+        }),
+        ..recipe()
+    };
+    let e = train_embedder(
+        &base(),
+        &data,
+        &dev,
+        windowed,
+        parts.path(),
+        true,
+        2,
+        &mut |_| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("documents were whole then, windows of 20 tokens"),
+        "{e}"
+    );
 }
 
 /// The same words in front of every topic document: longer than the 32-token max length, so a
