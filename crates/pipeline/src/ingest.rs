@@ -5,7 +5,7 @@ use sift_index::{
     IndexedDocument, Manifest, Operation, FORMAT_VERSION,
 };
 use sift_models::windows::token_windows;
-use sift_models::{Embedder, TextRole};
+use sift_models::{Embedder, TextRole, TextTokenizer};
 
 use crate::error::{PipelineError, Result};
 
@@ -120,16 +120,23 @@ pub fn chunk_document(
     doc: &Document,
     chunking: ChunkingConfig,
 ) -> Result<Vec<String>> {
-    let offsets = embedder.tokenizer().token_offsets(&doc.text)?;
-    Ok(token_windows(
-        &doc.text,
-        &offsets,
-        chunking.max_tokens,
-        chunking.overlap_tokens,
+    chunk_text(embedder.tokenizer(), &doc.text, chunking)
+}
+
+/// Splits `text` into the token windows of `chunking`, counting tokens with `tokenizer` (the
+/// embedding model's). What the index embeds, and what `sift train-embedder` trains on.
+pub fn chunk_text(
+    tokenizer: &TextTokenizer,
+    text: &str,
+    chunking: ChunkingConfig,
+) -> Result<Vec<String>> {
+    let offsets = tokenizer.token_offsets(text)?;
+    Ok(
+        token_windows(text, &offsets, chunking.max_tokens, chunking.overlap_tokens)
+            .into_iter()
+            .map(|(s, e)| text[s..e].to_owned())
+            .collect(),
     )
-    .into_iter()
-    .map(|(s, e)| doc.text[s..e].to_owned())
-    .collect())
 }
 
 /// Refuses input the collection must never see: an empty, too long or repeated id, or a

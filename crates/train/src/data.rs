@@ -254,6 +254,12 @@ impl TrainingSet {
         self
     }
 
+    /// The windows given to [`TrainingSet::with_windows`], for a dev evaluation that scores
+    /// documents the same way.
+    pub fn windows(&self) -> Option<&crate::units::DocumentWindows> {
+        self.windows.as_ref()
+    }
+
     /// Adds synthetic examples ([`crate::synthetic`]), each with its hard negatives in
     /// `mined` under its query id. Their positives are not documents of the corpus, so they are
     /// never drawn as negatives or as prior negatives.
@@ -347,14 +353,7 @@ impl TrainingSet {
         let ids = std::iter::once(positive_id.as_str()).chain(negatives.iter().copied());
         let units = ids
             .zip(&documents)
-            .map(
-                |(id, &text)| match self.windows.as_ref().and_then(|w| w.get(id)) {
-                    Some(windows) if !windows.is_empty() => {
-                        windows.iter().map(String::as_str).collect()
-                    }
-                    _ => vec![text],
-                },
-            )
+            .map(|(id, &text)| crate::units::units_of(self.windows.as_ref(), id, text))
             .collect();
         Group {
             query: &query.text,

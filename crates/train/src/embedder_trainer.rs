@@ -19,7 +19,7 @@ use crate::data::{Corpus, GroupRecipe, LabelledQuery, TrainingSet};
 use crate::error::{Result, TrainError};
 use crate::grad_cache::{contrastive_gradients, ContrastiveStep};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
-use crate::units::{DocumentUnit, DocumentWindows};
+use crate::units::{units_of, DocumentUnit, DocumentWindows};
 
 /// Texts embedded per forward pass when evaluating, in padded tokens.
 const EVAL_BATCH_TOKENS: usize = 16_384;
@@ -175,16 +175,9 @@ pub fn dense_metrics(
     let mut texts: Vec<&str> = Vec::new();
     let mut owner: Vec<usize> = Vec::new();
     for (i, (id, text)) in dev.corpus.iter().enumerate() {
-        match dev.windows.and_then(|w| w.get(id)) {
-            Some(windows) if !windows.is_empty() => {
-                texts.extend(windows.iter().map(String::as_str));
-                owner.extend(std::iter::repeat_n(i, windows.len()));
-            }
-            _ => {
-                texts.push(text);
-                owner.push(i);
-            }
-        }
+        let units = units_of(dev.windows, id, text);
+        owner.extend(std::iter::repeat_n(i, units.len()));
+        texts.extend(units);
     }
     let units = embed_all(model, tokenizer, prompts.1, &texts)?;
     let qtexts: Vec<&str> = dev.queries.iter().map(|q| q.text.as_str()).collect();
@@ -271,25 +264,15 @@ pub fn train_embedder(
         })?;
         // Where a run stops is not part of what it computes: a run cut short by --max-steps
         // resumes without it.
-        let same = EmbedderRecipe {
+        let saved_recipe = EmbedderRecipe {
             max_steps: recipe.max_steps,
             ..saved.recipe.clone()
-        } == recipe;
-        if !same {
-            // Runs saved before the document unit existed trained on whole documents, while
-            // the flag now defaults to windows: say so rather than leave it to the dump.
-            let unit = if saved.recipe.unit != recipe.unit {
-                format!(
-                    "documents were {} then, {} now (--document-unit); ",
-                    saved.recipe.unit, recipe.unit
-                )
-            } else {
-                String::new()
-            };
+        };
+        if saved_recipe != recipe {
             return Err(TrainError::Invalid(format!(
-                "the checkpoint in {} was made with different settings; {unit}resume with the same flags (saved: {:?})",
+                "the checkpoint in {} was made with different settings; resume with the same flags ({})",
                 dir.display(),
-                saved.recipe
+                crate::recipe::differences(&saved_recipe, &recipe)
             )));
         }
         model.varmap.clone().load(dir.join("model.safetensors"))?;

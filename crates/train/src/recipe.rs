@@ -185,6 +185,27 @@ impl Default for Recipe {
     }
 }
 
+/// The settings in which `now` differs from `saved` (a checkpoint's recipe), as `name: saved X,
+/// now Y; …` — so a resume refused after a default changed (such as the reranker's `pooler` or
+/// the embedder's `unit`) names it. Either trainer's recipe: settings are compared by their
+/// serialized fields.
+pub fn differences<T: serde::Serialize + std::fmt::Debug>(saved: &T, now: &T) -> String {
+    let (Ok(serde_json::Value::Object(was)), Ok(serde_json::Value::Object(now))) =
+        (serde_json::to_value(saved), serde_json::to_value(now))
+    else {
+        return format!("saved: {saved:?}");
+    };
+    let differing: Vec<String> = was
+        .iter()
+        .filter(|(k, v)| now.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let n = now.get(k).map_or("absent".to_owned(), |n| n.to_string());
+            format!("{k}: saved {v}, now {n}")
+        })
+        .collect();
+    differing.join("; ")
+}
+
 impl Recipe {
     /// The recipe with settings that change nothing set to one value: the exit weighting of a
     /// model with one exit. Runs compare these when resuming.
@@ -194,25 +215,6 @@ impl Recipe {
             r.exit_weighting = ExitWeighting::default();
         }
         r
-    }
-
-    /// The settings in which `now` differs from this (saved) recipe, as `name: saved X, now
-    /// Y; …` — so a resume refused after a default changed (such as `pooler`) names it.
-    pub fn differences(&self, now: &Recipe) -> String {
-        let (Ok(serde_json::Value::Object(saved)), Ok(serde_json::Value::Object(now))) =
-            (serde_json::to_value(self), serde_json::to_value(now))
-        else {
-            return format!("saved: {self:?}");
-        };
-        let differing: Vec<String> = saved
-            .iter()
-            .filter(|(k, v)| now.get(*k) != Some(*v))
-            .map(|(k, v)| {
-                let n = now.get(k).map_or("absent".to_owned(), |n| n.to_string());
-                format!("{k}: saved {v}, now {n}")
-            })
-            .collect();
-        differing.join("; ")
     }
 
     pub fn groups_per_step(&self) -> usize {
@@ -275,7 +277,7 @@ mod tests {
         assert_eq!(older.pooler, Pooler::Base);
         // Resuming such a run with today's defaults is refused, naming the setting.
         assert_eq!(
-            older.differences(&Recipe::default()),
+            differences(&older, &Recipe::default()),
             r#"pooler: saved "base", now "fresh""#
         );
     }

@@ -143,7 +143,7 @@ impl<'a> Trainer<'a> {
                 return Err(TrainError::Invalid(format!(
                     "the checkpoint in {} was made with different settings; resume with the same flags ({})",
                     dir.display(),
-                    was.differences(&now)
+                    crate::recipe::differences(&was, &now)
                 )));
             }
             model.load_weights(&dir.join("model.safetensors"))?;

@@ -14,9 +14,8 @@ use std::path::Path;
 
 use candle_core::Tensor;
 use sift_index::ChunkingConfig;
-use sift_models::windows::token_windows;
 use sift_models::TextTokenizer;
-use sift_pipeline::ingest::embedding_text;
+use sift_pipeline::ingest::{chunk_text, embedding_text};
 
 use crate::data::corpus_documents;
 use crate::error::{Result, TrainError};
@@ -50,6 +49,15 @@ impl std::fmt::Display for DocumentUnit {
 /// Document id → the texts embedded for it ("title\nwindow", as the index embeds them).
 pub type DocumentWindows = HashMap<String, Vec<String>>;
 
+/// The texts embedded for document `id`: its windows when `windows` has any, else `text`
+/// itself (whole-document training, or a text no window covers such as a synthetic positive).
+pub fn units_of<'a>(windows: Option<&'a DocumentWindows>, id: &str, text: &'a str) -> Vec<&'a str> {
+    match windows.and_then(|w| w.get(id)) {
+        Some(windows) if !windows.is_empty() => windows.iter().map(String::as_str).collect(),
+        _ => vec![text],
+    }
+}
+
 /// Splits every document of a BEIR `corpus.jsonl` into the windows an index with `chunking`
 /// embeds, measuring tokens with `tokenizer` (the model's own, as at indexing time).
 pub fn corpus_windows(
@@ -65,16 +73,10 @@ pub fn corpus_windows(
     }
     let mut out = DocumentWindows::new();
     for (id, title, text) in corpus_documents(path)? {
-        let offsets = tokenizer.token_offsets(&text)?;
-        let windows = token_windows(
-            &text,
-            &offsets,
-            chunking.max_tokens,
-            chunking.overlap_tokens,
-        )
-        .into_iter()
-        .map(|(from, to)| embedding_text(title.as_deref(), &text[from..to]))
-        .collect();
+        let windows = chunk_text(tokenizer, &text, chunking)?
+            .iter()
+            .map(|window| embedding_text(title.as_deref(), window))
+            .collect();
         out.insert(id, windows);
     }
     Ok(out)

@@ -100,7 +100,7 @@ fn run_with(
     out: &Path,
     recipe: EmbedderRecipe,
     resume: bool,
-    windows: Option<&DocumentWindows>,
+    windows: Option<DocumentWindows>,
 ) -> EmbedderState {
     // Hard negatives: every other document, as a first stage that knows nothing would rank.
     let mined: BTreeMap<String, Vec<String>> = t
@@ -114,12 +114,12 @@ fn run_with(
         .collect();
     let mut data = TrainingSet::new(t.corpus.clone(), &t.train, mined).unwrap();
     if let Some(w) = windows {
-        data = data.with_windows(w.clone());
+        data = data.with_windows(w);
     }
     let dev = EmbedderDev {
         queries: &t.dev,
         corpus: &t.corpus,
-        windows,
+        windows: data.windows(),
     };
     train_embedder(&base(), &data, &dev, recipe, out, resume, 2, &mut |_| {}).unwrap()
 }
@@ -192,47 +192,37 @@ fn a_run_stopped_part_way_and_resumed_ends_with_the_same_model() {
         corpus: &t.corpus,
         windows: None,
     };
-    let other = EmbedderRecipe {
+    let refused = |other: EmbedderRecipe| -> String {
+        train_embedder(
+            &base(),
+            &data,
+            &dev,
+            other,
+            parts.path(),
+            true,
+            2,
+            &mut |_| {},
+        )
+        .err()
+        .unwrap()
+        .to_string()
+    };
+    let e = refused(EmbedderRecipe {
         learning_rate: 1e-4,
         ..recipe()
-    };
-    let e = train_embedder(
-        &base(),
-        &data,
-        &dev,
-        other,
-        parts.path(),
-        true,
-        2,
-        &mut |_| {},
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    });
     assert!(e.contains("different settings"), "{e}");
+    assert!(e.contains("learning_rate: saved 0.01, now 0.0001"), "{e}");
     // A run saved with whole documents names the unit when resumed with windows.
-    let windowed = EmbedderRecipe {
+    let e = refused(EmbedderRecipe {
         unit: DocumentUnit::Windows(ChunkingConfig {
             max_tokens: 20,
             overlap_tokens: 4,
         }),
         ..recipe()
-    };
-    let e = train_embedder(
-        &base(),
-        &data,
-        &dev,
-        windowed,
-        parts.path(),
-        true,
-        2,
-        &mut |_| {},
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    });
     assert!(
-        e.contains("documents were whole then, windows of 20 tokens"),
+        e.contains(r#"unit: saved "whole", now {"windows":{"max_tokens":20,"overlap_tokens":4}}"#),
         "{e}"
     );
 }
@@ -281,7 +271,7 @@ fn training_on_windows_learns_what_lies_past_the_max_length() {
         unit: DocumentUnit::Windows(chunking),
         ..recipe()
     };
-    let state = run_with(&t, dir.path(), windowed, false, Some(&windows));
+    let state = run_with(&t, dir.path(), windowed, false, Some(windows));
     let baseline = state.baseline.unwrap().ndcg_at_10;
     let best = state.best.as_ref().unwrap().metrics.ndcg_at_10;
     assert!(

@@ -296,13 +296,13 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
     };
     let mut data = sift_train::TrainingSet::new(corpus.clone(), &train_queries, mined)?
         .with_synthetic(synthetic, BTreeMap::new());
-    if let Some(w) = &windows {
-        data = data.with_windows(w.clone());
+    if let Some(w) = windows {
+        data = data.with_windows(w);
     }
     let dev = EmbedderDev {
         queries: &dev_queries,
         corpus: &corpus,
-        windows: windows.as_ref(),
+        windows: data.windows(),
     };
     let total = recipe.steps_per_epoch(data.examples.len()) * recipe.epochs;
     let stop_at = recipe.max_steps.map_or(total, |m| m.min(total));
