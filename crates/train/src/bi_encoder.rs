@@ -11,7 +11,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
-use sift_models::arch::{Kernels, Transformer};
+use sift_models::arch::{Dropout, Kernels, Transformer};
 use sift_models::batch::Batch;
 use sift_models::pooling::{l2_normalize, Pooling};
 use sift_models::{Architecture, ModelConfig, ModelDir};
@@ -101,14 +101,23 @@ impl TrainableBiEncoder {
     }
 
     /// Unit-length embeddings `[b, hidden]` of `batch`: through the differentiable kernels
-    /// (`for_training`, gradients flow) or the fused ones (evaluation).
-    pub fn embed(&self, batch: &Batch, for_training: bool) -> Result<Tensor> {
+    /// (`for_training`, gradients flow) or the fused ones (evaluation, and the graph-free pass
+    /// of gradient caching), with `dropout` where given.
+    pub fn embed(
+        &self,
+        batch: &Batch,
+        for_training: bool,
+        dropout: Option<Dropout>,
+    ) -> Result<Tensor> {
         let model = if for_training {
             &self.train
         } else {
             &self.infer
         };
-        let hidden = model.hidden_states(batch)?;
+        let hidden = match dropout {
+            Some(d) => model.hidden_states_with_dropout(batch, d)?,
+            None => model.hidden_states(batch)?,
+        };
         let pooled = self.pooling.pool(&hidden, &batch.mask)?;
         Ok(l2_normalize(&pooled)?)
     }
@@ -159,6 +168,43 @@ impl TrainableBiEncoder {
             st.to_string().as_bytes(),
         )?;
         Ok(())
+    }
+}
+
+/// Dropout probabilities of a training forward pass (all zero: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DropoutRates {
+    /// On the embeddings and each sublayer's output.
+    pub hidden: f32,
+    /// On the attention probabilities.
+    pub attention: f32,
+}
+
+impl DropoutRates {
+    /// `base`'s own rates (`hidden_dropout_prob`, `attention_probs_dropout_prob` in its
+    /// config.json; transformers' default 0.1 where it names none): what transformers and
+    /// sentence-transformers fine-tune the same base with.
+    pub fn of_base(base: &ModelDir) -> Result<Self> {
+        let (config, _) = read_config_json(base)?;
+        let rate = |key: &str| {
+            config
+                .get(key)
+                .and_then(Value::as_f64)
+                .map_or(0.1, |p| p as f32)
+        };
+        Ok(DropoutRates {
+            hidden: rate("hidden_dropout_prob"),
+            attention: rate("attention_probs_dropout_prob"),
+        })
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.hidden == 0.0 && self.attention == 0.0
+    }
+
+    /// The masks of one forward pass, drawn from `seed`.
+    pub fn masks(&self, seed: u64) -> Result<Dropout> {
+        Ok(Dropout::new(self.hidden, self.attention, seed)?)
     }
 }
 

@@ -13,11 +13,11 @@ use sift_eval::{Qrels, Run};
 use sift_models::batch::Batch;
 use sift_models::{Encoded, ModelDir, TextTokenizer};
 
-use crate::bi_encoder::TrainableBiEncoder;
+use crate::bi_encoder::{DropoutRates, TrainableBiEncoder};
 use crate::checkpoint::{read_checkpoint_of, save_checkpoint_of};
 use crate::data::{Corpus, GroupRecipe, LabelledQuery, TrainingSet};
 use crate::error::{Result, TrainError};
-use crate::grad_cache::{contrastive_gradients, ContrastiveStep};
+use crate::grad_cache::{contrastive_gradients, mix, ContrastiveStep};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
 use crate::units::{units_of, DocumentUnit, DocumentWindows};
 
@@ -51,6 +51,9 @@ pub struct EmbedderRecipe {
     /// made before the choice trained on whole documents.
     #[serde(default)]
     pub unit: DocumentUnit,
+    /// Dropout of the training forward passes; checkpoints made before it existed had none.
+    #[serde(default)]
+    pub dropout: DropoutRates,
 }
 
 impl EmbedderRecipe {
@@ -70,6 +73,12 @@ impl EmbedderRecipe {
         }
         if !(self.scale > 0.0 && self.scale.is_finite()) || self.max_length < 2 {
             return bad("the loss scale must be positive and max length ≥ 2".into());
+        }
+        let DropoutRates { hidden, attention } = self.dropout;
+        if !((0.0..1.0).contains(&hidden) && (0.0..1.0).contains(&attention)) {
+            return bad(format!(
+                "dropout ({hidden} hidden, {attention} attention) must be in [0, 1)"
+            ));
         }
         Ok(())
     }
@@ -154,7 +163,7 @@ fn embed_all(
         }
         let rows: Vec<&Encoded> = order[start..end].iter().map(|&i| &encoded[i]).collect();
         let batch = Batch::new(&rows, model.config.pad_token_id, &Device::Cpu)?;
-        let vectors: Vec<Vec<f32>> = model.embed(&batch, false)?.to_vec2()?;
+        let vectors: Vec<Vec<f32>> = model.embed(&batch, false, None)?.to_vec2()?;
         for (&i, v) in order[start..end].iter().zip(vectors) {
             out[i] = v;
         }
@@ -361,6 +370,7 @@ pub fn train_embedder(
                 spans: &spans,
                 not_negatives: &not_negatives,
                 scale: recipe.scale,
+                dropout: Some((recipe.dropout, mix(recipe.seed, state.step as u64))),
             },
         )?;
         if !loss_value.is_finite() {

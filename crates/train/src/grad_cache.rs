@@ -9,13 +9,15 @@
 //! then re-embed one pass at a time with a graph and back-propagate that pass's share
 //! (`Σ embedding · its gradient`), summing parameter gradients. The result is the plain
 //! gradient (the chain rule applied in two halves); the price is one extra graph-free forward
-//! pass per step, and the peak memory is one pass of [`ROWS_PER_PASS`] sequences.
+//! pass per step, and the peak memory is one pass of [`ROWS_PER_PASS`] sequences. With dropout
+//! both forward passes of a sequence draw the same masks (seeded by step, side and pass), so
+//! the identity still holds.
 
 use candle_core::{Device, Tensor, Var};
 use sift_models::batch::Batch;
 use sift_models::Encoded;
 
-use crate::bi_encoder::{contrastive_loss_of_scores, TrainableBiEncoder};
+use crate::bi_encoder::{contrastive_loss_of_scores, DropoutRates, TrainableBiEncoder};
 use crate::error::Result;
 use crate::units::max_per_document;
 
@@ -33,6 +35,82 @@ pub struct ContrastiveStep<'a> {
     /// (query, document) pairs left out of the query's softmax (other positives relevant to it).
     pub not_negatives: &'a [(usize, usize)],
     pub scale: f64,
+    /// Dropout rates and the step's seed (every pass's masks derive from it).
+    pub dropout: Option<(DropoutRates, u64)>,
+}
+
+/// Which rows a pass embeds: the masks of the two sides are drawn independently.
+#[derive(Clone, Copy)]
+enum Side {
+    Queries = 0,
+    Units = 1,
+}
+
+impl ContrastiveStep<'_> {
+    /// Query and unit embeddings through the training kernels with a graph, pass by pass with
+    /// the masks the cached gradient draws: the plain forward pass whose gradient
+    /// [`contrastive_gradients`] returns (a test compares the two).
+    pub fn embed_with_graph(&self, model: &TrainableBiEncoder) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.embed_side(model, Side::Queries, true)?,
+            self.embed_side(model, Side::Units, true)?,
+        ))
+    }
+
+    fn rows(&self, side: Side) -> &[Encoded] {
+        match side {
+            Side::Queries => self.queries,
+            Side::Units => self.units,
+        }
+    }
+
+    /// The masks of pass `pass` of `side`.
+    fn dropout_for(&self, side: Side, pass: usize) -> Result<Option<sift_models::arch::Dropout>> {
+        match self.dropout {
+            Some((rates, seed)) if !rates.is_none() => {
+                Ok(Some(rates.masks(mix(mix(seed, side as u64), pass as u64))?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Embeddings `[n, hidden]` of all of `side`'s rows, in input order, pass by pass.
+    fn embed_side(
+        &self,
+        model: &TrainableBiEncoder,
+        side: Side,
+        for_training: bool,
+    ) -> Result<Tensor> {
+        let encoded = self.rows(side);
+        let passes = passes(encoded);
+        let mut parts = Vec::with_capacity(passes.len());
+        for (k, rows) in passes.iter().enumerate() {
+            parts.push(embed_pass(
+                model,
+                encoded,
+                rows,
+                for_training,
+                self.dropout_for(side, k)?,
+            )?);
+        }
+        let sorted = Tensor::cat(&parts, 0)?;
+        // Input row `i` sits at position `position[i]` of the concatenated passes.
+        let mut position = vec![0u32; encoded.len()];
+        for (k, &i) in passes.iter().flatten().enumerate() {
+            position[i] = k as u32;
+        }
+        let index = Tensor::from_vec(position, encoded.len(), &Device::Cpu)?;
+        Ok(sorted.index_select(&index, 0)?)
+    }
+}
+
+/// SplitMix64 of `a` combined with `b`: distinct seeds for every (step, side, pass) from one
+/// recipe seed, stable across platforms and Rust versions (a resumed run draws the same masks).
+pub fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The loss and the gradient of every variable in `vars` (None where the loss does not reach
@@ -42,12 +120,9 @@ pub fn contrastive_gradients(
     vars: &[Var],
     step: &ContrastiveStep,
 ) -> Result<(f64, Vec<Option<Tensor>>)> {
-    let query_passes = passes(step.queries);
-    let unit_passes = passes(step.units);
-
     // 1. Embeddings without a graph (the fused kernels over the same weights).
-    let cached_q = Var::from_tensor(&embed_rows(model, step.queries, &query_passes, false)?)?;
-    let cached_d = Var::from_tensor(&embed_rows(model, step.units, &unit_passes, false)?)?;
+    let cached_q = Var::from_tensor(&step.embed_side(model, Side::Queries, false)?.detach())?;
+    let cached_d = Var::from_tensor(&step.embed_side(model, Side::Units, false)?.detach())?;
 
     // 2. The loss and its gradient with respect to the embeddings only.
     let cosines = cached_q.as_tensor().matmul(&cached_d.as_tensor().t()?)?;
@@ -67,12 +142,10 @@ pub fn contrastive_gradients(
 
     // 3. One pass at a time: the pass's share of the parameter gradient.
     let mut total: Vec<Option<Tensor>> = vec![None; vars.len()];
-    for (encoded, pass_list, grad) in [
-        (step.queries, &query_passes, &grad_q),
-        (step.units, &unit_passes, &grad_d),
-    ] {
-        for rows in pass_list {
-            let embedded = embed_pass(model, encoded, rows, true)?;
+    for (side, grad) in [(Side::Queries, &grad_q), (Side::Units, &grad_d)] {
+        let encoded = step.rows(side);
+        for (k, rows) in passes(encoded).iter().enumerate() {
+            let embedded = embed_pass(model, encoded, rows, true, step.dropout_for(side, k)?)?;
             let index = Tensor::from_vec(
                 rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
                 rows.len(),
@@ -105,29 +178,9 @@ fn embed_pass(
     encoded: &[Encoded],
     rows: &[usize],
     for_training: bool,
+    dropout: Option<sift_models::arch::Dropout>,
 ) -> Result<Tensor> {
     let rows: Vec<&Encoded> = rows.iter().map(|&i| &encoded[i]).collect();
     let batch = Batch::new(&rows, model.config.pad_token_id, &Device::Cpu)?;
-    model.embed(&batch, for_training)
-}
-
-/// Embeddings `[n, hidden]` of all of `encoded`, in input order, pass by pass.
-fn embed_rows(
-    model: &TrainableBiEncoder,
-    encoded: &[Encoded],
-    passes: &[Vec<usize>],
-    for_training: bool,
-) -> Result<Tensor> {
-    let mut parts = Vec::with_capacity(passes.len());
-    for rows in passes {
-        parts.push(embed_pass(model, encoded, rows, for_training)?);
-    }
-    let sorted = Tensor::cat(&parts, 0)?;
-    // Input row `i` sits at position `position[i]` of the concatenated passes.
-    let mut position = vec![0u32; encoded.len()];
-    for (k, &i) in passes.iter().flatten().enumerate() {
-        position[i] = k as u32;
-    }
-    let index = Tensor::from_vec(position, encoded.len(), &Device::Cpu)?;
-    Ok(sorted.index_select(&index, 0)?.detach())
+    model.embed(&batch, for_training, dropout)
 }

@@ -13,7 +13,9 @@ use sift_models::{
     Embedder, EmbedderOptions, EngineChoice, EngineOptions, ModelDir, Precision, TextRole,
     TextTokenizer,
 };
-use sift_train::bi_encoder::{contrastive_loss, contrastive_loss_of_scores, TrainableBiEncoder};
+use sift_train::bi_encoder::{
+    contrastive_loss, contrastive_loss_of_scores, DropoutRates, TrainableBiEncoder,
+};
 use sift_train::grad_cache::{contrastive_gradients, ContrastiveStep};
 use sift_train::optim::AdamW;
 use sift_train::units::max_per_document;
@@ -60,7 +62,7 @@ fn embed(model: &TrainableBiEncoder, f: &Fixture, texts: &[String], train: bool)
         .collect();
     let rows: Vec<_> = encoded.iter().collect();
     let batch = Batch::new(&rows, model.config.pad_token_id, &Device::Cpu).unwrap();
-    model.embed(&batch, train).unwrap()
+    model.embed(&batch, train, None).unwrap()
 }
 
 #[test]
@@ -152,6 +154,36 @@ fn contrastive_steps_pull_positives_together_and_the_saved_directory_embeds_the_
     }
 }
 
+/// Parameter gradients of `step` by gradient caching and by a plain backward pass through the
+/// same forward passes (the same dropout masks), after checking the two losses agree.
+fn cached_and_plain(
+    model: &TrainableBiEncoder,
+    vars: &[Var],
+    step: &ContrastiveStep,
+) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let (q, d) = step.embed_with_graph(model).unwrap();
+    let scores = max_per_document(&q.matmul(&d.t().unwrap()).unwrap(), step.spans).unwrap();
+    let loss = contrastive_loss_of_scores(&scores, step.scale, step.not_negatives).unwrap();
+    let plain = loss.backward().unwrap();
+    let (cached_loss, cached) = contrastive_gradients(model, vars, step).unwrap();
+    let plain_loss = f64::from(loss.to_scalar::<f32>().unwrap());
+    assert!(
+        (cached_loss - plain_loss).abs() < 1e-4,
+        "{cached_loss} vs {plain_loss}"
+    );
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    vars.iter()
+        .zip(&cached)
+        .filter_map(|(v, c)| match (plain.get(v), c) {
+            (Some(p), Some(c)) => Some((flat(p), flat(c))),
+            (p, c) => {
+                assert!(p.is_none() && c.is_none(), "a gradient on one side only");
+                None
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn cached_gradients_equal_the_plain_backward_pass() {
     let f = load("bert-encoder");
@@ -162,8 +194,6 @@ fn cached_gradients_equal_the_plain_backward_pass() {
     let units: Vec<String> = (0..24)
         .map(|i| format!("{} {i}", f.texts[i % f.texts.len()]))
         .collect();
-    let spans = [(0, 8), (8, 8), (16, 8)];
-    let not_negatives = [(0, 2)];
     let encode = |texts: &[String]| -> Vec<_> {
         texts
             .iter()
@@ -171,50 +201,41 @@ fn cached_gradients_equal_the_plain_backward_pass() {
             .collect()
     };
     let (q_enc, d_enc) = (encode(&queries), encode(&units));
-
-    let q = embed(&model, &f, &queries, true);
-    let d = embed(&model, &f, &units, true);
-    let scores = max_per_document(&q.matmul(&d.t().unwrap()).unwrap(), &spans).unwrap();
-    let loss = contrastive_loss_of_scores(&scores, 20.0, &not_negatives).unwrap();
-    let plain = loss.backward().unwrap();
-
-    let (cached_loss, cached) = contrastive_gradients(
-        &model,
-        &vars,
-        &ContrastiveStep {
-            queries: &q_enc,
-            units: &d_enc,
-            spans: &spans,
-            not_negatives: &not_negatives,
-            scale: 20.0,
-        },
-    )
-    .unwrap();
-    let plain_loss = f64::from(loss.to_scalar::<f32>().unwrap());
-    assert!(
-        (cached_loss - plain_loss).abs() < 1e-4,
-        "{cached_loss} vs {plain_loss}"
-    );
-    let mut compared = 0;
-    for (v, c) in vars.iter().zip(&cached) {
-        let (Some(p), Some(c)) = (plain.get(v), c) else {
-            assert!(plain.get(v).is_none() && c.is_none());
-            continue;
-        };
-        let p: Vec<f32> = p.flatten_all().unwrap().to_vec1().unwrap();
-        let c: Vec<f32> = c.flatten_all().unwrap().to_vec1().unwrap();
-        let scale = p.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
-        for (a, b) in p.iter().zip(&c) {
-            assert!(
-                (a - b).abs() <= 1e-3 * scale,
-                "{a} vs {b} (largest {scale})"
-            );
+    let step = |dropout| ContrastiveStep {
+        queries: &q_enc,
+        units: &d_enc,
+        spans: &[(0, 8), (8, 8), (16, 8)],
+        not_negatives: &[(0, 2)],
+        scale: 20.0,
+        dropout,
+    };
+    let rates = DropoutRates {
+        hidden: 0.1,
+        attention: 0.1,
+    };
+    let without = cached_and_plain(&model, &vars, &step(None));
+    let with = cached_and_plain(&model, &vars, &step(Some((rates, 11))));
+    for grads in [&without, &with] {
+        assert!(
+            grads.len() > vars.len() / 2,
+            "{} of {} variables",
+            grads.len(),
+            vars.len()
+        );
+        for (p, c) in grads.iter() {
+            let scale = p.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+            for (a, b) in p.iter().zip(c) {
+                assert!(
+                    (a - b).abs() <= 1e-3 * scale,
+                    "{a} vs {b} (largest {scale})"
+                );
+            }
         }
-        compared += 1;
     }
-    assert!(
-        compared > vars.len() / 2,
-        "{compared} of {} variables",
-        vars.len()
-    );
+    // Dropout did change the forward pass (the masks reached the model).
+    let moved = without
+        .iter()
+        .zip(&with)
+        .any(|((a, _), (b, _))| a.iter().zip(b).any(|(x, y)| (x - y).abs() > 1e-4));
+    assert!(moved, "dropout left every gradient unchanged");
 }

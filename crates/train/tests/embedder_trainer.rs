@@ -13,6 +13,7 @@ use sift_models::{
     TextTokenizer,
 };
 use sift_pipeline::ingest::{chunk_document, embedding_text};
+use sift_train::bi_encoder::DropoutRates;
 use sift_train::embedder_trainer::{train_embedder, EmbedderDev, EmbedderRecipe, EmbedderState};
 use sift_train::units::{corpus_windows, DocumentUnit, DocumentWindows};
 use sift_train::{GroupRecipe, LabelledQuery, TrainingSet};
@@ -88,6 +89,12 @@ fn recipe() -> EmbedderRecipe {
         max_steps: None,
         synthetic_queries: 0,
         unit: DocumentUnit::Whole,
+        // The CLI's default for BERT-family bases: every test below trains through dropout, so
+        // resuming also checks that a step's masks depend on nothing but the seed and the step.
+        dropout: DropoutRates {
+            hidden: 0.1,
+            attention: 0.1,
+        },
     }
 }
 

@@ -11,6 +11,7 @@ use sift_eval::{Dataset, Split, SplitRule};
 use sift_index::store::{self, Access, Location};
 use sift_models::{Head, ModelDir, TextTokenizer};
 use sift_pipeline::{Pipeline, SearchMode};
+use sift_train::bi_encoder::DropoutRates;
 use sift_train::embedder_trainer::{
     train_embedder, EmbedderDev, EmbedderEvent, EmbedderRecipe, EmbedderState,
 };
@@ -137,6 +138,12 @@ pub struct TrainEmbedderArgs {
     #[arg(long, default_value = "families")]
     split_rule: SplitRule,
 
+    /// Dropout probability of training forward passes, on the embeddings, attention
+    /// probabilities and every sublayer's output (default: the base's own config.json rates,
+    /// as transformers fine-tunes it — 0.1 for BERT-family models). 0 trains without dropout
+    #[arg(long)]
+    dropout: Option<f32>,
+
     /// Dev queries evaluated after each epoch (the first by id); 0 disables evaluation.
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
     dev_queries: usize,
@@ -200,6 +207,13 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
             UnitArg::Windows => DocumentUnit::Windows(sift_pipeline::default_chunking(
                 args.max_length.min(base.config.max_tokens()),
             )),
+        },
+        dropout: match args.dropout {
+            Some(p) => DropoutRates {
+                hidden: p,
+                attention: p,
+            },
+            None => DropoutRates::of_base(&base)?,
         },
     };
     recipe.validate()?;
@@ -307,11 +321,13 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
     let total = recipe.steps_per_epoch(data.examples.len()) * recipe.epochs;
     let stop_at = recipe.max_steps.map_or(total, |m| m.min(total));
     eprintln!(
-        "training {stop_at} steps of {} queries × {} documents ({} epoch(s)), documents as {}; dev retrieval over {} documents after each",
+        "training {stop_at} steps of {} queries × {} documents ({} epoch(s)), documents as {}, dropout {} (attention {}); dev retrieval over {} documents after each",
         recipe.batch_size,
         sift_train::TrainingSet::group_size(&recipe.groups),
         recipe.epochs,
         recipe.unit,
+        recipe.dropout.hidden,
+        recipe.dropout.attention,
         corpus.len()
     );
     let bar = progress_bar(stop_at, "steps");

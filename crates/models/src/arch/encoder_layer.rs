@@ -5,6 +5,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
+use super::dropout::Dropout;
 use super::layers::{layer_norm, linear, multi_head_attention, FeedForward, Kernels, Norm};
 use super::weights::LayerWeights;
 use crate::config::ModelConfig;
@@ -75,7 +76,9 @@ impl EncoderLayer {
     }
 
     /// `x` is `[b*t, hidden]`; `bias` the `[b, 1, 1, t]` padding bias; `position_bias` MPNet's
-    /// `[1, heads, t, t]` relative-position bias.
+    /// `[1, heads, t, t]` relative-position bias; `dropout` (training) is applied where
+    /// transformers applies it.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: &Tensor,
@@ -84,6 +87,7 @@ impl EncoderLayer {
         bias: &Tensor,
         position_bias: Option<&Tensor>,
         kernels: Kernels,
+        mut dropout: Option<&mut Dropout>,
     ) -> candle_core::Result<Tensor> {
         let ctx = multi_head_attention(
             &self.query.forward(x)?,
@@ -95,11 +99,14 @@ impl EncoderLayer {
             bias,
             position_bias,
             kernels,
+            dropout.as_deref_mut(),
         )?;
-        let attended = self
-            .attention_norm
-            .forward(&(self.attention_output.forward(&ctx)? + x)?)?;
-        self.feed_forward.forward(&attended)
+        let mut projected = self.attention_output.forward(&ctx)?;
+        if let Some(d) = dropout.as_deref_mut() {
+            projected = d.hidden(&projected)?;
+        }
+        let attended = self.attention_norm.forward(&(projected + x)?)?;
+        self.feed_forward.forward(&attended, dropout)
     }
 
     pub fn weights(&self) -> LayerWeights {

@@ -3,6 +3,7 @@
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use super::dropout::Dropout;
 use crate::config::Activation;
 
 /// Which implementation of layer norm and softmax the forward pass uses.
@@ -88,7 +89,8 @@ pub fn attention_bias(mask: &Tensor) -> candle_core::Result<Tensor> {
 /// Scaled dot-product attention over `[b*t, h]` projections.
 ///
 /// `bias`: `[b, 1, 1, t]` padding bias; `position_bias`: optional `[1|b, heads, t, t]` (MPNet's
-/// relative positions). Returns the context `[b*t, h]`.
+/// relative positions); `dropout` (training) drops attention probabilities. Returns the
+/// context `[b*t, h]`.
 #[allow(clippy::too_many_arguments)]
 pub fn multi_head_attention(
     q: &Tensor,
@@ -100,6 +102,7 @@ pub fn multi_head_attention(
     bias: &Tensor,
     position_bias: Option<&Tensor>,
     kernels: Kernels,
+    dropout: Option<&mut Dropout>,
 ) -> candle_core::Result<Tensor> {
     let hidden = q.dim(1)?;
     let head_dim = hidden / num_heads;
@@ -114,17 +117,20 @@ pub fn multi_head_attention(
         scores = scores.broadcast_add(pb)?;
     }
     let scores = scores.broadcast_add(bias)?;
-    let probs = match kernels {
+    let mut probs = match kernels {
         Kernels::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
         Kernels::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
     };
+    if let Some(d) = dropout {
+        probs = d.attention(&probs)?;
+    }
     probs
         .matmul(&v)?
         .transpose(1, 2)?
         .reshape((batch * seq, hidden))
 }
 
-/// The feed-forward half of a transformer layer: `LN(x + W2·act(W1·x))`.
+/// The feed-forward half of a transformer layer: `LN(x + dropout(W2·act(W1·x)))`.
 pub struct FeedForward {
     pub intermediate: Linear,
     pub output: Linear,
@@ -133,9 +139,16 @@ pub struct FeedForward {
 }
 
 impl FeedForward {
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        dropout: Option<&mut Dropout>,
+    ) -> candle_core::Result<Tensor> {
         let h = activate(&self.intermediate.forward(x)?, self.activation)?;
-        let h = self.output.forward(&h)?;
+        let mut h = self.output.forward(&h)?;
+        if let Some(d) = dropout {
+            h = d.hidden(&h)?;
+        }
         self.norm.forward(&(h + x)?)
     }
 }

@@ -2,6 +2,7 @@
 //! inference over memory-mapped checkpoints and training over a `VarMap`.
 
 mod bert;
+mod dropout;
 mod encoder_layer;
 mod heads;
 mod layers;
@@ -14,6 +15,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 pub(crate) use bert::position_ids;
+pub use dropout::Dropout;
 pub use heads::ClassificationHead;
 pub(crate) use layers::activate;
 pub use layers::Kernels;
@@ -56,11 +58,26 @@ impl Encoder {
 
     /// The embeddings of `batch`: the state before the first layer.
     pub fn start(&self, batch: &Batch) -> candle_core::Result<EncoderState> {
-        let x = match self {
+        self.start_with_dropout(batch, None)
+    }
+
+    /// [`Encoder::start`] for training: `dropout` applies to the embeddings here and to every
+    /// layer the state is run through.
+    pub fn start_with_dropout(
+        &self,
+        batch: &Batch,
+        mut dropout: Option<Dropout>,
+    ) -> candle_core::Result<EncoderState> {
+        let mut x = match self {
             Encoder::Bert(e) => e.embed(batch)?,
             Encoder::MpNet(e) => e.embed(batch)?,
         };
-        self.state(x, &batch.mask, 0)
+        if let Some(d) = dropout.as_mut() {
+            x = d.hidden(&x)?;
+        }
+        let mut state = self.state(x, &batch.mask, 0)?;
+        state.dropout = dropout;
+        Ok(state)
     }
 
     /// A state saved after `layers_done` layers (`hidden`: `[b, t, hidden]`, `mask`: `[b, t]`
@@ -100,6 +117,7 @@ impl Encoder {
             bias: attention_bias(mask)?,
             position_bias,
             layers_done,
+            dropout: None,
         })
     }
 
@@ -125,6 +143,7 @@ impl Encoder {
                 &state.bias,
                 state.position_bias.as_ref(),
                 kernels,
+                state.dropout.as_mut(),
             )?;
         }
         state.layers_done = until;
@@ -152,6 +171,8 @@ pub struct EncoderState {
     position_bias: Option<Tensor>,
     /// Layers run so far (0: the embeddings).
     pub layers_done: usize,
+    /// Training only: the masks of the layers still to run.
+    dropout: Option<Dropout>,
 }
 
 impl EncoderState {
@@ -244,6 +265,16 @@ impl Transformer {
     /// Token states `[b, t, hidden]`.
     pub fn hidden_states(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         self.encoder.forward(batch)
+    }
+
+    /// Token states `[b, t, hidden]` of a training forward pass with `dropout`.
+    pub fn hidden_states_with_dropout(
+        &self,
+        batch: &Batch,
+        dropout: Dropout,
+    ) -> candle_core::Result<Tensor> {
+        let state = self.encoder.start_with_dropout(batch, Some(dropout))?;
+        self.encoder.run(state, self.encoder.num_layers())?.hidden()
     }
 
     /// Classification logits `[b, num_labels]`; an error when loaded without a head.
