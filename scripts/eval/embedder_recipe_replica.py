@@ -45,6 +45,7 @@ ap.add_argument("--hard", type=int, default=1)
 ap.add_argument("--random", type=int, default=1)
 ap.add_argument("--depth", type=int, default=30)
 ap.add_argument("--seed", type=int, default=42)
+ap.add_argument("--symmetric", action="store_true", help="add the document-to-query direction of the loss")
 ap.add_argument("--eval-only", action="store_true", help="measure the model as it is")
 ap.add_argument("--name", required=True)
 a = ap.parse_args()
@@ -192,7 +193,11 @@ for epoch in range(a.epochs):
             1, torch.tensor(owner).expand(len(batch), -1), s, reduce="amax", include_self=True)
         mask = torch.tensor([[j != i and d in qrels[x] for j, d in enumerate(docs)]
                              for i, (x, _) in enumerate(batch)])
-        loss = F.cross_entropy(scores.masked_fill(mask, -1e4) * 20.0, torch.arange(len(batch)))
+        logits = scores.masked_fill(mask, -1e4) * 20.0
+        loss = F.cross_entropy(logits, torch.arange(len(batch)))
+        if a.symmetric:
+            # Each positive document against the batch's queries (the same masks, transposed).
+            loss = (loss + F.cross_entropy(logits[:, :len(batch)].T, torch.arange(len(batch)))) / 2
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
