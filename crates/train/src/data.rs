@@ -139,8 +139,9 @@ pub fn labelled_queries(
     Ok(out)
 }
 
-/// The first stage's ranking (document ids, best first) for each query: hard negatives for
-/// training, candidates for dev evaluation. Calls `progress(1)` per query.
+/// The first stage's ranking (document ids, best first) for each query, cut to `depth`: the
+/// top of what a default search of the collection returns — hard negatives for training,
+/// candidates for dev evaluation. Calls `progress(1)` per query.
 pub fn first_stage(
     pipeline: &Pipeline,
     queries: &[LabelledQuery],
@@ -148,10 +149,16 @@ pub fn first_stage(
     mode: SearchMode,
     progress: &mut dyn FnMut(usize),
 ) -> Result<BTreeMap<String, Vec<String>>> {
+    // The legs go as deep as a default search's and the fused list is cut to `depth` after:
+    // hybrid fusion normalizes each leg's scores over what the leg returned, so legs cut to
+    // `depth` fuse into another ranking than the one users search (SciFact, depth 30: 26 of
+    // the top 30 shared, the missing ones documents both legs rank fairly high — the hardest
+    // negatives). Hard negatives are "the first stage's top N" only if this is the first stage.
+    let legs = depth.max(SearchOptions::default().depth);
     let options = SearchOptions {
         mode,
-        depth,
-        candidates: depth,
+        depth: legs,
+        candidates: legs,
         top_k: depth,
         rerank: false,
         first_stage_weight: None,
