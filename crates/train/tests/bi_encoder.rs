@@ -5,26 +5,17 @@
 //! sift's `Embedder` with the vectors the trained model computes. Gradient caching gives the
 //! plain backward pass's gradients.
 
-use std::path::PathBuf;
+mod support;
 
 use candle_core::{Device, Tensor, Var};
 use sift_models::batch::Batch;
-use sift_models::{
-    Embedder, EmbedderOptions, EngineChoice, EngineOptions, ModelDir, Precision, TextRole,
-    TextTokenizer,
-};
+use sift_models::{ModelDir, TextRole, TextTokenizer};
 use sift_train::bi_encoder::{
     contrastive_loss, contrastive_loss_of_scores, DropoutRates, TrainableBiEncoder,
 };
 use sift_train::grad_cache::{contrastive_gradients, ContrastiveStep};
 use sift_train::optim::AdamW;
 use sift_train::units::max_per_document;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/fixtures/golden")
-        .join(name)
-}
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -40,7 +31,7 @@ struct Fixture {
 }
 
 fn load(name: &str) -> Fixture {
-    let dir = fixture(name);
+    let dir = support::golden_fixture(name);
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let base = ModelDir::open(&dir).unwrap();
@@ -132,18 +123,7 @@ fn contrastive_steps_pull_positives_together_and_the_saved_directory_embeds_the_
     ] {
         assert!(dir.join(file).is_file(), "{file}");
     }
-    let embedder = Embedder::load(
-        &dir,
-        EmbedderOptions {
-            engine: EngineOptions {
-                engine: EngineChoice::Candle,
-                precision: Precision::F32,
-                threads: None,
-            },
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let embedder = support::candle_embedder(&dir);
     assert!(embedder.normalizes());
     let saved = embedder.embed(&f.texts, TextRole::Raw).unwrap();
     let trained: Vec<Vec<f32>> = embed(&model, &f, &f.texts, false).to_vec2().unwrap();

@@ -4,14 +4,13 @@
 //! an uninterrupted one. Trained on windows, it learns what lies past the max length, and its
 //! windows are the ones the index embeds.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use sift_index::{ChunkingConfig, Document};
-use sift_models::{
-    Embedder, EmbedderOptions, EngineChoice, EngineOptions, ModelDir, Precision, TextRole,
-    TextTokenizer,
-};
+use sift_models::{Embedder, EmbedderOptions, ModelDir, TextRole, TextTokenizer};
 use sift_pipeline::ingest::{chunk_document, embedding_text};
 use sift_train::bi_encoder::DropoutRates;
 use sift_train::embedder_trainer::{train_embedder, EmbedderDev, EmbedderRecipe, EmbedderState};
@@ -24,11 +23,7 @@ const TOPICS: [&str; 16] = [
 ];
 
 fn base() -> ModelDir {
-    ModelDir::open(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../models/tests/fixtures/golden/bert-encoder"),
-    )
-    .unwrap()
+    ModelDir::open(support::golden_fixture("bert-encoder")).unwrap()
 }
 
 struct Task {
@@ -132,16 +127,7 @@ fn run_with(
 }
 
 fn vectors(dir: &Path, texts: &[String]) -> Vec<Vec<f32>> {
-    let options = EmbedderOptions {
-        engine: EngineOptions {
-            engine: EngineChoice::Candle,
-            precision: Precision::F32,
-            threads: None,
-        },
-        ..Default::default()
-    };
-    Embedder::load(dir, options)
-        .unwrap()
+    support::candle_embedder(dir)
         .embed(texts, TextRole::Raw)
         .unwrap()
 }

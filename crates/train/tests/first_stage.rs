@@ -3,12 +3,12 @@
 //! returned, so legs cut to N fuse into another order; this test fails when mining searches at
 //! the mining depth.
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
 
 use sift_index::store::Location;
 use sift_index::Document;
-use sift_models::{Embedder, EmbedderOptions, EngineChoice, EngineOptions, Precision};
 use sift_pipeline::build::{index_documents, IndexOptions};
 use sift_pipeline::{SearchMode, SearchOptions};
 use sift_train::{first_stage, LabelledQuery};
@@ -29,20 +29,7 @@ fn word(state: &mut u64) -> &'static str {
 
 #[test]
 fn mined_negatives_are_the_top_of_a_default_search() {
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/fixtures/golden/bert-encoder");
-    let embedder = Embedder::load(
-        &fixture,
-        EmbedderOptions {
-            engine: EngineOptions {
-                engine: EngineChoice::Candle,
-                precision: Precision::F32,
-                threads: None,
-            },
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let embedder = support::candle_embedder(&support::golden_fixture("bert-encoder"));
     let mut state = 7u64;
     let docs = (0..300)
         .map(|i| {
