@@ -77,6 +77,10 @@ fn bad_input_is_refused_before_any_work() {
     let at = one.iter().position(|a| *a == "--batch-size").unwrap() + 1;
     one[at] = "1";
     fails(&sift_cmd(&one).output().unwrap(), "batch size");
+    // A dropout rate of 1 drops everything.
+    let mut all = args(&d, &c, &out, &t);
+    all.extend(["--dropout", "1"]);
+    fails(&sift_cmd(&all).output().unwrap(), "--dropout");
     assert!(!Path::new(&out).exists(), "nothing written on refusal");
     assert!(!Path::new(&c).exists(), "no collection built on refusal");
 }

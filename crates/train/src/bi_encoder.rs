@@ -202,9 +202,11 @@ impl DropoutRates {
         self.hidden == 0.0 && self.attention == 0.0
     }
 
-    /// The masks of one forward pass, drawn from `seed`.
+    /// The masks of one forward pass, drawn from `seed`; rates outside `[0, 1)` are invalid
+    /// input (the only way [`Dropout::new`] fails).
     pub fn masks(&self, seed: u64) -> Result<Dropout> {
-        Ok(Dropout::new(self.hidden, self.attention, seed)?)
+        Dropout::new(self.hidden, self.attention, seed)
+            .map_err(|e| TrainError::Invalid(format!("--dropout: {e}")))
     }
 }
 

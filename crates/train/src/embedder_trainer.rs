@@ -74,12 +74,9 @@ impl EmbedderRecipe {
         if !(self.scale > 0.0 && self.scale.is_finite()) || self.max_length < 2 {
             return bad("the loss scale must be positive and max length ≥ 2".into());
         }
-        let DropoutRates { hidden, attention } = self.dropout;
-        if !((0.0..1.0).contains(&hidden) && (0.0..1.0).contains(&attention)) {
-            return bad(format!(
-                "dropout ({hidden} hidden, {attention} attention) must be in [0, 1)"
-            ));
-        }
+        // The rates' rule is the masks' own ([`sift_models::arch::Dropout::new`]), checked here
+        // before any work.
+        self.dropout.masks(0)?;
         Ok(())
     }
 
