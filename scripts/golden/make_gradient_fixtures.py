@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference gradients of one contrastive training step, for sift's trainer to be tested against.
+"""Reference gradients of one training step of each trainer, for sift's trainers to be tested against.
 
 Run by hand (not in CI) after changing the encoder fixtures or the step below:
 
@@ -18,9 +18,16 @@ make_fixtures.py, and writes every encoder parameter's gradient:
   with the (query, document) pairs in `not_negatives` left out of the softmax (-1e4);
 - no dropout (the fixtures' rates are 0), weights in f32.
 
+The cross-encoder step (`train-reranker`), on the tiny classifiers: two groups of three
+(query, document) pairs, the first document of each group the positive; loss = half the
+listwise softmax cross-entropy plus half the distillation term KL(teacher ‖ student) at
+temperature 2 (times 4), against fixed teacher logits. The MPNet classifier fixture has two
+labels and sift trains one-label rerankers, so its step runs on a one-label head drawn here,
+written to head.safetensors for the test to load.
+
 Output per fixture: gradients.json (the step and its loss) and gradients.safetensors (one
 tensor per parameter, Hugging Face names; parameters the step does not reach, such as BERT's
-pooler, are absent).
+pooler in a bi-encoder, are absent).
 """
 
 import json
@@ -30,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
+from tokenizers import Tokenizer
+from transformers import AutoModelForSequenceClassification
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "crates/models/tests/fixtures/golden"
@@ -79,6 +88,65 @@ def step(name):
     print(f"{name}: loss {loss.item():.6f}, {len(grads)} gradients")
 
 
+GROUPS = [(0, [0, 1, 4]), (1, [1, 2, 3])]  # (query of pair q, documents of pairs d)
+TEACHER = [[2.0, 0.0, -1.0], [0.5, 1.5, -0.5]]
+TEMPERATURE = 2.0
+DISTILL_WEIGHT = 0.5
+
+
+def cross_step(name):
+    folder = GOLDEN / name
+    expected = json.loads((folder / "expected.json").read_text())
+    fixture_pairs = expected["pairs"]
+    pairs = [(fixture_pairs[q][0], fixture_pairs[d][1]) for q, docs in GROUPS for d in docs]
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(expected["max_length"], strategy="only_second")
+    encodings = [tok.encode(q, d) for q, d in pairs]
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
+    if model.config.num_labels != 1:
+        torch.manual_seed(0)
+        model.classifier.out_proj = torch.nn.Linear(model.config.hidden_size, 1)
+        model.config.num_labels = 1
+        head = {n: p.detach().contiguous() for n, p in model.named_parameters() if n.startswith("classifier.")}
+        save_file(head, str(folder / "head.safetensors"))
+    model.eval()
+    width = max(len(e.ids) for e in encodings)
+    ids = torch.full((len(pairs), width), model.config.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    types = torch.zeros_like(ids)
+    for i, e in enumerate(encodings):
+        ids[i, :len(e.ids)] = torch.tensor(e.ids)
+        mask[i, :len(e.ids)] = 1
+        types[i, :len(e.ids)] = torch.tensor(e.type_ids)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if model.config.model_type == "bert":
+        inputs["token_type_ids"] = types
+    logits = model(**inputs).logits.view(len(GROUPS), -1)
+    listwise = F.cross_entropy(logits, torch.zeros(len(GROUPS), dtype=torch.long))
+    teacher = torch.tensor(TEACHER)
+    kl = F.kl_div(F.log_softmax(logits / TEMPERATURE, dim=1), F.log_softmax(teacher / TEMPERATURE, dim=1),
+                  reduction="batchmean", log_target=True) * TEMPERATURE ** 2
+    loss = (1 - DISTILL_WEIGHT) * listwise + DISTILL_WEIGHT * kl
+    loss.backward()
+
+    grads = {n: p.grad.detach().contiguous() for n, p in model.named_parameters() if p.grad is not None}
+    save_file(grads, str(folder / "gradients.safetensors"))
+    (folder / "gradients.json").write_text(json.dumps({
+        "pairs": pairs,
+        "ids": [e.ids for e in encodings],
+        "group_size": len(GROUPS[0][1]),
+        "teacher": TEACHER,
+        "temperature": TEMPERATURE,
+        "distill_weight": DISTILL_WEIGHT,
+        "loss": loss.item(),
+    }, ensure_ascii=False, indent=1) + "\n")
+    print(f"{name}: loss {loss.item():.6f}, {len(grads)} gradients")
+
+
 if __name__ == "__main__":
     for fixture in ["bert-encoder", "mpnet-encoder", "xlmr-encoder"]:
         step(fixture)
+    for fixture in ["bert-classifier", "mpnet-classifier", "xlmr-classifier"]:
+        cross_step(fixture)

@@ -18,7 +18,7 @@ use crate::error::{Result, TrainError};
 use crate::evaluate::{DevEvaluation, DevSet};
 use crate::model::{write_atomic, TrainableCrossEncoder};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
-use crate::recipe::{Loss, Recipe};
+use crate::recipe::{Distillation, Loss, Recipe};
 
 /// Pairs scored per forward pass when evaluating on the dev queries, in tokens.
 const DEV_BATCH_TOKENS: usize = 8192;
@@ -258,12 +258,7 @@ impl<'a> Trainer<'a> {
             let mut loss: Option<Tensor> = None;
             for ((_, logits), w) in exits.iter().zip(weights) {
                 let logits = logits.reshape((groups, size))?;
-                let mut term = group_loss(&logits, self.recipe.loss)?;
-                if let Some((teacher, d)) = &teacher {
-                    let kl = distillation_loss(&logits, teacher, d.temperature)?;
-                    term = ((term * (1.0 - d.weight))? + (kl * d.weight)?)?;
-                }
-                let term = (term * w)?;
+                let term = (exit_loss(&logits, self.recipe.loss, teacher.as_ref())? * w)?;
                 loss = Some(match loss {
                     Some(sum) => (sum + term)?,
                     None => term,
@@ -458,6 +453,24 @@ pub fn train(
 }
 
 /// Group-level loss of `[groups, group_size]` logits, positive in column 0.
+/// One exit's loss over `logits` `[groups, group_size]` (each group's positive first): the
+/// label loss, mixed with the distillation term where a teacher's logits of the same pairs are
+/// given — `(1 − weight) · label + weight · KL(teacher ‖ student)`.
+pub fn exit_loss(
+    logits: &Tensor,
+    loss: Loss,
+    teacher: Option<&(Tensor, &Distillation)>,
+) -> candle_core::Result<Tensor> {
+    let label = group_loss(logits, loss)?;
+    match teacher {
+        Some((teacher, d)) => {
+            let kl = distillation_loss(logits, teacher, d.temperature)?;
+            (label * (1.0 - d.weight))? + (kl * d.weight)?
+        }
+        None => Ok(label),
+    }
+}
+
 fn group_loss(logits: &Tensor, loss: Loss) -> candle_core::Result<Tensor> {
     let (groups, size) = logits.dims2()?;
     match loss {

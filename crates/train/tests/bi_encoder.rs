@@ -229,13 +229,10 @@ fn cached_gradients_equal_the_plain_backward_pass() {
 fn gradients_equal_the_reference_implementations() {
     for name in ["bert-encoder", "mpnet-encoder", "xlmr-encoder"] {
         let f = load(name);
-        let dir = support::golden_fixture(name);
-        let step: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("gradients.json")).unwrap())
-                .unwrap();
-        let reference =
-            candle_core::safetensors::load(dir.join("gradients.safetensors"), &Device::Cpu)
-                .unwrap();
+        let step: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(support::golden_fixture(name).join("gradients.json")).unwrap(),
+        )
+        .unwrap();
         let texts = |key: &str| -> Vec<_> {
             serde_json::from_value::<Vec<String>>(step[key].clone())
                 .unwrap()
@@ -264,38 +261,10 @@ fn gradients_equal_the_reference_implementations() {
             (loss - want_loss).abs() < 1e-4,
             "{name}: loss {loss} vs torch {want_loss}"
         );
-        let plain = cached_and_plain(&model, &vars, &contrastive);
-        assert_eq!(
-            plain.len(),
-            reference.len(),
-            "{name}: the parameters with a gradient differ from torch's"
-        );
-        // Gradients that are zero in exact arithmetic (a key bias shifts every attention score
-        // of a query alike) are rounding noise in both: judged against the step's scale.
-        let global = reference.values().fold(0f32, |m, t| {
-            m.max(t.abs().unwrap().max_all().unwrap().to_scalar().unwrap())
-        });
-        let mut checked = 0;
-        for ((var_name, _), grad) in named.iter().zip(&cached) {
-            let Some(grad) = grad else { continue };
-            let want: Vec<f32> = reference
-                .get(var_name)
-                .unwrap_or_else(|| panic!("{name}: torch has no gradient for {var_name}"))
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let got: Vec<f32> = grad.flatten_all().unwrap().to_vec1().unwrap();
-            assert_eq!(got.len(), want.len(), "{name}: {var_name}");
-            let largest = want.iter().fold(1e-3 * global, |m, x| m.max(x.abs()));
-            for (a, b) in got.iter().zip(&want) {
-                assert!(
-                    (a - b).abs() <= 1e-3 * largest,
-                    "{name}: {var_name}: {a} vs torch {b} (largest {largest})"
-                );
-            }
-            checked += 1;
-        }
-        assert_eq!(checked, reference.len(), "{name}");
+        // The plain backward pass equals the cached one (checked inside); torch judges the
+        // cached one, which is what training runs.
+        cached_and_plain(&model, &vars, &contrastive);
+        let got: Vec<_> = named.into_iter().map(|(n, _)| n).zip(cached).collect();
+        support::assert_gradients_equal(name, &got, &support::reference_gradients(name));
     }
 }
