@@ -54,7 +54,7 @@ pub fn assert_gradients_equal(
         |t: &candle_core::Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
     let global = reference
         .values()
-        .flat_map(|t| flat(t))
+        .flat_map(&flat)
         .fold(0f32, |m, x| m.max(x.abs()));
     let mut checked = 0;
     for (var_name, grad) in got {
