@@ -16,7 +16,11 @@ make_fixtures.py, and writes every encoder parameter's gradient:
   `spans` (a document scores by its best unit, as sift scores a document by its best window);
 - loss: in-batch softmax cross-entropy over scale × cosine (query i's positive is document i),
   with the (query, document) pairs in `not_negatives` left out of the softmax (-1e4);
-- no dropout (the fixtures' rates are 0), weights in f32.
+- no dropout (the fixtures' rates are 0), weights in f32;
+- for bert-encoder also the distilled step (`train-embedder --teacher`): half that loss plus
+  half KL(teacher ‖ student) at temperature 2 (times 4) over each query's own group, the
+  student's logits scale × its documents' scores at `columns`, against fixed teacher logits
+  (gradients-distilled.safetensors).
 
 The cross-encoder step (`train-reranker`), on the tiny classifiers: two groups of three
 (query, document) pairs, the first document of each group the positive; loss = half the
@@ -45,6 +49,17 @@ GOLDEN = ROOT / "crates/models/tests/fixtures/golden"
 SPANS = [(0, 2), (2, 1), (3, 2), (5, 1)]
 NOT_NEGATIVES = [(0, 2)]
 SCALE = 20.0
+COLUMNS = [[0, 3], [1, 3], [2, 0]]  # each query's group: its positive, then a negative
+GROUP_TEACHER = [[1.0, -1.0], [0.5, 0.0], [2.0, 1.0]]
+TEMPERATURE = 2.0
+DISTILL_WEIGHT = 0.5
+
+
+def kl(student, teacher):
+    """KL(teacher ‖ student) over each row's softmax at TEMPERATURE, times its square."""
+    return F.kl_div(F.log_softmax(student / TEMPERATURE, dim=1),
+                    F.log_softmax(torch.tensor(teacher) / TEMPERATURE, dim=1),
+                    reduction="batchmean", log_target=True) * TEMPERATURE ** 2
 
 
 def step(name):
@@ -67,31 +82,42 @@ def step(name):
         features = model.tokenize(batch)
         return F.normalize(model(features)["sentence_embedding"], dim=-1)
 
-    scores = embed(queries) @ embed(units).T
-    documents = torch.stack([scores[:, s:s + n].max(dim=1).values for s, n in SPANS], dim=1)
-    logits = documents * SCALE
-    for q, d in NOT_NEGATIVES:
-        logits = logits.index_put((torch.tensor([q]), torch.tensor([d])), torch.tensor(-1e4), accumulate=True)
-    loss = F.cross_entropy(logits, torch.arange(len(queries)))
-    loss.backward()
+    def loss_and_gradients(distilled):
+        encoder.zero_grad(set_to_none=True)
+        scores = embed(queries) @ embed(units).T
+        documents = torch.stack([scores[:, s:s + n].max(dim=1).values for s, n in SPANS], dim=1)
+        logits = documents * SCALE
+        for q, d in NOT_NEGATIVES:
+            logits = logits.index_put((torch.tensor([q]), torch.tensor([d])), torch.tensor(-1e4), accumulate=True)
+        loss = F.cross_entropy(logits, torch.arange(len(queries)))
+        if distilled:
+            student = documents.gather(1, torch.tensor(COLUMNS)) * SCALE
+            loss = (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * kl(student, GROUP_TEACHER)
+        loss.backward()
+        grads = {n: p.grad.detach().contiguous() for n, p in encoder.named_parameters() if p.grad is not None}
+        return loss.item(), grads
 
-    grads = {n: p.grad.detach().contiguous() for n, p in encoder.named_parameters() if p.grad is not None}
+    loss, grads = loss_and_gradients(False)
     save_file(grads, str(folder / "gradients.safetensors"))
-    (folder / "gradients.json").write_text(json.dumps({
+    record = {
         "queries": queries,
         "units": units,
         "spans": SPANS,
         "not_negatives": NOT_NEGATIVES,
         "scale": SCALE,
-        "loss": loss.item(),
-    }, ensure_ascii=False, indent=1) + "\n")
-    print(f"{name}: loss {loss.item():.6f}, {len(grads)} gradients")
+        "loss": loss,
+    }
+    if name == "bert-encoder":
+        distilled, distilled_grads = loss_and_gradients(True)
+        save_file(distilled_grads, str(folder / "gradients-distilled.safetensors"))
+        record.update(columns=COLUMNS, teacher=GROUP_TEACHER, temperature=TEMPERATURE,
+                      distill_weight=DISTILL_WEIGHT, distilled_loss=distilled)
+    (folder / "gradients.json").write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n")
+    print(f"{name}: loss {loss:.6f}, {len(grads)} gradients")
 
 
 GROUPS = [(0, [0, 1, 4]), (1, [1, 2, 3])]  # (query of pair q, documents of pairs d)
 TEACHER = [[2.0, 0.0, -1.0], [0.5, 1.5, -0.5]]
-TEMPERATURE = 2.0
-DISTILL_WEIGHT = 0.5
 
 
 def cross_step(name):
@@ -125,10 +151,7 @@ def cross_step(name):
         inputs["token_type_ids"] = types
     logits = model(**inputs).logits.view(len(GROUPS), -1)
     listwise = F.cross_entropy(logits, torch.zeros(len(GROUPS), dtype=torch.long))
-    teacher = torch.tensor(TEACHER)
-    kl = F.kl_div(F.log_softmax(logits / TEMPERATURE, dim=1), F.log_softmax(teacher / TEMPERATURE, dim=1),
-                  reduction="batchmean", log_target=True) * TEMPERATURE ** 2
-    loss = (1 - DISTILL_WEIGHT) * listwise + DISTILL_WEIGHT * kl
+    loss = (1 - DISTILL_WEIGHT) * listwise + DISTILL_WEIGHT * kl(logits, TEACHER)
     loss.backward()
 
     grads = {n: p.grad.detach().contiguous() for n, p in model.named_parameters() if p.grad is not None}

@@ -81,6 +81,13 @@ fn bad_input_is_refused_before_any_work() {
     let mut all = args(&d, &c, &out, &t);
     all.extend(["--dropout", "1"]);
     fails(&sift_cmd(&all).output().unwrap(), "--dropout");
+    // A teacher that is not a model, and a distillation weight outside [0, 1].
+    let mut teacher = args(&d, &c, &out, &t);
+    teacher.extend(["--teacher", "/nonexistent/teacher"]);
+    fails(&sift_cmd(&teacher).output().unwrap(), "teacher");
+    let mut weight = args(&d, &c, &out, &t);
+    weight.extend(["--teacher", &cross, "--distill-weight", "2"]);
+    fails(&sift_cmd(&weight).output().unwrap(), "--distill-weight");
     assert!(!Path::new(&out).exists(), "nothing written on refusal");
     assert!(!Path::new(&c).exists(), "no collection built on refusal");
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Var};
+use candle_core::{Device, Tensor, Var};
 use sift_eval::metrics::{evaluate, Metric};
 use sift_eval::{Qrels, Run};
 use sift_models::batch::Batch;
@@ -16,9 +16,11 @@ use sift_models::{Encoded, ModelDir, TextTokenizer};
 use crate::bi_encoder::{DropoutRates, TrainableBiEncoder};
 use crate::checkpoint::{read_checkpoint_of, save_checkpoint_of};
 use crate::data::{Corpus, GroupRecipe, LabelledQuery, TrainingSet};
+use crate::distill::Teacher;
 use crate::error::{Result, TrainError};
-use crate::grad_cache::{contrastive_gradients, mix, ContrastiveStep};
+use crate::grad_cache::{contrastive_gradients, mix, ContrastiveStep, GroupTeacher};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
+use crate::recipe::Distillation;
 use crate::units::{units_of, DocumentUnit, DocumentWindows};
 
 /// Texts embedded per forward pass when evaluating, in padded tokens.
@@ -54,6 +56,10 @@ pub struct EmbedderRecipe {
     /// Dropout of the training forward passes; checkpoints made before it existed had none.
     #[serde(default)]
     pub dropout: DropoutRates,
+    /// A reranker whose scores of each query's group the bi-encoder also learns
+    /// ([`crate::grad_cache::GroupTeacher`]); checkpoints made before it existed had none.
+    #[serde(default)]
+    pub distillation: Option<Distillation>,
 }
 
 impl EmbedderRecipe {
@@ -77,6 +83,9 @@ impl EmbedderRecipe {
         // The rates' rule is the masks' own ([`sift_models::arch::Dropout::new`]), checked here
         // before any work.
         self.dropout.masks(0)?;
+        if let Some(d) = &self.distillation {
+            d.validate()?;
+        }
         Ok(())
     }
 
@@ -233,6 +242,37 @@ pub enum EmbedderEvent {
     },
 }
 
+/// The teacher's logits `[queries, g]` of each query's own group and the score-matrix columns
+/// they are about. Documents are laid out as the step lays them out: every group's positive
+/// first (column i = query i's), then each group's negatives in turn. `g` is the smallest
+/// group's size (groups of a tiny corpus may fall short of the recipe's negatives).
+fn group_teacher_logits(
+    teacher: &mut Teacher,
+    groups: &[crate::data::Group<'_>],
+) -> Result<(Tensor, Tensor)> {
+    let b = groups.len();
+    let g = groups.iter().map(|x| x.documents.len()).min().unwrap_or(1);
+    let mut pairs = Vec::with_capacity(b * g);
+    let mut columns = Vec::with_capacity(b * g);
+    let mut first_negative = b;
+    for (i, group) in groups.iter().enumerate() {
+        for (k, document) in group.documents.iter().take(g).enumerate() {
+            pairs.push((group.query, *document));
+            columns.push(if k == 0 {
+                i as u32
+            } else {
+                (first_negative + k - 1) as u32
+            });
+        }
+        first_negative += group.documents.len() - 1;
+    }
+    let logits = teacher.logits(&pairs)?;
+    Ok((
+        Tensor::from_vec(logits, (b, g), &Device::Cpu)?,
+        Tensor::from_vec(columns, (b, g), &Device::Cpu)?,
+    ))
+}
+
 /// Runs (or resumes) a fine-tune of `base` to the end of `recipe`'s schedule. The best model by
 /// dev nDCG@10 (the last one without dev queries) is written to `out` as a sentence-transformers
 /// directory; `out/checkpoint/` holds the latest resumable state, written every
@@ -258,6 +298,10 @@ pub fn train_embedder(
         st.query_prompt.clone().unwrap_or_default(),
         st.passage_prompt.clone().unwrap_or_default(),
     );
+    let mut teacher = match &recipe.distillation {
+        Some(d) => Some(Teacher::load(d, max_length)?),
+        None => None,
+    };
     let mut opt = AdamW::new(model.variables(), recipe.learning_rate, recipe.weight_decay)?;
     let steps_per_epoch = recipe.steps_per_epoch(data.examples.len());
     let total = steps_per_epoch * recipe.epochs;
@@ -358,6 +402,10 @@ pub fn train_embedder(
             .iter()
             .map(|t| encode(t, pp))
             .collect::<sift_models::Result<_>>()?;
+        let teacher_view = match (&mut teacher, &recipe.distillation) {
+            (Some(t), Some(d)) => Some((group_teacher_logits(t, &groups)?, d)),
+            _ => None,
+        };
         let (loss_value, mut g) = contrastive_gradients(
             &model,
             &vars,
@@ -368,6 +416,13 @@ pub fn train_embedder(
                 not_negatives: &not_negatives,
                 scale: recipe.scale,
                 dropout: Some((recipe.dropout, mix(recipe.seed, state.step as u64))),
+                teacher: teacher_view
+                    .as_ref()
+                    .map(|((logits, columns), d)| GroupTeacher {
+                        logits,
+                        columns,
+                        distillation: d,
+                    }),
             },
         )?;
         if !loss_value.is_finite() {

@@ -18,7 +18,9 @@ use sift_models::batch::Batch;
 use sift_models::Encoded;
 
 use crate::bi_encoder::{contrastive_loss_of_scores, DropoutRates, TrainableBiEncoder};
+use crate::distill::distillation_loss;
 use crate::error::Result;
+use crate::recipe::Distillation;
 use crate::units::max_per_document;
 
 /// Sequences per forward pass. Rows are sorted by length first, so a pass holds sequences of
@@ -37,6 +39,20 @@ pub struct ContrastiveStep<'a> {
     pub scale: f64,
     /// Dropout rates and the step's seed (every pass's masks derive from it).
     pub dropout: Option<(DropoutRates, u64)>,
+    /// A teacher's logits of each query's own group, for distillation.
+    pub teacher: Option<GroupTeacher<'a>>,
+}
+
+/// What a teacher says about each query's own group (its positive and negatives): the
+/// distillation term compares its softmax over the group with the student's — the student's
+/// logits being the contrastive loss's, `scale × cosine`.
+pub struct GroupTeacher<'a> {
+    /// `[queries, group size]`.
+    pub logits: &'a Tensor,
+    /// `[queries, group size]` (u32): the document column of the step's score matrix that each
+    /// of the teacher's logits is about.
+    pub columns: &'a Tensor,
+    pub distillation: &'a Distillation,
 }
 
 /// Which rows a pass embeds: the masks of the two sides are drawn independently.
@@ -47,6 +63,24 @@ enum Side {
 }
 
 impl ContrastiveStep<'_> {
+    /// The step's loss from its document scores `[queries, documents]`: the in-batch
+    /// contrastive loss, mixed with the distillation term where a teacher is given
+    /// (`(1 − weight) · contrastive + weight · KL`).
+    pub fn loss_of_scores(&self, scores: &Tensor) -> Result<Tensor> {
+        let contrastive = contrastive_loss_of_scores(scores, self.scale, self.not_negatives)?;
+        let Some(t) = &self.teacher else {
+            return Ok(contrastive);
+        };
+        let (b, g) = t.columns.dims2()?;
+        let student = (scores
+            .gather(&t.columns.to_dtype(candle_core::DType::U32)?, 1)?
+            .reshape((b, g))?
+            * self.scale)?;
+        let kl = distillation_loss(&student, t.logits, t.distillation.temperature)?;
+        let w = t.distillation.weight;
+        Ok(((contrastive * (1.0 - w))? + (kl * w)?)?)
+    }
+
     /// Query and unit embeddings through the training kernels with a graph, pass by pass with
     /// the masks the cached gradient draws: the plain forward pass whose gradient
     /// [`contrastive_gradients`] returns (a test compares the two).
@@ -127,7 +161,7 @@ pub fn contrastive_gradients(
     // 2. The loss and its gradient with respect to the embeddings only.
     let cosines = cached_q.as_tensor().matmul(&cached_d.as_tensor().t()?)?;
     let scores = max_per_document(&cosines, step.spans)?;
-    let loss = contrastive_loss_of_scores(&scores, step.scale, step.not_negatives)?;
+    let loss = step.loss_of_scores(&scores)?;
     let loss_value = f64::from(loss.to_scalar::<f32>()?);
     let grads = loss.backward()?;
     let zeros = |v: &Var| v.as_tensor().zeros_like();

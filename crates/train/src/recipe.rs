@@ -141,8 +141,9 @@ pub struct Recipe {
     pub distillation: Option<Distillation>,
 }
 
-/// Distillation from a teacher reranker ([`crate::distill`]): each exit's loss becomes
-/// `(1 − weight) · label loss + weight · KL(teacher ‖ student)` over the group.
+/// Distillation from a teacher reranker ([`crate::distill`]): the loss becomes
+/// `(1 − weight) · label loss + weight · KL(teacher ‖ student)` over each group — each exit's
+/// group for a reranker, each query's own group (its positive and negatives) for a bi-encoder.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Distillation {
     /// Any rerank model sift loads: a cross-encoder directory (e.g. one that
@@ -253,12 +254,21 @@ impl Recipe {
             );
         }
         if let Some(d) = &self.distillation {
-            if !(0.0..=1.0).contains(&d.weight) {
-                return bad("--distill-weight must be in [0, 1]");
-            }
-            if !(d.temperature > 0.0 && d.temperature.is_finite()) {
-                return bad("--distill-temperature must be a positive number");
-            }
+            d.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl Distillation {
+    /// The weight and temperature rules, for every trainer that distils.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Invalid(m.to_owned()));
+        if !(0.0..=1.0).contains(&self.weight) {
+            return bad("--distill-weight must be in [0, 1]");
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad("--distill-temperature must be a positive number");
         }
         Ok(())
     }

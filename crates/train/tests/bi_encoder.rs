@@ -10,11 +10,10 @@ mod support;
 use candle_core::{Device, Tensor, Var};
 use sift_models::batch::Batch;
 use sift_models::{ModelDir, TextRole, TextTokenizer};
-use sift_train::bi_encoder::{
-    contrastive_loss, contrastive_loss_of_scores, DropoutRates, TrainableBiEncoder,
-};
-use sift_train::grad_cache::{contrastive_gradients, ContrastiveStep};
+use sift_train::bi_encoder::{contrastive_loss, DropoutRates, TrainableBiEncoder};
+use sift_train::grad_cache::{contrastive_gradients, ContrastiveStep, GroupTeacher};
 use sift_train::optim::AdamW;
+use sift_train::recipe::Distillation;
 use sift_train::units::max_per_document;
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -143,7 +142,7 @@ fn cached_and_plain(
 ) -> Vec<(Vec<f32>, Vec<f32>)> {
     let (q, d) = step.embed_with_graph(model).unwrap();
     let scores = max_per_document(&q.matmul(&d.t().unwrap()).unwrap(), step.spans).unwrap();
-    let loss = contrastive_loss_of_scores(&scores, step.scale, step.not_negatives).unwrap();
+    let loss = step.loss_of_scores(&scores).unwrap();
     let plain = loss.backward().unwrap();
     let (cached_loss, cached) = contrastive_gradients(model, vars, step).unwrap();
     let plain_loss = f64::from(loss.to_scalar::<f32>().unwrap());
@@ -188,6 +187,7 @@ fn cached_gradients_equal_the_plain_backward_pass() {
         not_negatives: &[(0, 2)],
         scale: 20.0,
         dropout,
+        teacher: None,
     };
     let rates = DropoutRates {
         hidden: 0.1,
@@ -254,17 +254,49 @@ fn gradients_equal_the_reference_implementations() {
             not_negatives: &not_negatives,
             scale: step["scale"].as_f64().unwrap(),
             dropout: None,
+            teacher: None,
         };
-        let (loss, cached) = contrastive_gradients(&model, &vars, &contrastive).unwrap();
-        let want_loss = step["loss"].as_f64().unwrap();
-        assert!(
-            (loss - want_loss).abs() < 1e-4,
-            "{name}: loss {loss} vs torch {want_loss}"
-        );
-        // The plain backward pass equals the cached one (checked inside); torch judges the
-        // cached one, which is what training runs.
-        cached_and_plain(&model, &vars, &contrastive);
-        let got: Vec<_> = named.into_iter().map(|(n, _)| n).zip(cached).collect();
-        support::assert_gradients_equal(name, &got, &support::reference_gradients(name));
+        let names: Vec<String> = named.into_iter().map(|(n, _)| n).collect();
+        let check = |contrastive: &ContrastiveStep, loss_key: &str, file: &str| {
+            let (loss, cached) = contrastive_gradients(&model, &vars, contrastive).unwrap();
+            let want_loss = step[loss_key].as_f64().unwrap();
+            assert!(
+                (loss - want_loss).abs() < 1e-4,
+                "{name} {loss_key}: {loss} vs torch {want_loss}"
+            );
+            // The plain backward pass equals the cached one (checked inside); torch judges the
+            // cached one, which is what training runs.
+            cached_and_plain(&model, &vars, contrastive);
+            let got: Vec<_> = names.iter().cloned().zip(cached).collect();
+            support::assert_gradients_equal(name, &got, &support::reference_gradients(name, file));
+        };
+        check(&contrastive, "loss", "gradients.safetensors");
+        // With a teacher (`train-embedder --teacher`): the distillation term over each query's
+        // own group.
+        if step.get("columns").is_some() {
+            let matrix =
+                |key: &str| -> Vec<Vec<f32>> { serde_json::from_value(step[key].clone()).unwrap() };
+            let columns: Vec<Vec<u32>> = serde_json::from_value(step["columns"].clone()).unwrap();
+            let logits = Tensor::new(matrix("teacher"), &Device::Cpu).unwrap();
+            let columns = Tensor::new(columns, &Device::Cpu).unwrap();
+            let distillation = Distillation {
+                teacher: "unused".into(),
+                weight: step["distill_weight"].as_f64().unwrap(),
+                temperature: step["temperature"].as_f64().unwrap(),
+            };
+            let distilled = ContrastiveStep {
+                teacher: Some(GroupTeacher {
+                    logits: &logits,
+                    columns: &columns,
+                    distillation: &distillation,
+                }),
+                ..contrastive
+            };
+            check(
+                &distilled,
+                "distilled_loss",
+                "gradients-distilled.safetensors",
+            );
+        }
     }
 }

@@ -78,6 +78,10 @@ fn reranker_gradients_equal_the_reference_implementations() {
             .into_iter()
             .map(|(n, v)| (n, grads.get(v.as_tensor()).cloned()))
             .collect();
-        support::assert_gradients_equal(name, &got, &support::reference_gradients(name));
+        support::assert_gradients_equal(
+            name,
+            &got,
+            &support::reference_gradients(name, "gradients.safetensors"),
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! retrieval task (dev nDCG@10 rises over the base), writes a sentence-transformers directory
 //! sift's `Embedder` loads, and a run stopped part-way and resumed ends with the same model as
 //! an uninterrupted one. Trained on windows, it learns what lies past the max length, and its
-//! windows are the ones the index embeds.
+//! windows are the ones the index embeds. With a teacher, it learns the teacher's ranking.
 
 mod support;
 
@@ -13,9 +13,10 @@ use sift_index::{ChunkingConfig, Document};
 use sift_models::{Embedder, EmbedderOptions, ModelDir, TextRole, TextTokenizer};
 use sift_pipeline::ingest::{chunk_document, embedding_text};
 use sift_train::bi_encoder::DropoutRates;
+use sift_train::distill::Teacher;
 use sift_train::embedder_trainer::{train_embedder, EmbedderDev, EmbedderRecipe, EmbedderState};
 use sift_train::units::{corpus_windows, DocumentUnit, DocumentWindows};
-use sift_train::{GroupRecipe, LabelledQuery, TrainingSet};
+use sift_train::{Distillation, GroupRecipe, LabelledQuery, TrainingSet};
 
 const TOPICS: [&str; 16] = [
     "paris", "dog", "fox", "cafe", "tumour", "vaccines", "disease", "cells", "hypoxia", "gene",
@@ -90,6 +91,7 @@ fn recipe() -> EmbedderRecipe {
             hidden: 0.1,
             attention: 0.1,
         },
+        distillation: None,
     }
 }
 
@@ -302,4 +304,82 @@ fn the_windows_trained_on_are_the_ones_the_index_embeds() {
         .collect();
     assert!(indexed.len() > 2, "{indexed:?}");
     assert_eq!(trained, &indexed);
+}
+
+/// Mean over the training queries of KL(teacher ‖ student) between the two softmaxes over the
+/// whole corpus — the teacher's logits against the student's 20 × cosine.
+fn disagreement(t: &Task, teacher: &mut Teacher, student: &Path) -> f64 {
+    let mut ids: Vec<&String> = t.corpus.keys().collect();
+    ids.sort();
+    let texts: Vec<String> = ids.iter().map(|d| t.corpus[*d].clone()).collect();
+    let documents = vectors(student, &texts);
+    let softmax = |x: &[f64]| -> Vec<f64> {
+        let m = x.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / z).collect()
+    };
+    let mut total = 0.0;
+    for q in &t.train {
+        let query = &vectors(student, std::slice::from_ref(&q.text))[0];
+        let pairs: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|d| (q.text.as_str(), d.as_str()))
+            .collect();
+        let want: Vec<f64> = teacher
+            .logits(&pairs)
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let got: Vec<f64> = documents
+            .iter()
+            .map(|d| {
+                20.0 * d
+                    .iter()
+                    .zip(query)
+                    .map(|(a, b)| f64::from(a * b))
+                    .sum::<f64>()
+            })
+            .collect();
+        let (p, r) = (softmax(&want), softmax(&got));
+        total += p.iter().zip(&r).map(|(p, r)| p * (p / r).ln()).sum::<f64>();
+    }
+    total / t.train.len() as f64
+}
+
+/// `--teacher`: with the whole loss on the teacher (weight 1), the student's ranking of every
+/// training query's documents moves toward the teacher's — here a tiny random cross-encoder
+/// whose preferences have nothing to do with the topics, so only distillation can teach them.
+#[test]
+fn a_distilled_student_learns_the_teachers_ranking() {
+    let t = task();
+    let distillation = Distillation {
+        teacher: support::golden_fixture("bert-classifier"),
+        weight: 1.0,
+        temperature: 1.0,
+    };
+    let mut teacher = Teacher::load(&distillation, 32).unwrap();
+    let plain = tempfile::tempdir().unwrap();
+    run(&t, plain.path(), recipe(), false);
+    let distilled = tempfile::tempdir().unwrap();
+    let state = run(
+        &t,
+        distilled.path(),
+        EmbedderRecipe {
+            distillation: Some(distillation.clone()),
+            ..recipe()
+        },
+        false,
+    );
+    assert_eq!(state.recipe.distillation.as_ref(), Some(&distillation));
+    let before = disagreement(&t, &mut teacher, &support::golden_fixture("bert-encoder"));
+    let (without, with) = (
+        disagreement(&t, &mut teacher, plain.path()),
+        disagreement(&t, &mut teacher, distilled.path()),
+    );
+    assert!(
+        with < 0.5 * before && with < 0.5 * without,
+        "KL(teacher ‖ student): base {before:.3}, trained on labels {without:.3}, distilled {with:.3}"
+    );
 }

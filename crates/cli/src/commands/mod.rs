@@ -2,6 +2,7 @@ pub mod bench;
 mod bench_search;
 pub mod copy;
 pub mod delete;
+mod distill_flags;
 pub mod embed;
 pub mod eval;
 pub mod index;

@@ -19,6 +19,7 @@ use sift_train::trainer::recent_loss;
 use sift_train::units::DocumentUnit;
 use sift_train::GroupRecipe;
 
+use super::distill_flags::{check_teacher, DistillFlags};
 use super::memory::peak_rss_bytes;
 use super::progress_bar;
 use crate::model_path::{load_embedder, resolve};
@@ -144,6 +145,9 @@ pub struct TrainEmbedderArgs {
     #[arg(long)]
     dropout: Option<f32>,
 
+    #[command(flatten)]
+    distill: DistillFlags,
+
     /// Dev queries evaluated after each epoch (the first by id); 0 disables evaluation.
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
     dev_queries: usize,
@@ -215,8 +219,10 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
             },
             None => DropoutRates::of_base(&base)?,
         },
+        distillation: args.distill.distillation()?,
     };
     recipe.validate()?;
+    check_teacher(recipe.distillation.as_ref())?;
     let dataset = Dataset::load(&args.data, None)?;
     let corpus = sift_train::read_corpus(&dataset.corpus)?;
     let train_queries =
@@ -320,8 +326,16 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
     };
     let total = recipe.steps_per_epoch(data.examples.len()) * recipe.epochs;
     let stop_at = recipe.max_steps.map_or(total, |m| m.min(total));
+    let teacher = recipe.distillation.as_ref().map_or(String::new(), |d| {
+        format!(
+            ", distilling {} (weight {}, temperature {})",
+            d.teacher.display(),
+            d.weight,
+            d.temperature
+        )
+    });
     eprintln!(
-        "training {stop_at} steps of {} queries × {} documents ({} epoch(s)), documents as {}, dropout {} (attention {}); dev retrieval over {} documents after each",
+        "training {stop_at} steps of {} queries × {} documents ({} epoch(s)), documents as {}, dropout {} (attention {}){teacher}; dev retrieval over {} documents after each",
         recipe.batch_size,
         sift_train::TrainingSet::group_size(&recipe.groups),
         recipe.epochs,

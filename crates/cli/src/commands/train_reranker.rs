@@ -12,10 +12,10 @@ use sift_models::ModelDir;
 use sift_pipeline::{Pipeline, SearchMode};
 use sift_train::trainer::recent_loss;
 use sift_train::{
-    read_checkpoint, DevSet, Distillation, Event, ExitWeighting, GroupRecipe, Job, Loss, Pooler,
-    Recipe,
+    read_checkpoint, DevSet, Event, ExitWeighting, GroupRecipe, Job, Loss, Pooler, Recipe,
 };
 
+use super::distill_flags::{check_teacher, DistillFlags};
 use super::memory::peak_rss_bytes;
 use super::progress_bar;
 use crate::model_path::{load_embedder, resolve};
@@ -177,20 +177,8 @@ pub struct TrainRerankerArgs {
     #[arg(long, default_value = "uniform")]
     exit_weighting: ExitWeighting,
 
-    /// Distil a stronger reranker into this one: the teacher (any rerank model sift loads,
-    /// e.g. a cross-encoder trained from all-mpnet-base-v2) scores every training group, and
-    /// the loss becomes (1 − --distill-weight) · the label loss + --distill-weight ·
-    /// KL(teacher ‖ student) over the group's softmax (for every exit of a layerwise model).
-    #[arg(long)]
-    teacher: Option<String>,
-
-    /// Share of the loss that follows the teacher, in [0, 1].
-    #[arg(long, default_value_t = 0.5, requires = "teacher")]
-    distill_weight: f64,
-
-    /// Softmax temperature of the teacher and the student in the distillation term.
-    #[arg(long, default_value_t = 1.0, requires = "teacher")]
-    distill_temperature: f64,
+    #[command(flatten)]
+    distill: DistillFlags,
 
     /// Stop after N optimizer steps (the schedule still spans the full run).
     #[arg(long)]
@@ -292,21 +280,10 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         },
         exit_weighting: args.exit_weighting,
         pooler: args.pooler,
-        distillation: match &args.teacher {
-            Some(name) => Some(Distillation {
-                teacher: resolve(name)?,
-                weight: args.distill_weight,
-                temperature: args.distill_temperature,
-            }),
-            None => None,
-        },
+        distillation: args.distill.distillation()?,
     };
     recipe.validate()?;
-    if let Some(d) = &recipe.distillation {
-        // A teacher that cannot score is refused here, before mining and training.
-        sift_models::rerank::load_reranker(&d.teacher, sift_models::RerankerOptions::default())
-            .with_context(|| format!("--teacher {}", d.teacher.display()))?;
-    }
+    check_teacher(recipe.distillation.as_ref())?;
     let layers = base.config.num_layers;
     if let Some(bad) = recipe.exit_layers.iter().find(|&&l| l == 0 || l > layers) {
         bail!(

@@ -31,14 +31,14 @@ pub fn candle_embedder(dir: &Path) -> Embedder {
     .unwrap()
 }
 
-/// torch's gradients of one training step on fixture `name`
-/// (scripts/golden/make_gradient_fixtures.py), by Hugging Face parameter name.
-pub fn reference_gradients(name: &str) -> std::collections::HashMap<String, candle_core::Tensor> {
-    candle_core::safetensors::load(
-        golden_fixture(name).join("gradients.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap()
+/// torch's gradients of one training step on fixture `name` (`file`, written by
+/// scripts/golden/make_gradient_fixtures.py), by Hugging Face parameter name.
+pub fn reference_gradients(
+    name: &str,
+    file: &str,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(golden_fixture(name).join(file), &candle_core::Device::Cpu)
+        .unwrap()
 }
 
 /// Every variable's gradient in `got` equals torch's within 1e-3 of the tensor's largest

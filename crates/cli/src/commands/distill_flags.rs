@@ -1,0 +1,51 @@
+//! The distillation flags both trainers take (`train-reranker`, `train-embedder`).
+
+use anyhow::{Context, Result};
+use sift_train::Distillation;
+
+use crate::model_path::resolve;
+
+#[derive(clap::Args)]
+pub struct DistillFlags {
+    /// Distil a stronger reranker into the model being trained: the teacher (any rerank model
+    /// sift loads, e.g. a cross-encoder trained from all-mpnet-base-v2) scores every training
+    /// group, and the loss becomes (1 − --distill-weight) · the label loss + --distill-weight ·
+    /// KL(teacher ‖ student) over the group's softmax — for a reranker over every exit of a
+    /// layerwise model, for an embedder over each query's own group (positive and negatives,
+    /// the student's logits --scale × cosine).
+    #[arg(long)]
+    pub teacher: Option<String>,
+
+    /// Share of the loss that follows the teacher, in [0, 1].
+    #[arg(long, default_value_t = 0.5, requires = "teacher")]
+    pub distill_weight: f64,
+
+    /// Softmax temperature of the teacher and the student in the distillation term.
+    #[arg(long, default_value_t = 1.0, requires = "teacher")]
+    pub distill_temperature: f64,
+}
+
+impl DistillFlags {
+    /// The recipe's distillation, with the teacher's name resolved to its directory or file.
+    pub fn distillation(&self) -> Result<Option<Distillation>> {
+        self.teacher
+            .as_deref()
+            .map(|name| {
+                Ok(Distillation {
+                    teacher: resolve(name)?,
+                    weight: self.distill_weight,
+                    temperature: self.distill_temperature,
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Refuses a teacher that cannot score, before mining and training.
+pub fn check_teacher(distillation: Option<&Distillation>) -> Result<()> {
+    if let Some(d) = distillation {
+        sift_models::rerank::load_reranker(&d.teacher, sift_models::RerankerOptions::default())
+            .with_context(|| format!("--teacher {}", d.teacher.display()))?;
+    }
+    Ok(())
+}
