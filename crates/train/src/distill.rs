@@ -79,6 +79,19 @@ pub fn distillation_loss(
     kl * (t * t / groups)
 }
 
+/// `label` mixed with the distillation term of `student` against `teacher` (both
+/// `[groups, group_size]`): `(1 − weight) · label + weight · KL` — the one rule both trainers
+/// apply.
+pub fn mix_with_label(
+    label: Tensor,
+    student: &Tensor,
+    teacher: &Tensor,
+    d: &Distillation,
+) -> candle_core::Result<Tensor> {
+    let kl = distillation_loss(student, teacher, d.temperature)?;
+    (label * (1.0 - d.weight))? + (kl * d.weight)?
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::Device;

@@ -18,7 +18,7 @@ use sift_models::batch::Batch;
 use sift_models::Encoded;
 
 use crate::bi_encoder::{contrastive_loss_of_scores, DropoutRates, TrainableBiEncoder};
-use crate::distill::distillation_loss;
+use crate::distill::mix_with_label;
 use crate::error::Result;
 use crate::recipe::Distillation;
 use crate::units::max_per_document;
@@ -72,13 +72,13 @@ impl ContrastiveStep<'_> {
             return Ok(contrastive);
         };
         let (b, g) = t.columns.dims2()?;
-        let student = (scores
-            .gather(&t.columns.to_dtype(candle_core::DType::U32)?, 1)?
-            .reshape((b, g))?
-            * self.scale)?;
-        let kl = distillation_loss(&student, t.logits, t.distillation.temperature)?;
-        let w = t.distillation.weight;
-        Ok(((contrastive * (1.0 - w))? + (kl * w)?)?)
+        let student = (scores.gather(t.columns, 1)?.reshape((b, g))? * self.scale)?;
+        Ok(mix_with_label(
+            contrastive,
+            &student,
+            t.logits,
+            t.distillation,
+        )?)
     }
 
     /// Query and unit embeddings through the training kernels with a graph, pass by pass with

@@ -13,7 +13,7 @@ use sift_models::{ModelDir, TextTokenizer};
 
 use crate::checkpoint::{read_checkpoint, save_checkpoint, EvalRecord, TrainState};
 use crate::data::TrainingSet;
-use crate::distill::{distillation_loss, Teacher};
+use crate::distill::{mix_with_label, Teacher};
 use crate::error::{Result, TrainError};
 use crate::evaluate::{DevEvaluation, DevSet};
 use crate::model::{write_atomic, TrainableCrossEncoder};
@@ -452,7 +452,6 @@ pub fn train(
     trainer.finish()
 }
 
-/// Group-level loss of `[groups, group_size]` logits, positive in column 0.
 /// One exit's loss over `logits` `[groups, group_size]` (each group's positive first): the
 /// label loss, mixed with the distillation term where a teacher's logits of the same pairs are
 /// given — `(1 − weight) · label + weight · KL(teacher ‖ student)`.
@@ -463,14 +462,12 @@ pub fn exit_loss(
 ) -> candle_core::Result<Tensor> {
     let label = group_loss(logits, loss)?;
     match teacher {
-        Some((teacher, d)) => {
-            let kl = distillation_loss(logits, teacher, d.temperature)?;
-            (label * (1.0 - d.weight))? + (kl * d.weight)?
-        }
+        Some((teacher, d)) => mix_with_label(label, logits, teacher, d),
         None => Ok(label),
     }
 }
 
+/// Group-level loss of `[groups, group_size]` logits, positive in column 0.
 fn group_loss(logits: &Tensor, loss: Loss) -> candle_core::Result<Tensor> {
     let (groups, size) = logits.dims2()?;
     match loss {
