@@ -15,6 +15,13 @@ It reads the split and the mined negatives from sift itself, so both train on th
         --dev-qrels /tmp/ev/dev/qrels.tsv --mined /tmp/ev/train/hybrid-all-MiniLM-L6-v2.trec \
         --unit windows --name windows
 
+To ask whether the two implementations train alike, replay sift's own steps (the same queries,
+positives and negatives in the same order), with or without dropout, and compare the weights:
+
+    SIFT_LOG=sift_train=debug SIFT_LOG_FORMAT=json sift train-embedder ... 2> steps.log
+    python scripts/eval/embedder_recipe_replica.py ... --replay steps.log --no-dropout \
+        --max-steps 3 --save torch-3.safetensors --name replay
+
 Evaluation is what sift's index computes: title + 222-token windows overlapping by 32 (the
 default chunking of a 256-token model), each document scored by its best window, exact search
 over the whole corpus. One JSON line per evaluation on stdout.
@@ -47,6 +54,11 @@ ap.add_argument("--depth", type=int, default=30)
 ap.add_argument("--seed", type=int, default=42)
 ap.add_argument("--symmetric", action="store_true", help="add the document-to-query direction of the loss")
 ap.add_argument("--eval-only", action="store_true", help="measure the model as it is")
+ap.add_argument("--replay", help="train on the steps sift logged (SIFT_LOG=sift_train=debug SIFT_LOG_FORMAT=json): "
+                "the same queries, positives and negatives in the same order")
+ap.add_argument("--no-dropout", action="store_true", help="train without dropout (sift's --dropout 0)")
+ap.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still spans the run)")
+ap.add_argument("--save", help="write the transformer's weights here (safetensors) when training stops")
 ap.add_argument("--name", required=True)
 a = ap.parse_args()
 torch.set_num_threads(2)
@@ -146,7 +158,7 @@ def evaluate(tag):
         recall.append(sum(docs[j] in rel for j in order) / len(rel))
     print(json.dumps({"name": a.name, "at": tag, "ndcg@10": float(np.mean(ndcg)),
                       "recall@100": float(np.mean(recall)), "eval_s": round(time.time() - t0)}), flush=True)
-    m.train()
+    m.eval() if a.no_dropout else m.train()
 
 
 if a.eval_only:
@@ -166,11 +178,7 @@ def embed(texts):
     return F.normalize(m(m.tokenize(texts))["sentence_embedding"], dim=-1)
 
 
-step, t0 = 0, time.time()
-m.train()
-for epoch in range(a.epochs):
-    order = examples[:]
-    rng.shuffle(order)
+def drawn_batches(order):
     for b in range(0, len(order), a.batch):
         batch = order[b:b + a.batch]
         negatives = []
@@ -182,6 +190,37 @@ for epoch in range(a.epochs):
                 while x in qrels[q]:
                     x = rng.choice(all_docs)
                 negatives.append(x)
+        yield batch, negatives
+
+
+def replayed_batches():
+    """sift's logged steps: queries, and per query its positive then its negatives."""
+    with open(a.replay) as f:
+        for line in f:
+            if '"embedder step"' not in line:
+                continue
+            fields = json.loads(line)["fields"]
+            queries_of_step = json.loads(fields["queries"])
+            groups = json.loads(fields["documents"])
+            yield ([(q, g[0]) for q, g in zip(queries_of_step, groups)],
+                   [d for g in groups for d in g[1:]])
+
+
+def stop():
+    if a.save:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in m[0].auto_model.state_dict().items()}, a.save)
+    sys.exit()
+
+
+step, t0 = 0, time.time()
+m.eval() if a.no_dropout else m.train()
+for epoch in range(a.epochs):
+    order = examples[:]
+    rng.shuffle(order)
+    for batch, negatives in (replayed_batches() if a.replay else drawn_batches(order)):
+        if a.max_steps is not None and step >= a.max_steps:
+            stop()
         docs = [d for _, d in batch] + negatives
         texts, owner = [], []
         for j, d in enumerate(docs):
@@ -191,7 +230,10 @@ for epoch in range(a.epochs):
         s = q @ embed(texts).T
         scores = torch.full((len(batch), len(docs)), -1e4).scatter_reduce(
             1, torch.tensor(owner).expand(len(batch), -1), s, reduce="amax", include_self=True)
-        mask = torch.tensor([[j != i and d in qrels[x] for j, d in enumerate(docs)]
+        # Replaying, sift's rule: only other queries' positives are masked, not a negative of
+        # another group that happens to be relevant to this query.
+        maskable = len(batch) if a.replay else len(docs)
+        mask = torch.tensor([[j != i and j < maskable and d in qrels[x] for j, d in enumerate(docs)]
                              for i, (x, _) in enumerate(batch)])
         logits = scores.masked_fill(mask, -1e4) * 20.0
         loss = F.cross_entropy(logits, torch.arange(len(batch)))
@@ -207,3 +249,6 @@ for epoch in range(a.epochs):
         if step % 5 == 0:
             print(f"step {step}/{total} loss {loss.item():.3f} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     evaluate(f"epoch {epoch + 1}")
+    if a.replay:
+        break  # the log holds every epoch's steps
+stop()

@@ -193,6 +193,8 @@ pub struct GroupRecipe {
 /// One training group: a query, its positive first, then negatives (document texts).
 pub struct Group<'a> {
     pub query: &'a str,
+    /// Document ids, the positive first (synthetic positives by their key).
+    pub ids: Vec<&'a str>,
     pub documents: Vec<&'a str>,
     /// What each document is embedded as: its windows when the set has them
     /// ([`TrainingSet::with_windows`]), else the document itself.
@@ -357,13 +359,17 @@ impl TrainingSet {
             .map_or("", String::as_str);
         let mut documents = vec![positive];
         documents.extend(negatives.iter().map(|d| self.corpus[*d].as_str()));
-        let ids = std::iter::once(positive_id.as_str()).chain(negatives.iter().copied());
+        let ids: Vec<&str> = std::iter::once(positive_id.as_str())
+            .chain(negatives.iter().copied())
+            .collect();
         let units = ids
+            .iter()
             .zip(&documents)
             .map(|(id, &text)| crate::units::units_of(self.windows.as_ref(), id, text))
             .collect();
         Group {
             query: &query.text,
+            ids,
             documents,
             units,
         }
@@ -461,6 +467,12 @@ mod tests {
                 "the one hard negative"
             );
             assert!(!g.documents[1..].contains(&"text of document 5"));
+            // The ids a step logs name the texts it embedded, the synthetic positive by its key.
+            assert_eq!(g.ids.len(), g.documents.len());
+            assert_eq!(g.ids[0], "ict:d5");
+            for (id, text) in g.ids[1..].iter().zip(&g.documents[1..]) {
+                assert_eq!(set.corpus[*id], *text);
+            }
             let other = set.group(0, epoch, 3, &recipe);
             assert!(!other
                 .documents

@@ -373,6 +373,14 @@ pub fn train_embedder(
             .iter()
             .map(|&i| data.group(i, epoch, recipe.seed, &recipe.groups))
             .collect();
+        // What a step trained on, for replaying it elsewhere (`SIFT_LOG=sift_train=debug`):
+        // scripts/eval/embedder_recipe_replica.py --replay reads these lines.
+        tracing::debug!(
+            step = state.step + 1,
+            queries = ?picked.iter().map(|&i| data.examples[i].0.id.as_str()).collect::<Vec<_>>(),
+            documents = ?groups.iter().map(|g| &g.ids).collect::<Vec<_>>(),
+            "embedder step"
+        );
         // Documents: every group's positive first (column i = query i's), then the negatives;
         // each document is `spans[j]` of the flattened units.
         let mut documents: Vec<&Vec<&str>> = groups.iter().map(|g| &g.units[0]).collect();
