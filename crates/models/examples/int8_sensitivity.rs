@@ -1,7 +1,7 @@
 //! How much one text's int8 error is chance: Gemma 3 270M Q4_K_M (`scripts/setup.sh --gguf`)
 //! run in int8 on the GGUF fixture's texts, first as read, then with one f32 matrix (layer 0's
 //! query projection) multiplied by 1 + ε, ε ~ N(0, 1e-6) — a few units in the last place, the
-//! size of the differences two CPUs' f32 kernels make. Prints each text's root-mean-square
+//! order of the rounding differences between f32 kernels. Prints each text's root-mean-square
 //! difference from transformers' logits over their spread (crates/models/tests/gguf.rs's
 //! measure) and the mean over texts.
 //!
