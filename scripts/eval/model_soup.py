@@ -6,8 +6,9 @@
 Each RUN is a sentence-transformers directory that `sift train-embedder` wrote from the same
 base (same tensor names and shapes). OUT gets RUN_A's files (config, tokenizer, pooling; not
 its checkpoint/ nor its training records, which describe RUN_A alone) with model.safetensors
-replaced by the element-wise mean, computed in f32 and stored in the runs' dtype. Used in docs/quality.md to ask whether averaging draws of one recipe
-adds anything beyond removing the draw's variance (it did not: the soup read its parents' mean).
+replaced by the element-wise mean, computed in f32 and stored in the runs' dtype. Used in
+docs/quality.md to ask whether averaging draws of one recipe adds anything beyond removing the
+draw's variance (it did not: the soup read its parents' mean).
 """
 
 import os
@@ -25,7 +26,8 @@ def main(out, runs):
     for run, state in zip(runs, states):
         if set(state) != names or any(state[k].shape != states[0][k].shape for k in names):
             sys.exit(f"{run}: tensors differ from {runs[0]}'s; only fine-tunes of one base average")
-    shutil.copytree(runs[0], out, ignore=shutil.ignore_patterns("checkpoint", "training.json", "first_stage.json"), dirs_exist_ok=True)
+    records = shutil.ignore_patterns("checkpoint", "training.json", "first_stage.json")
+    shutil.copytree(runs[0], out, ignore=records, dirs_exist_ok=True)
     mean = {
         k: (sum(s[k].float() for s in states) / len(states)).to(states[0][k].dtype).contiguous()
         for k in names

@@ -32,7 +32,7 @@ fn gguf_file(file: &str) -> PathBuf {
 /// transformers' over the fixture's texts: the largest relative difference
 /// `|a − b| / max(1, |b|)`, and the mean over texts of the root-mean-square difference
 /// divided by the spread (standard deviation) of transformers' logits for that text.
-fn worst_difference(fixture_name: &str, precision: Precision) -> (f32, f32) {
+fn distance_from_transformers(fixture_name: &str, precision: Precision) -> (f32, f32) {
     let expected = read_json(fixture("gguf").join(format!("{fixture_name}.json")));
     let path = gguf_file(expected["file"].as_str().unwrap());
     let model = GgufModel::read_for(&path, precision).unwrap();
@@ -46,7 +46,8 @@ fn worst_difference(fixture_name: &str, precision: Precision) -> (f32, f32) {
     let weights = DecoderWeights::new(vb, model.blocks, precision);
     let decoder = Decoder::load(config, weights, &rows).unwrap();
     let (mut worst, mut rms_sum) = (0f32, 0f32);
-    for case in expected["cases"].as_array().unwrap() {
+    let cases = expected["cases"].as_array().unwrap();
+    for case in cases {
         let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
         let input = Tensor::new(ids.as_slice(), &Device::Cpu)
             .unwrap()
@@ -87,14 +88,11 @@ fn worst_difference(fixture_name: &str, precision: Precision) -> (f32, f32) {
         worst = worst.max(text_worst);
         rms_sum += rms / spread;
     }
-    (
-        worst,
-        rms_sum / expected["cases"].as_array().unwrap().len() as f32,
-    )
+    (worst, rms_sum / cases.len() as f32)
 }
 
 fn check(fixture_name: &str) {
-    let (worst, _) = worst_difference(fixture_name, Precision::F32);
+    let (worst, _) = distance_from_transformers(fixture_name, Precision::F32);
     assert!(
         worst <= 1e-4,
         "{fixture_name}: worst relative difference {worst}"
@@ -194,7 +192,7 @@ fn gguf_tokenizers_split_text_as_llama_cpp_does() {
 /// logits' spread 0.037–0.062 per text, mean 0.051. The mean over the texts is held to
 /// llama.cpp's worst text, not each text, because one text's distance is one draw of where the
 /// roundings fall: multiplying one f32 matrix by 1 + ε, ε ~ 1e-6 (a few units in the last
-/// place: the size of the rounding differences between CPUs' f32 kernels) moved the Chinese
+/// place, the order of the rounding differences between f32 kernels) moved the Chinese
 /// text's distance from 0.124 to anywhere in 0.041–0.095 over ten draws, while the mean stayed
 /// in 0.036–0.053 (`examples/int8_sensitivity.rs`). sift's
 /// per-text distances were 0.027–0.051 on the AVX-512 VNNI machine this was written on and
@@ -204,7 +202,7 @@ fn gguf_tokenizers_split_text_as_llama_cpp_does() {
 /// 0.17 apart.)
 #[test]
 fn gemma3_q4_k_m_int8_is_as_close_to_transformers_as_llama_cpp() {
-    let (_, mean_rms) = worst_difference("gemma-3-270m-q4_k_m", Precision::Int8);
+    let (_, mean_rms) = distance_from_transformers("gemma-3-270m-q4_k_m", Precision::Int8);
     assert!(mean_rms <= 0.062, "mean rms difference / spread {mean_rms}");
 }
 
@@ -213,6 +211,6 @@ fn gemma3_q4_k_m_int8_is_as_close_to_transformers_as_llama_cpp() {
 /// llama.cpp permuted were moved back inside their quantized blocks.
 #[test]
 fn smollm2_int8_reads_permuted_blocks_exactly() {
-    let (worst, _) = worst_difference("smollm2-135m-instruct-q4_1", Precision::Int8);
+    let (worst, _) = distance_from_transformers("smollm2-135m-instruct-q4_1", Precision::Int8);
     assert!(worst <= 1e-4, "worst relative difference {worst}");
 }
