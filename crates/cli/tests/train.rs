@@ -783,9 +783,15 @@ fn a_teacher_is_distilled_and_bad_teachers_are_refused() {
     args.extend(["--teacher", &teacher, "--distill-weight", "0.5"]);
     fails(&sift_cmd(&args).output().unwrap(), "different settings");
 
-    // An encoder without a scoring head, a weight outside [0, 1], a weight without a teacher.
+    // An encoder without a scoring head, the first stage (it teaches embedders only), a weight
+    // outside [0, 1], a weight without a teacher.
     for (name, extra, want) in [
         ("no-head", vec!["--teacher", t.as_str()], "--teacher"),
+        (
+            "first-stage",
+            vec!["--teacher", "first-stage"],
+            "teaches embedders",
+        ),
         (
             "heavy",
             vec!["--teacher", teacher.as_str(), "--distill-weight", "1.5"],

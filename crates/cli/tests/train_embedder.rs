@@ -92,6 +92,61 @@ fn bad_input_is_refused_before_any_work() {
     assert!(!Path::new(&c).exists(), "no collection built on refusal");
 }
 
+/// `--teacher first-stage`: the run saves the first stage's scores beside the mined negatives,
+/// records its teacher, and resumes from them.
+#[test]
+fn the_first_stage_teaches_and_a_run_resumes_with_its_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let (d, c, t) = (
+        data.display().to_string(),
+        tmp.path().join("col").display().to_string(),
+        golden("bert-encoder"),
+    );
+    let out = tmp.path().join("out");
+    let o = out.display().to_string();
+    let mut first = args(&d, &c, &o, &t);
+    first.extend([
+        "--teacher",
+        "first-stage",
+        "--dev-queries",
+        "0",
+        "--max-steps",
+        "1",
+    ]);
+    let run = sift_cmd(&first).output().unwrap();
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("distilling the first stage"), "{log}");
+    let scores: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("first_stage_scores.json")).unwrap(),
+    )
+    .unwrap();
+    let by_query = scores["by_query"].as_object().unwrap();
+    assert!(!by_query.is_empty(), "{scores}");
+    for hits in by_query.values() {
+        let best = hits
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert_eq!(best, 1.0, "normalized per query: {hits}");
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["recipe"]["distillation"]["teacher"], "first-stage");
+    // The same flags go on from the checkpoint; another teacher is refused.
+    let mut resume = args(&d, &c, &o, &t);
+    resume.extend(["--teacher", "first-stage", "--dev-queries", "0", "--resume"]);
+    succeeds(&sift_cmd(&resume).output().unwrap());
+    let mut other = args(&d, &c, &o, &t);
+    other.extend(["--dev-queries", "0", "--resume"]);
+    fails(&sift_cmd(&other).output().unwrap(), "different settings");
+}
+
 #[test]
 fn a_run_writes_a_model_that_embeds_and_indexes() {
     let tmp = tempfile::tempdir().unwrap();

@@ -149,6 +149,22 @@ pub fn first_stage(
     mode: SearchMode,
     progress: &mut dyn FnMut(usize),
 ) -> Result<BTreeMap<String, Vec<String>>> {
+    Ok(
+        first_stage_scored(pipeline, queries, depth, mode, progress)?
+            .into_iter()
+            .map(|(q, hits)| (q, hits.into_iter().map(|(id, _)| id).collect()))
+            .collect(),
+    )
+}
+
+/// [`first_stage`] with each document's score (the fused score for hybrid, else the leg's).
+pub fn first_stage_scored(
+    pipeline: &Pipeline,
+    queries: &[LabelledQuery],
+    depth: usize,
+    mode: SearchMode,
+    progress: &mut dyn FnMut(usize),
+) -> Result<BTreeMap<String, Vec<(String, f32)>>> {
     // The legs go as deep as a default search's and the fused list is cut to `depth` after:
     // hybrid fusion normalizes each leg's scores over what the leg returned, so legs cut to
     // `depth` fuse into another ranking than the one users search (SciFact, depth 30: 26 of
@@ -168,7 +184,10 @@ pub fn first_stage(
     let mut out = BTreeMap::new();
     for q in queries {
         let hits = pipeline.search(&q.text, &options)?.hits;
-        out.insert(q.id.clone(), hits.into_iter().map(|h| h.id).collect());
+        out.insert(
+            q.id.clone(),
+            hits.into_iter().map(|h| (h.id, h.score)).collect(),
+        );
         progress(1);
     }
     Ok(out)
@@ -216,6 +235,8 @@ pub struct TrainingSet {
     synthetic_texts: HashMap<String, String>,
     /// Each document's windows, when training on them ([`crate::units`]).
     windows: Option<crate::units::DocumentWindows>,
+    /// The first stage's scores, when it teaches ([`TrainingSet::with_first_stage_scores`]).
+    first_stage_scores: Option<crate::distill::FirstStageScores>,
 }
 
 impl TrainingSet {
@@ -253,6 +274,7 @@ impl TrainingSet {
             positives: positives.into_iter().collect(),
             synthetic_texts: HashMap::new(),
             windows: None,
+            first_stage_scores: None,
         })
     }
 
@@ -261,6 +283,17 @@ impl TrainingSet {
     pub fn with_windows(mut self, windows: crate::units::DocumentWindows) -> Self {
         self.windows = Some(windows);
         self
+    }
+
+    /// The first stage's scores of the training queries' documents, for a run that distils
+    /// the first stage (`--teacher first-stage`).
+    pub fn with_first_stage_scores(mut self, scores: crate::distill::FirstStageScores) -> Self {
+        self.first_stage_scores = Some(scores);
+        self
+    }
+
+    pub fn first_stage_scores(&self) -> Option<&crate::distill::FirstStageScores> {
+        self.first_stage_scores.as_ref()
     }
 
     /// The windows given to [`TrainingSet::with_windows`], for a dev evaluation that scores

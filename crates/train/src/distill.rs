@@ -1,12 +1,14 @@
-//! Distillation from a stronger reranker: the teacher scores every training group, and the
-//! student learns the teacher's distribution over the group besides the labels.
+//! Distillation: a teacher scores every training group, and the student learns the teacher's
+//! distribution over the group besides the labels. The teacher is a stronger reranker
+//! ([`Teacher`]) or, for a bi-encoder, the first stage itself ([`FirstStageScores`]).
 //!
 //! Why listwise KL rather than margin-MSE: the student already learns with a listwise loss over
 //! the same groups, and KL between the two softmaxes compares rankings without asking the
 //! student to match the teacher's logit scale (a sift-trained MPNet and a MiniLM student put
 //! their logits on different scales; margin-MSE would spend capacity on the scale).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Tensor;
@@ -14,7 +16,6 @@ use sift_models::rerank::load_reranker;
 use sift_models::{Reranker, RerankerOptions};
 
 use crate::error::{Result, TrainError};
-use crate::recipe::Distillation;
 
 /// The teacher model with the logits it has given so far: groups recur across epochs (the
 /// same positives, overlapping hard negatives), and scoring a pair once is enough.
@@ -24,15 +25,15 @@ pub struct Teacher {
 }
 
 impl Teacher {
-    /// Loads `recipe.teacher`, cutting pairs at `max_length` tokens as the student's are.
-    pub fn load(recipe: &Distillation, max_length: usize) -> Result<Self> {
+    /// Loads the rerank model at `path`, cutting pairs at `max_length` tokens as the student's
+    /// are.
+    pub fn load(path: &Path, max_length: usize) -> Result<Self> {
         let options = RerankerOptions {
             max_length: Some(max_length),
             ..RerankerOptions::default()
         };
-        let model = load_reranker(&recipe.teacher, options).map_err(|e| {
-            TrainError::Invalid(format!("teacher {}: {e}", recipe.teacher.display()))
-        })?;
+        let model = load_reranker(path, options)
+            .map_err(|e| TrainError::Invalid(format!("teacher {}: {e}", path.display())))?;
         Ok(Teacher {
             model,
             memo: HashMap::new(),
@@ -63,6 +64,68 @@ impl Teacher {
     }
 }
 
+/// The first stage as a bi-encoder's teacher: what the search that mined the hard negatives
+/// scored each (query, document), min–max normalized per query over the documents it returned
+/// (best 1, last 0), a document it did not return 0 — the convex fusion's own rule for a
+/// document missing from a leg.
+///
+/// Why a teacher at all when it is the first stage: on SciFact's families dev split hybrid
+/// recall ranks 0.7749 nDCG@10 against the dense leg's 0.7239 (docs/quality.md), so the fused
+/// order is the strongest scorer this machine has, and it was not trained on the training
+/// queries (a cross-encoder teacher trained on them has seen their labels). Its order among a
+/// group's hard negatives — which ones share the claim's rare terms — is what the labels do
+/// not say. Normalized because the raw scores' scale depends on the mode and the
+/// fusion (BM25 tens, RRF hundredths); the trainer puts them on the student's scale (× the
+/// contrastive `scale`, like a cosine).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FirstStageScores {
+    by_query: BTreeMap<String, HashMap<String, f32>>,
+}
+
+impl FirstStageScores {
+    /// From each query's first-stage hits (document id, score), best first.
+    pub fn from_hits(hits: &BTreeMap<String, Vec<(String, f32)>>) -> Self {
+        let by_query = hits
+            .iter()
+            .map(|(query, hits)| {
+                let (lo, hi) = hits
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (_, s)| {
+                        (lo.min(*s), hi.max(*s))
+                    });
+                let normalized = hits
+                    .iter()
+                    .map(|(id, s)| {
+                        // One hit, or all alike: every returned document is the first stage's best.
+                        let x = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
+                        (id.clone(), x)
+                    })
+                    .collect();
+                (query.clone(), normalized)
+            })
+            .collect();
+        FirstStageScores { by_query }
+    }
+
+    /// The normalized score of each document for `query`, in order (0 where not returned).
+    pub fn scores(&self, query: &str, documents: &[&str]) -> Vec<f32> {
+        let hits = self.by_query.get(query);
+        documents
+            .iter()
+            .map(|d| hits.and_then(|h| h.get(*d)).copied().unwrap_or(0.0))
+            .collect()
+    }
+
+    /// Queries scored.
+    pub fn len(&self) -> usize {
+        self.by_query.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_query.is_empty()
+    }
+}
+
 /// KL(teacher ‖ student) over each group's softmax at temperature `t`, times t² (so the
 /// gradient's scale does not shrink as t grows, as Hinton et al. scale it), averaged over
 /// groups. `student` and `teacher` are `[groups, group_size]`.
@@ -86,7 +149,7 @@ pub fn mix_with_label(
     label: Tensor,
     student: &Tensor,
     teacher: &Tensor,
-    d: &Distillation,
+    d: &crate::recipe::Distillation,
 ) -> candle_core::Result<Tensor> {
     let kl = distillation_loss(student, teacher, d.temperature)?;
     (label * (1.0 - d.weight))? + (kl * d.weight)?
@@ -107,6 +170,26 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    #[test]
+    fn first_stage_scores_are_normalized_per_query_and_zero_where_not_returned() {
+        let hits = BTreeMap::from([
+            (
+                "q1".to_string(),
+                vec![("a".into(), 30.0), ("b".into(), 20.0), ("c".into(), 10.0)],
+            ),
+            ("q2".to_string(), vec![("a".into(), 0.016)]),
+        ]);
+        let scores = FirstStageScores::from_hits(&hits);
+        assert_eq!(
+            scores.scores("q1", &["c", "a", "b", "z"]),
+            [0.0, 1.0, 0.5, 0.0]
+        );
+        // A lone hit is the best; a query never searched scores nothing.
+        assert_eq!(scores.scores("q2", &["a", "b"]), [1.0, 0.0]);
+        assert_eq!(scores.scores("q3", &["a"]), [0.0]);
+        assert_eq!(scores.len(), 2);
     }
 
     #[test]

@@ -16,11 +16,11 @@ use sift_models::{Encoded, ModelDir, TextTokenizer};
 use crate::bi_encoder::{DropoutRates, TrainableBiEncoder};
 use crate::checkpoint::{read_checkpoint_of, save_checkpoint_of};
 use crate::data::{Corpus, GroupRecipe, LabelledQuery, TrainingSet};
-use crate::distill::Teacher;
+use crate::distill::{FirstStageScores, Teacher};
 use crate::error::{Result, TrainError};
 use crate::grad_cache::{contrastive_gradients, mix, ContrastiveStep, GroupTeacher};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
-use crate::recipe::Distillation;
+use crate::recipe::{Distillation, TeacherModel};
 use crate::units::{units_of, DocumentUnit, DocumentWindows};
 
 /// Texts embedded per forward pass when evaluating, in padded tokens.
@@ -242,12 +242,36 @@ pub enum EmbedderEvent {
     },
 }
 
+/// What scores each query's group when a run distils.
+enum GroupScorer<'a> {
+    Reranker(Teacher),
+    /// The first stage's normalized scores, times the student's contrastive scale.
+    FirstStage(&'a FirstStageScores, f32),
+}
+
+impl GroupScorer<'_> {
+    /// Logits of each (query id, query, document id, document), in order.
+    fn logits(&mut self, pairs: &[(&str, &str, &str, &str)]) -> Result<Vec<f32>> {
+        match self {
+            GroupScorer::Reranker(teacher) => {
+                let texts: Vec<(&str, &str)> = pairs.iter().map(|p| (p.1, p.3)).collect();
+                teacher.logits(&texts)
+            }
+            GroupScorer::FirstStage(scores, scale) => Ok(pairs
+                .iter()
+                .map(|(q, _, d, _)| scores.scores(q, &[d])[0] * *scale)
+                .collect()),
+        }
+    }
+}
+
 /// The teacher's logits `[queries, g]` of each query's own group and the score-matrix columns
 /// they are about. Documents are laid out as the step lays them out: every group's positive
 /// first (column i = query i's), then each group's negatives in turn. `g` is the smallest
 /// group's size (groups of a tiny corpus may fall short of the recipe's negatives).
 fn group_teacher_logits(
-    teacher: &mut Teacher,
+    teacher: &mut GroupScorer<'_>,
+    query_ids: &[&str],
     groups: &[crate::data::Group<'_>],
 ) -> Result<(Tensor, Tensor)> {
     let b = groups.len();
@@ -256,8 +280,8 @@ fn group_teacher_logits(
     let mut columns = Vec::with_capacity(b * g);
     let mut first_negative = b;
     for (i, group) in groups.iter().enumerate() {
-        for (k, document) in group.documents.iter().take(g).enumerate() {
-            pairs.push((group.query, *document));
+        for (k, (document, id)) in group.documents.iter().zip(&group.ids).take(g).enumerate() {
+            pairs.push((query_ids[i], group.query, *id, *document));
             columns.push(if k == 0 {
                 i as u32
             } else {
@@ -298,9 +322,20 @@ pub fn train_embedder(
         st.query_prompt.clone().unwrap_or_default(),
         st.passage_prompt.clone().unwrap_or_default(),
     );
-    let mut teacher = match &recipe.distillation {
-        Some(d) => Some(Teacher::load(d, max_length)?),
+    let mut teacher = match recipe.distillation.as_ref().map(|d| &d.teacher) {
         None => None,
+        Some(TeacherModel::Reranker(path)) => {
+            Some(GroupScorer::Reranker(Teacher::load(path, max_length)?))
+        }
+        Some(TeacherModel::FirstStage(_)) => {
+            let scores = data.first_stage_scores().ok_or_else(|| {
+                TrainError::Invalid(
+                    "the first stage teaches, but the training set has no first-stage scores"
+                        .into(),
+                )
+            })?;
+            Some(GroupScorer::FirstStage(scores, recipe.scale as f32))
+        }
     };
     let mut opt = AdamW::new(model.variables(), recipe.learning_rate, recipe.weight_decay)?;
     let steps_per_epoch = recipe.steps_per_epoch(data.examples.len());
@@ -411,7 +446,13 @@ pub fn train_embedder(
             .map(|t| encode(t, pp))
             .collect::<sift_models::Result<_>>()?;
         let teacher_view = match (&mut teacher, &recipe.distillation) {
-            (Some(t), Some(d)) => Some((group_teacher_logits(t, &groups)?, d)),
+            (Some(t), Some(d)) => {
+                let query_ids: Vec<&str> = picked
+                    .iter()
+                    .map(|&i| data.examples[i].0.id.as_str())
+                    .collect();
+                Some((group_teacher_logits(t, &query_ids, &groups)?, d))
+            }
             _ => None,
         };
         let (loss_value, mut g) = contrastive_gradients(

@@ -26,12 +26,12 @@ pub mod units;
 
 pub use checkpoint::{read_checkpoint, TrainState};
 pub use data::{
-    first_stage, held_out_documents, labelled_queries, read_corpus, Corpus, GroupRecipe,
-    LabelledQuery, TrainingSet,
+    first_stage, first_stage_scored, held_out_documents, labelled_queries, read_corpus, Corpus,
+    GroupRecipe, LabelledQuery, TrainingSet,
 };
 pub use error::{Result, TrainError};
 pub use evaluate::{DevEvaluation, DevMetrics, DevSet, BLEND_WEIGHTS};
 pub use model::TrainableCrossEncoder;
-pub use recipe::{Distillation, ExitWeighting, Loss, Pooler, Recipe};
+pub use recipe::{Distillation, ExitWeighting, FirstStageTag, Loss, Pooler, Recipe, TeacherModel};
 pub use synthetic::{inverse_cloze, SyntheticQuery};
 pub use trainer::{train, Evaluation, Event, Job, StepReport, Trainer};

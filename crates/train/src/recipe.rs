@@ -141,19 +141,50 @@ pub struct Recipe {
     pub distillation: Option<Distillation>,
 }
 
-/// Distillation from a teacher reranker ([`crate::distill`]): the loss becomes
+/// Distillation from a teacher ([`crate::distill`]): the loss becomes
 /// `(1 − weight) · label loss + weight · KL(teacher ‖ student)` over each group — each exit's
 /// group for a reranker, each query's own group (its positive and negatives) for a bi-encoder.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Distillation {
-    /// Any rerank model sift loads: a cross-encoder directory (e.g. one that
-    /// `sift train-reranker --base all-mpnet-base-v2` wrote), an LLM reranker, a GGUF file.
-    pub teacher: std::path::PathBuf,
+    pub teacher: TeacherModel,
     /// Share of the loss that follows the teacher, in [0, 1].
     pub weight: f64,
     /// Softmax temperature of both sides in the KL term (> 0; higher spreads the teacher's
     /// preferences among the negatives).
     pub temperature: f64,
+}
+
+/// Who scores the groups for distillation.
+///
+/// Serialized as a path, or as the string `"first-stage"`: runs saved before the first-stage
+/// teacher existed recorded a bare path, and still read back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum TeacherModel {
+    /// The first stage that mined the hard negatives, its scores min–max normalized per query
+    /// ([`crate::distill::FirstStageScores`]); bi-encoders only. Tried before `Reranker` when
+    /// read back, so `"first-stage"` is this and never a relative path (paths are stored
+    /// resolved, absolute).
+    FirstStage(FirstStageTag),
+    /// Any rerank model sift loads: a cross-encoder directory (e.g. one that
+    /// `sift train-reranker --base all-mpnet-base-v2` wrote), an LLM reranker, a GGUF file.
+    Reranker(std::path::PathBuf),
+}
+
+/// The one spelling of [`TeacherModel::FirstStage`] in a saved recipe.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirstStageTag {
+    FirstStage,
+}
+
+impl std::fmt::Display for TeacherModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TeacherModel::FirstStage(_) => f.write_str("the first stage"),
+            TeacherModel::Reranker(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 impl Default for Recipe {
@@ -277,6 +308,33 @@ impl Distillation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_teacher_reads_back_as_saved_and_older_paths_stay_rerankers() {
+        for teacher in [
+            TeacherModel::FirstStage(FirstStageTag::FirstStage),
+            TeacherModel::Reranker("/models/rr-mpnet".into()),
+        ] {
+            let d = Distillation {
+                teacher: teacher.clone(),
+                weight: 0.5,
+                temperature: 1.0,
+            };
+            let json = serde_json::to_value(&d).unwrap();
+            assert_eq!(serde_json::from_value::<Distillation>(json).unwrap(), d);
+        }
+        let first: TeacherModel = serde_json::from_str(r#""first-stage""#).unwrap();
+        assert_eq!(first, TeacherModel::FirstStage(FirstStageTag::FirstStage));
+        // What runs saved before the first-stage teacher wrote: a bare path.
+        let older: Distillation = serde_json::from_str(
+            r#"{"teacher": "/work/runs/rr-mpnet", "weight": 0.5, "temperature": 1.0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            older.teacher,
+            TeacherModel::Reranker("/work/runs/rr-mpnet".into())
+        );
+    }
 
     #[test]
     fn a_recipe_saved_before_the_pooler_choice_keeps_the_base_pooler() {

@@ -170,11 +170,21 @@ impl<'a> Trainer<'a> {
             group_size: TrainingSet::group_size(&recipe.groups),
         };
         let vars = opt.vars().to_vec();
-        let teacher = recipe
-            .distillation
-            .as_ref()
-            .map(|d| Teacher::load(d, recipe.max_length))
-            .transpose()?;
+        let teacher = match recipe.distillation.as_ref().map(|d| &d.teacher) {
+            None => None,
+            Some(crate::recipe::TeacherModel::Reranker(path)) => {
+                Some(Teacher::load(path, recipe.max_length)?)
+            }
+            // A reranker's groups are the first stage's candidates: the order it is trained to
+            // improve on cannot also be its teacher.
+            Some(crate::recipe::TeacherModel::FirstStage(_)) => {
+                return Err(TrainError::Invalid(
+                    "--teacher first-stage teaches embedders (train-embedder); a reranker learns \
+                     to reorder the first stage, so give it a rerank model as teacher"
+                        .into(),
+                ))
+            }
+        };
         Ok(Trainer {
             teacher,
             base,

@@ -13,7 +13,7 @@ use sift_models::{ModelDir, TextRole, TextTokenizer};
 use sift_train::bi_encoder::{contrastive_loss, DropoutRates, TrainableBiEncoder};
 use sift_train::grad_cache::{contrastive_gradients, ContrastiveStep, GroupTeacher};
 use sift_train::optim::AdamW;
-use sift_train::recipe::Distillation;
+use sift_train::recipe::{Distillation, TeacherModel};
 use sift_train::units::max_per_document;
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -280,7 +280,7 @@ fn gradients_equal_the_reference_implementations() {
             let logits = Tensor::new(matrix("teacher"), &Device::Cpu).unwrap();
             let columns = Tensor::new(columns, &Device::Cpu).unwrap();
             let distillation = Distillation {
-                teacher: "unused".into(),
+                teacher: TeacherModel::Reranker("unused".into()),
                 weight: step["distill_weight"].as_f64().unwrap(),
                 temperature: step["temperature"].as_f64().unwrap(),
             };

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use sift_models::batch::Batch;
 use sift_models::{ModelDir, TextTokenizer};
 use sift_train::model::TrainableCrossEncoder;
-use sift_train::recipe::{Distillation, Loss, Pooler};
+use sift_train::recipe::{Distillation, Loss, Pooler, TeacherModel};
 use sift_train::trainer::exit_loss;
 
 #[test]
@@ -60,7 +60,7 @@ fn reranker_gradients_equal_the_reference_implementations() {
         let logits = logits.reshape((pairs.len() / size, size)).unwrap();
         let teacher: Vec<Vec<f32>> = serde_json::from_value(step["teacher"].clone()).unwrap();
         let distillation = Distillation {
-            teacher: "unused".into(),
+            teacher: TeacherModel::Reranker("unused".into()),
             weight: step["distill_weight"].as_f64().unwrap(),
             temperature: step["temperature"].as_f64().unwrap(),
         };

@@ -2,7 +2,8 @@
 //! retrieval task (dev nDCG@10 rises over the base), writes a sentence-transformers directory
 //! sift's `Embedder` loads, and a run stopped part-way and resumed ends with the same model as
 //! an uninterrupted one. Trained on windows, it learns what lies past the max length, and its
-//! windows are the ones the index embeds. With a teacher, it learns the teacher's ranking.
+//! windows are the ones the index embeds. With a teacher — a cross-encoder, or the first stage's
+//! scores — it learns the teacher's ranking.
 
 mod support;
 
@@ -13,10 +14,12 @@ use sift_index::{ChunkingConfig, Document};
 use sift_models::{Embedder, EmbedderOptions, ModelDir, TextRole, TextTokenizer};
 use sift_pipeline::ingest::{chunk_document, embedding_text};
 use sift_train::bi_encoder::DropoutRates;
-use sift_train::distill::Teacher;
+use sift_train::distill::{FirstStageScores, Teacher};
 use sift_train::embedder_trainer::{train_embedder, EmbedderDev, EmbedderRecipe, EmbedderState};
 use sift_train::units::{corpus_windows, DocumentUnit, DocumentWindows};
-use sift_train::{Distillation, GroupRecipe, LabelledQuery, TrainingSet};
+use sift_train::{
+    Distillation, FirstStageTag, GroupRecipe, LabelledQuery, TeacherModel, TrainingSet,
+};
 
 const TOPICS: [&str; 16] = [
     "paris", "dog", "fox", "cafe", "tumour", "vaccines", "disease", "cells", "hypoxia", "gene",
@@ -96,7 +99,7 @@ fn recipe() -> EmbedderRecipe {
 }
 
 fn run(t: &Task, out: &Path, recipe: EmbedderRecipe, resume: bool) -> EmbedderState {
-    run_with(t, out, recipe, resume, None)
+    run_with(t, out, recipe, resume, None, None)
 }
 
 fn run_with(
@@ -105,20 +108,31 @@ fn run_with(
     recipe: EmbedderRecipe,
     resume: bool,
     windows: Option<DocumentWindows>,
+    first_stage: Option<&BTreeMap<String, Vec<(String, f32)>>>,
 ) -> EmbedderState {
-    // Hard negatives: every other document, as a first stage that knows nothing would rank.
+    // Hard negatives: the first stage's ranking when one is given, else every other document,
+    // as a first stage that knows nothing would rank.
     let mined: BTreeMap<String, Vec<String>> = t
         .train
         .iter()
         .map(|q| {
-            let mut ids: Vec<String> = t.corpus.keys().cloned().collect();
-            ids.sort();
+            let ids = match first_stage {
+                Some(hits) => hits[&q.id].iter().map(|(d, _)| d.clone()).collect(),
+                None => {
+                    let mut ids: Vec<String> = t.corpus.keys().cloned().collect();
+                    ids.sort();
+                    ids
+                }
+            };
             (q.id.clone(), ids)
         })
         .collect();
     let mut data = TrainingSet::new(t.corpus.clone(), &t.train, mined).unwrap();
     if let Some(w) = windows {
         data = data.with_windows(w);
+    }
+    if let Some(hits) = first_stage {
+        data = data.with_first_stage_scores(FirstStageScores::from_hits(hits));
     }
     let dev = EmbedderDev {
         queries: &t.dev,
@@ -266,7 +280,7 @@ fn training_on_windows_learns_what_lies_past_the_max_length() {
         unit: DocumentUnit::Windows(chunking),
         ..recipe()
     };
-    let state = run_with(&t, dir.path(), windowed, false, Some(windows));
+    let state = run_with(&t, dir.path(), windowed, false, Some(windows), None);
     let baseline = state.baseline.unwrap().ndcg_at_10;
     let best = state.best.as_ref().unwrap().metrics.ndcg_at_10;
     assert!(
@@ -306,9 +320,13 @@ fn the_windows_trained_on_are_the_ones_the_index_embeds() {
     assert_eq!(trained, &indexed);
 }
 
+/// A teacher's logits of a query's documents, given their ids and texts.
+type TeacherLogits<'a> = dyn FnMut(&LabelledQuery, &[&String], &[String]) -> Vec<f32> + 'a;
+
 /// Mean over the training queries of KL(teacher ‖ student) between the two softmaxes over the
-/// whole corpus — the teacher's logits against the student's 20 × cosine.
-fn disagreement(t: &Task, teacher: &mut Teacher, student: &Path) -> f64 {
+/// whole corpus — the teacher's logits (of the query and the documents' ids and texts) against
+/// the student's 20 × cosine.
+fn disagreement(t: &Task, teacher: &mut TeacherLogits<'_>, student: &Path) -> f64 {
     let mut ids: Vec<&String> = t.corpus.keys().collect();
     ids.sort();
     let texts: Vec<String> = ids.iter().map(|d| t.corpus[*d].clone()).collect();
@@ -322,13 +340,7 @@ fn disagreement(t: &Task, teacher: &mut Teacher, student: &Path) -> f64 {
     let mut total = 0.0;
     for q in &t.train {
         let query = &vectors(student, std::slice::from_ref(&q.text))[0];
-        let pairs: Vec<(&str, &str)> = texts
-            .iter()
-            .map(|d| (q.text.as_str(), d.as_str()))
-            .collect();
-        let want: Vec<f64> = teacher
-            .logits(&pairs)
-            .unwrap()
+        let want: Vec<f64> = teacher(q, &ids, &texts)
             .into_iter()
             .map(f64::from)
             .collect();
@@ -354,12 +366,20 @@ fn disagreement(t: &Task, teacher: &mut Teacher, student: &Path) -> f64 {
 #[test]
 fn a_distilled_student_learns_the_teachers_ranking() {
     let t = task();
+    let path = support::golden_fixture("bert-classifier");
     let distillation = Distillation {
-        teacher: support::golden_fixture("bert-classifier"),
+        teacher: TeacherModel::Reranker(path.clone()),
         weight: 1.0,
         temperature: 1.0,
     };
-    let mut teacher = Teacher::load(&distillation, 32).unwrap();
+    let mut model = Teacher::load(&path, 32).unwrap();
+    let mut teacher = |q: &LabelledQuery, _: &[&String], texts: &[String]| {
+        let pairs: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|d| (q.text.as_str(), d.as_str()))
+            .collect();
+        model.logits(&pairs).unwrap()
+    };
     let plain = tempfile::tempdir().unwrap();
     run(&t, plain.path(), recipe(), false);
     let distilled = tempfile::tempdir().unwrap();
@@ -382,4 +402,140 @@ fn a_distilled_student_learns_the_teachers_ranking() {
         with < 0.5 * before && with < 0.5 * without,
         "KL(teacher ‖ student): base {before:.3}, trained on labels {without:.3}, distilled {with:.3}"
     );
+}
+
+/// Over the training queries, the share of pairs among the first stage's top `depth` (the
+/// query's positive left out: the labels speak for it) that the student, by cosine, orders as
+/// the first stage does.
+fn agreement(
+    t: &Task,
+    hits: &BTreeMap<String, Vec<(String, f32)>>,
+    depth: usize,
+    student: &Path,
+) -> f64 {
+    let (mut same, mut pairs) = (0usize, 0usize);
+    for q in &t.train {
+        let top: Vec<String> = hits[&q.id]
+            .iter()
+            .take(depth)
+            .filter(|(d, _)| !q.relevant.contains(d))
+            .map(|(d, _)| t.corpus[d].clone())
+            .collect();
+        let documents = vectors(student, &top);
+        let query = &vectors(student, std::slice::from_ref(&q.text))[0];
+        let cosine: Vec<f32> = documents
+            .iter()
+            .map(|d| d.iter().zip(query).map(|(a, b)| a * b).sum())
+            .collect();
+        for a in 0..cosine.len() {
+            for b in a + 1..cosine.len() {
+                pairs += 1;
+                same += usize::from(cosine[a] > cosine[b]);
+            }
+        }
+    }
+    same as f64 / pairs as f64
+}
+
+/// `--teacher first-stage`: with the whole loss on the first stage's scores (weight 1), the
+/// student orders the first stage's top documents as the first stage does — here an order of
+/// the topic documents the labels say nothing about (by number), so only distillation teaches
+/// it.
+#[test]
+fn a_student_distilled_from_the_first_stage_learns_its_ranking() {
+    let t = task();
+    let ids: Vec<String> = t.corpus.keys().cloned().collect();
+    // Each query's first stage returns the 16 topic documents in the order of their number (the
+    // notes, `x*`, differ only in a number the tiny vocabulary does not hold: it cannot order
+    // them).
+    let hits: BTreeMap<String, Vec<(String, f32)>> = t
+        .train
+        .iter()
+        .map(|q| {
+            let mut order: Vec<&String> = ids.iter().filter(|d| d.starts_with('d')).collect();
+            order.sort_by_key(|d| d[1..].parse::<usize>().unwrap());
+            let hits = order
+                .into_iter()
+                .enumerate()
+                .map(|(rank, d)| (d.clone(), 40.0 - rank as f32))
+                .collect();
+            (q.id.clone(), hits)
+        })
+        .collect();
+    let distillation = Distillation {
+        teacher: TeacherModel::FirstStage(FirstStageTag::FirstStage),
+        weight: 1.0,
+        temperature: 1.0,
+    };
+    // Groups of the first stage's top 10 (the hard negatives' pool), as in a real run.
+    let recipe = EmbedderRecipe {
+        groups: GroupRecipe {
+            hard_negatives: 4,
+            ..recipe().groups
+        },
+        epochs: 24,
+        ..recipe()
+    };
+    let plain = tempfile::tempdir().unwrap();
+    run_with(&t, plain.path(), recipe.clone(), false, None, Some(&hits));
+    let distilled = tempfile::tempdir().unwrap();
+    let state = run_with(
+        &t,
+        distilled.path(),
+        EmbedderRecipe {
+            distillation: Some(distillation.clone()),
+            ..recipe
+        },
+        false,
+        None,
+        Some(&hits),
+    );
+    assert_eq!(state.recipe.distillation.as_ref(), Some(&distillation));
+    let depth = recipe.groups.negative_depth;
+    let before = agreement(&t, &hits, depth, &support::golden_fixture("bert-encoder"));
+    let (without, with) = (
+        agreement(&t, &hits, depth, plain.path()),
+        agreement(&t, &hits, depth, distilled.path()),
+    );
+    assert!(
+        with > 0.8 && with > without + 0.2 && with > before + 0.2,
+        "pairs of the first stage's top {depth} ordered as it orders them: base {before:.3}, trained on labels {without:.3}, distilled {with:.3}"
+    );
+}
+
+/// A run told the first stage teaches, on a training set without its scores, stops before any
+/// step rather than training on labels alone.
+#[test]
+fn a_first_stage_teacher_without_scores_is_refused() {
+    let t = task();
+    let out = tempfile::tempdir().unwrap();
+    let mined = BTreeMap::from([("q0".to_string(), vec!["d1".to_string()])]);
+    let data = TrainingSet::new(t.corpus.clone(), &t.train, mined).unwrap();
+    let dev = EmbedderDev {
+        queries: &[],
+        corpus: &t.corpus,
+        windows: None,
+    };
+    let recipe = EmbedderRecipe {
+        distillation: Some(Distillation {
+            teacher: TeacherModel::FirstStage(FirstStageTag::FirstStage),
+            weight: 0.5,
+            temperature: 1.0,
+        }),
+        ..recipe()
+    };
+    let run = train_embedder(
+        &base(),
+        &data,
+        &dev,
+        recipe,
+        out.path(),
+        false,
+        2,
+        &mut |_| {},
+    );
+    let Err(err) = run else {
+        panic!("trained without the first stage's scores");
+    };
+    assert!(err.to_string().contains("first-stage scores"), "{err}");
 }

@@ -12,14 +12,15 @@ use sift_index::store::{self, Access, Location};
 use sift_models::{Head, ModelDir, TextTokenizer};
 use sift_pipeline::{Pipeline, SearchMode};
 use sift_train::bi_encoder::DropoutRates;
+use sift_train::distill::FirstStageScores;
 use sift_train::embedder_trainer::{
     train_embedder, EmbedderDev, EmbedderEvent, EmbedderRecipe, EmbedderState,
 };
 use sift_train::trainer::recent_loss;
 use sift_train::units::DocumentUnit;
-use sift_train::GroupRecipe;
+use sift_train::{GroupRecipe, TeacherModel};
 
-use super::distill_flags::{check_teacher, DistillFlags};
+use super::distill_flags::{check_teacher, DistillFlags, Student};
 use super::memory::peak_rss_bytes;
 use super::progress_bar;
 use crate::model_path::{load_embedder, resolve};
@@ -222,7 +223,7 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
         distillation: args.distill.distillation()?,
     };
     recipe.validate()?;
-    check_teacher(recipe.distillation.as_ref())?;
+    check_teacher(recipe.distillation.as_ref(), Student::Embedder)?;
     let dataset = Dataset::load(&args.data, None)?;
     let corpus = sift_train::read_corpus(&dataset.corpus)?;
     let train_queries =
@@ -257,11 +258,28 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
     );
     let started = Instant::now();
 
-    // Hard negatives, mined once and saved so a resumed run trains on the same ones.
+    // Hard negatives, mined once and saved so a resumed run trains on the same ones; with the
+    // first stage as teacher, its scores too (over a default search's depth, so that positives
+    // ranked below the negatives' pool still get theirs).
+    let first_stage_teaches = matches!(
+        recipe.distillation.as_ref().map(|d| &d.teacher),
+        Some(TeacherModel::FirstStage(_))
+    );
     let mined_path = args.out.join("first_stage.json");
-    let mined: BTreeMap<String, Vec<String>> = if args.resume && mined_path.is_file() {
+    let scores_path = args.out.join("first_stage_scores.json");
+    let saved =
+        args.resume && mined_path.is_file() && (!first_stage_teaches || scores_path.is_file());
+    let (mined, scores): (BTreeMap<String, Vec<String>>, Option<FirstStageScores>) = if saved {
         let text = std::fs::read_to_string(&mined_path)?;
-        serde_json::from_str(&text).with_context(|| mined_path.display().to_string())?
+        let mined =
+            serde_json::from_str(&text).with_context(|| mined_path.display().to_string())?;
+        let scores = if first_stage_teaches {
+            let text = std::fs::read_to_string(&scores_path)?;
+            Some(serde_json::from_str(&text).with_context(|| scores_path.display().to_string())?)
+        } else {
+            None
+        };
+        (mined, scores)
     } else {
         let engine = args.engine.options(args.embed_precision.get());
         crate::documents::ensure_collection(
@@ -279,25 +297,42 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
         let bar = progress_bar(train_queries.len() + synthetic_queries.len(), "queries");
         bar.set_message("mining hard negatives");
         let mut tick = |n: usize| bar.inc(n as u64);
-        let mut mined = sift_train::first_stage(
+        let depth = if first_stage_teaches {
+            args.negative_depth
+                .max(sift_pipeline::SearchOptions::default().depth)
+        } else {
+            args.negative_depth
+        };
+        let mut hits = sift_train::first_stage_scored(
             &pipeline,
             &train_queries,
-            args.negative_depth,
+            depth,
             args.first_stage,
             &mut tick,
         )?;
         // Synthetic ids carry their own prefix, so one map holds both.
-        mined.extend(sift_train::first_stage(
+        hits.extend(sift_train::first_stage_scored(
             &pipeline,
             &synthetic_queries,
-            args.negative_depth,
+            depth,
             args.first_stage,
             &mut tick,
         )?);
         bar.finish_and_clear();
+        let mined: BTreeMap<String, Vec<String>> = hits
+            .iter()
+            .map(|(q, h)| {
+                let ids = h.iter().take(args.negative_depth).map(|(id, _)| id.clone());
+                (q.clone(), ids.collect())
+            })
+            .collect();
         std::fs::create_dir_all(&args.out)?;
         std::fs::write(&mined_path, serde_json::to_string(&mined)?)?;
-        mined
+        let scores = first_stage_teaches.then(|| FirstStageScores::from_hits(&hits));
+        if let Some(scores) = &scores {
+            std::fs::write(&scores_path, serde_json::to_string(scores)?)?;
+        }
+        (mined, scores)
     };
     let windows = match recipe.unit {
         DocumentUnit::Whole => None,
@@ -316,6 +351,9 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
     };
     let mut data = sift_train::TrainingSet::new(corpus.clone(), &train_queries, mined)?
         .with_synthetic(synthetic, BTreeMap::new());
+    if let Some(scores) = scores {
+        data = data.with_first_stage_scores(scores);
+    }
     if let Some(w) = windows {
         data = data.with_windows(w);
     }
@@ -329,9 +367,7 @@ pub fn run(args: TrainEmbedderArgs) -> Result<()> {
     let teacher = recipe.distillation.as_ref().map_or(String::new(), |d| {
         format!(
             ", distilling {} (weight {}, temperature {})",
-            d.teacher.display(),
-            d.weight,
-            d.temperature
+            d.teacher, d.weight, d.temperature
         )
     });
     eprintln!(

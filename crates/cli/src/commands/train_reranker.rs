@@ -15,7 +15,7 @@ use sift_train::{
     read_checkpoint, DevSet, Event, ExitWeighting, GroupRecipe, Job, Loss, Pooler, Recipe,
 };
 
-use super::distill_flags::{check_teacher, DistillFlags};
+use super::distill_flags::{check_teacher, DistillFlags, Student};
 use super::memory::peak_rss_bytes;
 use super::progress_bar;
 use crate::model_path::{load_embedder, resolve};
@@ -283,7 +283,7 @@ pub fn run(args: TrainRerankerArgs) -> Result<()> {
         distillation: args.distill.distillation()?,
     };
     recipe.validate()?;
-    check_teacher(recipe.distillation.as_ref())?;
+    check_teacher(recipe.distillation.as_ref(), Student::Reranker)?;
     let layers = base.config.num_layers;
     if let Some(bad) = recipe.exit_layers.iter().find(|&&l| l == 0 || l > layers) {
         bail!(
