@@ -21,6 +21,7 @@ use crate::error::{Result, TrainError};
 use crate::grad_cache::{contrastive_gradients, mix, ContrastiveStep, GroupTeacher};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
 use crate::recipe::{Distillation, TeacherModel};
+use crate::synthetic::SYNTHETIC_PREFIX;
 use crate::units::{units_of, DocumentUnit, DocumentWindows};
 
 /// Texts embedded per forward pass when evaluating, in padded tokens.
@@ -257,9 +258,14 @@ impl GroupScorer<'_> {
                 let texts: Vec<(&str, &str)> = pairs.iter().map(|p| (p.1, p.3)).collect();
                 teacher.logits(&texts)
             }
+            // An inverse-cloze positive (`ict:ID`) is document ID less its query sentence: the
+            // first stage, searching that sentence, scored document ID.
             GroupScorer::FirstStage(scores, scale) => Ok(pairs
                 .iter()
-                .map(|(q, _, d, _)| scores.scores(q, &[d])[0] * *scale)
+                .map(|(q, _, d, _)| {
+                    let d = d.strip_prefix(SYNTHETIC_PREFIX).unwrap_or(d);
+                    scores.scores(q, &[d])[0] * *scale
+                })
                 .collect()),
         }
     }
