@@ -31,16 +31,23 @@ fn args<'a>(data: &'a str, collection: &'a str, out: &'a str, base: &'a str) -> 
     ]
 }
 
-#[test]
-fn bad_input_is_refused_before_any_work() {
+/// A temporary directory holding the toy dataset (`data/`), with the dataset's path, a
+/// collection path (`col`, not built yet) and the tiny encoder to train as strings.
+fn workspace() -> (tempfile::TempDir, std::path::PathBuf, [String; 3]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     dataset(&data);
-    let (d, c, t) = (
+    let paths = [
         data.display().to_string(),
         tmp.path().join("col").display().to_string(),
         golden("bert-encoder"),
-    );
+    ];
+    (tmp, data, paths)
+}
+
+#[test]
+fn bad_input_is_refused_before_any_work() {
+    let (tmp, _, [d, c, t]) = workspace();
     let out = tmp.path().join("out").display().to_string();
     let exists = tmp.path().join("exists");
     std::fs::create_dir(&exists).unwrap();
@@ -96,14 +103,7 @@ fn bad_input_is_refused_before_any_work() {
 /// records its teacher, and resumes from them.
 #[test]
 fn the_first_stage_teaches_and_a_run_resumes_with_its_scores() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    dataset(&data);
-    let (d, c, t) = (
-        data.display().to_string(),
-        tmp.path().join("col").display().to_string(),
-        golden("bert-encoder"),
-    );
+    let (tmp, _, [d, c, t]) = workspace();
     let out = tmp.path().join("out");
     let o = out.display().to_string();
     let mut first = args(&d, &c, &o, &t);
@@ -149,14 +149,7 @@ fn the_first_stage_teaches_and_a_run_resumes_with_its_scores() {
 
 #[test]
 fn a_run_writes_a_model_that_embeds_and_indexes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    dataset(&data);
-    let (d, c, t) = (
-        data.display().to_string(),
-        tmp.path().join("col").display().to_string(),
-        golden("bert-encoder"),
-    );
+    let (tmp, data, [d, c, t]) = workspace();
     let out = tmp.path().join("out");
     let o = out.display().to_string();
     let run = sift_cmd(&args(&d, &c, &o, &t)).output().unwrap();
