@@ -107,13 +107,13 @@ impl FirstStageScores {
         FirstStageScores { by_query }
     }
 
-    /// The normalized score of each document for `query`, in order (0 where not returned).
-    pub fn scores(&self, query: &str, documents: &[&str]) -> Vec<f32> {
-        let hits = self.by_query.get(query);
-        documents
-            .iter()
-            .map(|d| hits.and_then(|h| h.get(*d)).copied().unwrap_or(0.0))
-            .collect()
+    /// The normalized score of `document` for `query` (0 where not returned).
+    pub fn score(&self, query: &str, document: &str) -> f32 {
+        self.by_query
+            .get(query)
+            .and_then(|h| h.get(document))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// Queries scored.
@@ -182,13 +182,11 @@ mod tests {
             ("q2".to_string(), vec![("a".into(), 0.016)]),
         ]);
         let scores = FirstStageScores::from_hits(&hits);
-        assert_eq!(
-            scores.scores("q1", &["c", "a", "b", "z"]),
-            [0.0, 1.0, 0.5, 0.0]
-        );
+        let of = |q: &str, ds: &[&str]| ds.iter().map(|d| scores.score(q, d)).collect::<Vec<_>>();
+        assert_eq!(of("q1", &["c", "a", "b", "z"]), [0.0, 1.0, 0.5, 0.0]);
         // A lone hit is the best; a query never searched scores nothing.
-        assert_eq!(scores.scores("q2", &["a", "b"]), [1.0, 0.0]);
-        assert_eq!(scores.scores("q3", &["a"]), [0.0]);
+        assert_eq!(of("q2", &["a", "b"]), [1.0, 0.0]);
+        assert_eq!(of("q3", &["a"]), [0.0]);
         assert_eq!(scores.len(), 2);
     }
 

@@ -264,7 +264,7 @@ impl GroupScorer<'_> {
                 .iter()
                 .map(|(q, _, d, _)| {
                     let d = d.strip_prefix(SYNTHETIC_PREFIX).unwrap_or(d);
-                    scores.scores(q, &[d])[0] * *scale
+                    scores.score(q, d) * *scale
                 })
                 .collect()),
         }
