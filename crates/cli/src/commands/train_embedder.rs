@@ -98,8 +98,8 @@ pub struct TrainEmbedderArgs {
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
 
-    /// Passes over the training pairs. With --dev-queries the best epoch by dev nDCG@10 is
-    /// written, otherwise the last.
+    /// Passes over the training pairs. The epoch with the best dev nDCG@10 is written (the
+    /// last one with --dev-queries 0).
     #[arg(long, default_value_t = 1)]
     epochs: usize,
 
